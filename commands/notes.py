@@ -1,0 +1,123 @@
+"""Notes: one stream per note, ``notes/{tenant}/{mode}/{note_id}``.
+
+Commands create, update (full replacement of the editable fields) and delete a note.
+A note belongs to the user who created it; to anyone else it does not exist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Annotated, Any, Literal, Self
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from commands.envelope import Command
+from spine.errors import AlreadyExists, NotFound
+from spine.events import EventEnvelope, Identifier, NewEvent, Scope
+from spine.streams import stream_id
+
+DOMAIN = "notes"
+MAX_CONTENT_BYTES = 1_000_000
+Tag = Annotated[str, StringConstraints(pattern=r"^[^\s,][^,]{0,63}$", strip_whitespace=True)]
+
+
+class NoteSource(BaseModel):
+    """Who wrote the note: a user, or an agent (then ``agent_id`` says which)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    created_by: Literal["user", "agent"] = "user"
+    agent_id: str | None = Field(default=None, min_length=1, max_length=128)
+    run_id: str | None = Field(default=None, min_length=1, max_length=128)
+
+    @model_validator(mode="after")
+    def _agent_named(self) -> Self:
+        if self.created_by == "agent" and not self.agent_id:
+            raise ValueError("agent_id is required when created_by is 'agent'")
+        return self
+
+
+class NoteBody(BaseModel):
+    """The editable fields of a note."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    title: str = Field(min_length=1, max_length=500)
+    content_type: Literal["markdown", "json", "text"] = "markdown"
+    content: Any = ""
+    tags: list[Tag] = Field(default_factory=list, max_length=64)
+
+    @model_validator(mode="after")
+    def _content_fits_type(self) -> Self:
+        if self.content_type != "json" and not isinstance(self.content, str):
+            raise ValueError(f"content must be a string when content_type is {self.content_type}")
+        try:
+            size = len(orjson.dumps(self.content))
+        except TypeError as exc:
+            raise ValueError(f"content is not JSON: {exc}") from exc
+        if size > MAX_CONTENT_BYTES:
+            raise ValueError(f"content is {size} bytes; the limit is {MAX_CONTENT_BYTES}")
+        if len(set(self.tags)) != len(self.tags):
+            raise ValueError("tags must not repeat")
+        return self
+
+
+class CreateNote(NoteBody):
+    note_id: Identifier
+    source: NoteSource = NoteSource()
+
+
+class UpdateNote(NoteBody):
+    note_id: Identifier
+
+
+class DeleteNote(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    note_id: Identifier
+
+
+@dataclass(frozen=True)
+class NoteState:
+    version: int = 0
+    exists: bool = False
+    deleted: bool = False
+    scope: Scope | None = None
+
+
+def note_stream(scope: Scope, note_id: str) -> str:
+    return stream_id(DOMAIN, scope.tenant_id, scope.mode, note_id)
+
+
+class NotesDecider:
+    def stream_id(self, command: Command[Any]) -> str:
+        return note_stream(command.scope, command.payload.note_id)
+
+    def initial(self) -> NoteState:
+        return NoteState()
+
+    def evolve(self, state: NoteState, event: EventEnvelope) -> NoteState:
+        if event.event_type == "note.created":
+            return NoteState(version=event.seq, exists=True, scope=event.scope)
+        if event.event_type == "note.deleted":
+            return replace(state, version=event.seq, deleted=True)
+        return replace(state, version=event.seq)
+
+    def decide(self, state: NoteState, command: Command[Any]) -> Sequence[NewEvent]:
+        payload = command.payload
+        if isinstance(payload, CreateNote):
+            if state.exists:
+                raise AlreadyExists(f"note {payload.note_id!r} already exists")
+            return [command.event("note.created", payload.model_dump(mode="json"))]
+        if not state.exists or state.deleted or state.scope is None:
+            raise NotFound(f"note {payload.note_id!r} not found")
+        if state.scope.user_id != command.scope.user_id:
+            raise NotFound(f"note {payload.note_id!r} not found")
+        if isinstance(payload, UpdateNote):
+            body = payload.model_dump(mode="json", exclude={"note_id"})
+            return [command.event("note.updated", body, scope=state.scope)]
+        if isinstance(payload, DeleteNote):
+            return [command.event("note.deleted", {}, scope=state.scope)]
+        raise TypeError(f"notes cannot handle {type(payload).__name__}")

@@ -1,0 +1,75 @@
+"""Configuration: one YAML file (routes, connections, auth), read once at start-up."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from routing.config import RoutesFile, describe_validation_error, load_yaml
+from spine.errors import RoutingError
+
+
+class AuthSettings(BaseModel):
+    """How bearer tokens are verified. HS256 with a shared secret, or RS256 with a public
+    key (PEM file) or a JWKS file. In lab mode with no secret configured, one is made on
+    first use in the data directory."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    algorithm: Literal["HS256", "RS256"] = "HS256"
+    hs256_secret: str | None = Field(default=None, min_length=32)
+    hs256_secret_file: str | None = None
+    rs256_public_key_file: str | None = None
+    jwks_file: str | None = None
+    issuer: str | None = None
+    audience: str | None = None
+    leeway_seconds: int = Field(default=30, ge=0, le=300)
+
+    @model_validator(mode="after")
+    def _one_key(self) -> Self:
+        if self.algorithm == "RS256" and not (self.rs256_public_key_file or self.jwks_file):
+            raise ValueError("RS256 needs rs256_public_key_file or jwks_file")
+        if self.hs256_secret and self.hs256_secret_file:
+            raise ValueError("give hs256_secret or hs256_secret_file, not both")
+        return self
+
+
+class Settings(RoutesFile):
+    auth: AuthSettings = AuthSettings()
+    write_wait_seconds: float = Field(default=2.0, ge=0, le=60)
+    """How long a write endpoint waits for its view before answering 202."""
+
+    @model_validator(mode="after")
+    def _secret_outside_lab(self) -> Self:
+        a = self.auth
+        if (
+            self.mode != "lab"
+            and a.algorithm == "HS256"
+            and not (a.hs256_secret or a.hs256_secret_file)
+        ):
+            raise ValueError(f"mode {self.mode!r} needs auth.hs256_secret(_file) or RS256 keys")
+        return self
+
+
+LAB_ROUTES = "lab.yaml"
+
+
+def load_settings(path: Path | None) -> tuple[Settings, str]:
+    """Read and validate a configuration file (the packaged lab default when ``None``).
+    Returns the settings and a label saying where they came from."""
+    if path is None:
+        text = resources.files("engines").joinpath(LAB_ROUTES).read_text(encoding="utf-8")
+        import yaml
+
+        data = yaml.safe_load(text)
+        label = "packaged lab routes"
+    else:
+        data = load_yaml(path)
+        label = str(path)
+    try:
+        return Settings.model_validate(data), label
+    except ValidationError as exc:
+        raise RoutingError(describe_validation_error(Path(label), exc)) from exc

@@ -1,0 +1,12 @@
+"""Projections: asynchronous projectors that materialize read views from the spine."""
+
+from projections.views import (
+    CheckpointStore,
+    Filter,
+    Page,
+    ViewQuery,
+    ViewRecord,
+    ViewStore,
+)
+
+__all__ = ["CheckpointStore", "Filter", "Page", "ViewQuery", "ViewRecord", "ViewStore"]

@@ -1,0 +1,142 @@
+"""The ``ViewStore`` protocol: where projectors materialize read views.
+
+Guarantees, for every backend:
+
+* **Monotonic writes.** ``put`` writes a record only if its ``version`` is above the
+  stored one (a view's version is the seq of the last spine event applied to it), so a
+  redelivered or reordered event can never move a view backwards. ``delete`` is a
+  tombstone with a version, under the same rule, so a late event cannot resurrect it.
+* **Scoped queries.** Every query names tenant and mode; optional user, surface and
+  project filters, equality or list-membership filters on data fields, one ordering
+  field and opaque cursor paging (keyset: stable under concurrent writes).
+* **Expiry.** A record whose ``expires_at`` has passed reads as absent.
+* Driver errors are translated into :mod:`spine.errors`.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Annotated, Any, Literal, Protocol, runtime_checkable
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from spine.errors import InvalidInput
+from spine.events import Identifier, Mode, Scope
+
+FieldName = Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_]{0,63}$")]
+FilterValue = str | int | bool
+
+
+class ViewRecord(BaseModel):
+    """One materialized record of a view."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    key: str = Field(min_length=1, max_length=512)
+    scope: Scope
+    version: int = Field(ge=1)
+    data: dict[str, Any] = Field(default_factory=dict)
+    expires_at: datetime | None = None
+    deleted: bool = False
+    """A tombstone: invisible to get and query, but it keeps the version."""
+
+
+class Filter(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    field: FieldName
+    op: Literal["eq", "contains"] = "eq"
+    """``eq``: the field equals value; ``contains``: the list field holds value."""
+    value: FilterValue
+
+
+class ViewQuery(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tenant_id: Identifier
+    mode: Mode
+    user_id: Identifier | None = None
+    surface_id: Identifier | None = None
+    project_id: Identifier | None = None
+    where: tuple[Filter, ...] = ()
+    order_by: FieldName = "updated_at"
+    """A data field present on every record of the view."""
+    descending: bool = True
+    limit: int = Field(default=50, ge=1, le=1000)
+    cursor: str | None = None
+
+
+class Page(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    items: tuple[ViewRecord, ...]
+    next_cursor: str | None = None
+
+
+def encode_cursor(order_value: Any, key: str) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps([order_value, key])).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[Any, str]:
+    """The (order value, key) a cursor continues after; :class:`InvalidInput` if malformed."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        value, key = orjson.loads(raw)
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput("cursor is malformed") from exc
+    if not isinstance(key, str) or not isinstance(value, str | int | float):
+        raise InvalidInput("cursor is malformed")
+    return value, key
+
+
+@runtime_checkable
+class ViewStore(Protocol):
+    async def get(self, key: str) -> ViewRecord | None:
+        """The live record under ``key``; ``None`` if absent, deleted or expired."""
+        ...
+
+    async def get_many(
+        self, keys: Sequence[str], *, include_deleted: bool = False
+    ) -> Mapping[str, ViewRecord]:
+        """Records by key (missing keys are left out). Tombstones only if asked."""
+        ...
+
+    async def put(self, record: ViewRecord) -> bool:
+        """Write ``record`` if its version is above the stored one; True if written."""
+        ...
+
+    async def put_many(self, records: Sequence[ViewRecord]) -> int:
+        """``put`` for many records at once; returns how many were written."""
+        ...
+
+    async def delete(self, key: str, scope: Scope, version: int) -> bool:
+        """Tombstone ``key`` at ``version`` if above the stored one; True if written."""
+        ...
+
+    async def query(self, query: ViewQuery) -> Page:
+        """Live records matching ``query`` in its order, one page at a time."""
+        ...
+
+
+@runtime_checkable
+class CheckpointStore(Protocol):
+    """Durable projector positions."""
+
+    async def get(self, projector: str) -> int:
+        """The last position ``projector`` has fully applied (0 if none)."""
+        ...
+
+    async def put(self, projector: str, position: int) -> None:
+        """Record progress; a position below the stored one is ignored."""
+        ...
+
+    async def reset(self, projector: str) -> None:
+        """Forget the position (for a rebuild)."""
+        ...
+
+    async def all(self) -> dict[str, int]:
+        """Every projector's position."""
+        ...

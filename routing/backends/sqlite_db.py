@@ -1,0 +1,232 @@
+"""One SQLite database file: a single writer thread with group commit, and readers.
+
+Every write is a *job*: a function run on the writer's connection. The writer takes
+every job that is waiting (up to ``max_batch``) into one transaction, runs each inside
+its own SAVEPOINT — so one job's failure rolls back that job alone — and commits once.
+Many callers' writes thus share one fsync, and each is still atomic and answered on its
+own. Because there is one writer and rows are numbered inside its transaction, commit
+order is position order.
+
+Reads run on a small pool of threads, each with its own connection (WAL lets readers
+proceed while the writer writes). Nothing here blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+from spine.errors import BackendUnavailable, EnginesError
+
+T = TypeVar("T")
+Job = Callable[[sqlite3.Connection], Any]
+
+_STOP: Final = object()
+
+
+def translate(route: str, exc: sqlite3.Error) -> EnginesError:
+    """The one translation table from the driver's errors to ours."""
+    return BackendUnavailable(route, "sqlite", f"{type(exc).__name__}: {exc}")
+
+
+class SqliteDatabase:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        synchronous: str = "FULL",
+        max_batch: int = 1000,
+        readers: int = 2,
+        busy_timeout_ms: int = 10_000,
+    ) -> None:
+        self.path = path
+        self.synchronous = synchronous
+        self.max_batch = max_batch
+        self.busy_timeout_ms = busy_timeout_ms
+        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._reader_pool = ThreadPoolExecutor(
+            max_workers=readers, thread_name_prefix="sqlite-reader", initializer=self._open_reader
+        )
+        self._local = threading.local()
+        self._reader_conns: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._commit_waiters: set[asyncio.Future[None]] = set()
+        self.commits = 0
+
+    # -- life cycle -------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, cached_statements=256
+        )
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        return conn
+
+    async def open(self, schema: list[str]) -> None:
+        """Create the file and schema, then start the writer thread."""
+        self._loop = asyncio.get_running_loop()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = await asyncio.to_thread(self._connect)
+            conn.execute("PRAGMA journal_mode = WAL")
+        except sqlite3.Error as exc:
+            raise translate(str(self.path), exc) from exc
+        ready: asyncio.Future[None] = self._loop.create_future()
+        self._writer = threading.Thread(
+            target=self._run_writer, args=(conn, ready), name="sqlite-writer", daemon=True
+        )
+        self._writer.start()
+        await ready
+        await self.write_script(schema)
+
+    async def write_script(self, statements: list[str]) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            for statement in statements:
+                conn.execute(statement)
+
+        await self.write(run)
+
+    async def aclose(self) -> None:
+        if self._writer is not None:
+            self._jobs.put(_STOP)
+            await asyncio.to_thread(self._writer.join)
+            self._writer = None
+        await asyncio.to_thread(self._reader_pool.shutdown, True)
+        with self._lock:
+            for conn in self._reader_conns:
+                conn.close()
+            self._reader_conns.clear()
+
+    # -- writing ------------------------------------------------------------------------
+
+    async def write(self, job: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``job`` atomically in the writer's next transaction; return its result or
+        raise its exception. The transaction is committed (durably, per ``synchronous``)
+        before this returns."""
+        if self._writer is None or self._loop is None:
+            raise BackendUnavailable(str(self.path), "sqlite", "the database is not open")
+        future: asyncio.Future[T] = self._loop.create_future()
+        self._jobs.put((job, future))
+        return await future
+
+    def _run_writer(self, conn: sqlite3.Connection, ready: asyncio.Future[None]) -> None:
+        loop = self._loop
+        assert loop is not None
+        loop.call_soon_threadsafe(ready.set_result, None)
+        stop = False
+        while not stop:
+            first = self._jobs.get()
+            if first is _STOP:
+                break
+            batch = [first]
+            while len(batch) < self.max_batch:
+                try:
+                    item = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop = True
+                    break
+                batch.append(item)
+            outcomes = self._run_batch(conn, batch)
+            loop.call_soon_threadsafe(self._deliver, batch, outcomes)
+        conn.close()
+
+    def _run_batch(
+        self, conn: sqlite3.Connection, batch: list[tuple[Job, Any]]
+    ) -> list[tuple[bool, Any]]:
+        outcomes: list[tuple[bool, Any]] = []
+        savepoints = len(batch) > 1
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for job, _ in batch:
+                if savepoints:
+                    conn.execute("SAVEPOINT job")
+                try:
+                    result = job(conn)
+                except sqlite3.Error:
+                    raise  # the transaction itself is in doubt: fail the batch
+                except Exception as exc:
+                    if savepoints:
+                        conn.execute("ROLLBACK TO job")
+                        conn.execute("RELEASE job")
+                    outcomes.append((False, exc))
+                else:
+                    if savepoints:
+                        conn.execute("RELEASE job")
+                    outcomes.append((True, result))
+            if not savepoints and not outcomes[0][0]:
+                conn.execute("ROLLBACK")
+            else:
+                conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            error = translate(str(self.path), exc)
+            error.__cause__ = exc
+            return [(False, error)] * len(batch)
+        return outcomes
+
+    def _deliver(self, batch: list[tuple[Job, Any]], outcomes: list[tuple[bool, Any]]) -> None:
+        for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
+            if future.done():
+                continue
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+        if any(ok for ok, _ in outcomes):
+            self.commits += 1
+            waiters, self._commit_waiters = self._commit_waiters, set()
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    async def wait_for_commit(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` seconds) for this process's next commit."""
+        assert self._loop is not None
+        waiter: asyncio.Future[None] = self._loop.create_future()
+        self._commit_waiters.add(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            pass
+        finally:
+            self._commit_waiters.discard(waiter)
+
+    # -- reading ------------------------------------------------------------------------
+
+    def _open_reader(self) -> None:
+        conn = self._connect()
+        conn.execute("PRAGMA query_only = ON")
+        self._local.conn = conn
+        with self._lock:
+            self._reader_conns.append(conn)
+
+    def _run_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn: sqlite3.Connection = self._local.conn
+        return fn(conn)
+
+    async def fetchall(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        return await self.read(lambda conn: conn.execute(sql, args).fetchall())
+
+    async def fetchone(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        return await self.read(lambda conn: conn.execute(sql, args).fetchone())
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` on a reader connection in the reader pool."""
+        if self._loop is None:
+            raise BackendUnavailable(str(self.path), "sqlite", "the database is not open")
+        try:
+            return await self._loop.run_in_executor(self._reader_pool, self._run_read, fn)
+        except sqlite3.Error as exc:
+            raise translate(str(self.path), exc) from exc

@@ -1,0 +1,44 @@
+"""The backends routing knows: which kinds each can serve, whether it is lab-only, and
+where its code lives. Modules are imported lazily, so an unused SDK is never imported."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from routing.kinds import VIEW_KINDS
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    name: str
+    kinds: frozenset[str]
+    lab_only: bool
+    module: str | None
+    """Import path of the implementation; ``None`` while it is not built yet."""
+
+
+_STORE_KINDS: Final = VIEW_KINDS | {"event_spine", "projection_checkpoints"}
+
+BACKENDS: Final[dict[str, BackendSpec]] = {
+    spec.name: spec
+    for spec in (
+        BackendSpec(
+            "sqlite",
+            _STORE_KINDS | {"spine_feed"},
+            lab_only=True,
+            module="routing.backends.sqlite",
+        ),
+        BackendSpec(
+            "inprocess",
+            frozenset({"command_bus"}),
+            lab_only=False,
+            module="routing.backends.inprocess",
+        ),
+        BackendSpec("direct", frozenset({"spine_feed"}), lab_only=False, module=None),
+        BackendSpec("kafka", frozenset({"command_bus", "spine_feed"}), lab_only=False, module=None),
+        BackendSpec("cosmos", _STORE_KINDS, lab_only=False, module=None),
+        BackendSpec("firestore", _STORE_KINDS, lab_only=False, module=None),
+        BackendSpec("dynamodb", _STORE_KINDS, lab_only=False, module=None),
+    )
+}

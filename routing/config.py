@@ -1,0 +1,80 @@
+"""The routes file: which backend, physical name and options serve each resource kind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from spine.errors import RoutingError
+from spine.events import Mode
+
+PhysicalName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,62}$")]
+
+
+class RouteOptions(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    ttl_seconds: int | None = Field(default=None, gt=0)
+    """Records expire this long after their last write (absent on read once expired)."""
+    max_value_bytes: int | None = Field(default=None, gt=0)
+    """Per-record size limit for kinds that enforce one (e.g. the blackboard)."""
+
+
+class Route(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    backend: str
+    name: PhysicalName
+    """Physical name: table, container, collection or topic."""
+    lab: bool = False
+    """Must be true on every route to a lab-only backend, and only lab mode accepts it."""
+    options: RouteOptions = RouteOptions()
+
+
+class SqliteConnection(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    path: str = "engines.db"
+    """The database file, relative to the data directory unless absolute."""
+    synchronous: str = Field(default="FULL", pattern="^(FULL|NORMAL|EXTRA)$")
+    """SQLite's durability setting (WAL journal). FULL survives power loss."""
+
+
+class Connections(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    sqlite: SqliteConnection = SqliteConnection()
+
+
+class RoutesFile(BaseModel):
+    """The routing part of a configuration file."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mode: Mode
+    connections: Connections = Connections()
+    routes: dict[str, Route] = Field(default_factory=dict)
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML mapping, with errors that name the file."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise RoutingError(f"cannot read routes file {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise RoutingError(f"routes file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise RoutingError(f"routes file {path} must hold a mapping at the top")
+    return data
+
+
+def describe_validation_error(path: Path, exc: ValidationError) -> str:
+    lines = [f"routes file {path} is invalid:"]
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top)"
+        lines.append(f"  {where}: {err['msg']}")
+    return "\n".join(lines)

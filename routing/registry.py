@@ -1,0 +1,173 @@
+"""The registry: the one place that decides which backend serves a resource kind.
+
+:func:`check_routes` validates a routes file as a whole (every problem at once);
+:class:`Registry` opens backends lazily, once each, and hands out the stores a route
+names. A kind without a route fails hard, at start-up and on first use.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from commands.bus import CommandBus
+from projections.views import CheckpointStore, ViewStore
+from routing.catalog import BACKENDS, BackendSpec
+from routing.config import Connections, Route, RoutesFile
+from routing.kinds import ACTIVE_KINDS, RESERVED_KINDS, required_kinds
+from spine.errors import (
+    BackendUnavailable,
+    MissingRoutes,
+    ReservedKind,
+    RouteNotAllowed,
+    RoutingError,
+)
+from spine.store import EventStore, GlobalFeed
+
+
+@dataclass(frozen=True)
+class ResolvedRoute:
+    kind: str
+    route: Route
+    spec: BackendSpec
+
+    @property
+    def is_lab(self) -> bool:
+        return self.spec.lab_only
+
+    def describe(self) -> str:
+        label = "  [LAB: embedded, not for production]" if self.is_lab else ""
+        return f"{self.kind:<24} -> {self.route.backend}:{self.route.name}{label}"
+
+
+def check_routes(config: RoutesFile, kinds: Iterable[str] | None = None) -> list[ResolvedRoute]:
+    """Validate ``config``; return its routes resolved, sorted by kind.
+
+    Raises :class:`MissingRoutes` listing every required kind without a route (``kinds``
+    narrows what is required), :class:`ReservedKind`, or :class:`RouteNotAllowed` /
+    :class:`RoutingError` listing every other problem found.
+    """
+    problems: list[str] = []
+    resolved: list[ResolvedRoute] = []
+    for kind, route in sorted(config.routes.items()):
+        if kind in RESERVED_KINDS:
+            raise ReservedKind(kind)
+        if kind not in ACTIVE_KINDS:
+            problems.append(f"unknown resource kind {kind!r}")
+            continue
+        spec = BACKENDS.get(route.backend)
+        if spec is None:
+            problems.append(
+                f"{kind}: unknown backend {route.backend!r} (known: {', '.join(sorted(BACKENDS))})"
+            )
+            continue
+        if kind not in spec.kinds:
+            problems.append(f"{kind}: backend {route.backend!r} cannot serve this kind")
+            continue
+        if spec.lab_only and config.mode != "lab":
+            problems.append(
+                f"{kind}: backend {route.backend!r} is lab-only and the mode is {config.mode!r}"
+            )
+            continue
+        if spec.lab_only and not route.lab:
+            problems.append(
+                f"{kind}: backend {route.backend!r} is lab-only; the route must say `lab: true`"
+            )
+            continue
+        if route.lab and not spec.lab_only:
+            problems.append(f"{kind}: `lab: true` on a route to non-lab backend {route.backend!r}")
+            continue
+        resolved.append(ResolvedRoute(kind, route, spec))
+    needed = required_kinds(config.mode) if kinds is None else frozenset(kinds)
+    missing = sorted(needed - config.routes.keys())
+    if missing:
+        raise MissingRoutes(missing, config.mode)
+    if problems:
+        raise RouteNotAllowed("routes refused:\n  " + "\n  ".join(problems))
+    return resolved
+
+
+class BackendModule(Protocol):
+    """What a module under ``routing/backends/`` exposes."""
+
+    async def open_backend(
+        self, connections: Connections, data_dir: Path
+    ) -> Any:  # pragma: no cover - protocol
+        ...
+
+
+class Registry:
+    """Hands out the store behind each route; opens each backend once; closes them all."""
+
+    def __init__(self, config: RoutesFile, data_dir: Path) -> None:
+        self.config = config
+        self.mode = config.mode
+        self.data_dir = data_dir
+        self._routes = {r.kind: r for r in check_routes(config, kinds=())}
+        self._backends: dict[str, Any] = {}
+
+    def check_required(self) -> list[ResolvedRoute]:
+        """The start-up check: every required kind routed, every route allowed."""
+        return check_routes(self.config)
+
+    def resolve(self, kind: str) -> ResolvedRoute:
+        """The route for ``kind``; a missing route fails hard, never falls back."""
+        if kind in RESERVED_KINDS:
+            raise ReservedKind(kind)
+        try:
+            return self._routes[kind]
+        except KeyError:
+            if kind not in ACTIVE_KINDS:
+                raise RoutingError(f"unknown resource kind {kind!r}") from None
+            raise MissingRoutes([kind], self.mode) from None
+
+    @property
+    def lab_routes(self) -> list[ResolvedRoute]:
+        return [r for r in self._routes.values() if r.is_lab]
+
+    async def backend(self, kind: str) -> tuple[ResolvedRoute, Any]:
+        """The opened backend serving ``kind`` and its route."""
+        resolved = self.resolve(kind)
+        name = resolved.spec.name
+        if name not in self._backends:
+            if resolved.spec.module is None:
+                raise BackendUnavailable(
+                    kind, name, "this backend is not implemented in this build yet"
+                )
+            module: BackendModule = importlib.import_module(resolved.spec.module)
+            self._backends[name] = await module.open_backend(self.config.connections, self.data_dir)
+        return resolved, self._backends[name]
+
+    async def event_store(self) -> EventStore:
+        resolved, backend = await self.backend("event_spine")
+        store: EventStore = await backend.event_store(resolved.route)
+        return store
+
+    async def global_feed(self) -> GlobalFeed:
+        resolved, backend = await self.backend("spine_feed")
+        spine = self.resolve("event_spine")
+        feed: GlobalFeed = await backend.global_feed(resolved.route, spine.route)
+        return feed
+
+    async def view_store(self, kind: str) -> ViewStore:
+        resolved, backend = await self.backend(kind)
+        store: ViewStore = await backend.view_store(resolved.route)
+        return store
+
+    async def checkpoint_store(self) -> CheckpointStore:
+        resolved, backend = await self.backend("projection_checkpoints")
+        store: CheckpointStore = await backend.checkpoint_store(resolved.route)
+        return store
+
+    async def command_bus(self) -> CommandBus:
+        resolved, backend = await self.backend("command_bus")
+        bus: CommandBus = await backend.command_bus(resolved.route)
+        return bus
+
+    async def aclose(self) -> None:
+        backends, self._backends = self._backends, {}
+        for backend in backends.values():
+            await backend.aclose()

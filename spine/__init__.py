@@ -1,0 +1,93 @@
+"""The spine: the append-only event log that is the single source of truth.
+
+Imports nothing of ours. See :mod:`spine.store` for the protocol and its guarantees.
+"""
+
+from spine.appending import check_expected_version, validate_append
+from spine.codec import decode, decode_many, encode, seal, verify_chain
+from spine.errors import (
+    AlreadyExists,
+    BackendUnavailable,
+    ConcurrencyError,
+    EnginesError,
+    IdentityError,
+    IntegrityError,
+    InvalidAppend,
+    InvalidInput,
+    InvalidStreamId,
+    MissingRoutes,
+    NotFound,
+    ReservedKind,
+    RouteNotAllowed,
+    RoutingError,
+    ScopeMismatch,
+    StreamNotFound,
+    Unauthenticated,
+    UpcastError,
+)
+from spine.events import (
+    ANY,
+    GENESIS_HASH,
+    MODES,
+    NO_STREAM,
+    AppendResult,
+    EventEnvelope,
+    ExpectedVersion,
+    Mode,
+    NewEvent,
+    Scope,
+    StreamState,
+    new_id,
+    uuid7,
+)
+from spine.store import EventStore, GlobalFeed
+from spine.streams import StreamName, parse_stream_id, stream_id
+from spine.upcasting import Upcasters, UpcastingEventStore
+
+__all__ = [
+    "ANY",
+    "GENESIS_HASH",
+    "MODES",
+    "NO_STREAM",
+    "AlreadyExists",
+    "AppendResult",
+    "BackendUnavailable",
+    "ConcurrencyError",
+    "EnginesError",
+    "EventEnvelope",
+    "EventStore",
+    "ExpectedVersion",
+    "GlobalFeed",
+    "IdentityError",
+    "IntegrityError",
+    "InvalidAppend",
+    "InvalidInput",
+    "InvalidStreamId",
+    "MissingRoutes",
+    "Mode",
+    "NewEvent",
+    "NotFound",
+    "ReservedKind",
+    "RouteNotAllowed",
+    "RoutingError",
+    "Scope",
+    "ScopeMismatch",
+    "StreamName",
+    "StreamNotFound",
+    "StreamState",
+    "Unauthenticated",
+    "UpcastError",
+    "Upcasters",
+    "UpcastingEventStore",
+    "check_expected_version",
+    "decode",
+    "decode_many",
+    "encode",
+    "new_id",
+    "parse_stream_id",
+    "seal",
+    "stream_id",
+    "uuid7",
+    "validate_append",
+    "verify_chain",
+]

@@ -1,0 +1,133 @@
+"""Every error Engines raises on purpose, rooted in one class.
+
+::
+
+    EnginesError
+    ├── InvalidInput                 bad input; nothing was written
+    │   ├── InvalidStreamId
+    │   └── InvalidAppend            empty append, mixed command ids, over a backend limit
+    ├── ConcurrencyError             stale expected version; nothing was written
+    ├── NotFound                     no such entity (or not the caller's to see)
+    │   └── StreamNotFound
+    ├── AlreadyExists                a create for an entity that exists
+    ├── IntegrityError               a stored hash chain does not verify
+    ├── UpcastError                  no path from a stored schema version to the current one
+    ├── RoutingError
+    │   ├── MissingRoutes            lists every missing resource kind
+    │   ├── ReservedKind             "reserved, not active"
+    │   └── RouteNotAllowed          a lab backend outside lab mode, or an unmarked lab route
+    ├── IdentityError
+    │   ├── Unauthenticated          missing or bad token (HTTP 401)
+    │   └── ScopeMismatch            a header or parameter disagrees with the token (HTTP 403)
+    └── BackendUnavailable           the store behind a route is down or failing; names both
+
+A backend translates its driver's exceptions into this tree in one place and keeps the
+original as ``__cause__``; no driver exception reaches a caller.
+"""
+
+from __future__ import annotations
+
+
+class EnginesError(Exception):
+    """Root of every error Engines raises on purpose."""
+
+
+class InvalidInput(EnginesError):
+    """The caller's input is malformed or breaks a rule; nothing was written."""
+
+
+class InvalidStreamId(InvalidInput):
+    """A stream id (or one of its segments) is malformed."""
+
+
+class InvalidAppend(InvalidInput):
+    """An append request is malformed (empty, mixed command ids, over a limit)."""
+
+
+class ConcurrencyError(EnginesError):
+    """The stream is not at the version the caller expected; nothing was written.
+
+    The caller decides whether to reload, re-decide and retry.
+    """
+
+    def __init__(self, stream_id: str, expected: object, actual: int) -> None:
+        self.stream_id = stream_id
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"stream {stream_id!r}: expected version {expected}, actual version {actual}"
+        )
+
+
+class NotFound(EnginesError):
+    """No such entity in the caller's scope (another user's entity reads as absent)."""
+
+
+class AlreadyExists(EnginesError):
+    """A create names an entity that already exists."""
+
+
+class StreamNotFound(NotFound):
+    """The stream holds no events."""
+
+    def __init__(self, stream_id: str) -> None:
+        self.stream_id = stream_id
+        super().__init__(f"stream {stream_id!r} not found")
+
+
+class IntegrityError(EnginesError):
+    """A stored stream does not verify against its hash chain."""
+
+
+class UpcastError(EnginesError):
+    """A stored event cannot be brought to the current schema version."""
+
+
+class RoutingError(EnginesError):
+    """The routes file or a lookup in the registry is wrong."""
+
+
+class MissingRoutes(RoutingError):
+    """One or more required resource kinds have no route."""
+
+    def __init__(self, kinds: list[str], mode: str) -> None:
+        self.kinds = sorted(kinds)
+        self.mode = mode
+        super().__init__(
+            f"no route for {len(self.kinds)} required resource kind(s) in mode {mode!r}: "
+            + ", ".join(self.kinds)
+        )
+
+
+class ReservedKind(RoutingError):
+    """A reserved resource kind was routed or asked for."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        super().__init__(f"resource kind {kind!r} is reserved, not active")
+
+
+class RouteNotAllowed(RoutingError):
+    """A route names a backend that its mode or its own flags do not allow."""
+
+
+class IdentityError(EnginesError):
+    """The caller's identity could not be established or was contradicted."""
+
+
+class Unauthenticated(IdentityError):
+    """No token, or a token that does not verify."""
+
+
+class ScopeMismatch(IdentityError):
+    """The request claims a scope (tenant, mode, user, surface, project) the token does
+    not grant."""
+
+
+class BackendUnavailable(EnginesError):
+    """The backend behind a route is down, unreachable or failing."""
+
+    def __init__(self, route: str, backend: str, detail: str) -> None:
+        self.route = route
+        self.backend = backend
+        super().__init__(f"backend {backend!r} for route {route!r} unavailable: {detail}")

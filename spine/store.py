@@ -1,0 +1,80 @@
+"""The ``EventStore`` protocol: what every spine backend guarantees.
+
+Guarantees, for every backend:
+
+* **Per-stream order.** A stream's events have seq 1, 2, 3 ... with no gaps.
+* **Atomic appends.** All events of one ``append`` are written, or none is.
+* **Optimistic concurrency.** ``expected_version`` is an exact seq (the stream's
+  current version), :data:`~spine.events.NO_STREAM` (the stream must not exist) or
+  :data:`~spine.events.ANY`. A stale expectation raises
+  :class:`~spine.errors.ConcurrencyError` naming the stream, the expected and the actual
+  version, and writes nothing.
+* **Idempotency.** Every event of one append carries the same ``command_id``. If the
+  stream already holds that command id, the original result is returned with
+  ``deduplicated=True`` and nothing is written — whatever ``expected_version`` says,
+  so a retried command is safe.
+* **Hash chain.** Each event's ``prev_hash`` is its predecessor's ``hash``
+  (:data:`~spine.events.GENESIS_HASH` for seq 1); see :func:`spine.codec.verify_chain`.
+* **Append-only.** No event is ever updated or deleted.
+* Driver errors are translated into :mod:`spine.errors`
+  (:class:`~spine.errors.BackendUnavailable` when the store cannot be reached).
+
+Optional capabilities are separate small protocols (:class:`GlobalFeed`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol, runtime_checkable
+
+from spine.events import AppendResult, EventEnvelope, ExpectedVersion, NewEvent
+
+
+@runtime_checkable
+class EventStore(Protocol):
+    async def append(
+        self, stream_id: str, events: Sequence[NewEvent], expected_version: ExpectedVersion
+    ) -> AppendResult:
+        """Append ``events`` to ``stream_id`` atomically (see the module's guarantees)."""
+        ...
+
+    async def read_stream(
+        self, stream_id: str, from_seq: int = 1, to_seq: int | None = None
+    ) -> list[EventEnvelope]:
+        """The stream's events with ``from_seq <= seq <= to_seq``, in seq order.
+
+        An unknown stream reads as an empty list.
+        """
+        ...
+
+    def scan(self, *, prefix: str = "", batch_size: int = 1000) -> AsyncIterator[EventEnvelope]:
+        """Every event of every stream whose id starts with ``prefix``.
+
+        Each stream's events come in seq order; no order across streams is promised.
+        For rebuild and audit.
+        """
+        ...
+
+
+class GlobalFeed(Protocol):
+    """A store that numbers every committed event with a global position.
+
+    Positions become visible in order: a reader that has seen position ``p`` will never
+    later see a new event at a position below ``p``. Projectors may therefore
+    checkpoint the last position they read.
+    """
+
+    async def read_all(
+        self, after_position: int, limit: int = 1000
+    ) -> list[tuple[int, EventEnvelope]]:
+        """Up to ``limit`` events with position above ``after_position``, in order."""
+        ...
+
+    async def head_position(self) -> int:
+        """The highest committed position (0 when empty)."""
+        ...
+
+    async def wait_for_commit(self, after_position: int, timeout: float) -> int:
+        """Wait (at most ``timeout`` seconds) until the head passes ``after_position``
+        and return the head; returns at once if it already has."""
+        ...

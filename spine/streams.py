@@ -1,0 +1,58 @@
+"""Stream ids: ``{domain}/{tenant}/{mode}/{part}...``.
+
+Every stream id begins with its domain, tenant and mode, so no query over a prefix can
+mix tenants or modes. Build them with :func:`stream_id`; never format one by hand.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final, NamedTuple, cast
+
+from spine.errors import InvalidStreamId
+from spine.events import IDENTIFIER_PATTERN, MODES, Mode
+
+_SEGMENT: Final = re.compile(IDENTIFIER_PATTERN)
+_DOMAIN: Final = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+MAX_PARTS: Final = 6
+
+
+class StreamName(NamedTuple):
+    domain: str
+    tenant_id: str
+    mode: Mode
+    parts: tuple[str, ...]
+
+
+def _check_segment(what: str, value: str) -> None:
+    if not isinstance(value, str) or not _SEGMENT.match(value):
+        raise InvalidStreamId(
+            f"{what} {value!r} is not a valid stream-id segment "
+            "(letters, digits and . _ : @ + -, at most 128, no slashes)"
+        )
+
+
+def stream_id(domain: str, tenant_id: str, mode: str, *parts: str) -> str:
+    """Build a stream id, refusing any segment that could break its shape."""
+    if not _DOMAIN.match(domain):
+        raise InvalidStreamId(f"domain {domain!r} must be lower-case letters, digits and _")
+    _check_segment("tenant_id", tenant_id)
+    if mode not in MODES:
+        raise InvalidStreamId(f"mode {mode!r} is not one of {', '.join(MODES)}")
+    if not parts:
+        raise InvalidStreamId("a stream id needs at least one part after domain/tenant/mode")
+    if len(parts) > MAX_PARTS:
+        raise InvalidStreamId(f"a stream id takes at most {MAX_PARTS} parts")
+    for part in parts:
+        _check_segment("part", part)
+    return "/".join((domain, tenant_id, mode, *parts))
+
+
+def parse_stream_id(value: str) -> StreamName:
+    """Split and validate a stream id built by :func:`stream_id`."""
+    pieces = value.split("/") if isinstance(value, str) else []
+    if len(pieces) < 4:
+        raise InvalidStreamId(f"stream id {value!r} must be domain/tenant/mode/part...")
+    domain, tenant_id, mode, *parts = pieces
+    stream_id(domain, tenant_id, mode, *parts)  # validates every segment
+    return StreamName(domain, tenant_id, cast(Mode, mode), tuple(parts))
