@@ -1,0 +1,299 @@
+"""The EventStore contract (spine.store): run unchanged against every backend."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from spine.codec import verify_chain
+from spine.errors import ConcurrencyError, InvalidAppend, InvalidStreamId
+from spine.events import ANY, GENESIS_HASH, NO_STREAM, EventEnvelope
+from spine.store import EventStore, GlobalFeed
+from spine.streams import stream_id
+from tests.conftest import make_event
+from tests.contract.conftest import Harness, requires
+
+
+@pytest.fixture
+async def store(harness: Harness, unique: str) -> EventStore:
+    s: EventStore = await harness.backend.event_store(harness.route(f"spine_{unique}"))
+    return s
+
+
+@pytest.fixture
+def sid(unique: str) -> str:
+    return stream_id("notes", "t1", "lab", f"n-{unique}")
+
+
+async def test_store_satisfies_the_protocol(store: EventStore) -> None:
+    assert isinstance(store, EventStore)
+
+
+async def test_a_new_stream_starts_at_seq_1_and_reads_back_in_order(
+    store: EventStore, sid: str
+) -> None:
+    result = await store.append(sid, [make_event(command_id="c1")], NO_STREAM)
+    assert (result.first_seq, result.last_seq, result.deduplicated) == (1, 1, False)
+    result = await store.append(
+        sid, [make_event(command_id="c2"), make_event(command_id="c2")], 1
+    )
+    assert (result.first_seq, result.last_seq) == (2, 3)
+    events = await store.read_stream(sid)
+    assert [e.seq for e in events] == [1, 2, 3]
+    assert [e.command_id for e in events] == ["c1", "c2", "c2"]
+    assert all(e.stream_id == sid and e.route == "event_spine" for e in events)
+
+
+async def test_envelope_fields_are_kept_exactly(store: EventStore, sid: str) -> None:
+    event = make_event(
+        surface_id="chat",
+        project_id="p1",
+        thread_id="th",
+        trace_id="tr",
+        span_id="sp",
+        parent_event_id="pe",
+        family="domain",
+        schema_version=3,
+        payload={"text": "é ünïcode", "nested": {"a": [1, 2.5, None, True]}},
+    )
+    (stored,) = (await store.append(sid, [event], NO_STREAM)).events
+    (read,) = await store.read_stream(sid)
+    assert read == stored
+    for name in type(event).model_fields:
+        assert getattr(read, name) == getattr(event, name), name
+    assert read.recorded_at.tzinfo is not None
+
+
+async def test_stale_expected_version_is_refused_and_writes_nothing(
+    store: EventStore, sid: str
+) -> None:
+    await store.append(sid, [make_event()], NO_STREAM)
+    await store.append(sid, [make_event()], 1)
+    with pytest.raises(ConcurrencyError) as info:
+        await store.append(sid, [make_event()], 1)
+    assert (info.value.stream_id, info.value.expected, info.value.actual) == (sid, 1, 2)
+    assert sid in str(info.value) and "expected version 1" in str(info.value)
+    assert len(await store.read_stream(sid)) == 2
+
+
+async def test_expected_version_ahead_of_the_stream_is_refused(
+    store: EventStore, sid: str
+) -> None:
+    with pytest.raises(ConcurrencyError) as info:
+        await store.append(sid, [make_event()], 5)
+    assert info.value.actual == 0
+    assert await store.read_stream(sid) == []
+
+
+async def test_no_stream_on_an_existing_stream_is_refused(store: EventStore, sid: str) -> None:
+    await store.append(sid, [make_event()], NO_STREAM)
+    with pytest.raises(ConcurrencyError) as info:
+        await store.append(sid, [make_event()], NO_STREAM)
+    assert info.value.expected == "NO_STREAM"
+    assert len(await store.read_stream(sid)) == 1
+
+
+async def test_any_appends_whatever_the_version(store: EventStore, sid: str) -> None:
+    await store.append(sid, [make_event()], ANY)
+    await store.append(sid, [make_event()], ANY)
+    assert [e.seq for e in await store.read_stream(sid)] == [1, 2]
+
+
+async def test_a_repeated_command_returns_the_original_result_and_writes_nothing(
+    store: EventStore, sid: str
+) -> None:
+    first = await store.append(
+        sid, [make_event(command_id="cmd"), make_event(command_id="cmd")], NO_STREAM
+    )
+    await store.append(sid, [make_event(command_id="other")], 2)
+    again = await store.append(sid, [make_event(command_id="cmd")], NO_STREAM)  # stale: fine
+    assert again.deduplicated
+    assert [e.event_id for e in again.events] == [e.event_id for e in first.events]
+    assert (again.first_seq, again.last_seq) == (1, 2)
+    assert len(await store.read_stream(sid)) == 3
+
+
+async def test_a_multi_event_append_that_fails_midway_writes_nothing(
+    store: EventStore, sid: str
+) -> None:
+    good = make_event(command_id="c")
+    unencodable = make_event(command_id="c", payload={"too_big": 2**70})
+    with pytest.raises(InvalidAppend):
+        await store.append(sid, [good, good, unencodable], NO_STREAM)
+    assert await store.read_stream(sid) == []
+    await store.append(sid, [good], NO_STREAM)  # the stream is still new
+    assert [e.seq for e in await store.read_stream(sid)] == [1]
+
+
+@pytest.mark.parametrize(
+    ("events", "expected", "why"),
+    [
+        ([], NO_STREAM, "no events"),
+        ([make_event(command_id="a"), make_event(command_id="b")], NO_STREAM, "command_id"),
+        ([make_event(tenant_id="t2")], NO_STREAM, "belongs to"),
+        ([make_event(mode="saas")], NO_STREAM, "belongs to"),
+        ([make_event()], -1, "expected_version"),
+        ([make_event()], True, "expected_version"),
+    ],
+)
+async def test_malformed_appends_are_refused_and_write_nothing(
+    store: EventStore, sid: str, events: list[Any], expected: Any, why: str
+) -> None:
+    with pytest.raises(InvalidAppend, match=why):
+        await store.append(sid, events, expected)
+    assert await store.read_stream(sid) == []
+
+
+@pytest.mark.parametrize(
+    "bad", ["notes/t1/lab", "notes/t1/prod/x", "notes/t 1/lab/x", "notes/t1/lab/../x", "x"]
+)
+async def test_malformed_stream_ids_are_refused(store: EventStore, bad: str) -> None:
+    with pytest.raises(InvalidStreamId):
+        await store.append(bad, [make_event()], ANY)
+    with pytest.raises(InvalidStreamId):
+        await store.read_stream(bad)
+
+
+async def test_the_hash_chain_links_every_event(store: EventStore, sid: str) -> None:
+    await store.append(sid, [make_event(command_id="a"), make_event(command_id="a")], NO_STREAM)
+    await store.append(sid, [make_event()], 2)
+    events = await store.read_stream(sid)
+    assert events[0].prev_hash == GENESIS_HASH
+    assert [e.prev_hash for e in events[1:]] == [e.hash for e in events[:-1]]
+    assert len({e.hash for e in events}) == 3
+    assert verify_chain(events) == 3
+
+
+async def test_read_stream_honours_the_seq_range(store: EventStore, sid: str) -> None:
+    for n in range(5):
+        await store.append(sid, [make_event()], n)
+    assert [e.seq for e in await store.read_stream(sid, 2, 4)] == [2, 3, 4]
+    assert [e.seq for e in await store.read_stream(sid, 4)] == [4, 5]
+    assert await store.read_stream(sid, 6) == []
+    assert await store.read_stream(stream_id("notes", "t1", "lab", "never")) == []
+
+
+async def test_streams_are_independent(store: EventStore, unique: str) -> None:
+    a = stream_id("notes", "t1", "lab", f"a-{unique}")
+    b = stream_id("notes", "t1", "lab", f"b-{unique}")
+    await store.append(a, [make_event()], NO_STREAM)
+    await store.append(b, [make_event()], NO_STREAM)
+    await store.append(a, [make_event()], 1)
+    assert [e.seq for e in await store.read_stream(b)] == [1]
+
+
+async def test_scan_returns_every_stream_in_seq_order_filtered_by_prefix(
+    store: EventStore, unique: str
+) -> None:
+    streams = [stream_id("notes", "t1", "lab", f"s{i}-{unique}") for i in range(4)]
+    other = stream_id("audit", "t1", "lab", f"r-{unique}")
+    for i, s in enumerate(streams):
+        for n in range(i + 1):
+            await store.append(s, [make_event()], n)
+    await store.append(other, [make_event(family="audit")], NO_STREAM)
+    seen: dict[str, list[int]] = {}
+    async for event in store.scan(prefix="notes/t1/lab/", batch_size=3):
+        seen.setdefault(event.stream_id, []).append(event.seq)
+    assert seen == {s: list(range(1, i + 2)) for i, s in enumerate(streams)}
+    everything = [e async for e in store.scan(batch_size=2)]
+    assert len(everything) == 1 + 2 + 3 + 4 + 1
+
+
+async def test_twenty_concurrent_appenders_on_one_stream_get_one_winner_per_seq(
+    store: EventStore, sid: str
+) -> None:
+    async def attempt(n: int) -> int | None:
+        try:
+            result = await store.append(sid, [make_event(command_id=f"first-{n}")], NO_STREAM)
+        except ConcurrencyError:
+            return None
+        return result.last_seq
+
+    outcomes = await asyncio.gather(*(attempt(n) for n in range(20)))
+    assert sorted(o for o in outcomes if o is not None) == [1]
+
+    async def until_written(n: int) -> int:
+        while True:
+            version = len(await store.read_stream(sid))
+            try:
+                return (await store.append(sid, [make_event(command_id=f"w-{n}")], version)).last_seq
+            except ConcurrencyError:
+                await asyncio.sleep(0)
+
+    seqs = await asyncio.gather(*(until_written(n) for n in range(20)))
+    assert sorted(seqs) == list(range(2, 22))
+    events = await store.read_stream(sid)
+    assert [e.seq for e in events] == list(range(1, 22))
+    assert len({e.command_id for e in events}) == 21
+    assert verify_chain(events) == 21
+
+
+# -- the optional GlobalFeed capability --------------------------------------------------
+
+
+@pytest.fixture
+def feed(harness: Harness, store: EventStore) -> GlobalFeed:
+    requires(harness, "global_feed")
+    return store  # type: ignore[return-value]
+
+
+async def test_feed_positions_rise_and_read_all_resumes_after_a_checkpoint(
+    feed: GlobalFeed, store: EventStore, sid: str
+) -> None:
+    assert await feed.head_position() == 0
+    await store.append(sid, [make_event(command_id="a"), make_event(command_id="a")], NO_STREAM)
+    await store.append(sid, [make_event()], 2)
+    batch = await feed.read_all(0)
+    positions = [p for p, _ in batch]
+    assert positions == sorted(positions) and len(set(positions)) == 3
+    assert [e.seq for _, e in batch] == [1, 2, 3]
+    assert [e.seq for _, e in await feed.read_all(positions[0], limit=1)] == [2]
+    assert await feed.head_position() == positions[-1]
+
+
+async def test_a_tailing_reader_never_skips_a_position_under_concurrent_writers(
+    feed: GlobalFeed, store: EventStore, unique: str
+) -> None:
+    """The classic skipped-position bug: a reader that checkpoints past a position that
+    is committed later loses that event for ever. Positions must commit in order."""
+    writers, per_writer = 40, 15
+    done = asyncio.Event()
+
+    async def writer(w: int) -> None:
+        s = stream_id("notes", "t1", "lab", f"w{w}-{unique}")
+        for n in range(per_writer):
+            await store.append(s, [make_event()], n)
+
+    seen: list[EventEnvelope] = []
+
+    async def tail() -> None:
+        checkpoint = 0
+        while True:
+            batch = await feed.read_all(checkpoint, limit=7)
+            if batch:
+                seen.extend(e for _, e in batch)
+                checkpoint = batch[-1][0]
+            elif done.is_set():
+                return
+            else:
+                await asyncio.sleep(0)
+
+    reader = asyncio.create_task(tail())
+    await asyncio.gather(*(writer(w) for w in range(writers)))
+    done.set()
+    await reader
+    assert len(seen) == writers * per_writer
+    assert len({e.event_id for e in seen}) == writers * per_writer
+
+
+async def test_wait_for_commit_wakes_on_a_commit(
+    feed: GlobalFeed, store: EventStore, sid: str
+) -> None:
+    waiter = asyncio.create_task(feed.wait_for_commit(0, timeout=5))
+    await asyncio.sleep(0.01)
+    await store.append(sid, [make_event()], NO_STREAM)
+    head = await asyncio.wait_for(waiter, 2)
+    assert head >= 1
+    assert await feed.wait_for_commit(0, timeout=0.01) == head
