@@ -36,9 +36,7 @@ async def test_a_new_stream_starts_at_seq_1_and_reads_back_in_order(
 ) -> None:
     result = await store.append(sid, [make_event(command_id="c1")], NO_STREAM)
     assert (result.first_seq, result.last_seq, result.deduplicated) == (1, 1, False)
-    result = await store.append(
-        sid, [make_event(command_id="c2"), make_event(command_id="c2")], 1
-    )
+    result = await store.append(sid, [make_event(command_id="c2"), make_event(command_id="c2")], 1)
     assert (result.first_seq, result.last_seq) == (2, 3)
     events = await store.read_stream(sid)
     assert [e.seq for e in events] == [1, 2, 3]
@@ -74,13 +72,12 @@ async def test_stale_expected_version_is_refused_and_writes_nothing(
     with pytest.raises(ConcurrencyError) as info:
         await store.append(sid, [make_event()], 1)
     assert (info.value.stream_id, info.value.expected, info.value.actual) == (sid, 1, 2)
-    assert sid in str(info.value) and "expected version 1" in str(info.value)
+    assert sid in str(info.value)
+    assert "expected version 1" in str(info.value)
     assert len(await store.read_stream(sid)) == 2
 
 
-async def test_expected_version_ahead_of_the_stream_is_refused(
-    store: EventStore, sid: str
-) -> None:
+async def test_expected_version_ahead_of_the_stream_is_refused(store: EventStore, sid: str) -> None:
     with pytest.raises(ConcurrencyError) as info:
         await store.append(sid, [make_event()], 5)
     assert info.value.actual == 0
@@ -218,9 +215,11 @@ async def test_twenty_concurrent_appenders_on_one_stream_get_one_winner_per_seq(
         while True:
             version = len(await store.read_stream(sid))
             try:
-                return (await store.append(sid, [make_event(command_id=f"w-{n}")], version)).last_seq
+                result = await store.append(sid, [make_event(command_id=f"w-{n}")], version)
             except ConcurrencyError:
                 await asyncio.sleep(0)
+            else:
+                return result.last_seq
 
     seqs = await asyncio.gather(*(until_written(n) for n in range(20)))
     assert sorted(seqs) == list(range(2, 22))
@@ -247,7 +246,8 @@ async def test_feed_positions_rise_and_read_all_resumes_after_a_checkpoint(
     await store.append(sid, [make_event()], 2)
     batch = await feed.read_all(0)
     positions = [p for p, _ in batch]
-    assert positions == sorted(positions) and len(set(positions)) == 3
+    assert positions == sorted(positions)
+    assert len(set(positions)) == 3
     assert [e.seq for _, e in batch] == [1, 2, 3]
     assert [e.seq for _, e in await feed.read_all(positions[0], limit=1)] == [2]
     assert await feed.head_position() == positions[-1]

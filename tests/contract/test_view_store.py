@@ -52,10 +52,12 @@ async def test_a_put_only_moves_the_version_forward(views: ViewStore) -> None:
     assert await views.put(record("k", 5, title="again")) is False
     assert await views.put(record("k", 4, title="older")) is False
     got = await views.get("k")
-    assert got is not None and (got.version, got.data["title"]) == (5, "five")
+    assert got is not None
+    assert (got.version, got.data["title"]) == (5, "five")
     assert await views.put(record("k", 6, title="six")) is True
     got = await views.get("k")
-    assert got is not None and got.data["title"] == "six"
+    assert got is not None
+    assert got.data["title"] == "six"
 
 
 async def test_put_many_writes_only_the_newer_records_and_counts_them(views: ViewStore) -> None:
@@ -116,9 +118,10 @@ async def test_queries_filter_by_scope_fields_and_data(views: ViewStore) -> None
     assert await keys(project_id="p1") == ["a", "b"]
     assert await keys(where=(Filter(field="tags", op="contains", value="x"),)) == ["a", "b"]
     assert await keys(where=(Filter(field="kind", value="memo"),)) == ["c"]
-    assert await keys(
-        user_id="alice", where=(Filter(field="tags", op="contains", value="y"),)
-    ) == ["a", "c"]
+    assert await keys(user_id="alice", where=(Filter(field="tags", op="contains", value="y"),)) == [
+        "a",
+        "c",
+    ]
     assert await keys(where=(Filter(field="tags", op="contains", value="x'--"),)) == []
 
 
@@ -140,7 +143,8 @@ async def test_cursor_paging_returns_every_record_once_in_order(
             break
         cursor = page.next_cursor
     order = [(r.data["updated_at"], r.key) for r in seen]
-    assert len(seen) == 11 and len(set(order)) == 11
+    assert len(seen) == 11
+    assert len(set(order)) == 11
     assert order == sorted(order, reverse=descending)
 
 
