@@ -74,10 +74,12 @@ class SqliteDatabase:
     async def open(self, schema: list[str]) -> None:
         """Create the file and schema, then start the writer thread."""
         self._loop = asyncio.get_running_loop()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             conn = await asyncio.to_thread(self._connect)
             conn.execute("PRAGMA journal_mode = WAL")
+        except OSError as exc:
+            raise BackendUnavailable(str(self.path), "sqlite", str(exc)) from exc
         except sqlite3.Error as exc:
             raise translate(str(self.path), exc) from exc
         ready: asyncio.Future[None] = self._loop.create_future()
@@ -105,6 +107,7 @@ class SqliteDatabase:
             for conn in self._reader_conns:
                 conn.close()
             self._reader_conns.clear()
+        self._loop = None
 
     # -- writing ------------------------------------------------------------------------
 

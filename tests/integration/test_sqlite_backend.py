@@ -1,0 +1,84 @@
+"""What only the SQLite lab backend does: append-only enforcement, group commit, and the
+translation of every driver error."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from routing.backends.sqlite import SqliteBackend, open_backend
+from routing.backends.sqlite_db import translate
+from routing.config import Connections, SqliteConnection
+from spine.errors import BackendUnavailable, EnginesError
+from spine.events import NO_STREAM
+from spine.streams import stream_id
+from tests.conftest import make_event
+from tests.integration.conftest import lab_route
+
+
+def _all_subclasses(cls: type) -> list[type]:
+    out = [cls]
+    for sub in cls.__subclasses__():
+        out += _all_subclasses(sub)
+    return out
+
+
+@pytest.mark.parametrize("driver_error", _all_subclasses(sqlite3.Error))
+def test_every_driver_error_is_translated_naming_route_and_backend(
+    driver_error: type[sqlite3.Error],
+) -> None:
+    translated = translate("notes_store", driver_error("boom"))
+    assert isinstance(translated, EnginesError)
+    assert isinstance(translated, BackendUnavailable)
+    assert "sqlite" in str(translated)
+    assert "notes_store" in str(translated)
+
+
+async def test_spine_rows_cannot_be_updated_or_deleted(
+    sqlite: SqliteBackend, tmp_path: Path
+) -> None:
+    store = await sqlite.event_store(lab_route("spine"))
+    await store.append("notes/t1/lab/a", [make_event()], NO_STREAM)
+    conn = sqlite3.connect(tmp_path / "it.db")
+    try:
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            conn.execute("UPDATE spine SET body = x'00'")
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            conn.execute("DELETE FROM spine")
+    finally:
+        conn.close()
+
+
+async def test_concurrent_appends_share_commits(sqlite: SqliteBackend) -> None:
+    store = await sqlite.event_store(lab_route("spine"))
+    before = sqlite.db.commits
+    await asyncio.gather(
+        *(
+            store.append(stream_id("notes", "t1", "lab", f"s{i}"), [make_event()], NO_STREAM)
+            for i in range(200)
+        )
+    )
+    assert sqlite.db.commits - before < 200
+    assert await store.head_position() == 200
+
+
+async def test_an_unwritable_database_is_backend_unavailable(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    connections = Connections(sqlite=SqliteConnection(path=str(blocker / "x.db")))
+    with pytest.raises(BackendUnavailable, match="sqlite"):
+        await open_backend(connections, tmp_path)
+
+
+async def test_a_closed_database_refuses_work(tmp_path: Path) -> None:
+    connections = Connections(sqlite=SqliteConnection(path=str(tmp_path / "c.db")))
+    backend = await open_backend(connections, tmp_path)
+    store = await backend.event_store(lab_route("spine"))
+    await backend.aclose()
+    with pytest.raises(BackendUnavailable, match="not open"):
+        await store.append("notes/t1/lab/a", [make_event()], NO_STREAM)
+    with pytest.raises(BackendUnavailable, match="not open"):
+        await store.read_stream("notes/t1/lab/a")

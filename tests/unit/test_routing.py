@@ -1,0 +1,148 @@
+"""Routing: the routes file is validated as a whole; a missing route never falls back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from engines.settings import load_settings
+from routing.config import RoutesFile
+from routing.kinds import ACTIVE_KINDS
+from routing.registry import Registry, check_routes
+from spine.errors import (
+    BackendUnavailable,
+    MissingRoutes,
+    ReservedKind,
+    RouteNotAllowed,
+    RoutingError,
+)
+
+
+def lab_routes(**overrides: Any) -> dict[str, Any]:
+    routes: dict[str, Any] = {
+        kind: {"backend": "sqlite", "name": kind, "lab": True} for kind in ACTIVE_KINDS
+    }
+    routes["command_bus"] = {"backend": "inprocess", "name": "commands"}
+    routes.update(overrides)
+    return {k: v for k, v in routes.items() if v is not None}
+
+
+def cloud_routes(**overrides: Any) -> dict[str, Any]:
+    routes: dict[str, Any] = {kind: {"backend": "dynamodb", "name": kind} for kind in ACTIVE_KINDS}
+    routes["command_bus"] = {"backend": "kafka", "name": "commands"}
+    routes["spine_feed"] = {"backend": "kafka", "name": "spine"}
+    routes["notes_store"] = {"backend": "cosmos", "name": "notes"}
+    routes["memory_store"] = {"backend": "firestore", "name": "memory"}
+    routes.update(overrides)
+    return {k: v for k, v in routes.items() if v is not None}
+
+
+def config(mode: str, routes: dict[str, Any]) -> RoutesFile:
+    return RoutesFile.model_validate({"mode": mode, "routes": routes})
+
+
+def test_the_packaged_lab_routes_are_complete_and_all_lab_marked() -> None:
+    settings, _ = load_settings(None)
+    resolved = check_routes(settings)
+    assert {r.kind for r in resolved} == ACTIVE_KINDS
+    assert all(r.is_lab == (r.route.backend == "sqlite") for r in resolved)
+    assert all("LAB" in r.describe() for r in resolved if r.is_lab)
+
+
+def test_all_three_clouds_can_serve_one_mode_mixed_per_kind() -> None:
+    resolved = check_routes(config("saas", cloud_routes()))
+    assert {r.route.backend for r in resolved} == {"dynamodb", "cosmos", "firestore", "kafka"}
+    assert not any(r.is_lab for r in resolved)
+
+
+def test_every_missing_kind_is_named_in_one_error() -> None:
+    routes = cloud_routes(notes_store=None, budget_store=None, event_spine=None)
+    with pytest.raises(MissingRoutes) as info:
+        check_routes(config("enterprise", routes))
+    assert info.value.kinds == ["budget_store", "event_spine", "notes_store"]
+    assert "budget_store, event_spine, notes_store" in str(info.value)
+
+
+def test_lab_mode_also_requires_every_kind() -> None:
+    with pytest.raises(MissingRoutes, match="audit_store"):
+        check_routes(config("lab", lab_routes(audit_store=None)))
+
+
+@pytest.mark.parametrize("mode", ["saas", "enterprise", "system"])
+def test_a_lab_backend_is_refused_outside_lab_mode(mode: str) -> None:
+    routes = cloud_routes(notes_store={"backend": "sqlite", "name": "notes", "lab": True})
+    with pytest.raises(RouteNotAllowed, match="notes_store: backend 'sqlite' is lab-only"):
+        check_routes(config(mode, routes))
+
+
+def test_a_lab_backend_needs_a_route_marked_lab() -> None:
+    routes = lab_routes(notes_store={"backend": "sqlite", "name": "notes"})
+    with pytest.raises(RouteNotAllowed, match="must say `lab: true`"):
+        check_routes(config("lab", routes))
+
+
+def test_lab_true_on_a_cloud_route_is_refused() -> None:
+    routes = cloud_routes(notes_store={"backend": "cosmos", "name": "n", "lab": True})
+    with pytest.raises(RouteNotAllowed, match="non-lab backend"):
+        check_routes(config("saas", routes))
+
+
+def test_every_refused_route_is_listed_at_once() -> None:
+    routes = cloud_routes(
+        notes_store={"backend": "mongodb", "name": "n"},
+        flow_store={"backend": "kafka", "name": "f"},
+        note_store={"backend": "cosmos", "name": "typo"},
+    )
+    with pytest.raises(RouteNotAllowed) as info:
+        check_routes(config("saas", routes))
+    message = str(info.value)
+    assert "unknown backend 'mongodb'" in message
+    assert "flow_store: backend 'kafka' cannot serve" in message
+    assert "unknown resource kind 'note_store'" in message
+
+
+@pytest.mark.parametrize("kind", ["vector_store", "pii_rehydration", "rag_hydration"])
+def test_reserved_kinds_are_refused_as_reserved_not_active(kind: str) -> None:
+    with pytest.raises(ReservedKind, match="reserved, not active"):
+        check_routes(config("saas", cloud_routes(**{kind: {"backend": "cosmos", "name": "x"}})))
+    registry = Registry(config("lab", lab_routes()), Path("."))
+    with pytest.raises(ReservedKind, match="reserved, not active"):
+        registry.resolve(kind)
+
+
+def test_a_kind_without_a_route_fails_on_first_use() -> None:
+    registry = Registry(config("lab", lab_routes(analytics_store=None)), Path("."))
+    with pytest.raises(MissingRoutes, match="analytics_store"):
+        registry.resolve("analytics_store")
+    with pytest.raises(MissingRoutes):
+        registry.check_required()
+    with pytest.raises(RoutingError, match="unknown resource kind"):
+        registry.resolve("nonsense")
+
+
+async def test_a_route_to_a_backend_not_built_yet_is_unavailable_not_replaced() -> None:
+    registry = Registry(config("saas", cloud_routes()), Path("."))
+    with pytest.raises(BackendUnavailable, match="dynamodb"):
+        await registry.event_store()
+
+
+@pytest.mark.parametrize(
+    ("text", "why"),
+    [
+        ("mode: prod\nroutes: {}\n", "mode"),
+        ("- a\n- b\n", "mapping"),
+        ("mode: lab\nroutes: {notes_store: {backend: sqlite, name: 'a b', lab: true}}\n", "name"),
+        ("mode: lab\nroutes: [\n", "not valid YAML"),
+        ("mode: lab\nextra: 1\n", "extra"),
+    ],
+)
+def test_malformed_routes_files_are_refused_with_the_file_named(
+    tmp_path: Path, text: str, why: str
+) -> None:
+    path = tmp_path / "routes.yaml"
+    path.write_text(text)
+    with pytest.raises(RoutingError, match=why) as info:
+        load_settings(path)
+    assert str(path) in str(info.value)

@@ -1,0 +1,159 @@
+"""Pure spine logic: stream ids, ids, sealing and the hash chain, append rules, upcasters."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from spine.appending import check_expected_version
+from spine.codec import decode, decode_many, encode, seal, verify_chain
+from spine.errors import ConcurrencyError, IntegrityError, InvalidStreamId, UpcastError
+from spine.events import ANY, GENESIS_HASH, NO_STREAM, EventEnvelope, uuid7
+from spine.streams import parse_stream_id, stream_id
+from spine.upcasting import Upcasters
+from tests.conftest import make_event
+
+
+def test_stream_ids_embed_domain_tenant_and_mode() -> None:
+    sid = stream_id("notes", "acme", "lab", "n1")
+    assert sid == "notes/acme/lab/n1"
+    assert parse_stream_id(sid) == ("notes", "acme", "lab", ("n1",))
+
+
+@pytest.mark.parametrize(
+    ("args", "why"),
+    [
+        (("Notes", "t", "lab", "x"), "domain"),
+        (("notes", "a/b", "lab", "x"), "tenant_id"),
+        (("notes", "", "lab", "x"), "tenant_id"),
+        (("notes", "t", "prod", "x"), "mode"),
+        (("notes", "t", "lab"), "at least one part"),
+        (("notes", "t", "lab", ".."), "part"),
+        (("notes", "t", "lab", "a b"), "part"),
+        (("notes", "t", "lab", "x" * 129), "part"),
+        (("notes", "t", "lab", "ok", "x/y"), "part"),
+    ],
+)
+def test_stream_ids_refuse_segments_that_could_break_their_shape(
+    args: tuple[str, ...], why: str
+) -> None:
+    with pytest.raises(InvalidStreamId, match=why):
+        stream_id(*args)
+
+
+def test_uuid7_is_version_7_and_time_ordered() -> None:
+    ids = [uuid7() for _ in range(200)]
+    assert all(i.version == 7 and i.variant == uuid.RFC_4122 for i in ids)
+    millis = [i.int >> 80 for i in ids]
+    assert millis == sorted(millis)
+
+
+def test_envelopes_are_frozen_and_refuse_unknown_fields() -> None:
+    event = make_event()
+    with pytest.raises(ValidationError):
+        event.payload = {}  # type: ignore[misc]
+    with pytest.raises(ValidationError):
+        make_event(surprise=1)
+    with pytest.raises(ValidationError):
+        make_event("NotAType")
+    with pytest.raises(ValidationError):
+        make_event(tenant_id="a/b")
+
+
+def _chain(n: int) -> list[EventEnvelope]:
+    prev, out = GENESIS_HASH, []
+    for seq in range(1, n + 1):
+        env, body = seal(
+            make_event(payload={"i": seq, "f": 0.1 * seq}),
+            stream_id="notes/t1/lab/x",
+            seq=seq,
+            prev_hash=prev,
+            recorded_at=datetime.now(UTC),
+        )
+        assert decode(body) == env
+        prev = env.hash
+        out.append(env)
+    return out
+
+
+def test_sealed_events_round_trip_through_their_stored_form() -> None:
+    events = _chain(3)
+    assert decode_many([encode(e) for e in events]) == events
+    assert verify_chain(decode_many([encode(e) for e in events])) == 3
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda e: e.model_copy(update={"payload": {"i": 999}}),
+        lambda e: e.model_copy(update={"user_id": "mallory"}),
+        lambda e: e.model_copy(update={"hash": "f" * 64}),
+        lambda e: e.model_copy(update={"prev_hash": "0" * 63 + "1"}),
+    ],
+)
+def test_any_edit_of_a_stored_event_breaks_the_chain(tamper: Any) -> None:
+    events = _chain(3)
+    events[1] = tamper(events[1])
+    with pytest.raises(IntegrityError, match="seq 2"):
+        verify_chain(events)
+
+
+def test_a_missing_event_breaks_the_chain() -> None:
+    events = _chain(3)
+    with pytest.raises(IntegrityError):
+        verify_chain([events[0], events[2]])
+
+
+@pytest.mark.parametrize(
+    ("expected", "actual", "ok"),
+    [
+        (ANY, 0, True),
+        (ANY, 7, True),
+        (NO_STREAM, 0, True),
+        (NO_STREAM, 1, False),
+        (0, 0, True),
+        (3, 3, True),
+        (3, 4, False),
+        (4, 3, False),
+    ],
+)
+def test_expected_version_rules(expected: Any, actual: int, ok: bool) -> None:
+    if ok:
+        check_expected_version("s", expected, actual)
+    else:
+        with pytest.raises(ConcurrencyError):
+            check_expected_version("s", expected, actual)
+
+
+def test_upcasters_chain_one_version_at_a_time() -> None:
+    upcasters = Upcasters()
+
+    @upcasters.register("note.created", 1)
+    def v1_to_v2(p: dict[str, Any]) -> dict[str, Any]:
+        return {**p, "tags": []}
+
+    @upcasters.register("note.created", 2)
+    def v2_to_v3(p: dict[str, Any]) -> dict[str, Any]:
+        p["title"] = p.pop("name")
+        return p
+
+    (old,) = _chain(1)
+    old = old.model_copy(update={"payload": {"name": "x"}})
+    new = upcasters.upcast(old)
+    assert (new.schema_version, new.payload) == (3, {"title": "x", "tags": []})
+    assert old.payload == {"name": "x"}  # the stored event is untouched
+    current = new.model_copy(update={"event_type": "note.updated"})
+    assert upcasters.upcast(current) is current
+
+
+def test_a_failing_upcaster_names_the_event() -> None:
+    upcasters = Upcasters()
+    upcasters.register("note.created", 1)(lambda p: p["missing"])
+    with pytest.raises(UpcastError, match=r"note\.created v1 of notes/t1/lab/x seq 1"):
+        upcasters.upcast(_chain(1)[0])
+    with pytest.raises(ValueError, match="exists"):
+        upcasters.register("note.created", 1)(lambda p: p)
