@@ -21,7 +21,8 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest; status=$$?; \
+	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; fi; exit $$status
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_lab.py
