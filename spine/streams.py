@@ -48,8 +48,17 @@ def stream_id(domain: str, tenant_id: str, mode: str, *parts: str) -> str:
     return "/".join((domain, tenant_id, mode, *parts))
 
 
+_SEG_BODY = IDENTIFIER_PATTERN[1:-1]
+_WELL_FORMED: Final = re.compile(
+    rf"^[a-z][a-z0-9_]{{0,31}}/{_SEG_BODY}/(?:{'|'.join(MODES)})(?:/{_SEG_BODY}){{1,{MAX_PARTS}}}$"
+)
+
+
 def parse_stream_id(value: str) -> StreamName:
     """Split and validate a stream id built by :func:`stream_id`."""
+    if isinstance(value, str) and _WELL_FORMED.match(value):  # the fast path: one regex
+        domain, tenant_id, mode, *parts = value.split("/")
+        return StreamName(domain, tenant_id, cast(Mode, mode), tuple(parts))
     pieces = value.split("/") if isinstance(value, str) else []
     if len(pieces) < 4:
         raise InvalidStreamId(f"stream id {value!r} must be domain/tenant/mode/part...")

@@ -19,7 +19,7 @@ from projections.views import Page, ViewQuery, ViewRecord, decode_cursor, encode
 from routing.backends.sqlite_db import SqliteDatabase
 from routing.config import Connections, Route
 from spine.appending import check_expected_version, validate_append
-from spine.codec import decode_many, seal
+from spine.codec import decode_many, seal, timestamp_text
 from spine.errors import ConcurrencyError, RoutingError
 from spine.events import (
     GENESIS_HASH,
@@ -67,7 +67,11 @@ class SqliteEventStore:
         self.db = db
         self.table = table
         t = _q(table)
-        self._sql_head = f"SELECT seq, hash FROM {t} WHERE stream_id = ? ORDER BY seq DESC LIMIT 1"
+        # the stream's head, and whether it holds the command already, in one statement
+        self._sql_head = (
+            f"SELECT seq, hash, EXISTS (SELECT 1 FROM {t} WHERE stream_id = ?1"
+            f" AND command_id = ?2) FROM {t} WHERE stream_id = ?1 ORDER BY seq DESC LIMIT 1"
+        )
         self._sql_dedup = (
             f"SELECT body FROM {t} WHERE stream_id = ? AND command_id = ? ORDER BY seq"
         )
@@ -94,9 +98,10 @@ class SqliteEventStore:
         events = tuple(events)
 
         def job(conn: sqlite3.Connection) -> AppendResult:
-            original = conn.execute(self._sql_dedup, (stream_id, command_id)).fetchall()
-            if original:
-                sealed = decode_many([row[0] for row in original])
+            head = conn.execute(self._sql_head, (stream_id, command_id)).fetchone()
+            if head is not None and head[2]:
+                rows = conn.execute(self._sql_dedup, (stream_id, command_id)).fetchall()
+                sealed = decode_many([row[0] for row in rows])
                 return AppendResult(
                     stream_id=stream_id,
                     first_seq=sealed[0].seq,
@@ -104,10 +109,10 @@ class SqliteEventStore:
                     events=tuple(sealed),
                     deduplicated=True,
                 )
-            head = conn.execute(self._sql_head, (stream_id,)).fetchone()
-            actual, prev_hash = head if head else (0, GENESIS_HASH)
+            actual, prev_hash = (head[0], head[1]) if head else (0, GENESIS_HASH)
             check_expected_version(stream_id, expected_version, actual)
             now = datetime.now(UTC)
+            now_text = timestamp_text(now)
             envelopes: list[EventEnvelope] = []
             rows: list[tuple[str, int, str, str, bytes]] = []
             for offset, event in enumerate(events, start=1):
@@ -117,12 +122,16 @@ class SqliteEventStore:
                     seq=actual + offset,
                     prev_hash=prev_hash,
                     recorded_at=now,
+                    recorded_text=now_text,
                 )
                 prev_hash = envelope.hash
                 envelopes.append(envelope)
                 rows.append((stream_id, envelope.seq, command_id, envelope.hash, body))
             try:
-                conn.executemany(self._sql_insert, rows)
+                if len(rows) == 1:
+                    conn.execute(self._sql_insert, rows[0])
+                else:
+                    conn.executemany(self._sql_insert, rows)
             except sqlite3.IntegrityError as exc:  # another process won the race
                 raise ConcurrencyError(stream_id, expected_version, actual) from exc
             return AppendResult(

@@ -1,8 +1,8 @@
 """One SQLite database file: a single writer thread with group commit, and readers.
 
 Every write is a *job*: a function run on the writer's connection. The writer takes
-every job that is waiting (up to ``max_batch``) into one transaction, runs each inside
-its own SAVEPOINT — so one job's failure rolls back that job alone — and commits once.
+every job that is waiting (up to ``max_batch``) into one transaction and commits once;
+a job that fails is undone alone (see ``_run_batch``), the others still commit.
 Many callers' writes thus share one fsync, and each is still atomic and answered on its
 own. Because there is one writer and rows are numbered inside its transaction, commit
 order is position order.
@@ -147,36 +147,50 @@ class SqliteDatabase:
     def _run_batch(
         self, conn: sqlite3.Connection, batch: list[tuple[Job, Any]]
     ) -> list[tuple[bool, Any]]:
-        outcomes: list[tuple[bool, Any]] = []
-        savepoints = len(batch) > 1
+        """One transaction for the whole batch. Jobs first run back to back; a job that
+        fails having written nothing needs no undo. Only if one fails after writing is the
+        transaction rolled back and the batch rerun with a SAVEPOINT around each job."""
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for job, _ in batch:
-                if savepoints:
-                    conn.execute("SAVEPOINT job")
-                try:
-                    result = job(conn)
-                except sqlite3.Error:
-                    raise  # the transaction itself is in doubt: fail the batch
-                except Exception as exc:
-                    if savepoints:
-                        conn.execute("ROLLBACK TO job")
-                        conn.execute("RELEASE job")
-                    outcomes.append((False, exc))
-                else:
-                    if savepoints:
-                        conn.execute("RELEASE job")
-                    outcomes.append((True, result))
-            if not savepoints and not outcomes[0][0]:
+            outcomes = self._run_jobs(conn, batch, savepoints=False)
+            if outcomes is None:
                 conn.execute("ROLLBACK")
-            else:
-                conn.execute("COMMIT")
+                conn.execute("BEGIN IMMEDIATE")
+                outcomes = self._run_jobs(conn, batch, savepoints=True)
+                assert outcomes is not None
+            conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             error = translate(str(self.path), exc)
             error.__cause__ = exc
             return [(False, error)] * len(batch)
+        return outcomes
+
+    @staticmethod
+    def _run_jobs(
+        conn: sqlite3.Connection, batch: list[tuple[Job, Any]], *, savepoints: bool
+    ) -> list[tuple[bool, Any]] | None:
+        outcomes: list[tuple[bool, Any]] = []
+        for job, _ in batch:
+            if savepoints:
+                conn.execute("SAVEPOINT job")
+            before = conn.total_changes
+            try:
+                result = job(conn)
+            except sqlite3.Error:
+                raise  # the transaction itself is in doubt: fail the batch
+            except Exception as exc:
+                if savepoints:
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                elif conn.total_changes != before:
+                    return None  # it wrote before failing: redo with savepoints
+                outcomes.append((False, exc))
+            else:
+                if savepoints:
+                    conn.execute("RELEASE job")
+                outcomes.append((True, result))
         return outcomes
 
     def _deliver(self, batch: list[tuple[Job, Any]], outcomes: list[tuple[bool, Any]]) -> None:
