@@ -21,7 +21,15 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from commands.envelope import Command, CommandResult
-from commands.notes import CreateNote, DeleteNote, NoteBody, NoteSource, UpdateNote, note_stream
+from commands.notes import (
+    CreateNote,
+    DeleteNote,
+    NoteBody,
+    NoteSource,
+    Tag,
+    UpdateNote,
+    note_stream,
+)
 from engines.audit import record_access_denied
 from engines.auth import Principal, resolve_scope
 from engines.runtime import Runtime, bootstrap
@@ -309,7 +317,9 @@ def build_app(runtime: Runtime | None = None, *, lifespan: Any = None) -> FastAP
         result = await rt.bus.dispatch(command)
         return await written(rt, result, note_id, 201)
 
-    @app.get("/notes/{note_id}", response_model=NoteOut)
+    # ``:path`` so that an id holding an (encoded) slash reaches validation and is refused
+    # with 422 naming ``note_id``, rather than missing the route.
+    @app.get("/notes/{note_id:path}", response_model=NoteOut)
     async def get_note(request: Request, note_id: Identifier, principal: Auth) -> Response:
         rt = runtime_of(request)
         scope = await scope_for(request, principal, None, None)
@@ -318,7 +328,9 @@ def build_app(runtime: Runtime | None = None, *, lifespan: Any = None) -> FastAP
             raise NotFound(f"note {note_id!r} not found")
         return OrjsonResponse(note_out(record).model_dump(), headers={"ETag": etag(record.version)})
 
-    @app.put("/notes/{note_id}", response_model=NoteOut, responses={202: {"model": Accepted}})
+    @app.put(
+        "/notes/{note_id:path}", response_model=NoteOut, responses={202: {"model": Accepted}}
+    )
     async def update_note(
         request: Request,
         note_id: Identifier,
@@ -335,7 +347,9 @@ def build_app(runtime: Runtime | None = None, *, lifespan: Any = None) -> FastAP
         )
         return await written(rt, await rt.bus.dispatch(command), note_id, 200)
 
-    @app.delete("/notes/{note_id}", response_model=Deleted, responses={202: {"model": Accepted}})
+    @app.delete(
+        "/notes/{note_id:path}", response_model=Deleted, responses={202: {"model": Accepted}}
+    )
     async def delete_note(
         request: Request,
         note_id: Identifier,
@@ -357,7 +371,7 @@ def build_app(runtime: Runtime | None = None, *, lifespan: Any = None) -> FastAP
         principal: Auth,
         surface_id: Identifier | None = None,
         project_id: Identifier | None = None,
-        tag: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+        tag: Tag | None = None,
         cursor: Annotated[str | None, Query(max_length=512)] = None,
         limit: Annotated[int, Query(ge=1, le=200)] = 50,
         user_id: Identifier | None = None,  # may only name the caller (checked on auth)

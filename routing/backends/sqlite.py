@@ -100,8 +100,8 @@ class SqliteEventStore:
         def job(conn: sqlite3.Connection) -> AppendResult:
             head = conn.execute(self._sql_head, (stream_id, command_id)).fetchone()
             if head is not None and head[2]:
-                rows = conn.execute(self._sql_dedup, (stream_id, command_id)).fetchall()
-                sealed = decode_many([row[0] for row in rows])
+                original = conn.execute(self._sql_dedup, (stream_id, command_id)).fetchall()
+                sealed = decode_many([row[0] for row in original])
                 return AppendResult(
                     stream_id=stream_id,
                     first_seq=sealed[0].seq,
