@@ -59,14 +59,21 @@ class ProjectorRunner:
         self._prefix = projector.domain + "/"
         self._waiters: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
         self.gaps_repaired = 0
+        self._position: int | None = None
 
     async def status(self) -> ProjectorStatus:
         checkpoint = await self.checkpoints.get(self.projector.name)
         return ProjectorStatus(self.projector.name, checkpoint, await self.feed.head_position())
 
+    async def _checkpoint(self) -> int:
+        """The durable checkpoint, read once; this runner keeps it current after that."""
+        if self._position is None:
+            self._position = await self.checkpoints.get(self.projector.name)
+        return self._position
+
     async def run_batch(self) -> int:
         """Apply one batch after the checkpoint; return how many feed events it read."""
-        checkpoint = await self.checkpoints.get(self.projector.name)
+        checkpoint = await self._checkpoint()
         batch = await self.feed.read_all(checkpoint, self.batch_size)
         if not batch:
             return 0
@@ -76,6 +83,7 @@ class ProjectorRunner:
         if mine:
             await self._apply(mine)
         await self.checkpoints.put(self.projector.name, batch[-1][0])
+        self._position = batch[-1][0]
         return len(batch)
 
     async def _apply(self, events: list[EventEnvelope]) -> None:
@@ -146,8 +154,7 @@ class ProjectorRunner:
         """Follow the feed until cancelled."""
         while True:
             if await self.run_batch() == 0:
-                checkpoint = await self.checkpoints.get(self.projector.name)
-                await self.feed.wait_for_commit(checkpoint, self.idle_timeout)
+                await self.feed.wait_for_commit(await self._checkpoint(), self.idle_timeout)
 
     # -- read-your-writes -----------------------------------------------------------------
 
