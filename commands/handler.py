@@ -2,12 +2,14 @@
 
 A domain supplies a :class:`Decider` (pure functions, tested without I/O); :func:`execute`
 does the I/O: it answers a repeated command with its original result, checks an explicit
-expected version before deciding, and retries a concurrent write when the caller did not
-pin a version.
+expected version (after deciding, so not-found is not masked), and retries a concurrent
+write, with jittered backoff, when the caller did not pin a version.
 """
 
 from __future__ import annotations
 
+import asyncio
+import random
 from collections.abc import Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -38,7 +40,7 @@ def fold(decider: Decider[S, Any], events: Sequence[EventEnvelope]) -> S:
 
 
 async def execute(
-    store: EventStore, decider: Decider[S, C], command: C, *, max_attempts: int = 5
+    store: EventStore, decider: Decider[S, C], command: C, *, max_attempts: int = 100
 ) -> CommandResult:
     stream_id = decider.stream_id(command)
     for attempt in range(1, max_attempts + 1):
@@ -49,14 +51,18 @@ async def execute(
                 stream_id=stream_id, version=done[-1].seq, events=tuple(done), deduplicated=True
             )
         version = events[-1].seq if events else 0
+        # Decide first: a caller who may not see the entity learns nothing from a
+        # version check (not-found wins over a stale If-Match).
+        new_events = decider.decide(fold(decider, events), command)
         if command.expected_version is not None and command.expected_version != version:
             raise ConcurrencyError(stream_id, command.expected_version, version)
-        new_events = decider.decide(fold(decider, events), command)
         try:
             result = await store.append(stream_id, new_events, version or NO_STREAM)
         except ConcurrencyError:
             if command.expected_version is not None or attempt == max_attempts:
                 raise
+            # Another writer won this round; back off a little, with jitter, and redo.
+            await asyncio.sleep(random.uniform(0, 0.001 * min(attempt, 20)))
             continue
         return CommandResult(
             stream_id=stream_id,

@@ -6,12 +6,20 @@ A note belongs to the user who created it; to anyone else it does not exist.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal, Self
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 from commands.envelope import Command
 from spine.errors import AlreadyExists, NotFound
@@ -20,7 +28,20 @@ from spine.streams import stream_id
 
 DOMAIN = "notes"
 MAX_CONTENT_BYTES = 1_000_000
-Tag = Annotated[str, StringConstraints(pattern=r"^[^\s,][^,]{0,63}$", strip_whitespace=True)]
+_UNPRINTABLE = re.compile(r"[,\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff]")
+
+
+def _printable_tag(tag: str) -> str:
+    if _UNPRINTABLE.search(tag):
+        raise ValueError("a tag may not hold commas, control or bidirectional-format characters")
+    return tag
+
+
+Tag = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=64),
+    AfterValidator(_printable_tag),
+]
 
 
 class NoteSource(BaseModel):

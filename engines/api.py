@@ -224,17 +224,24 @@ def etag(version: int) -> str:
 
 
 async def written(runtime: Runtime, result: CommandResult, note_id: str, status: int) -> Response:
-    """Wait for the notes view to reflect ``result``; answer with the note, or 202."""
+    """Wait for the notes view to reflect ``result``; answer with the note, or 202.
+
+    The note answered is the view as it stands, which a later write may already have
+    moved past ``result``; its ETag is the version of that body, never an older one."""
     runner = runtime.runners["notes"]
     reflected = await runner.wait_for(
         result.stream_id, result.version, runtime.settings.write_wait_seconds
     )
-    headers = {"ETag": etag(result.version)}
     if not reflected:
         body = Accepted(note_id=note_id, version=result.version)
-        return OrjsonResponse(body.model_dump(), status_code=202, headers=headers)
+        return OrjsonResponse(
+            body.model_dump(), status_code=202, headers={"ETag": etag(result.version)}
+        )
     record = await runtime.notes_view.get_many([result.stream_id], include_deleted=True)
     current = record[result.stream_id]
+    # The view may already be past this write (a later write landed): the ETag names the
+    # version of the body we send, so a client's next If-Match is about what it saw.
+    headers = {"ETag": etag(current.version)}
     if current.deleted:
         return OrjsonResponse(
             Deleted(note_id=note_id, version=current.version).model_dump(), headers=headers
@@ -315,6 +322,15 @@ def build_app(runtime: Runtime | None = None, *, lifespan: Any = None) -> FastAP
             run_id=body.source.run_id,
         )
         result = await rt.bus.dispatch(command)
+        if result.deduplicated:
+            original = result.events[0]
+            if original.payload != payload.model_dump(mode="json") or (
+                original.surface_id,
+                original.project_id,
+            ) != (scope.surface_id, scope.project_id):
+                raise AlreadyExists(
+                    "this Idempotency-Key was used for a different request; use a new key"
+                )
         return await written(rt, result, note_id, 201)
 
     # ``:path`` so that an id holding an (encoded) slash reaches validation and is refused
@@ -328,9 +344,7 @@ def build_app(runtime: Runtime | None = None, *, lifespan: Any = None) -> FastAP
             raise NotFound(f"note {note_id!r} not found")
         return OrjsonResponse(note_out(record).model_dump(), headers={"ETag": etag(record.version)})
 
-    @app.put(
-        "/notes/{note_id:path}", response_model=NoteOut, responses={202: {"model": Accepted}}
-    )
+    @app.put("/notes/{note_id:path}", response_model=NoteOut, responses={202: {"model": Accepted}})
     async def update_note(
         request: Request,
         note_id: Identifier,

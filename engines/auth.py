@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+from jwt.algorithms import RSAAlgorithm
 
 from engines.settings import AuthSettings
 from spine.errors import EnginesError, ScopeMismatch, Unauthenticated
 from spine.events import IDENTIFIER_PATTERN, Mode, Scope
 
 LAB_SECRET_FILE = "lab-jwt-secret"
+MIN_SECRET_LENGTH = 32
 _ID = re.compile(IDENTIFIER_PATTERN)
 
 
@@ -36,15 +38,16 @@ class Principal:
 
 def lab_secret(data_dir: Path) -> str:
     """The lab signing secret: read from the data directory, created there on first use
-    (mode 0600, written atomically so two processes starting together agree)."""
+    (mode 0600, written atomically so two processes or threads starting together agree)."""
     path = data_dir / LAB_SECRET_FILE
     try:
-        return path.read_text(encoding="utf-8").strip()
+        return _checked_secret(path.read_text(encoding="utf-8"), path)
     except FileNotFoundError:
         pass
     data_dir.mkdir(parents=True, exist_ok=True)
-    tmp = data_dir / f".{LAB_SECRET_FILE}.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # A name of its own per caller: a shared one would let a racing thread truncate it.
+    tmp = data_dir / f".{LAB_SECRET_FILE}.{os.getpid()}.{secrets.token_hex(8)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(secrets.token_urlsafe(48))
     try:
@@ -53,10 +56,33 @@ def lab_secret(data_dir: Path) -> str:
         pass
     finally:
         tmp.unlink()
-    return path.read_text(encoding="utf-8").strip()
+    return _checked_secret(path.read_text(encoding="utf-8"), path)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise EnginesError(f"cannot read key file {path}: {exc.strerror}") from exc
+
+
+def _checked_secret(text: str, source: Path) -> str:
+    """A secret read from a file; refused if too short to sign with safely (an empty or
+    truncated file would make every token forgeable)."""
+    secret = text.strip()
+    if len(secret) < MIN_SECRET_LENGTH:
+        raise EnginesError(
+            f"HS256 secret in {source} has {len(secret)} characters; "
+            f"at least {MIN_SECRET_LENGTH} are required"
+        )
+    return secret
 
 
 class TokenVerifier:
+    """Verifies bearer tokens against the configured keys. Keys are read and parsed here,
+    so a missing or unusable key file fails at start-up (:class:`EnginesError` naming the
+    file), not as a 401 on every request."""
+
     def __init__(self, settings: AuthSettings, *, mode: Mode, data_dir: Path) -> None:
         self.settings = settings
         self.mode = mode
@@ -65,19 +91,31 @@ class TokenVerifier:
             if settings.hs256_secret:
                 secret = settings.hs256_secret
             elif settings.hs256_secret_file:
-                secret = Path(settings.hs256_secret_file).read_text(encoding="utf-8").strip()
+                path = Path(settings.hs256_secret_file)
+                secret = _checked_secret(_read_text(path), path)
             elif mode == "lab":
                 secret = lab_secret(data_dir)
             else:  # refused by Settings already; kept as a guard
                 raise EnginesError("HS256 outside lab mode needs a configured secret")
             self._keys[None] = secret
         elif settings.jwks_file:
-            jwks = jwt.PyJWKSet.from_json(Path(settings.jwks_file).read_text(encoding="utf-8"))
+            path = Path(settings.jwks_file)
+            try:
+                jwks = jwt.PyJWKSet.from_json(_read_text(path))
+            except (jwt.PyJWTError, ValueError) as exc:  # ValueError: not JSON
+                raise EnginesError(f"JWKS file {path} is not usable: {exc}") from exc
             for key in jwks.keys:
-                self._keys[key.key_id] = key.key
+                if key.key_type == "RSA":
+                    self._keys[key.key_id] = key.key
+            if not self._keys:
+                raise EnginesError(f"JWKS file {path} holds no RSA key")
         else:
             assert settings.rs256_public_key_file is not None
-            self._keys[None] = Path(settings.rs256_public_key_file).read_bytes()
+            path = Path(settings.rs256_public_key_file)
+            try:
+                self._keys[None] = RSAAlgorithm(RSAAlgorithm.SHA256).prepare_key(_read_text(path))
+            except (jwt.PyJWTError, ValueError, TypeError) as exc:
+                raise EnginesError(f"{path} is not an RSA public key in PEM form: {exc}") from exc
 
     def _key_for(self, token: str) -> Any:
         if None in self._keys:

@@ -176,6 +176,16 @@ def cmd_projections_status(args: argparse.Namespace) -> int:
 # -- parsing ------------------------------------------------------------------------------
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="engines", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -199,7 +209,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--user", required=True)
     t.add_argument("--surface", action="append", help="a surface the user may use (repeatable)")
     t.add_argument("--project", action="append", help="a project the user may use (repeatable)")
-    t.add_argument("--ttl", type=int, default=3600, help="seconds (default 3600)")
+    t.add_argument("--ttl", type=_positive_int, default=3600, help="seconds (default 3600)")
     t.set_defaults(func=cmd_token)
 
     r = sub.add_parser("routes", help="inspect routes files")
@@ -246,3 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def entry() -> None:  # pragma: no cover - the console script
     sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m engines.cli`
+    entry()

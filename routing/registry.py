@@ -46,15 +46,18 @@ class ResolvedRoute:
 def check_routes(config: RoutesFile, kinds: Iterable[str] | None = None) -> list[ResolvedRoute]:
     """Validate ``config``; return its routes resolved, sorted by kind.
 
-    Raises :class:`MissingRoutes` listing every required kind without a route (``kinds``
-    narrows what is required), :class:`ReservedKind`, or :class:`RouteNotAllowed` /
-    :class:`RoutingError` listing every other problem found.
+    Every problem is reported at once, in one error: :class:`MissingRoutes` if any
+    required kind lacks a route (``kinds`` narrows what is required), else
+    :class:`ReservedKind` if a reserved kind is routed, else :class:`RouteNotAllowed`;
+    the message lists the other problems found too.
     """
     problems: list[str] = []
+    reserved: list[str] = []
     resolved: list[ResolvedRoute] = []
     for kind, route in sorted(config.routes.items()):
         if kind in RESERVED_KINDS:
-            raise ReservedKind(kind)
+            reserved.append(kind)
+            continue
         if kind not in ACTIVE_KINDS:
             problems.append(f"unknown resource kind {kind!r}")
             continue
@@ -83,8 +86,11 @@ def check_routes(config: RoutesFile, kinds: Iterable[str] | None = None) -> list
         resolved.append(ResolvedRoute(kind, route, spec))
     needed = required_kinds(config.mode) if kinds is None else frozenset(kinds)
     missing = sorted(needed - config.routes.keys())
+    reserved_problems = [f"resource kind {k!r} is reserved, not active" for k in reserved]
     if missing:
-        raise MissingRoutes(missing, config.mode)
+        raise MissingRoutes(missing, config.mode, also=reserved_problems + problems)
+    if reserved:
+        raise ReservedKind(reserved[0], also=reserved_problems[1:] + problems)
     if problems:
         raise RouteNotAllowed("routes refused:\n  " + "\n  ".join(problems))
     return resolved

@@ -90,21 +90,28 @@ class RoutingError(EnginesError):
 class MissingRoutes(RoutingError):
     """One or more required resource kinds have no route."""
 
-    def __init__(self, kinds: list[str], mode: str) -> None:
+    def __init__(self, kinds: list[str], mode: str, also: list[str] | None = None) -> None:
         self.kinds = sorted(kinds)
         self.mode = mode
+        self.also = also or []
         super().__init__(
             f"no route for {len(self.kinds)} required resource kind(s) in mode {mode!r}: "
             + ", ".join(self.kinds)
+            + _also(self.also)
         )
+
+
+def _also(problems: list[str]) -> str:
+    return "".join(f"\n  also: {p}" for p in problems)
 
 
 class ReservedKind(RoutingError):
     """A reserved resource kind was routed or asked for."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, also: list[str] | None = None) -> None:
         self.kind = kind
-        super().__init__(f"resource kind {kind!r} is reserved, not active")
+        self.also = also or []
+        super().__init__(f"resource kind {kind!r} is reserved, not active" + _also(self.also))
 
 
 class RouteNotAllowed(RoutingError):

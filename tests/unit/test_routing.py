@@ -65,6 +65,20 @@ def test_every_missing_kind_is_named_in_one_error() -> None:
     assert "budget_store, event_spine, notes_store" in str(info.value)
 
 
+def test_missing_kinds_and_refused_routes_are_reported_together() -> None:
+    routes = cloud_routes(
+        notes_store=None,
+        flow_store={"backend": "sqlite", "name": "f", "lab": True},
+        vector_store={"backend": "cosmos", "name": "v"},
+    )
+    with pytest.raises(MissingRoutes) as info:
+        check_routes(config("saas", routes))
+    message = str(info.value)
+    assert "notes_store" in message
+    assert "flow_store: backend 'sqlite' is lab-only" in message
+    assert "'vector_store' is reserved, not active" in message
+
+
 def test_lab_mode_also_requires_every_kind() -> None:
     with pytest.raises(MissingRoutes, match="audit_store"):
         check_routes(config("lab", lab_routes(audit_store=None)))

@@ -1,0 +1,368 @@
+"""The real thing: the ``engines`` console script, as a user runs it.
+
+One server per module (``engines serve`` in a scratch working directory, so its data
+lands in ``./.engines`` there), driven over real HTTP; the other CLI commands run
+against the same directory. Routes files with problems must stop ``serve`` and
+``routes check`` at once, naming every problem.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import httpx
+import jwt
+import orjson
+import pytest
+
+from routing.kinds import ACTIVE_KINDS, VIEW_KINDS
+from spine.codec import verify_chain
+from spine.events import EventEnvelope
+
+pytestmark = pytest.mark.e2e
+
+STARTUP_SECONDS = 20
+QUICK_EXIT_SECONDS = 15
+SAAS_SECRET = "an-hs256-secret-of-at-least-32-characters"
+
+
+def engines_executable() -> str:
+    beside = Path(sys.executable).parent / "engines"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("engines")
+    if found is None:
+        pytest.skip("the `engines` console script is not installed (pip install -e .)")
+    return found
+
+
+def run_cli(
+    *args: str, cwd: Path, timeout: float = QUICK_EXIT_SECONDS
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [engines_executable(), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Server:
+    url: str
+    cwd: Path
+    log: Path
+
+    def stderr(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    cwd = tmp_path_factory.mktemp("serve")
+    port = free_port()
+    log = cwd / "server.log"
+    with log.open("w", encoding="utf-8") as sink:
+        proc = subprocess.Popen(
+            [engines_executable(), "serve", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=cwd,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    server = Server(f"http://127.0.0.1:{port}", cwd, log)
+    try:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"engines serve exited with {proc.returncode}:\n{server.stderr()}")
+            try:
+                if httpx.get(f"{server.url}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"engines serve did not answer /healthz:\n{server.stderr()}")
+            time.sleep(0.1)
+        yield server
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def cli_token(server: Server) -> str:
+    result = run_cli("token", "--tenant", "t", "--user", "u", "--surface", "s", cwd=server.cwd)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def http(server: Server, cli_token: str) -> Iterator[httpx.Client]:
+    headers = {"Authorization": f"Bearer {cli_token}"}
+    with httpx.Client(base_url=server.url, headers=headers, timeout=10) as client:
+        yield client
+
+
+# -- a running server ---------------------------------------------------------------------
+
+
+def test_serve_announces_lab_mode_on_stderr(server: Server) -> None:
+    log = server.stderr()
+
+    assert "mode=lab" in log
+    assert "[LAB]" in log
+    assert "not for production" in log
+    assert (server.cwd / ".engines" / "engines.db").exists()
+
+
+def test_token_prints_just_a_token_signed_with_the_data_dirs_lab_secret(
+    server: Server, cli_token: str
+) -> None:
+    result = run_cli("token", "--tenant", "t", "--user", "u", "--surface", "s", cwd=server.cwd)
+
+    assert result.stdout.count("\n") == 1
+    assert result.stdout.strip().count(".") == 2
+    secret = (server.cwd / ".engines" / "lab-jwt-secret").read_text().strip()
+    for token in (cli_token, result.stdout.strip()):
+        claims = jwt.decode(token, secret, algorithms=["HS256"])
+        assert (claims["sub"], claims["tenant_id"], claims["mode"]) == ("u", "t", "lab")
+        assert (claims["surfaces"], claims["projects"]) == (["s"], [])
+        assert 3500 <= claims["exp"] - claims["iat"] <= 3600
+
+
+def test_a_note_round_trips_over_real_http(http: httpx.Client) -> None:
+    created = http.post("/notes", json={"title": "over the wire", "tags": ["e2e"]})
+    assert created.status_code == 201, created.text
+    note = created.json()
+    assert (note["user_id"], note["surface_id"], note["version"]) == ("u", "s", 1)
+    assert created.headers["X-Engines-Mode"] == "lab"
+    assert "X-Engines-Lab" in created.headers
+
+    fetched = http.get(created.headers["Location"])
+    assert fetched.status_code == 200
+    assert fetched.json() == note
+
+    updated = http.put(
+        f"/notes/{note['note_id']}", json={"title": "edited"}, headers={"If-Match": '"1"'}
+    )
+    assert (updated.status_code, updated.headers["ETag"]) == (200, '"2"')
+
+    listed = http.get("/notes", params={"tag": "e2e"}).json()["items"]
+    assert note["note_id"] not in {n["note_id"] for n in listed}  # the update dropped the tag
+    listed = http.get("/notes").json()["items"]
+    assert [n["title"] for n in listed if n["note_id"] == note["note_id"]] == ["edited"]
+
+
+def test_a_request_without_a_token_is_refused_over_real_http(server: Server) -> None:
+    response = httpx.get(f"{server.url}/notes", timeout=10)
+
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_spine_read_prints_the_notes_events_as_json_lines(
+    server: Server, http: httpx.Client
+) -> None:
+    note = http.post("/notes", json={"title": "on the spine"}).json()
+    http.put(f"/notes/{note['note_id']}", json={"title": "still on the spine"})
+
+    result = run_cli("spine", "read", f"notes/t/lab/{note['note_id']}", "--verify", cwd=server.cwd)
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    events = [EventEnvelope.model_validate(orjson.loads(line)) for line in lines]
+    assert [e.event_type for e in events] == ["note.created", "note.updated"]
+    assert {(e.tenant_id, e.mode, e.user_id, e.surface_id) for e in events} == {
+        ("t", "lab", "u", "s")
+    }
+    assert verify_chain(events) == 2
+    assert "hash chain verified: 2 events" in result.stderr
+    assert "[LAB]" in result.stderr
+
+
+def test_spine_read_refuses_a_malformed_stream_id(server: Server) -> None:
+    result = run_cli("spine", "read", "notes/../etc", cwd=server.cwd)
+
+    assert result.returncode == 3
+    assert "stream" in result.stderr
+
+
+def test_projections_status_shows_the_checkpoint_and_no_lag(
+    server: Server, http: httpx.Client
+) -> None:
+    http.post("/notes", json={"title": "projected"})
+
+    deadline = time.monotonic() + 10
+    while True:
+        result = run_cli("projections", "status", cwd=server.cwd)
+        assert result.returncode == 0, result.stderr
+        header, *rows = result.stdout.splitlines()
+        assert header.split() == ["projector", "checkpoint", "head", "lag"]
+        (row,) = (r.split() for r in rows if r.startswith("notes"))
+        name, checkpoint, head, lag = row[0], int(row[1]), int(row[2]), int(row[3])
+        if lag == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+
+    assert name == "notes"
+    assert checkpoint == head > 0
+    assert lag == 0
+    assert "[LAB]" in result.stderr
+
+
+# -- routes files -------------------------------------------------------------------------
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def saas_file(tmp_path: Path, routes: dict[str, str]) -> Path:
+    lines = [
+        "mode: saas",
+        "auth:",
+        "  algorithm: HS256",
+        f"  hs256_secret: {SAAS_SECRET}",
+        "routes:",
+    ]
+    lines += [f"  {kind}: {route}" for kind, route in routes.items()]
+    return write(tmp_path / "saas.yaml", "\n".join(lines) + "\n")
+
+
+def all_dynamodb() -> dict[str, str]:
+    routes = {kind: f"{{backend: dynamodb, name: {kind}}}" for kind in VIEW_KINDS}
+    routes |= {
+        "event_spine": "{backend: dynamodb, name: spine}",
+        "projection_checkpoints": "{backend: dynamodb, name: checkpoints}",
+        "spine_feed": "{backend: kafka, name: spine-feed}",
+        "command_bus": "{backend: kafka, name: commands}",
+    }
+    return routes
+
+
+def test_routes_check_lists_every_kind_of_the_packaged_lab_file(tmp_path: Path) -> None:
+    lab_file = Path(str(resources.files("engines").joinpath("lab.yaml")))
+
+    result = run_cli("routes", "check", str(lab_file), cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    header, *lines = result.stdout.splitlines()
+    assert "mode lab" in header
+    kinds = [line.split()[0] for line in lines]
+    assert sorted(kinds) == sorted(ACTIVE_KINDS)
+    for line in lines:
+        if line.startswith("command_bus"):
+            assert "LAB" not in line
+        else:
+            assert "sqlite:" in line
+            assert "[LAB" in line
+
+
+def test_a_complete_saas_file_passes_routes_check(tmp_path: Path) -> None:
+    result = run_cli("routes", "check", str(saas_file(tmp_path, all_dynamodb())), cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert "mode saas" in result.stdout
+    assert "LAB" not in result.stdout
+
+
+@pytest.mark.parametrize("command", ["serve", "check"])
+def test_a_saas_file_missing_kinds_is_refused_naming_every_one(
+    tmp_path: Path, command: str
+) -> None:
+    path = saas_file(tmp_path, {"event_spine": "{backend: dynamodb, name: spine}"})
+    args = (
+        ["serve", "--routes", str(path), "--port", str(free_port())]
+        if command == "serve"
+        else ["routes", "check", str(path)]
+    )
+
+    started = time.monotonic()
+    result = run_cli(*args, cwd=tmp_path)
+
+    assert result.returncode != 0
+    assert time.monotonic() - started < QUICK_EXIT_SECONDS
+    missing = ACTIVE_KINDS - {"event_spine"}
+    for kind in missing:
+        assert kind in result.stderr, kind
+    assert "event_spine" not in result.stderr
+    assert not (tmp_path / ".engines").exists()
+
+
+@pytest.mark.parametrize("command", ["serve", "check"])
+def test_a_reserved_kind_is_refused_as_reserved_not_active(tmp_path: Path, command: str) -> None:
+    path = saas_file(tmp_path, {**all_dynamodb(), "vector_store": "{backend: dynamodb, name: v}"})
+    args = (
+        ["serve", "--routes", str(path), "--port", str(free_port())]
+        if command == "serve"
+        else ["routes", "check", str(path)]
+    )
+
+    result = run_cli(*args, cwd=tmp_path)
+
+    assert result.returncode != 0
+    assert "vector_store" in result.stderr
+    assert "reserved, not active" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["serve", "check"])
+def test_a_sqlite_route_in_saas_mode_is_refused(tmp_path: Path, command: str) -> None:
+    routes = {**all_dynamodb(), "notes_store": "{backend: sqlite, name: notes, lab: true}"}
+    path = saas_file(tmp_path, routes)
+    args = (
+        ["serve", "--routes", str(path), "--port", str(free_port())]
+        if command == "serve"
+        else ["routes", "check", str(path)]
+    )
+
+    result = run_cli(*args, cwd=tmp_path)
+
+    assert result.returncode != 0
+    assert "notes_store" in result.stderr
+    assert "lab-only" in result.stderr
+    assert not (tmp_path / ".engines").exists()
+
+
+def test_token_refuses_to_mint_for_a_saas_configuration(tmp_path: Path) -> None:
+    path = saas_file(tmp_path, all_dynamodb())
+
+    result = run_cli("token", "--routes", str(path), "--tenant", "t", "--user", "u", cwd=tmp_path)
+
+    assert result.returncode != 0
+    assert result.stdout == ""
+    assert "lab" in result.stderr
+
+
+@pytest.mark.parametrize("ttl", ["0", "-60", "soon"])
+def test_token_refuses_a_lifetime_that_is_not_a_positive_number_of_seconds(
+    tmp_path: Path, ttl: str
+) -> None:
+    result = run_cli("token", "--tenant", "t", "--user", "u", "--ttl", ttl, cwd=tmp_path)
+
+    assert result.returncode != 0
+    assert result.stdout == ""
+    assert "--ttl" in result.stderr
