@@ -61,14 +61,12 @@ def load_settings(path: Path | None) -> tuple[Settings, str]:
     """Read and validate a configuration file (the packaged lab default when ``None``).
     Returns the settings and a label saying where they came from."""
     if path is None:
-        text = resources.files("engines").joinpath(LAB_ROUTES).read_text(encoding="utf-8")
-        import yaml
-
-        data = yaml.safe_load(text)
         label = "packaged lab routes"
+        text = resources.files("engines").joinpath(LAB_ROUTES).read_text(encoding="utf-8")
+        data = load_yaml(Path(label), text)
     else:
-        data = load_yaml(path)
         label = str(path)
+        data = load_yaml(path)
     try:
         return Settings.model_validate(data), label
     except ValidationError as exc:

@@ -59,10 +59,11 @@ class RoutesFile(BaseModel):
     routes: dict[str, Route] = Field(default_factory=dict)
 
 
-def load_yaml(path: Path) -> dict[str, Any]:
-    """Read a YAML mapping, with errors that name the file."""
+def load_yaml(path: Path, text: str | None = None) -> dict[str, Any]:
+    """Read a YAML mapping (from ``text`` if given, else the file), with errors that
+    name the file."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(path.read_text(encoding="utf-8") if text is None else text)
     except OSError as exc:
         raise RoutingError(f"cannot read routes file {path}: {exc.strerror}") from exc
     except yaml.YAMLError as exc:
