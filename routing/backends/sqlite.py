@@ -179,11 +179,14 @@ class SqliteEventStore:
         return int(row[0])
 
     async def wait_for_commit(self, after_position: int, timeout: float) -> int:
+        # Note the commit count before reading the head, so a commit delivered while the
+        # head is being read still wakes us (no lost wake-up).
+        commits = self.db.commits
         head = await self.head_position()
         if head > after_position:
             return head
         # Woken by this process's commits; other processes' commits are seen on timeout.
-        await self.db.wait_for_commit(timeout)
+        await self.db.wait_for_commit(timeout, unless_past=commits)
         return await self.head_position()
 
 

@@ -208,9 +208,12 @@ class SqliteDatabase:
                 if not waiter.done():
                     waiter.set_result(None)
 
-    async def wait_for_commit(self, timeout: float) -> None:
-        """Wait (at most ``timeout`` seconds) for this process's next commit."""
+    async def wait_for_commit(self, timeout: float, *, unless_past: int | None = None) -> None:
+        """Wait (at most ``timeout`` seconds) for this process's next commit; return at once
+        if ``commits`` has already moved past ``unless_past``."""
         assert self._loop is not None
+        if unless_past is not None and self.commits != unless_past:
+            return
         waiter: asyncio.Future[None] = self._loop.create_future()
         self._commit_waiters.add(waiter)
         try:

@@ -297,3 +297,24 @@ async def test_wait_for_commit_wakes_on_a_commit(
     head = await asyncio.wait_for(waiter, 2)
     assert head >= 1
     assert await feed.wait_for_commit(0, timeout=0.01) == head
+
+
+async def test_a_commit_landing_while_the_head_is_read_still_wakes_the_waiter(
+    feed: GlobalFeed, store: EventStore, sid: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lost wake-up: the head is read, a commit lands, then the waiter registers and
+    sleeps its whole timeout."""
+    read_head = feed.head_position
+    calls = 0
+
+    async def head_then_commit() -> int:
+        nonlocal calls
+        calls += 1
+        head = await read_head()
+        if calls == 1:
+            await store.append(sid, [make_event()], NO_STREAM)
+        return head
+
+    monkeypatch.setattr(feed, "head_position", head_then_commit)
+    head = await asyncio.wait_for(feed.wait_for_commit(0, timeout=30), timeout=5)
+    assert head >= 1
