@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from projections.views import ViewRecord
-from spine.codec import timestamp_text
+from spine.codec import timestamp_text, trusted
 from spine.errors import IntegrityError
 from spine.events import EventEnvelope
 from spine.streams import parse_stream_id
@@ -36,7 +36,12 @@ class NotesProjector:
             raise IntegrityError(f"{event.stream_id} seq {event.seq}: {event.event_type} first")
         if event.event_type == "note.updated":
             data = {**view.data, **event.payload, "updated_at": at}
-            return view.model_copy(update={"version": event.seq, "data": data})
+            return self._next(view, event.seq, data=data)
         if event.event_type == "note.deleted":
-            return view.model_copy(update={"version": event.seq, "deleted": True})
-        return view.model_copy(update={"version": event.seq})  # not ours to show
+            return self._next(view, event.seq, deleted=True)
+        return self._next(view, event.seq)  # not ours to show
+
+    @staticmethod
+    def _next(view: ViewRecord, version: int, **changes: Any) -> ViewRecord:
+        """``view`` at ``version`` with ``changes`` (all valid already)."""
+        return trusted(ViewRecord, {**view.__dict__, "version": version, **changes})

@@ -2,7 +2,8 @@
 monotonic apply, gap repair from the spine, and read-your-writes waits.
 
 One batch: read up to ``batch_size`` events after the checkpoint; load the current
-records they touch (tombstones included) in one call; apply in order, skipping any
+records they touch (tombstones included) in one call, or from a bounded cache of the
+records this runner wrote; apply in order, skipping any
 event whose seq is not above the record's version and first reading any missing seqs
 from the spine; write the changed records in one call (each write conditional on its
 version); then move the checkpoint. A crash anywhere replays the batch, harmlessly.
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from projections.projector import Projector
@@ -47,6 +50,7 @@ class ProjectorRunner:
         batch_size: int = 1000,
         idle_timeout: float = 0.5,
         upcasters: Upcasters | None = None,
+        cache_size: int = 10_000,
     ) -> None:
         self.projector = projector
         self.feed = feed
@@ -56,10 +60,13 @@ class ProjectorRunner:
         self.batch_size = batch_size
         self.idle_timeout = idle_timeout
         self.upcasters = upcasters
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, ViewRecord] = OrderedDict()
         self._prefix = projector.domain + "/"
         self._waiters: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
         self.gaps_repaired = 0
         self._position: int | None = None
+        self._prefetch: tuple[int, asyncio.Task[list[tuple[int, EventEnvelope]]]] | None = None
 
     async def status(self) -> ProjectorStatus:
         checkpoint = await self.checkpoints.get(self.projector.name)
@@ -71,12 +78,37 @@ class ProjectorRunner:
             self._position = await self.checkpoints.get(self.projector.name)
         return self._position
 
+    async def _read_after(self, position: int) -> list[tuple[int, EventEnvelope]]:
+        """The batch after ``position``: the one read ahead if it starts there."""
+        if self._prefetch is not None and self._prefetch[0] == position:
+            task = self._prefetch[1]
+            self._prefetch = None
+            return await task
+        self._drop_prefetch()
+        return await self.feed.read_all(position, self.batch_size)
+
+    def _drop_prefetch(self) -> None:
+        if self._prefetch is not None:
+            task = self._prefetch[1]
+            self._prefetch = None
+            task.cancel()
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
     async def run_batch(self) -> int:
-        """Apply one batch after the checkpoint; return how many feed events it read."""
+        """Apply one batch after the checkpoint; return how many feed events it read.
+
+        A full batch suggests more is waiting: the next one is read while this one is
+        applied (reading depends on nothing this batch writes)."""
         checkpoint = await self._checkpoint()
-        batch = await self.feed.read_all(checkpoint, self.batch_size)
+        batch = await self._read_after(checkpoint)
         if not batch:
             return 0
+        if len(batch) == self.batch_size:
+            after = batch[-1][0]
+            self._prefetch = (
+                after,
+                asyncio.create_task(self.feed.read_all(after, self.batch_size)),
+            )
         mine = [e for _, e in batch if e.stream_id.startswith(self._prefix)]
         if self.upcasters is not None:
             mine = [self.upcasters.upcast(e) for e in mine]
@@ -89,9 +121,7 @@ class ProjectorRunner:
     async def _apply(self, events: list[EventEnvelope]) -> None:
         key_of = self.projector.view_key
         streams = {e.stream_id: key_of(e.stream_id) for e in events}
-        current: dict[str, ViewRecord] = dict(
-            await self.views.get_many(list(set(streams.values())), include_deleted=True)
-        )
+        current = await self._current(set(streams.values()))
         changed: set[str] = set()
         for event in events:
             key = streams[event.stream_id]
@@ -105,10 +135,34 @@ class ProjectorRunner:
             current[key] = view
             changed.add(key)
         if changed:
-            await self.views.put_many([current[k] for k in changed])
+            try:
+                await self.views.put_many([current[k] for k in changed])
+            except BaseException:
+                self._cache.clear()  # unknown what was written: read afresh next time
+                raise
+            self._remember({k: current[k] for k in changed})
         for stream_id, key in streams.items():
             if stream_id in self._waiters and key in current:
                 self._wake(stream_id, current[key].version)
+
+    async def _current(self, keys: set[str]) -> dict[str, ViewRecord]:
+        """The records under ``keys`` (tombstones included), from the cache where it has
+        them. The cache is safe even if another runner writes the view too: a record at
+        a given version is the same whoever computes it, and puts are conditional."""
+        found = {k: self._cache[k] for k in keys if k in self._cache}
+        missing = [k for k in keys if k not in found]
+        if missing:
+            loaded = await self.views.get_many(missing, include_deleted=True)
+            found.update(loaded)
+            self._remember(loaded)
+        return found
+
+    def _remember(self, records: Mapping[str, ViewRecord]) -> None:
+        for key, record in records.items():
+            self._cache[key] = record
+            self._cache.move_to_end(key)
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
 
     def _step(self, view: ViewRecord | None, event: EventEnvelope) -> ViewRecord:
         record = self.projector.apply(view, event)
@@ -146,15 +200,21 @@ class ProjectorRunner:
     async def catch_up(self) -> int:
         """Apply batches until the feed is exhausted; return how many events were read."""
         total = 0
-        while (n := await self.run_batch()) > 0:
-            total += n
+        try:
+            while (n := await self.run_batch()) > 0:
+                total += n
+        finally:
+            self._drop_prefetch()
         return total
 
     async def run(self) -> None:
         """Follow the feed until cancelled."""
-        while True:
-            if await self.run_batch() == 0:
-                await self.feed.wait_for_commit(await self._checkpoint(), self.idle_timeout)
+        try:
+            while True:
+                if await self.run_batch() == 0:
+                    await self.feed.wait_for_commit(await self._checkpoint(), self.idle_timeout)
+        finally:
+            self._drop_prefetch()
 
     # -- read-your-writes -----------------------------------------------------------------
 

@@ -19,7 +19,7 @@ from projections.views import Page, ViewQuery, ViewRecord, decode_cursor, encode
 from routing.backends.sqlite_db import SqliteDatabase
 from routing.config import Connections, Route
 from spine.appending import check_expected_version, validate_append
-from spine.codec import decode_many, seal, timestamp_text
+from spine.codec import decode_many, seal, timestamp_text, trusted
 from spine.errors import ConcurrencyError, RoutingError
 from spine.events import (
     GENESIS_HASH,
@@ -148,8 +148,10 @@ class SqliteEventStore:
     ) -> list[EventEnvelope]:
         parse_stream_id(stream_id)
         upper = to_seq if to_seq is not None else 2**62
-        rows = await self.db.fetchall(self._sql_read, (stream_id, from_seq, upper))
-        return decode_many([row[0] for row in rows])
+        args = (stream_id, from_seq, upper)
+        return await self.db.read(  # decoded in the reader thread, off the event loop
+            lambda c: decode_many([row[0] for row in c.execute(self._sql_read, args)])
+        )
 
     async def scan(
         self, *, prefix: str = "", batch_size: int = 1000
@@ -170,9 +172,12 @@ class SqliteEventStore:
     async def read_all(
         self, after_position: int, limit: int = 1000
     ) -> list[tuple[int, EventEnvelope]]:
-        rows = await self.db.fetchall(self._sql_all, (after_position, limit))
-        events = decode_many([row[1] for row in rows])
-        return [(row[0], event) for row, event in zip(rows, events, strict=True)]
+        def read(c: sqlite3.Connection) -> list[tuple[int, EventEnvelope]]:
+            rows = c.execute(self._sql_all, (after_position, limit)).fetchall()
+            events = decode_many([row[1] for row in rows])
+            return [(row[0], event) for row, event in zip(rows, events, strict=True)]
+
+        return await self.db.read(read)
 
     async def head_position(self) -> int:
         row = await self.db.fetchone(self._sql_max)
@@ -234,15 +239,23 @@ def _row(record: ViewRecord) -> tuple[Any, ...]:
 
 
 def _record(row: Sequence[Any]) -> ViewRecord:
-    return ViewRecord.model_construct(
-        key=row[0],
-        scope=Scope.model_construct(
-            tenant_id=row[1], mode=row[2], user_id=row[3], surface_id=row[4], project_id=row[5]
-        ),
-        version=row[6],
-        deleted=bool(row[7]),
-        expires_at=datetime.fromtimestamp(row[8], UTC) if row[8] is not None else None,
-        data=orjson.loads(row[9]),
+    scope = {
+        "tenant_id": row[1],
+        "mode": row[2],
+        "user_id": row[3],
+        "surface_id": row[4],
+        "project_id": row[5],
+    }
+    return trusted(
+        ViewRecord,
+        {
+            "key": row[0],
+            "scope": trusted(Scope, scope),
+            "version": row[6],
+            "data": orjson.loads(row[9]),
+            "expires_at": datetime.fromtimestamp(row[8], UTC) if row[8] is not None else None,
+            "deleted": bool(row[7]),
+        },
     )
 
 
