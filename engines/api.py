@@ -20,6 +20,8 @@ import orjson
 from fastapi import Depends, FastAPI, Header, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import ASGIApp, Message, Receive, Send
+from starlette.types import Scope as Scope_
 
 from commands.envelope import Command, CommandResult
 from commands.notes import (
@@ -252,6 +254,33 @@ async def written(runtime: Runtime, result: CommandResult, note_id: str, status:
     return OrjsonResponse(note_out(current).model_dump(), status_code=status, headers=headers)
 
 
+class LabelResponses:
+    """Pure ASGI middleware: every HTTP response names the mode, and carries
+    ``X-Engines-Lab`` when lab routes are in use. (Starlette's ``@app.middleware``
+    costs a task and a stream per request; this costs a closure.)"""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope_, receive: Receive, send: Send) -> None:
+        rt: Runtime | None = None
+        if scope["type"] == "http":
+            rt = getattr(scope["app"].state, "runtime", None)
+        if rt is None:
+            await self.app(scope, receive, send)
+            return
+        extra = [(b"x-engines-mode", rt.settings.mode.encode())]
+        if rt.lab_routes:
+            extra.append((LAB_HEADER.lower().encode(), LAB_LABEL.encode()))
+
+        async def labelled(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, labelled)
+
+
 # -- the app --------------------------------------------------------------------------------
 
 
@@ -265,15 +294,7 @@ def build_app(runtime: Runtime | None = None, *, lifespan: Any = None) -> FastAP
     if runtime is not None:
         app.state.runtime = runtime
 
-    @app.middleware("http")
-    async def label_lab(request: Request, call_next: Any) -> Response:
-        response: Response = await call_next(request)
-        rt: Runtime | None = getattr(request.app.state, "runtime", None)
-        if rt is not None:
-            response.headers["X-Engines-Mode"] = rt.settings.mode
-            if rt.lab_routes:
-                response.headers[LAB_HEADER] = LAB_LABEL
-        return response
+    app.add_middleware(LabelResponses)
 
     @app.exception_handler(EnginesError)
     async def engines_error(request: Request, exc: EnginesError) -> Response:
