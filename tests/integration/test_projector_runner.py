@@ -180,3 +180,52 @@ async def test_the_runner_ignores_streams_of_other_domains(notes: Notes) -> None
     await notes.do(CreateNote(note_id="a", title="A"))
     assert await notes.runner.catch_up() == 2
     assert (await notes.view("a")).version == 1
+
+
+async def test_small_batches_read_ahead_and_still_apply_everything_in_order(
+    notes: Notes,
+) -> None:
+    for i in range(3):
+        await notes.do(CreateNote(note_id=f"n{i}", title="t"))
+        await notes.do(UpdateNote(note_id=f"n{i}", title=f"u{i}"))
+    await notes.do(DeleteNote(note_id="n1"))
+    runner = notes.new_runner(batch_size=2)
+    assert await runner.catch_up() == 7
+    status = await runner.status()
+    assert (status.checkpoint, status.lag) == (status.head, 0)
+    assert [(await notes.view(f"n{i}")) is None for i in range(3)] == [False, True, False]
+    assert (await notes.view("n2")).data["title"] == "u2"
+
+
+async def test_a_failed_batch_leaves_no_read_ahead_running(notes: Notes) -> None:
+    for i in range(5):
+        await notes.do(CreateNote(note_id=f"n{i}", title="t"))
+    runner = notes.new_runner(batch_size=2)
+    real_put_many = notes.views.put_many
+    calls = 0
+
+    async def fail_once(records: Any) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("disk full")
+        return await real_put_many(records)
+
+    runner.views.put_many = fail_once  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="disk full"):
+        await runner.catch_up()
+    assert runner._prefetch is None
+    assert await runner.catch_up() == 5
+    assert all([await notes.view(f"n{i}") for i in range(5)])
+
+
+async def test_a_view_written_ahead_by_someone_else_is_never_moved_back(notes: Notes) -> None:
+    """The runner's cache may lag the store; conditional puts keep the store right."""
+    await notes.do(CreateNote(note_id="a", title="A"))
+    await notes.runner.catch_up()
+    view = await notes.view("a")
+    ahead = {"version": 9, "data": {**view.data, "title": "ahead"}}
+    await notes.views.put(view.model_copy(update=ahead))
+    await notes.do(UpdateNote(note_id="a", title="A2"))
+    await notes.runner.catch_up()  # its cache still says version 1
+    assert ((await notes.view("a")).version, (await notes.view("a")).data["title"]) == (9, "ahead")
