@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Message, Receive, Send
@@ -152,19 +153,38 @@ async def _deny(
             "method": request.method,
             "path": request.url.path,
             "client": request.client.host if request.client else None,
-            "claimed": {k: v for k, v in _claimed(request).items() if v is not None},
+            "claimed": {k: v for k, v in _claimed(request).items() if v},
         },
     )
 
 
-def _claimed(request: Request) -> dict[str, str | None]:
-    """What the client says of tenant, mode and user, in headers or query parameters."""
+#: Where a client may state (never decide) tenant, mode and user: headers, then query.
+CLAIM_ALIASES: dict[str, tuple[tuple[str, ...], str]] = {
+    "tenant_id": (("x-tenant-id",), "tenant_id"),
+    "mode": (("x-mode", "x-engines-mode"), "mode"),
+    "user_id": (("x-user-id",), "user_id"),
+}
+
+
+def _claimed(request: Request) -> dict[str, list[str]]:
+    """Every value the client gives for tenant, mode and user, under every alias."""
     h, q = request.headers, request.query_params
     return {
-        "tenant_id": h.get("x-tenant-id") or q.get("tenant_id"),
-        "mode": h.get("x-mode") or h.get("x-engines-mode") or q.get("mode"),
-        "user_id": h.get("x-user-id") or q.get("user_id"),
+        name: [v for header in headers for v in h.getlist(header)] + q.getlist(param)
+        for name, (headers, param) in CLAIM_ALIASES.items()
     }
+
+
+def requested(request: Request, name: str, given: str | None) -> str | None:
+    """The surface or project a request names (body or query ``given``, the
+    ``X-Surface-Id`` / ``X-Project-Id`` header, repeated query parameters); naming two
+    different ones is a contradiction, refused as such."""
+    header = "x-" + name.replace("_", "-")
+    values = {v for v in [given, *request.headers.getlist(header)] if v is not None}
+    values.update(request.query_params.getlist(name))
+    if len(values) > 1:
+        raise ScopeMismatch(f"{name} is given as {sorted(values)}: name one")
+    return values.pop() if values else None
 
 
 async def authenticate(
@@ -179,7 +199,8 @@ async def authenticate(
         principal = runtime.verifier.verify(token.strip())
         resolve_scope(principal, runtime.settings.mode, claimed=_claimed(request))
     except IdentityError as exc:
-        await _deny(runtime, request, exc, principal)
+        known = principal or getattr(exc, "principal", None)
+        await _deny(runtime, request, exc, known if isinstance(known, Principal) else None)
         raise
     return principal
 
@@ -196,8 +217,8 @@ async def scope_for(
             principal,
             runtime.settings.mode,
             claimed=_claimed(request),
-            surface_id=surface_id or request.headers.get("x-surface-id"),
-            project_id=project_id or request.headers.get("x-project-id"),
+            surface_id=requested(request, "surface_id", surface_id),
+            project_id=requested(request, "project_id", project_id),
         )
     except IdentityError as exc:
         await _deny(runtime, request, exc, principal)
@@ -295,6 +316,16 @@ def build_app(runtime: Runtime | None = None, *, lifespan: Any = None) -> FastAP
         app.state.runtime = runtime
 
     app.add_middleware(LabelResponses)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
+        # FastAPI's own handler echoes the rejected input, which may not even encode
+        # (a lone surrogate gave a 500): name the field and the reason, nothing more.
+        detail = [
+            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type")}
+            for e in exc.errors()
+        ]
+        return OrjsonResponse({"detail": detail}, status_code=422)
 
     @app.exception_handler(EnginesError)
     async def engines_error(request: Request, exc: EnginesError) -> Response:
@@ -420,8 +451,9 @@ def build_app(runtime: Runtime | None = None, *, lifespan: Any = None) -> FastAP
                 tenant_id=scope.tenant_id,
                 mode=scope.mode,
                 user_id=principal.user_id,
-                surface_id=surface_id,
-                project_id=project_id,
+                # only what the request names (checked by scope_for), not a default
+                surface_id=requested(request, "surface_id", surface_id),
+                project_id=requested(request, "project_id", project_id),
                 where=(Filter(field="tags", op="contains", value=tag),) if tag else (),
                 order_by="updated_at",
                 limit=limit,

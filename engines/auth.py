@@ -12,6 +12,7 @@ import os
 import re
 import secrets
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,7 +119,7 @@ class TokenVerifier:
                 raise EnginesError(f"{path} is not an RSA public key in PEM form: {exc}") from exc
 
     def _key_for(self, token: str) -> Any:
-        if None in self._keys:
+        if not self.settings.jwks_file:
             return self._keys[None]
         try:
             kid = jwt.get_unverified_header(token).get("kid")
@@ -149,10 +150,6 @@ class TokenVerifier:
         for name, value in (("sub", user_id), ("tenant_id", tenant_id)):
             if not isinstance(value, str) or not _ID.match(value):
                 raise Unauthenticated(f"token claim {name!r} is missing or malformed")
-        if "mode" in claims and claims["mode"] != self.mode:
-            raise ScopeMismatch(
-                f"token is for mode {claims['mode']!r}; this server is {self.mode!r}"
-            )
         lists = {}
         for name in ("surfaces", "projects"):
             value = claims.get(name, [])
@@ -161,7 +158,14 @@ class TokenVerifier:
             ):
                 raise Unauthenticated(f"token claim {name!r} must be a list of ids")
             lists[name] = frozenset(value)
-        return Principal(str(user_id), str(tenant_id), lists["surfaces"], lists["projects"])
+        principal = Principal(str(user_id), str(tenant_id), lists["surfaces"], lists["projects"])
+        if "mode" in claims and claims["mode"] != self.mode:
+            mismatch = ScopeMismatch(
+                f"token is for mode {claims['mode']!r}; this server is {self.mode!r}"
+            )
+            mismatch.principal = principal  # verified: the denial is recorded as theirs
+            raise mismatch
+        return principal
 
 
 def mint_lab_token(
@@ -201,17 +205,20 @@ def resolve_scope(
     principal: Principal,
     mode: Mode,
     *,
-    claimed: dict[str, str | None],
+    claimed: Mapping[str, str | Sequence[str] | None],
     surface_id: str | None = None,
     project_id: str | None = None,
 ) -> Scope:
     """The request's scope. ``claimed`` holds what the client said of tenant, mode and user
-    (headers, query); any disagreement is refused. A surface or project must be one the
-    token grants; with none asked for, a single granted surface is taken."""
+    (headers, query; every value of every alias); any disagreement is refused. A surface
+    or project must be one the token grants; with none asked for, a single granted
+    surface is taken."""
     truth = {"tenant_id": principal.tenant_id, "mode": mode, "user_id": principal.user_id}
-    for name, value in claimed.items():
-        if value is not None and value != truth[name]:
-            raise ScopeMismatch(f"{name} {value!r} does not match the token")
+    for name, given in claimed.items():
+        values = [given] if isinstance(given, str) else list(given or ())
+        for value in values:
+            if value != truth[name]:
+                raise ScopeMismatch(f"{name} {value!r} does not match the token")
     if surface_id is None and len(principal.surfaces) == 1:
         (surface_id,) = principal.surfaces
     if surface_id is not None and surface_id not in principal.surfaces:

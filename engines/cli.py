@@ -125,8 +125,10 @@ def cmd_spine_read(args: argparse.Namespace) -> int:
         events = await spine.read_stream(args.stream_id, args.from_seq, args.to_seq)
         for event in events:
             print(_event_line(event))
-        if args.verify and args.from_seq == 1:
-            _err(f"hash chain verified: {verify_chain(events)} events")
+        if args.verify and events:
+            # from seq 1 the chain starts at the genesis hash; later, at the first read
+            checked = verify_chain(events, prev_hash=events[0].prev_hash)
+            _err(f"hash chain verified: {checked} events from seq {events[0].seq}")
         if not events:
             _err(f"stream {args.stream_id!r} has no events in that range")
         return 0

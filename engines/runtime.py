@@ -22,6 +22,7 @@ from projections.runner import ProjectorRunner
 from projections.views import ViewStore
 from routing.registry import Registry, ResolvedRoute
 from spine.store import EventStore, GlobalFeed
+from spine.upcasting import Upcasters, UpcastingEventStore
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +71,15 @@ async def supervise(runner: ProjectorRunner, *, max_backoff: float = 5.0) -> Non
 
 @contextlib.asynccontextmanager
 async def bootstrap(
-    settings: Settings, data_dir: Path, *, run_projectors: bool = True
+    settings: Settings,
+    data_dir: Path,
+    *,
+    run_projectors: bool = True,
+    upcasters: Upcasters | None = None,
 ) -> AsyncIterator[Runtime]:
+    """Build the service from ``settings``. ``upcasters`` is where domains register the
+    steps from old event schemas to current ones (none are needed yet)."""
+    upcasters = upcasters or Upcasters()
     registry = Registry(settings, data_dir)
     registry.check_required()
     try:
@@ -82,11 +90,18 @@ async def bootstrap(
         notes_view = await registry.view_store(projector.resource_kind)
         runners = {
             projector.name: ProjectorRunner(
-                projector, feed=feed, spine=spine, views=notes_view, checkpoints=checkpoints
+                projector,
+                feed=feed,
+                spine=spine,
+                views=notes_view,
+                checkpoints=checkpoints,
+                upcasters=upcasters,
             )
         }
         bus = await registry.command_bus()
-        handle_note = partial(execute, spine, NotesDecider())
+        # Handlers and projectors see current schemas; runtime.spine stays as stored,
+        # for audit and hash-chain verification.
+        handle_note = partial(execute, UpcastingEventStore(spine, upcasters), NotesDecider())
         for payload_type in (CreateNote, UpdateNote, DeleteNote):
             bus.register(payload_type, handle_note)
         verifier = TokenVerifier(settings.auth, mode=settings.mode, data_dir=data_dir)

@@ -89,6 +89,8 @@ def decode_cursor(cursor: str) -> tuple[Any, str]:
         raise InvalidInput("cursor is malformed") from exc
     if not isinstance(key, str) or not isinstance(value, str | int | float):
         raise InvalidInput("cursor is malformed")
+    if isinstance(value, int) and not -(2**63) <= value < 2**63:
+        raise InvalidInput("cursor is malformed")
     return value, key
 
 

@@ -18,9 +18,10 @@ class RouteOptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     ttl_seconds: int | None = Field(default=None, gt=0)
-    """Records expire this long after their last write (absent on read once expired)."""
+    """For session memory (not built yet): records expire this long after their last
+    write. The ViewStore already honours a record's ``expires_at``."""
     max_value_bytes: int | None = Field(default=None, gt=0)
-    """Per-record size limit for kinds that enforce one (e.g. the blackboard)."""
+    """For the blackboard (not built yet): the per-key size limit."""
 
 
 class Route(BaseModel):

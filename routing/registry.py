@@ -7,6 +7,7 @@ names. A kind without a route fails hard, at start-up and on first use.
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -86,6 +87,7 @@ def check_routes(config: RoutesFile, kinds: Iterable[str] | None = None) -> list
         resolved.append(ResolvedRoute(kind, route, spec))
     needed = required_kinds(config.mode) if kinds is None else frozenset(kinds)
     missing = sorted(needed - config.routes.keys())
+    problems += _shared_names(resolved)
     reserved_problems = [f"resource kind {k!r} is reserved, not active" for k in reserved]
     if missing:
         raise MissingRoutes(missing, config.mode, also=reserved_problems + problems)
@@ -94,6 +96,30 @@ def check_routes(config: RoutesFile, kinds: Iterable[str] | None = None) -> list
     if problems:
         raise RouteNotAllowed("routes refused:\n  " + "\n  ".join(problems))
     return resolved
+
+
+def _shared_names(resolved: list[ResolvedRoute]) -> list[str]:
+    """Two kinds may not share one physical name on one backend (their records would
+    mix), except a feed that reads the spine itself, which must name the spine's."""
+    by_kind = {r.kind: r for r in resolved}
+    problems: list[str] = []
+    feed, spine = by_kind.get("spine_feed"), by_kind.get("event_spine")
+    spine_table = (spine.route.backend, spine.route.name) if spine else None
+    feed_table = (feed.route.backend, feed.route.name) if feed else None
+    if feed is not None and feed.spec.feed_is_spine and spine_table != feed_table:
+        problems.append(
+            f"spine_feed: {feed.route.backend}:{feed.route.name} reads the spine itself, so "
+            f"event_spine must route to the same table"
+        )
+    owners: dict[tuple[str, str], list[str]] = {}
+    for r in resolved:
+        if r.kind == "spine_feed" and r.spec.feed_is_spine:
+            continue
+        owners.setdefault((r.route.backend, r.route.name), []).append(r.kind)
+    for (backend, name), kinds in sorted(owners.items()):
+        if len(kinds) > 1:
+            problems.append(f"{', '.join(kinds)}: share {backend}:{name}; each needs its own")
+    return problems
 
 
 class BackendModule(Protocol):
@@ -114,6 +140,7 @@ class Registry:
         self.data_dir = data_dir
         self._routes = {r.kind: r for r in check_routes(config, kinds=())}
         self._backends: dict[str, Any] = {}
+        self._opening: dict[str, asyncio.Lock] = {}
 
     def check_required(self) -> list[ResolvedRoute]:
         """The start-up check: every required kind routed, every route allowed."""
@@ -138,14 +165,19 @@ class Registry:
         """The opened backend serving ``kind`` and its route."""
         resolved = self.resolve(kind)
         name = resolved.spec.name
-        if name not in self._backends:
-            if resolved.spec.module is None:
-                raise BackendUnavailable(
-                    kind, name, "this backend is not implemented in this build yet"
-                )
-            module: BackendModule = importlib.import_module(resolved.spec.module)
-            self._backends[name] = await module.open_backend(self.config.connections, self.data_dir)
+        async with self._opening.setdefault(name, asyncio.Lock()):  # open each one once
+            if name not in self._backends:
+                await self._open(resolved)
         return resolved, self._backends[name]
+
+    async def _open(self, resolved: ResolvedRoute) -> None:
+        name = resolved.spec.name
+        if resolved.spec.module is None:
+            raise BackendUnavailable(
+                resolved.kind, name, "this backend is not implemented in this build yet"
+            )
+        module: BackendModule = importlib.import_module(resolved.spec.module)
+        self._backends[name] = await module.open_backend(self.config.connections, self.data_dir)
 
     async def event_store(self) -> EventStore:
         resolved, backend = await self.backend("event_spine")

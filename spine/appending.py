@@ -2,51 +2,83 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
+from typing import Any, Final
 
-from spine.errors import ConcurrencyError, InvalidAppend
-from spine.events import ANY, NO_STREAM, ExpectedVersion, NewEvent, StreamState
+from spine.errors import ConcurrencyError, InvalidAppend, InvalidInput
+from spine.events import ANY, NO_STREAM, EventEnvelope, ExpectedVersion, NewEvent, StreamState
 from spine.streams import parse_stream_id
+
+#: How deeply a payload may nest. Every reader must be able to decode what is stored
+#: (pydantic-core refuses JSON nested deeper than 200), so the limit sits well below.
+MAX_PAYLOAD_DEPTH: Final = 64
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend((v, depth + 1) for v in item)
+    return False
 
 
 def validate_append(
     stream_id: str,
-    events: Sequence[NewEvent],
+    events: Iterable[NewEvent],
     expected_version: ExpectedVersion,
     *,
     max_events: int | None = None,
-) -> str:
-    """Check an append request; return its command id. Raises
+) -> tuple[str, tuple[NewEvent, ...]]:
+    """Check an append request; return its command id and its events. Raises
     :class:`~spine.errors.InvalidAppend` (or ``InvalidStreamId``) and writes nothing."""
     name = parse_stream_id(stream_id)
-    if not events:
+    batch = tuple(events)
+    if not batch:
         raise InvalidAppend(f"append to {stream_id!r} has no events")
-    if max_events is not None and len(events) > max_events:
+    if max_events is not None and len(batch) > max_events:
         raise InvalidAppend(
-            f"append of {len(events)} events to {stream_id!r} exceeds this backend's "
+            f"append of {len(batch)} events to {stream_id!r} exceeds this backend's "
             f"atomic limit of {max_events}; it is refused, not split"
         )
     if isinstance(expected_version, bool) or not (
         isinstance(expected_version, StreamState)
-        or (isinstance(expected_version, int) and expected_version >= 0)
+        or (isinstance(expected_version, int) and 0 <= expected_version < 2**62)
     ):
         raise InvalidAppend(
             f"expected_version must be a seq >= 0, NO_STREAM or ANY, not {expected_version!r}"
         )
-    command_ids = {e.command_id for e in events}
-    if len(command_ids) != 1:
-        raise InvalidAppend(
-            f"the events of one append must share one command_id, got {command_ids}"
-        )
-    for event in events:
-        if not isinstance(event, NewEvent):
+    for event in batch:
+        if not isinstance(event, NewEvent) or isinstance(event, EventEnvelope):
             raise InvalidAppend(f"cannot append {type(event).__name__}; build a NewEvent")
         if event.tenant_id != name.tenant_id or event.mode != name.mode:
             raise InvalidAppend(
                 f"event {event.event_type} is scoped to {event.tenant_id}/{event.mode} "
                 f"but stream {stream_id!r} belongs to {name.tenant_id}/{name.mode}"
             )
-    return command_ids.pop()
+        if _too_deep(event.payload, MAX_PAYLOAD_DEPTH):
+            raise InvalidAppend(
+                f"event {event.event_type} payload nests deeper than {MAX_PAYLOAD_DEPTH} levels"
+            )
+    command_ids = {e.command_id for e in batch}
+    if len(command_ids) != 1:
+        raise InvalidAppend(
+            f"the events of one append must share one command_id, got {sorted(command_ids)}"
+        )
+    return command_ids.pop(), batch
+
+
+def check_seq_range(from_seq: int, to_seq: int | None) -> None:
+    """Refuse a read range no store can hold (seqs are 1 .. 2**62)."""
+    for name, value in (("from_seq", from_seq), ("to_seq", to_seq)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 2**62
+        ):
+            raise InvalidInput(f"{name} must be a seq between 0 and 2**62, not {value!r}")
 
 
 def check_expected_version(stream_id: str, expected: ExpectedVersion, actual: int) -> None:

@@ -128,7 +128,9 @@ class Unauthenticated(IdentityError):
 
 class ScopeMismatch(IdentityError):
     """The request claims a scope (tenant, mode, user, surface, project) the token does
-    not grant."""
+    not grant. ``principal`` is the verified caller, when the token itself verified."""
+
+    principal: object | None = None
 
 
 class BackendUnavailable(EnginesError):

@@ -75,6 +75,7 @@ class GlobalFeed(Protocol):
         ...
 
     async def wait_for_commit(self, after_position: int, timeout: float) -> int:
-        """Wait (at most ``timeout`` seconds) until the head passes ``after_position``
-        and return the head; returns at once if it already has."""
+        """Return the head at once if it is past ``after_position``; otherwise wait (at most
+        ``timeout`` seconds) for a commit and return the head then, which may still be
+        ``after_position`` (a commit elsewhere, or the timeout). Callers loop."""
         ...

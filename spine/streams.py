@@ -1,7 +1,8 @@
 """Stream ids: ``{domain}/{tenant}/{mode}/{part}...``.
 
-Every stream id begins with its domain, tenant and mode, so no query over a prefix can
-mix tenants or modes. Build them with :func:`stream_id`; never format one by hand.
+Every stream id begins with its domain, tenant and mode, so a query over a prefix that
+ends in ``/`` (``notes/acme/lab/``) can never mix tenants or modes. Build them with
+:func:`stream_id`; never format one by hand.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import orjson
 from projections.views import Page, ViewQuery, ViewRecord, decode_cursor, encode_cursor
 from routing.backends.sqlite_db import SqliteDatabase
 from routing.config import Connections, Route
-from spine.appending import check_expected_version, validate_append
+from spine.appending import check_expected_version, check_seq_range, validate_append
 from spine.codec import decode_many, seal, timestamp_text, trusted
 from spine.errors import ConcurrencyError, RoutingError
 from spine.events import (
@@ -94,8 +94,7 @@ class SqliteEventStore:
     async def append(
         self, stream_id: str, events: Sequence[NewEvent], expected_version: ExpectedVersion
     ) -> AppendResult:
-        command_id = validate_append(stream_id, events, expected_version)
-        events = tuple(events)
+        command_id, events = validate_append(stream_id, events, expected_version)
 
         def job(conn: sqlite3.Connection) -> AppendResult:
             head = conn.execute(self._sql_head, (stream_id, command_id)).fetchone()
@@ -147,6 +146,7 @@ class SqliteEventStore:
         self, stream_id: str, from_seq: int = 1, to_seq: int | None = None
     ) -> list[EventEnvelope]:
         parse_stream_id(stream_id)
+        check_seq_range(from_seq, to_seq)
         upper = to_seq if to_seq is not None else 2**62
         args = (stream_id, from_seq, upper)
         return await self.db.read(  # decoded in the reader thread, off the event loop

@@ -98,10 +98,11 @@ class SqliteDatabase:
         await self.write(run)
 
     async def aclose(self) -> None:
-        if self._writer is not None:
+        writer, self._writer = self._writer, None  # refuse new writes from here on
+        if writer is not None:
             self._jobs.put(_STOP)
-            await asyncio.to_thread(self._writer.join)
-            self._writer = None
+            await asyncio.to_thread(writer.join)
+            self._fail_queued("the database was closed")
         await asyncio.to_thread(self._reader_pool.shutdown, True)
         with self._lock:
             for conn in self._reader_conns:
@@ -117,6 +118,8 @@ class SqliteDatabase:
         before this returns."""
         if self._writer is None or self._loop is None:
             raise BackendUnavailable(str(self.path), "sqlite", "the database is not open")
+        if not self._writer.is_alive():
+            raise BackendUnavailable(str(self.path), "sqlite", "the writer thread has stopped")
         future: asyncio.Future[T] = self._loop.create_future()
         self._jobs.put((job, future))
         return await future
@@ -140,16 +143,34 @@ class SqliteDatabase:
                     stop = True
                     break
                 batch.append(item)
-            outcomes = self._run_batch(conn, batch)
+            try:
+                outcomes = self._run_batch(conn, batch)
+            except BaseException as exc:  # never leave a caller waiting for ever
+                error = BackendUnavailable(str(self.path), "sqlite", f"writer failed: {exc!r}")
+                loop.call_soon_threadsafe(self._deliver, batch, [(False, error)] * len(batch))
+                raise
             loop.call_soon_threadsafe(self._deliver, batch, outcomes)
         conn.close()
+
+    def _fail_queued(self, why: str) -> None:
+        """Answer every job still queued (behind the stop) with an error."""
+        while True:
+            try:
+                item = self._jobs.get_nowait()
+            except queue.Empty:
+                return
+            if item is not _STOP:
+                _, future = item
+                if not future.done():
+                    future.set_exception(BackendUnavailable(str(self.path), "sqlite", why))
 
     def _run_batch(
         self, conn: sqlite3.Connection, batch: list[tuple[Job, Any]]
     ) -> list[tuple[bool, Any]]:
         """One transaction for the whole batch. Jobs first run back to back; a job that
-        fails having written nothing needs no undo. Only if one fails after writing is the
-        transaction rolled back and the batch rerun with a SAVEPOINT around each job."""
+        refuses (raises one of our errors) having written nothing needs no undo. Any other
+        failure rolls the transaction back and reruns the batch with a SAVEPOINT around
+        each job, so each job's failure, a driver error included, undoes that job alone."""
         try:
             conn.execute("BEGIN IMMEDIATE")
             outcomes = self._run_jobs(conn, batch, savepoints=False)
@@ -167,9 +188,8 @@ class SqliteDatabase:
             return [(False, error)] * len(batch)
         return outcomes
 
-    @staticmethod
     def _run_jobs(
-        conn: sqlite3.Connection, batch: list[tuple[Job, Any]], *, savepoints: bool
+        self, conn: sqlite3.Connection, batch: list[tuple[Job, Any]], *, savepoints: bool
     ) -> list[tuple[bool, Any]] | None:
         outcomes: list[tuple[bool, Any]] = []
         for job, _ in batch:
@@ -178,14 +198,20 @@ class SqliteDatabase:
             before = conn.total_changes
             try:
                 result = job(conn)
-            except sqlite3.Error:
-                raise  # the transaction itself is in doubt: fail the batch
             except Exception as exc:
-                if savepoints:
-                    conn.execute("ROLLBACK TO job")
-                    conn.execute("RELEASE job")
-                elif conn.total_changes != before:
-                    return None  # it wrote before failing: redo with savepoints
+                if not savepoints:
+                    if isinstance(exc, EnginesError) and conn.total_changes == before:
+                        outcomes.append((False, exc))  # refused before writing
+                        continue
+                    return None  # redo the batch with savepoints
+                if not conn.in_transaction:
+                    raise  # the transaction itself is gone: fail the batch
+                conn.execute("ROLLBACK TO job")
+                conn.execute("RELEASE job")
+                if isinstance(exc, sqlite3.Error):
+                    error = translate(str(self.path), exc)
+                    error.__cause__ = exc
+                    exc = error
                 outcomes.append((False, exc))
             else:
                 if savepoints:

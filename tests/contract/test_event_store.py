@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from spine.codec import verify_chain
-from spine.errors import ConcurrencyError, InvalidAppend, InvalidStreamId
+from spine.errors import ConcurrencyError, InvalidAppend, InvalidInput, InvalidStreamId
 from spine.events import ANY, GENESIS_HASH, NO_STREAM, EventEnvelope
 from spine.store import EventStore, GlobalFeed
 from spine.streams import stream_id
@@ -318,3 +318,34 @@ async def test_a_commit_landing_while_the_head_is_read_still_wakes_the_waiter(
     monkeypatch.setattr(feed, "head_position", head_then_commit)
     head = await asyncio.wait_for(feed.wait_for_commit(0, timeout=30), timeout=5)
     assert head >= 1
+
+
+async def test_a_payload_too_deep_to_read_back_is_refused(store: EventStore, sid: str) -> None:
+    deep: dict[str, Any] = {}
+    for _ in range(150):
+        deep = {"d": deep}
+    with pytest.raises(InvalidAppend, match="nests deeper"):
+        await store.append(sid, [make_event(payload=deep)], NO_STREAM)
+    assert await store.read_stream(sid) == []
+
+
+async def test_a_sealed_envelope_cannot_be_appended_again(store: EventStore, sid: str) -> None:
+    (sealed,) = (await store.append(sid, [make_event()], NO_STREAM)).events
+    other = sid + "x"
+    with pytest.raises(InvalidAppend, match="EventEnvelope"):
+        await store.append(other, [sealed], NO_STREAM)
+    assert await store.read_stream(other) == []
+
+
+async def test_events_may_come_from_any_iterable(store: EventStore, sid: str) -> None:
+    events = (make_event(command_id="g") for _ in range(3))
+    result = await store.append(sid, events, NO_STREAM)  # type: ignore[arg-type]
+    assert (result.first_seq, result.last_seq) == (1, 3)
+
+
+@pytest.mark.parametrize(("from_seq", "to_seq"), [(2**70, None), (-1, None), (1, 2**70)])
+async def test_a_read_range_out_of_bounds_is_invalid_input(
+    store: EventStore, sid: str, from_seq: int, to_seq: int | None
+) -> None:
+    with pytest.raises(InvalidInput, match="seq"):
+        await store.read_stream(sid, from_seq, to_seq)

@@ -255,7 +255,7 @@ async def test_a_header_or_query_that_disagrees_with_the_token_answers_403_and_i
     assert event.payload["status"] == 403
     assert (event.tenant_id, event.user_id) == (TENANT, USER)
     assert event.stream_id.startswith(f"audit/{TENANT}/lab/")
-    assert event.payload["request"]["claimed"][field] == value
+    assert event.payload["request"]["claimed"][field] == [value]
 
 
 async def test_a_disagreeing_header_on_a_write_answers_403_and_writes_no_note(
@@ -335,6 +335,8 @@ async def test_a_token_for_saas_mode_is_refused_by_a_lab_server(
     assert "saas" in response.json()["detail"]
     (event,) = await audit_events(runtime)
     assert event.payload["status"] == 403
+    # the token verified, so the denial is recorded under its tenant and user
+    assert (event.tenant_id, event.user_id) == (TENANT, USER)
 
 
 async def test_a_token_that_says_lab_mode_is_accepted_by_a_lab_server(
@@ -359,3 +361,45 @@ async def test_audit_events_form_verified_chains_and_carry_no_token(
     for event in events:
         assert verify_chain([event]) == 1
         assert secret_token not in str(event.model_dump())
+
+
+@pytest.mark.parametrize(
+    ("headers", "params"),
+    [
+        ({"X-Tenant-Id": TENANT}, {"tenant_id": "evil"}),
+        ({}, [("tenant_id", TENANT), ("tenant_id", "evil")]),
+        ({"X-Mode": "lab", "X-Engines-Mode": "saas"}, {}),
+    ],
+    ids=["header-agrees-query-not", "repeated-query", "two-mode-headers"],
+)
+async def test_every_alias_and_repeat_of_a_claim_is_checked(
+    client: httpx.AsyncClient, runtime: Runtime, headers: dict[str, str], params: Any
+) -> None:
+    response = await client.get("/notes", headers=headers, params=params)
+
+    assert response.status_code == 403
+    assert [e.event_type for e in await audit_events(runtime)] == ["audit.access_denied"]
+
+
+async def test_a_surface_named_twice_differently_is_refused_and_writes_no_note(
+    runtime: Runtime, mint: Mint
+) -> None:
+    async with client_for(runtime, mint(surfaces=["s1", "s2"])) as client:
+        response = await client.post(
+            "/notes", json={"title": "t", "surface_id": "s1"}, headers={"X-Surface-Id": "s2"}
+        )
+        listed = (await client.get("/notes")).json()["items"]
+
+    assert response.status_code == 403
+    assert listed == []
+
+
+async def test_the_surface_header_filters_the_list(runtime: Runtime, mint: Mint) -> None:
+    async with client_for(runtime, mint(surfaces=["s1", "s2"])) as client:
+        await create(client, surface_id="s1", title="one")
+        await create(client, surface_id="s2", title="two")
+        by_header = await client.get("/notes", headers={"X-Surface-Id": "s2"})
+        everything = await client.get("/notes")
+
+    assert [n["title"] for n in by_header.json()["items"]] == ["two"]
+    assert sorted(n["title"] for n in everything.json()["items"]) == ["one", "two"]

@@ -272,3 +272,32 @@ async def test_hostile_looking_but_printable_tags_are_stored_verbatim(
     for tag in tags:
         listed = (await client.get("/notes", params={"tag": tag})).json()["items"]
         assert [n["note_id"] for n in listed] == [note["note_id"]]
+
+
+async def test_a_lone_surrogate_in_a_string_answers_422_not_500(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    head = await runtime.feed.head_position()
+
+    response = await client.post(
+        "/notes", content=b'{"title": "a\\ud800"}', headers={"content-type": "application/json"}
+    )
+
+    assert response.status_code == 422
+    assert await runtime.feed.head_position() == head
+
+
+async def test_json_content_nested_too_deep_answers_422_and_writes_nothing(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    head = await runtime.feed.head_position()
+    deep: Any = "leaf"
+    for _ in range(120):
+        deep = {"d": deep}
+
+    response = await client.post(
+        "/notes", json={"title": "t", "content_type": "json", "content": deep}
+    )
+
+    assert response.status_code == 422
+    assert await runtime.feed.head_position() == head

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -82,3 +83,48 @@ async def test_a_closed_database_refuses_work(tmp_path: Path) -> None:
         await store.append("notes/t1/lab/a", [make_event()], NO_STREAM)
     with pytest.raises(BackendUnavailable, match="not open"):
         await store.read_stream("notes/t1/lab/a")
+
+
+async def test_one_failing_job_is_undone_alone_and_the_others_commit(
+    sqlite: SqliteBackend,
+) -> None:
+    db = sqlite.db
+    await db.write_script(["CREATE TABLE t (x INTEGER PRIMARY KEY)"])
+
+    def good(x: int) -> Any:
+        return lambda c: c.execute("INSERT INTO t VALUES (?)", (x,))
+
+    def writes_then_raises(c: sqlite3.Connection) -> None:
+        c.execute("INSERT INTO t VALUES (100)")
+        c.execute("CREATE TABLE leaked (y)")
+        raise RuntimeError("bug after writing")
+
+    def driver_error(c: sqlite3.Connection) -> None:
+        c.execute("INSERT INTO missing_table VALUES (1)")
+
+    results = await asyncio.gather(
+        db.write(good(1)),
+        db.write(writes_then_raises),
+        db.write(good(2)),
+        db.write(driver_error),
+        db.write(good(3)),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], RuntimeError)
+    assert isinstance(results[3], BackendUnavailable)
+    assert [isinstance(r, BaseException) for r in results] == [False, True, False, True, False]
+    rows = await db.fetchall("SELECT x FROM t ORDER BY x")
+    assert rows == [(1,), (2,), (3,)]
+    tables = await db.fetchall("SELECT name FROM sqlite_master WHERE name = 'leaked'")
+    assert tables == []
+
+
+async def test_a_write_racing_close_is_refused_not_left_hanging(tmp_path: Path) -> None:
+    connections = Connections(sqlite=SqliteConnection(path=str(tmp_path / "c.db")))
+    backend = await open_backend(connections, tmp_path)
+    store = await backend.event_store(lab_route("spine"))
+    closing = asyncio.create_task(backend.aclose())
+    await asyncio.sleep(0)
+    with pytest.raises(BackendUnavailable):
+        await asyncio.wait_for(store.append("notes/t1/lab/a", [make_event()], NO_STREAM), timeout=5)
+    await closing

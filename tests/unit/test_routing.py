@@ -25,6 +25,7 @@ def lab_routes(**overrides: Any) -> dict[str, Any]:
         kind: {"backend": "sqlite", "name": kind, "lab": True} for kind in ACTIVE_KINDS
     }
     routes["command_bus"] = {"backend": "inprocess", "name": "commands"}
+    routes["spine_feed"] = {"backend": "sqlite", "name": "event_spine", "lab": True}
     routes.update(overrides)
     return {k: v for k, v in routes.items() if v is not None}
 
@@ -160,3 +161,26 @@ def test_malformed_routes_files_are_refused_with_the_file_named(
     with pytest.raises(RoutingError, match=why) as info:
         load_settings(path)
     assert str(path) in str(info.value)
+
+
+def test_two_kinds_may_not_share_a_physical_name() -> None:
+    routes = cloud_routes(flow_store={"backend": "cosmos", "name": "notes"})
+    with pytest.raises(RouteNotAllowed, match="flow_store, notes_store: share cosmos:notes"):
+        check_routes(config("saas", routes))
+
+
+def test_a_lab_feed_must_read_the_spine_table_it_names() -> None:
+    routes = lab_routes(spine_feed={"backend": "sqlite", "name": "elsewhere", "lab": True})
+    with pytest.raises(RouteNotAllowed, match="event_spine must route to the same table"):
+        check_routes(config("lab", routes))
+
+
+async def test_concurrent_first_uses_open_a_backend_once(tmp_path: Path) -> None:
+    import asyncio
+
+    registry = Registry(config("lab", lab_routes()), tmp_path)
+    try:
+        results = await asyncio.gather(*(registry.backend("notes_store") for _ in range(5)))
+        assert len({id(backend) for _, backend in results}) == 1
+    finally:
+        await registry.aclose()
