@@ -136,10 +136,16 @@ class ProjectorRunner:
             changed.add(key)
         if changed:
             try:
-                await self.views.put_many([current[k] for k in changed])
+                written = await self.views.put_many([current[k] for k in changed])
             except BaseException:
                 self._cache.clear()  # unknown what was written: read afresh next time
                 raise
+            if written < len(changed):
+                # another writer is ahead on some records: take the store's word for them
+                ahead = await self.views.get_many(list(changed), include_deleted=True)
+                for key, record in ahead.items():
+                    if record.version > current[key].version:
+                        current[key] = record
             self._remember({k: current[k] for k in changed})
         for stream_id, key in streams.items():
             if stream_id in self._waiters and key in current:

@@ -229,3 +229,17 @@ async def test_a_view_written_ahead_by_someone_else_is_never_moved_back(notes: N
     await notes.do(UpdateNote(note_id="a", title="A2"))
     await notes.runner.catch_up()  # its cache still says version 1
     assert ((await notes.view("a")).version, (await notes.view("a")).data["title"]) == (9, "ahead")
+
+
+async def test_a_waiter_is_woken_when_the_store_is_ahead_of_the_runners_cache(
+    notes: Notes,
+) -> None:
+    await notes.do(CreateNote(note_id="a", title="A"))
+    await notes.runner.catch_up()  # caches version 1
+    waiting = asyncio.create_task(notes.runner.wait_for("notes/t1/lab/a", 3, timeout=1))
+    await asyncio.sleep(0.01)  # registered, and saw version 1 in the store
+    view = await notes.view("a")
+    await notes.views.put(view.model_copy(update={"version": 3}))  # someone got ahead
+    await notes.do(UpdateNote(note_id="a", title="A2"))  # seq 2: its put is refused
+    await notes.runner.catch_up()
+    assert await waiting
