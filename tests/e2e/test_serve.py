@@ -203,6 +203,33 @@ def test_spine_read_prints_the_notes_events_as_json_lines(
     assert "[LAB]" in result.stderr
 
 
+def test_spine_tail_follows_new_events_with_their_positions(
+    server: Server, http: httpx.Client
+) -> None:
+    status = run_cli("projections", "status", cwd=server.cwd).stdout.splitlines()
+    head = status[1].split()[2]  # projector, checkpoint, head, lag
+    tail = subprocess.Popen(
+        [engines_executable(), "spine", "tail", "--from-position", head, "--limit", "2"],
+        cwd=server.cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        note = http.post("/notes", json={"title": "tailed"}).json()
+        http.delete(f"/notes/{note['note_id']}")
+        out, err = tail.communicate(timeout=QUICK_EXIT_SECONDS)
+    finally:
+        tail.kill()
+    assert tail.returncode == 0, err
+    rows = [line.split("\t", 1) for line in out.splitlines()]
+    positions = [int(p) for p, _ in rows]
+    events = [EventEnvelope.model_validate(orjson.loads(body)) for _, body in rows]
+    assert positions == sorted(positions)
+    assert [e.event_type for e in events] == ["note.created", "note.deleted"]
+    assert "[LAB]" in err
+
+
 def test_spine_read_refuses_a_malformed_stream_id(server: Server) -> None:
     result = run_cli("spine", "read", "notes/../etc", cwd=server.cwd)
 
