@@ -7,6 +7,7 @@ A note belongs to the user who created it; to anyone else it does not exist.
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal, Self
@@ -21,9 +22,9 @@ from pydantic import (
     model_validator,
 )
 
-from commands.envelope import Command
+from commands.envelope import Command, CommandResult
 from spine.errors import AlreadyExists, NotFound
-from spine.events import EventEnvelope, Identifier, NewEvent, Scope
+from spine.events import EventEnvelope, Identifier, NewEvent, Scope, new_id
 from spine.streams import stream_id
 
 DOMAIN = "notes"
@@ -142,3 +143,40 @@ class NotesDecider:
         if isinstance(payload, DeleteNote):
             return [command.event("note.deleted", {}, scope=state.scope)]
         raise TypeError(f"notes cannot handle {type(payload).__name__}")
+
+
+def create_note_command(
+    scope: Scope, fields: dict[str, Any], idempotency_key: str | None = None
+) -> Command[CreateNote]:
+    """The command that creates a note from ``fields``. With an idempotency key, the note
+    id and the command id derive from it (per tenant, mode and user), so a retried
+    request names the same note and the same command: the spine answers it with the
+    original result."""
+    if idempotency_key is None:
+        note_id, command_id = new_id(), new_id()
+    else:
+        name = f"{scope.tenant_id}/{scope.mode}/{scope.user_id}/{idempotency_key}"
+        note_id = str(uuid.uuid5(uuid.NAMESPACE_URL, "engines:notes:" + name))
+        command_id = f"create:{note_id}"
+    payload = CreateNote.model_validate({**fields, "note_id": note_id})
+    return Command[CreateNote](
+        command_id=command_id,
+        scope=scope,
+        payload=payload,
+        source="agent" if payload.source.created_by == "agent" else "ui",
+        run_id=payload.source.run_id,
+    )
+
+
+def same_request_or_refuse(command: Command[CreateNote], result: CommandResult) -> None:
+    """A repeated create must be the same request: an idempotency key reused for a
+    different one is refused rather than answered with someone else's note."""
+    if not result.deduplicated:
+        return
+    original = result.events[0]
+    scope = command.scope
+    if original.payload != command.payload.model_dump(mode="json") or (
+        original.surface_id,
+        original.project_id,
+    ) != (scope.surface_id, scope.project_id):
+        raise AlreadyExists("this Idempotency-Key was used for a different request; use a new key")

@@ -11,7 +11,6 @@ import contextlib
 import gc
 import logging
 import re
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -26,13 +25,14 @@ from starlette.types import Scope as Scope_
 
 from commands.envelope import Command, CommandResult
 from commands.notes import (
-    CreateNote,
     DeleteNote,
     NoteBody,
     NoteSource,
     Tag,
     UpdateNote,
+    create_note_command,
     note_stream,
+    same_request_or_refuse,
 )
 from engines.audit import record_access_denied
 from engines.auth import Principal, resolve_scope
@@ -51,7 +51,7 @@ from spine.errors import (
     ScopeMismatch,
     Unauthenticated,
 )
-from spine.events import Identifier, Scope, new_id, uuid7
+from spine.events import Identifier, Scope
 
 log = logging.getLogger(__name__)
 
@@ -362,29 +362,12 @@ def build_app(runtime: Runtime | None = None, *, lifespan: Any = None) -> FastAP
     ) -> Response:
         rt = runtime_of(request)
         scope = await scope_for(request, principal, body.surface_id, body.project_id)
-        # A retried request with the same Idempotency-Key names the same note and command.
-        note_id = str(uuid7()) if idempotency_key is None else _derived_id(scope, idempotency_key)
-        payload = CreateNote(
-            note_id=note_id, **body.model_dump(exclude={"surface_id", "project_id"})
-        )
-        command = Command[CreateNote](
-            command_id=new_id() if idempotency_key is None else f"create:{note_id}",
-            scope=scope,
-            payload=payload,
-            source="agent" if body.source.created_by == "agent" else "ui",
-            run_id=body.source.run_id,
+        command = create_note_command(
+            scope, body.model_dump(exclude={"surface_id", "project_id"}), idempotency_key
         )
         result = await rt.bus.dispatch(command)
-        if result.deduplicated:
-            original = result.events[0]
-            if original.payload != payload.model_dump(mode="json") or (
-                original.surface_id,
-                original.project_id,
-            ) != (scope.surface_id, scope.project_id):
-                raise AlreadyExists(
-                    "this Idempotency-Key was used for a different request; use a new key"
-                )
-        return await written(rt, result, note_id, 201)
+        same_request_or_refuse(command, result)
+        return await written(rt, result, command.payload.note_id, 201)
 
     # ``:path`` so that an id holding an (encoded) slash reaches validation and is refused
     # with 422 naming ``note_id``, rather than missing the route.
@@ -463,11 +446,6 @@ def build_app(runtime: Runtime | None = None, *, lifespan: Any = None) -> FastAP
         return NotePage(items=[note_out(r) for r in page.items], next_cursor=page.next_cursor)
 
     return app
-
-
-def _derived_id(scope: Scope, idempotency_key: str) -> str:
-    name = f"{scope.tenant_id}/{scope.mode}/{scope.user_id}/{idempotency_key}"
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, "engines:notes:" + name))
 
 
 def create_app(settings: Settings, data_dir: Path) -> FastAPI:
