@@ -42,6 +42,9 @@ class SqliteConnection(BaseModel):
     """The database file, relative to the data directory unless absolute."""
     synchronous: str = Field(default="FULL", pattern="^(FULL|NORMAL|EXTRA)$")
     """SQLite's durability setting (WAL journal). FULL survives power loss."""
+    busy_timeout_ms: int = Field(default=10_000, ge=0, le=600_000)
+    """How long a write waits for another process's lock before the backend is reported
+    unavailable."""
 
 
 class Connections(BaseModel):

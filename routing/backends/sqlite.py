@@ -456,6 +456,8 @@ async def open_backend(connections: Connections, data_dir: Path) -> SqliteBacken
     path = Path(settings.path)
     if not path.is_absolute():
         path = data_dir / path
-    db = SqliteDatabase(path, synchronous=settings.synchronous)
+    db = SqliteDatabase(
+        path, synchronous=settings.synchronous, busy_timeout_ms=settings.busy_timeout_ms
+    )
     await db.open([])
     return SqliteBackend(db)

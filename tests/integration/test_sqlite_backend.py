@@ -128,3 +128,26 @@ async def test_a_write_racing_close_is_refused_not_left_hanging(tmp_path: Path) 
     with pytest.raises(BackendUnavailable):
         await asyncio.wait_for(store.append("notes/t1/lab/a", [make_event()], NO_STREAM), timeout=5)
     await closing
+
+
+async def test_a_database_locked_by_another_process_is_unavailable_then_recovers(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "locked.db"
+    connections = Connections(sqlite=SqliteConnection(path=str(path), busy_timeout_ms=200))
+    backend = await open_backend(connections, tmp_path)
+    try:
+        store = await backend.event_store(lab_route("spine"))
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
+        try:
+            with pytest.raises(BackendUnavailable, match="locked"):
+                await store.append("notes/t1/lab/a", [make_event()], NO_STREAM)
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert await store.read_stream("notes/t1/lab/a") == []
+        result = await store.append("notes/t1/lab/a", [make_event()], NO_STREAM)
+        assert result.last_seq == 1
+    finally:
+        await backend.aclose()
