@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import sqlite3
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
@@ -571,3 +572,24 @@ async def test_an_idempotency_key_reused_for_a_different_request_answers_409(
     assert reused.status_code == 409
     assert "Idempotency-Key" in reused.json()["detail"]
     assert await runtime.feed.head_position() == head
+
+
+async def test_a_locked_database_answers_503_and_the_service_recovers(
+    settings: Settings, tmp_path: Path, mint: Mint
+) -> None:
+    sqlite_settings = settings.connections.sqlite.model_copy(update={"busy_timeout_ms": 200})
+    connections = settings.connections.model_copy(update={"sqlite": sqlite_settings})
+    locked = settings.model_copy(update={"connections": connections})
+    async with bootstrap(locked, tmp_path) as runtime, client_for(runtime, mint()) as client:
+        other = sqlite3.connect(tmp_path / "engines.db", isolation_level=None)
+        other.execute("BEGIN EXCLUSIVE")  # another process holds the lock
+        try:
+            down = await client.post("/notes", json={"title": "t"})
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        up = await client.post("/notes", json={"title": "t"})
+
+    assert down.status_code == 503
+    assert down.json()["error"] == "BackendUnavailable"
+    assert up.status_code == 201
