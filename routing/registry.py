@@ -8,6 +8,7 @@ names. A kind without a route fails hard, at start-up and on first use.
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -157,8 +158,9 @@ class Registry:
                 raise RoutingError(f"unknown resource kind {kind!r}") from None
             raise MissingRoutes([kind], self.mode) from None
 
-    @property
+    @functools.cached_property
     def lab_routes(self) -> list[ResolvedRoute]:
+        """The routes to lab backends (fixed for the registry's life; read per request)."""
         return [r for r in self._routes.values() if r.is_lab]
 
     async def backend(self, kind: str) -> tuple[ResolvedRoute, Any]:
