@@ -12,6 +12,8 @@ from spine.streams import parse_stream_id
 #: How deeply a payload may nest. Every reader must be able to decode what is stored
 #: (pydantic-core refuses JSON nested deeper than 200), so the limit sits well below.
 MAX_PAYLOAD_DEPTH: Final = 64
+#: The highest seq any stream may reach; every backend stores it as a signed 64-bit int.
+MAX_SEQ: Final = 2**62
 
 
 def _too_deep(value: Any, limit: int) -> bool:
@@ -47,7 +49,7 @@ def validate_append(
         )
     if isinstance(expected_version, bool) or not (
         isinstance(expected_version, StreamState)
-        or (isinstance(expected_version, int) and 0 <= expected_version < 2**62)
+        or (isinstance(expected_version, int) and 0 <= expected_version < MAX_SEQ)
     ):
         raise InvalidAppend(
             f"expected_version must be a seq >= 0, NO_STREAM or ANY, not {expected_version!r}"
@@ -73,12 +75,12 @@ def validate_append(
 
 
 def check_seq_range(from_seq: int, to_seq: int | None) -> None:
-    """Refuse a read range no store can hold (seqs are 1 .. 2**62)."""
+    """Refuse a read range no store can hold (seqs are 1 .. ``MAX_SEQ``)."""
     for name, value in (("from_seq", from_seq), ("to_seq", to_seq)):
         if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 2**62
+            isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEQ
         ):
-            raise InvalidInput(f"{name} must be a seq between 0 and 2**62, not {value!r}")
+            raise InvalidInput(f"{name} must be a seq between 0 and {MAX_SEQ}, not {value!r}")
 
 
 def check_expected_version(stream_id: str, expected: ExpectedVersion, actual: int) -> None:

@@ -18,7 +18,7 @@ import orjson
 from projections.views import Page, ViewQuery, ViewRecord, decode_cursor, encode_cursor
 from routing.backends.sqlite_db import SqliteDatabase
 from routing.config import Connections, Route
-from spine.appending import check_expected_version, check_seq_range, validate_append
+from spine.appending import MAX_SEQ, check_expected_version, check_seq_range, validate_append
 from spine.codec import decode_many, seal, timestamp_text, trusted
 from spine.errors import ConcurrencyError, RoutingError
 from spine.events import (
@@ -147,7 +147,7 @@ class SqliteEventStore:
     ) -> list[EventEnvelope]:
         parse_stream_id(stream_id)
         check_seq_range(from_seq, to_seq)
-        upper = to_seq if to_seq is not None else 2**62
+        upper = to_seq if to_seq is not None else MAX_SEQ
         args = (stream_id, from_seq, upper)
         return await self.db.read(  # decoded in the reader thread, off the event loop
             lambda c: decode_many([row[0] for row in c.execute(self._sql_read, args)])

@@ -31,8 +31,11 @@ _STOP: Final = object()
 
 
 def translate(route: str, exc: sqlite3.Error) -> EnginesError:
-    """The one translation table from the driver's errors to ours."""
-    return BackendUnavailable(route, "sqlite", f"{type(exc).__name__}: {exc}")
+    """The one translation table from the driver's errors to ours (the original kept as
+    ``__cause__``)."""
+    error = BackendUnavailable(route, "sqlite", f"{type(exc).__name__}: {exc}")
+    error.__cause__ = exc
+    return error
 
 
 class SqliteDatabase:
@@ -183,9 +186,7 @@ class SqliteDatabase:
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            error = translate(str(self.path), exc)
-            error.__cause__ = exc
-            return [(False, error)] * len(batch)
+            return [(False, translate(str(self.path), exc))] * len(batch)
         return outcomes
 
     def _run_jobs(
@@ -208,11 +209,12 @@ class SqliteDatabase:
                     raise  # the transaction itself is gone: fail the batch
                 conn.execute("ROLLBACK TO job")
                 conn.execute("RELEASE job")
-                if isinstance(exc, sqlite3.Error):
-                    error = translate(str(self.path), exc)
-                    error.__cause__ = exc
-                    exc = error
-                outcomes.append((False, exc))
+                outcomes.append(
+                    (
+                        False,
+                        translate(str(self.path), exc) if isinstance(exc, sqlite3.Error) else exc,
+                    )
+                )
             else:
                 if savepoints:
                     conn.execute("RELEASE job")
