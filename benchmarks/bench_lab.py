@@ -93,8 +93,8 @@ import yaml
 
 from commands.handler import fold
 from commands.notes import NotesDecider
-from engines.api import build_app
 from engines.auth import mint_lab_token
+from engines.http import build_app
 from engines.runtime import bootstrap
 from engines.settings import Settings, load_settings
 from projections.notes import NotesProjector

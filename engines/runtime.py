@@ -1,23 +1,24 @@
 """The composition root: builds every piece from the settings, inside a function, and
-closes them all. The HTTP API and the CLI both start here."""
+closes them all. The HTTP API and the CLI both start here. Domains come from the
+domain registry (:mod:`engines.domains`); nothing here names one."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from commands.bus import CommandBus
+from commands.envelope import Command, CommandResult
 from commands.handler import execute
-from commands.notes import CreateNote, DeleteNote, NotesDecider, UpdateNote
 from engines.auth import TokenVerifier
+from engines.domain import Domain
 from engines.settings import Settings
-from projections.notes import NotesProjector
 from projections.runner import ProjectorRunner
 from projections.views import ViewStore
 from routing.registry import Registry, ResolvedRoute
@@ -33,10 +34,14 @@ class Runtime:
     data_dir: Path
     registry: Registry
     spine: EventStore
+    """The spine as stored (not upcast): for audit and hash-chain verification."""
     feed: GlobalFeed
     bus: CommandBus
-    notes_view: ViewStore
+    domains: tuple[Domain, ...]
+    views: dict[str, ViewStore]
+    """The view store of every projector's resource kind."""
     runners: dict[str, ProjectorRunner]
+    """One runner per projector, by projector name."""
     verifier: TokenVerifier
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
@@ -52,6 +57,19 @@ class Runtime:
                 f"({len(self.lab_routes)} lab routes)"
             )
         return "\n".join(lines)
+
+    async def dispatch(self, command: Command[Any]) -> CommandResult:
+        """Carry ``command`` to its domain's handler over the routed command bus."""
+        return await self.bus.dispatch(command)
+
+    def view_of(self, projector: str) -> ViewStore:
+        """The view store ``projector`` writes."""
+        return self.runners[projector].views
+
+    async def wait_for(self, projector: str, stream_id: str, seq: int, timeout: float) -> bool:
+        """Wait (at most ``timeout`` seconds) until ``projector``'s view reflects ``seq`` of
+        ``stream_id``; False if it does not in time."""
+        return await self.runners[projector].wait_for(stream_id, seq, timeout)
 
 
 async def supervise(runner: ProjectorRunner, *, max_backoff: float = 5.0) -> None:
@@ -76,9 +94,15 @@ async def bootstrap(
     *,
     run_projectors: bool = True,
     upcasters: Upcasters | None = None,
+    domains: Sequence[Domain] | None = None,
 ) -> AsyncIterator[Runtime]:
     """Build the service from ``settings``. ``upcasters`` is where domains register the
-    steps from old event schemas to current ones (none are needed yet)."""
+    steps from old event schemas to current ones (none are needed yet); ``domains``
+    defaults to the domain registry."""
+    if domains is None:
+        from engines.domains import DOMAINS
+
+        domains = DOMAINS
     upcasters = upcasters or Upcasters()
     registry = Registry(settings, data_dir)
     registry.check_required()
@@ -86,27 +110,41 @@ async def bootstrap(
         spine = await registry.event_store()
         feed = await registry.global_feed()
         checkpoints = await registry.checkpoint_store()
-        projector = NotesProjector()
-        notes_view = await registry.view_store(projector.resource_kind)
-        runners = {
-            projector.name: ProjectorRunner(
-                projector,
-                feed=feed,
-                spine=spine,
-                views=notes_view,
-                checkpoints=checkpoints,
-                upcasters=upcasters,
-            )
-        }
         bus = await registry.command_bus()
-        # Handlers and projectors see current schemas; runtime.spine stays as stored,
-        # for audit and hash-chain verification.
-        handle_note = partial(execute, UpcastingEventStore(spine, upcasters), NotesDecider())
-        for payload_type in (CreateNote, UpdateNote, DeleteNote):
-            bus.register(payload_type, handle_note)
+        # Handlers and projectors see current schemas; runtime.spine stays as stored.
+        handler_spine = UpcastingEventStore(spine, upcasters)
+        views: dict[str, ViewStore] = {}
+        runners: dict[str, ProjectorRunner] = {}
+        for domain in domains:
+            handle = partial(execute, handler_spine, domain.decider)
+            for payload_type in domain.commands:
+                bus.register(payload_type, handle)
+            for projector in domain.projectors:
+                if projector.name in runners:
+                    raise ValueError(f"two projectors are named {projector.name!r}")
+                kind = projector.resource_kind
+                if kind not in views:
+                    views[kind] = await registry.view_store(kind)
+                runners[projector.name] = ProjectorRunner(
+                    projector,
+                    feed=feed,
+                    spine=spine,
+                    views=views[kind],
+                    checkpoints=checkpoints,
+                    upcasters=upcasters,
+                )
         verifier = TokenVerifier(settings.auth, mode=settings.mode, data_dir=data_dir)
         runtime = Runtime(
-            settings, data_dir, registry, spine, feed, bus, notes_view, runners, verifier
+            settings,
+            data_dir,
+            registry,
+            spine,
+            feed,
+            bus,
+            tuple(domains),
+            views,
+            runners,
+            verifier,
         )
         if run_projectors:
             runtime.tasks = [asyncio.create_task(supervise(r)) for r in runners.values()]

@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from engines.api import build_app
+from engines.http import build_app
 from engines.runtime import Runtime
 from spine.events import EventEnvelope
 

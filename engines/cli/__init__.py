@@ -1,0 +1,130 @@
+"""The ``engines`` command: serve, token, routes check, spine, projections, and one
+group per domain from the domain registry.
+
+Thin: parse, build from the composition root, call, print; errors map to exit codes in
+one table (:data:`engines.cli.common.EXIT_BY_ERROR`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from engines.auth import mint_lab_token
+from engines.cli import projections, spine
+from engines.cli.common import (
+    LAB_NOTICE,
+    add_common,
+    err,
+    exit_code_for,
+    positive_int,
+    settings_of,
+)
+from engines.settings import load_settings
+from routing.registry import check_routes
+from spine.errors import EnginesError, RoutingError
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from engines.http import create_app
+
+    settings = settings_of(args)
+    resolved = check_routes(settings)  # refuse to start, naming every missing kind
+    data_dir = Path(args.data_dir)
+    err(f"engines: serving on http://{args.host}:{args.port} mode={settings.mode}")
+    if any(r.is_lab for r in resolved):
+        err(LAB_NOTICE, f"[LAB] data directory: {data_dir.resolve()}")
+    uvicorn.run(
+        create_app(settings, data_dir), host=args.host, port=args.port, log_level=args.log_level
+    )
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    settings = settings_of(args)
+    if settings.mode != "lab":
+        raise RoutingError(
+            f"engines token mints lab tokens only; the routes file is {settings.mode!r}"
+        )
+    token = mint_lab_token(
+        Path(args.data_dir),
+        tenant_id=args.tenant,
+        user_id=args.user,
+        surfaces=args.surface or [],
+        projects=args.project or [],
+        ttl_seconds=args.ttl,
+        settings=settings.auth,
+    )
+    print(token)
+    return 0
+
+
+def cmd_routes_check(args: argparse.Namespace) -> int:
+    settings, label = load_settings(Path(args.file))
+    try:
+        resolved = check_routes(settings)
+    except RoutingError as exc:
+        err(f"{label}: {exc}")
+        return 2
+    print(f"# {label}: mode {settings.mode}, {len(resolved)} routes, all required kinds present")
+    for route in resolved:
+        print(route.describe())
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    from engines.domains import DOMAINS
+
+    p = argparse.ArgumentParser(prog="engines", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="run the HTTP service")
+    add_common(s)
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--log-level", default="info")
+    s.set_defaults(func=cmd_serve)
+
+    t = sub.add_parser("token", help="mint a lab token (lab mode only); prints just the token")
+    add_common(t)
+    t.add_argument("--tenant", required=True)
+    t.add_argument("--user", required=True)
+    t.add_argument("--surface", action="append", help="a surface the user may use (repeatable)")
+    t.add_argument("--project", action="append", help="a project the user may use (repeatable)")
+    t.add_argument("--ttl", type=positive_int, default=3600, help="seconds (default 3600)")
+    t.set_defaults(func=cmd_token)
+
+    r = sub.add_parser("routes", help="inspect routes files")
+    rsub = r.add_subparsers(dest="routes_command", required=True)
+    rc = rsub.add_parser("check", help="validate a routes file; list kind -> backend:name")
+    rc.add_argument("file")
+    rc.set_defaults(func=cmd_routes_check)
+
+    spine.register(sub)
+    projections.register(sub)
+    for domain in DOMAINS:
+        if domain.cli is not None:
+            domain.cli(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except EnginesError as exc:
+        err(f"engines: {exc}")
+        return exit_code_for(exc)
+    return code
+
+
+def entry() -> None:  # pragma: no cover - the console script
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m engines.cli`
+    entry()

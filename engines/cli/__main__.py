@@ -1,0 +1,5 @@
+"""``python -m engines.cli``: the ``engines`` command."""
+
+from engines.cli import entry
+
+entry()

@@ -1,0 +1,80 @@
+"""What every CLI group shares: options, the lab notice, the error → exit-code table."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import orjson
+
+from engines.settings import Settings, load_settings
+from routing.registry import Registry
+from spine.errors import EnginesError, IntegrityError, InvalidInput, RoutingError
+from spine.events import EventEnvelope
+
+DEFAULT_DATA_DIR = Path(".engines")
+LAB_NOTICE = "[LAB] embedded SQLite backend in use: lab mode only, not for production"
+
+#: One table from our errors to exit codes; the first matching class wins.
+EXIT_BY_ERROR: tuple[tuple[type[EnginesError], int], ...] = (
+    (RoutingError, 2),
+    (InvalidInput, 3),
+    (IntegrityError, 4),
+    (EnginesError, 1),
+)
+
+
+def exit_code_for(exc: EnginesError) -> int:
+    for cls, code in EXIT_BY_ERROR:
+        if isinstance(exc, cls):
+            return code
+    return 1
+
+
+def err(*lines: str) -> None:
+    for line in lines:
+        print(line, file=sys.stderr)
+
+
+def add_common(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--routes", help="configuration/routes file (default: packaged lab)")
+    sp.add_argument(
+        "--data-dir", default=str(DEFAULT_DATA_DIR), help="lab data directory (./.engines)"
+    )
+
+
+def settings_of(args: argparse.Namespace) -> Settings:
+    settings, _ = load_settings(Path(args.routes) if args.routes else None)
+    return settings
+
+
+def label_lab(registry: Registry) -> None:
+    if registry.lab_routes:
+        err(LAB_NOTICE)
+
+
+def event_line(event: EventEnvelope) -> str:
+    return orjson.dumps(event.model_dump(mode="json")).decode()
+
+
+async def with_registry(
+    args: argparse.Namespace, body: Callable[[Registry], Awaitable[int]]
+) -> int:
+    registry = Registry(settings_of(args), Path(args.data_dir))
+    label_lab(registry)
+    try:
+        return await body(registry)
+    finally:
+        await registry.aclose()
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value

@@ -1,0 +1,51 @@
+"""``engines notes``: what the notes view holds, as a table for an operator."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+
+from engines.cli.common import LAB_NOTICE, add_common, err, positive_int, settings_of
+from engines.runtime import bootstrap
+from projections.views import ViewQuery
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    async def body() -> int:
+        settings = settings_of(args)
+        async with bootstrap(settings, Path(args.data_dir), run_projectors=False) as rt:
+            if rt.lab_routes:
+                err(LAB_NOTICE)
+            page = await rt.view_of("notes").query(
+                ViewQuery(
+                    tenant_id=args.tenant,
+                    mode=settings.mode,
+                    user_id=args.user,
+                    order_by="updated_at",
+                    limit=args.limit,
+                )
+            )
+            print(f"{'note_id':<38} {'version':>7} {'user':<12} {'surface':<10} title")
+            for r in page.items:
+                d = r.data
+                print(
+                    f"{d['note_id']:<38} {r.version:>7} {d.get('user_id') or '-':<12} "
+                    f"{d.get('surface_id') or '-':<10} {d.get('title', '')[:60]}"
+                )
+            if page.next_cursor:
+                err(f"(more than {args.limit}; raise --limit)")
+        return 0
+
+    return asyncio.run(body())
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    nt = sub.add_parser("notes", help="the notes view")
+    nsub = nt.add_subparsers(dest="notes_command", required=True)
+    nl = nsub.add_parser("list", help="a tenant's notes, most recently updated first")
+    add_common(nl)
+    nl.add_argument("--tenant", required=True)
+    nl.add_argument("--user", default=None, help="only this user's notes")
+    nl.add_argument("--limit", type=positive_int, default=50)
+    nl.set_defaults(func=cmd_list)

@@ -1,0 +1,41 @@
+"""What a domain is (DESIGN §5): one plug-in the runtime, the HTTP API and the CLI loop
+over. The list of domains is :mod:`engines.domains`; nothing else names a domain."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+
+from commands.handler import Decider
+from projections.projector import Projector
+
+CliGroup = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
+"""Adds the domain's ``engines <domain> ...`` sub-commands to the CLI's parser."""
+
+
+@dataclass(frozen=True)
+class Domain:
+    name: str
+    """The first segment of the domain's stream ids."""
+    decider: Decider[Any, Any]
+    """Pure fold and decide over one stream (``commands/<domain>.py``)."""
+    commands: tuple[type[BaseModel], ...]
+    """The command payload types the decider handles; each is registered on the bus."""
+    projectors: tuple[Projector, ...]
+    """Its projectors (``projections/<domain>.py``)."""
+    reads: str
+    """The projector whose view answers the domain's reads; writes wait for it."""
+    router: APIRouter
+    """Its HTTP routes (``engines/http/<domain>.py``)."""
+    cli: CliGroup | None = None
+    """Its CLI group (``engines/cli/<domain>.py``)."""
+
+    def __post_init__(self) -> None:
+        names = {p.name for p in self.projectors}
+        if self.reads not in names:
+            raise ValueError(f"domain {self.name!r} reads {self.reads!r}, not one of {names}")

@@ -1,0 +1,116 @@
+"""The app factory: shared middleware, error handlers and health, plus every domain's
+router from the domain registry.
+
+Write endpoints return once the view reflects the write (bounded by the
+``write_wait_seconds`` setting); if it does not in time they answer 202 with the
+version. Every response of a server with lab routes carries ``X-Engines-Lab``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI, Request
+from starlette.types import ASGIApp, Message, Receive, Send
+from starlette.types import Scope as Scope_
+
+from engines.http import errors
+from engines.http.identity import runtime_of
+from engines.runtime import Runtime, bootstrap
+from engines.settings import Settings
+
+if TYPE_CHECKING:
+    from engines.domain import Domain
+
+log = logging.getLogger(__name__)
+
+LAB_HEADER = "X-Engines-Lab"
+LAB_LABEL = "embedded SQLite lab backend; not for production"
+
+
+class LabelResponses:
+    """Pure ASGI middleware: every HTTP response names the mode, and carries
+    ``X-Engines-Lab`` when lab routes are in use. (Starlette's ``@app.middleware``
+    costs a task and a stream per request; this costs a closure.)"""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope_, receive: Receive, send: Send) -> None:
+        rt: Runtime | None = None
+        if scope["type"] == "http":
+            rt = getattr(scope["app"].state, "runtime", None)
+        if rt is None:
+            await self.app(scope, receive, send)
+            return
+        extra = [(b"x-engines-mode", rt.settings.mode.encode())]
+        if rt.lab_routes:
+            extra.append((LAB_HEADER.lower().encode(), LAB_LABEL.encode()))
+
+        async def labelled(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, labelled)
+
+
+def build_app(
+    runtime: Runtime | None = None,
+    *,
+    lifespan: Any = None,
+    domains: Sequence[Domain] | None = None,
+) -> FastAPI:
+    """The app over ``runtime`` (or one the ``lifespan`` builds), with the routers of
+    ``domains`` (default: the runtime's, else the domain registry)."""
+    if domains is None:
+        if runtime is not None:
+            domains = runtime.domains
+        else:
+            from engines.domains import DOMAINS
+
+            domains = DOMAINS
+    app = FastAPI(
+        title="Engines",
+        version="0.1.0",
+        description="The durable spine: every write a command, an event and a projection.",
+        lifespan=lifespan,
+    )
+    if runtime is not None:
+        app.state.runtime = runtime
+    app.add_middleware(LabelResponses)
+    errors.install(app)
+
+    @app.get("/healthz")
+    async def healthz(request: Request) -> dict[str, Any]:
+        rt = runtime_of(request)
+        return {
+            "status": "ok",
+            "mode": rt.settings.mode,
+            "lab": [r.describe() for r in rt.lab_routes],
+        }
+
+    for domain in domains:
+        app.include_router(domain.router)
+    return app
+
+
+def create_app(settings: Settings, data_dir: Path) -> FastAPI:
+    """The service: builds its runtime on start-up, closes it on shutdown."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with bootstrap(settings, data_dir) as runtime:
+            app.state.runtime = runtime
+            log.warning("%s", runtime.banner())
+            # Everything built so far lives as long as the process: keep it out of the
+            # collector's full passes, which otherwise stall requests for tens of ms.
+            gc.freeze()
+            yield
+
+    return build_app(lifespan=lifespan)

@@ -1,0 +1,54 @@
+"""What every write endpoint does after its command: wait, bounded, for the domain's
+view to reflect the write, then answer with the record as the view has it, or ``202``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from fastapi.responses import Response
+
+from commands.envelope import CommandResult
+from engines.http.responses import OrjsonResponse, etag
+from projections.views import ViewRecord
+
+if TYPE_CHECKING:
+    from engines.runtime import Runtime
+
+
+async def written(
+    runtime: Runtime,
+    result: CommandResult,
+    *,
+    projector: str,
+    key: str,
+    ident: dict[str, str],
+    render: Callable[[ViewRecord], dict[str, Any]],
+    status: int,
+    location: str | None = None,
+) -> Response:
+    """Answer a write: ``render(record)`` with ``status`` once ``projector``'s view holds
+    ``result``; ``ident`` plus ``deleted`` for a record the write deleted; ``ident`` plus
+    ``status: accepted`` (202) if the view does not reflect it within the configured wait.
+
+    The record answered is the view as it stands, which a later write may already have
+    moved past ``result``; its ETag is the version of that body, never an older one."""
+    reflected = await runtime.wait_for(
+        projector, result.stream_id, result.version, runtime.settings.write_wait_seconds
+    )
+    if not reflected:
+        return OrjsonResponse(
+            {**ident, "version": result.version, "status": "accepted"},
+            status_code=202,
+            headers={"ETag": etag(result.version)},
+        )
+    found = await runtime.view_of(projector).get_many([key], include_deleted=True)
+    current = found[key]
+    headers = {"ETag": etag(current.version)}
+    if current.deleted:
+        return OrjsonResponse(
+            {**ident, "version": current.version, "deleted": True}, headers=headers
+        )
+    if location is not None:
+        headers["Location"] = location
+    return OrjsonResponse(render(current), status_code=status, headers=headers)
