@@ -3,10 +3,11 @@
 from projections.views import (
     CheckpointStore,
     Filter,
+    Grant,
     Page,
     ViewQuery,
     ViewRecord,
     ViewStore,
 )
 
-__all__ = ["CheckpointStore", "Filter", "Page", "ViewQuery", "ViewRecord", "ViewStore"]
+__all__ = ["CheckpointStore", "Filter", "Grant", "Page", "ViewQuery", "ViewRecord", "ViewStore"]

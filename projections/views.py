@@ -7,8 +7,9 @@ Guarantees, for every backend:
   redelivered or reordered event can never move a view backwards. ``delete`` is a
   tombstone with a version, under the same rule, so a late event cannot resurrect it.
 * **Scoped queries.** Every query names tenant and mode; optional user, surface and
-  project filters, equality or list-membership filters on data fields, one ordering
-  field and opaque cursor paging (keyset: stable under concurrent writes).
+  project filters, the caller's grants (surface and project pairs), equality or
+  list-membership filters on data fields, one ordering field and opaque cursor paging
+  (keyset: stable under concurrent writes).
 * **Expiry.** A record whose ``expires_at`` has passed reads as absent.
 * Driver errors are translated into :mod:`spine.errors`.
 """
@@ -53,6 +54,17 @@ class Filter(BaseModel):
     value: FilterValue
 
 
+class Grant(BaseModel):
+    """One surface a caller may see, and the projects it may see there: a record is
+    visible under the grant if its surface is ``surface_id`` and it has no project or one
+    of ``project_ids``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    surface_id: Identifier
+    project_ids: tuple[Identifier, ...] = Field(default=(), max_length=256)
+
+
 class ViewQuery(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -61,6 +73,9 @@ class ViewQuery(BaseModel):
     user_id: Identifier | None = None
     surface_id: Identifier | None = None
     project_id: Identifier | None = None
+    grants: tuple[Grant, ...] | None = Field(default=None, max_length=64)
+    """Only records visible under one of these grants (an empty tuple: none);
+    ``None``: no restriction (operator tools)."""
     where: tuple[Filter, ...] = ()
     order_by: FieldName = "updated_at"
     """A data field present on every record of the view."""

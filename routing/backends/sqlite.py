@@ -341,6 +341,14 @@ class SqliteViewStore:
             if value is not None:
                 where.append(f"{column} = ?")
                 args.append(value)
+        if query.grants is not None:
+            visible = []
+            for grant in query.grants:
+                marks = ", ".join("?" * len(grant.project_ids))
+                projects = f" OR project_id IN ({marks})" if marks else ""
+                visible.append(f"(surface_id = ? AND (project_id IS NULL{projects}))")
+                args += [grant.surface_id, *grant.project_ids]
+            where.append("(" + (" OR ".join(visible) or "0") + ")")
         for f in query.where:
             if f.op == "eq":
                 where.append(f"json_extract(data, '$.{f.field}') = ?")

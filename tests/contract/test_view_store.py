@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from projections.views import CheckpointStore, Filter, ViewQuery, ViewRecord, ViewStore
+from projections.views import CheckpointStore, Filter, Grant, ViewQuery, ViewRecord, ViewStore
 from spine.errors import InvalidInput
 from spine.events import Scope
 from tests.contract.conftest import Harness
@@ -123,6 +123,33 @@ async def test_queries_filter_by_scope_fields_and_data(views: ViewStore) -> None
         "c",
     ]
     assert await keys(where=(Filter(field="tags", op="contains", value="x'--"),)) == []
+
+
+async def test_grants_limit_a_query_to_the_surfaces_and_projects_they_name(
+    views: ViewStore,
+) -> None:
+    def at(surface: str, project: str | None) -> Scope:
+        return ALICE.model_copy(update={"surface_id": surface, "project_id": project})
+
+    await views.put(record("chat-p1", 1, scope=at("chat", "p1")))
+    await views.put(record("chat-p2", 1, scope=at("chat", "p2")))
+    await views.put(record("chat-none", 1, scope=at("chat", None)))
+    await views.put(record("canvas-p2", 1, scope=at("canvas", "p2")))
+
+    async def keys(*grants: Grant) -> list[str]:
+        page = await views.query(ViewQuery(tenant_id="t1", mode="lab", grants=grants))
+        return sorted(r.key for r in page.items)
+
+    assert await keys(Grant(surface_id="chat", project_ids=("p1",))) == ["chat-none", "chat-p1"]
+    assert await keys(Grant(surface_id="chat")) == ["chat-none"]
+    assert await keys(Grant(surface_id="canvas", project_ids=("p1",))) == []
+    assert await keys(
+        Grant(surface_id="chat", project_ids=("p2",)),
+        Grant(surface_id="canvas", project_ids=("p2",)),
+    ) == ["canvas-p2", "chat-none", "chat-p2"]
+    assert await keys() == []  # no grant: nothing visible
+    page = await views.query(ViewQuery(tenant_id="t1", mode="lab"))
+    assert len(page.items) == 4  # no restriction asked for
 
 
 @pytest.mark.parametrize("descending", [True, False])
