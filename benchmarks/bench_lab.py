@@ -39,7 +39,7 @@ Scenarios (``--only`` / ``--profile`` names):
     One ``append`` call of 100 events (a new stream each), awaited one after another.
     Target: >= 1.5x the library's 100-event batched rate (events/s).
 ``catchup``
-    ``ProjectorRunner.catch_up()`` of the notes projector from an empty checkpoint and an
+    ``FeedLoop.catch_up()`` of the notes projector from an empty checkpoint and an
     empty view, over N notes x 10 events (``note.created`` then 9 ``note.updated``,
     appended in rounds so notes interleave in the feed). Target: >= 50,000 events/s.
     Baseline: the library's projection catch-up over the same number of events.
@@ -97,10 +97,11 @@ from engines.auth import mint_lab_token
 from engines.http import build_app
 from engines.runtime import bootstrap
 from engines.settings import Settings, load_settings
+from projections.driver import FeedLoop, projector_status
 from projections.notes import NotesProjector
 from projections.runner import ProjectorRunner
 from routing.backends.sqlite import SqliteBackend, SqliteEventStore, open_backend
-from routing.backends.sqlite_db import SqliteDatabase
+from routing.backends.sqlite.db import SqliteDatabase
 from routing.config import Connections, Route, SqliteConnection
 from spine.codec import verify_chain
 from spine.errors import ConcurrencyError
@@ -118,6 +119,7 @@ SURFACE = "s"
 SPINE = Route(backend="sqlite", name="spine_events", lab=True)
 NOTES_VIEW = Route(backend="sqlite", name="notes", lab=True)
 CHECKPOINTS = Route(backend="sqlite", name="projection_checkpoints", lab=True)
+FEED = Route(backend="sqlite", name="spine_feed", lab=True)
 PAYLOAD_BYTES = 300
 STREAM_LENGTH = baselines.STREAM_LENGTH
 READ_EVENTS = 1_000
@@ -700,31 +702,33 @@ async def ours_catchup(
             )
         setup = time.perf_counter() - setup_started
         total = n_notes * per_note
-        if await store.head_position() != total:
+        feed = await backend.feed(FEED, store)
+        if sum(n or 0 for n in (await feed.lag({})).values()) != total:
             raise RuntimeError("set-up did not append every event")
 
+        checkpoints = await backend.checkpoint_store(CHECKPOINTS)
         runner = ProjectorRunner(
             NotesProjector(),
-            feed=store,
             spine=store,
             views=await backend.view_store(NOTES_VIEW),
-            checkpoints=await backend.checkpoint_store(CHECKPOINTS),
+            parking=checkpoints,
         )
-        if (await runner.status()).checkpoint != 0:
+        loop = FeedLoop(runner, feed, checkpoints)
+        if await checkpoints.get(runner.name):
             raise RuntimeError("the checkpoint is not empty")
         gc.freeze()  # as `engines serve` does once started: full GC passes skip set-up
         probe.start()
         started = time.perf_counter()
-        read = await runner.catch_up()
+        read = await loop.catch_up()
         elapsed = time.perf_counter() - started
         probe.stop()
         row = await backend.db.fetchone(
             f'SELECT count(*), min(version), max(version) FROM "{NOTES_VIEW.name}"'
         )
-        status = await runner.status()
+        status = await projector_status(runner.name, feed, checkpoints, checkpoints)
     if read != total or tuple(row) != (n_notes, per_note, per_note) or status.lag:
         raise RuntimeError(f"catch-up incomplete: read {read} of {total}, view {tuple(row)}")
-    if runner.gaps_repaired:
+    if runner.gaps_repaired or status.parked:
         raise RuntimeError(f"catch-up repaired {runner.gaps_repaired} gaps; expected none")
     return {"rate": total / elapsed, "setup_rate": total / setup}
 

@@ -9,20 +9,22 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 from commands.bus import CommandBus
 from commands.envelope import Command, CommandResult
-from commands.handler import execute
+from commands.handler import CommandHandler
 from engines.auth import TokenVerifier
 from engines.domain import Domain
 from engines.settings import Settings
+from projections.driver import FeedLoop, ProjectorStatus, projector_status
+from projections.parking import ParkingStore
 from projections.runner import ProjectorRunner
 from projections.views import ViewStore
 from routing.registry import Registry, ResolvedRoute
-from spine.store import EventStore, GlobalFeed
+from spine.feed import CheckpointStore, Feed
+from spine.store import EventStore
 from spine.upcasting import Upcasters, UpcastingEventStore
 
 log = logging.getLogger(__name__)
@@ -35,13 +37,17 @@ class Runtime:
     registry: Registry
     spine: EventStore
     """The spine as stored (not upcast): for audit and hash-chain verification."""
-    feed: GlobalFeed
+    feed: Feed
+    checkpoints: CheckpointStore
+    parking: ParkingStore
     bus: CommandBus
     domains: tuple[Domain, ...]
     views: dict[str, ViewStore]
     """The view store of every projector's resource kind."""
     runners: dict[str, ProjectorRunner]
     """One runner per projector, by projector name."""
+    loops: dict[str, FeedLoop]
+    """One feed loop per projector, by projector name."""
     verifier: TokenVerifier
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
@@ -71,18 +77,26 @@ class Runtime:
         ``stream_id``; False if it does not in time."""
         return await self.runners[projector].wait_for(stream_id, seq, timeout)
 
+    async def status(self, projector: str) -> ProjectorStatus:
+        return await projector_status(projector, self.feed, self.checkpoints, self.parking)
 
-async def supervise(runner: ProjectorRunner, *, max_backoff: float = 5.0) -> None:
-    """Keep a projector following the feed; a failure is logged and retried with backoff
-    (the batch is replayed, harmlessly)."""
+    async def catch_up(self) -> int:
+        """Run every projector until the feed has nothing more right now (tools, tests)."""
+        return sum([await loop.catch_up() for loop in self.loops.values()])
+
+
+async def supervise(loop: FeedLoop, *, max_backoff: float = 5.0) -> None:
+    """Keep a projector following the feed; a failure (a store down) is logged and retried
+    with backoff, the batch replayed harmlessly. Poison events never get here: the runner
+    parks them."""
     backoff = 0.1
     while True:
         try:
-            await runner.run()
+            await loop.run()
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("projector %s failed; retrying in %.1fs", runner.projector.name, backoff)
+            log.exception("projector %s failed; retrying in %.1fs", loop.name, backoff)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, max_backoff)
 
@@ -108,15 +122,17 @@ async def bootstrap(
     registry.check_required()
     try:
         spine = await registry.event_store()
-        feed = await registry.global_feed()
+        feed = await registry.feed()
         checkpoints = await registry.checkpoint_store()
+        parking = await registry.parking_store()
         bus = await registry.command_bus()
         # Handlers and projectors see current schemas; runtime.spine stays as stored.
         handler_spine = UpcastingEventStore(spine, upcasters)
         views: dict[str, ViewStore] = {}
         runners: dict[str, ProjectorRunner] = {}
+        loops: dict[str, FeedLoop] = {}
         for domain in domains:
-            handle = partial(execute, handler_spine, domain.decider)
+            handle = CommandHandler(handler_spine, domain.decider)
             for payload_type in domain.commands:
                 bus.register(payload_type, handle)
             for projector in domain.projectors:
@@ -125,14 +141,11 @@ async def bootstrap(
                 kind = projector.resource_kind
                 if kind not in views:
                     views[kind] = await registry.view_store(kind)
-                runners[projector.name] = ProjectorRunner(
-                    projector,
-                    feed=feed,
-                    spine=spine,
-                    views=views[kind],
-                    checkpoints=checkpoints,
-                    upcasters=upcasters,
+                runner = ProjectorRunner(
+                    projector, spine=spine, views=views[kind], parking=parking, upcasters=upcasters
                 )
+                runners[projector.name] = runner
+                loops[projector.name] = FeedLoop(runner, feed, checkpoints)
         verifier = TokenVerifier(settings.auth, mode=settings.mode, data_dir=data_dir)
         runtime = Runtime(
             settings,
@@ -140,19 +153,24 @@ async def bootstrap(
             registry,
             spine,
             feed,
+            checkpoints,
+            parking,
             bus,
             tuple(domains),
             views,
             runners,
+            loops,
             verifier,
         )
         if run_projectors:
-            runtime.tasks = [asyncio.create_task(supervise(r)) for r in runners.values()]
+            runtime.tasks = [asyncio.create_task(supervise(loop)) for loop in loops.values()]
         try:
             yield runtime
         finally:
             for task in runtime.tasks:
                 task.cancel()
             await asyncio.gather(*runtime.tasks, return_exceptions=True)
+            for loop in loops.values():
+                await loop.aclose()
     finally:
         await registry.aclose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from projections.views import ViewRecord
@@ -13,13 +14,16 @@ from spine.streams import parse_stream_id
 
 class NotesProjector:
     name = "notes"
-    domain = "notes"
+    domains = frozenset({"notes"})
     resource_kind = "notes_store"
 
-    def view_key(self, stream_id: str) -> str:
-        return stream_id
+    def keys(self, event: EventEnvelope) -> Sequence[str]:
+        return (event.stream_id,)
 
-    def apply(self, view: ViewRecord | None, event: EventEnvelope) -> ViewRecord:
+    def apply(
+        self, event: EventEnvelope, records: Mapping[str, ViewRecord]
+    ) -> Sequence[ViewRecord]:
+        view = records.get(event.stream_id)
         at = timestamp_text(event.recorded_at)
         if event.event_type == "note.created":
             data: dict[str, Any] = {
@@ -31,17 +35,20 @@ class NotesProjector:
                 "created_at": at,
                 "updated_at": at,
             }
-            return ViewRecord(key=event.stream_id, scope=event.scope, version=event.seq, data=data)
+            record = ViewRecord(
+                key=event.stream_id, scope=event.scope, version=event.seq, data=data
+            )
+            return (record,)
         if view is None:
             raise IntegrityError(f"{event.stream_id} seq {event.seq}: {event.event_type} first")
         if event.event_type == "note.updated":
             data = {**view.data, **event.payload, "updated_at": at}
-            return self._next(view, event.seq, data=data)
+            return (_next(view, event.seq, data=data),)
         if event.event_type == "note.deleted":
-            return self._next(view, event.seq, deleted=True)
-        return self._next(view, event.seq)  # not ours to show
+            return (_next(view, event.seq, deleted=True),)
+        return (_next(view, event.seq),)  # not ours to show: the version still moves
 
-    @staticmethod
-    def _next(view: ViewRecord, version: int, **changes: Any) -> ViewRecord:
-        """``view`` at ``version`` with ``changes`` (all valid already)."""
-        return trusted(ViewRecord, {**view.__dict__, "version": version, **changes})
+
+def _next(view: ViewRecord, version: int, **changes: Any) -> ViewRecord:
+    """``view`` at ``version`` with ``changes`` (all valid already)."""
+    return trusted(ViewRecord, {**view.__dict__, "version": version, **changes})

@@ -1,7 +1,9 @@
-"""The projector shape: pure functions from (view, event) to the next view."""
+"""The projector shape: pure functions from an event and the records it touches to the
+records it writes."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from projections.views import ViewRecord
@@ -9,23 +11,42 @@ from spine.events import EventEnvelope
 
 
 class Projector(Protocol):
-    """A projector owns every stream of its ``domain`` and one view.
+    """A projector reads the streams of its ``domains`` and writes one view.
 
-    ``apply`` is pure and is called once per event, in seq order per stream, with the
-    view as it stands (``None`` before the first event). It returns the next record:
-    a tombstone (``deleted=True``) for a deletion. Its ``version`` must be the event's
-    seq — the runner relies on it to skip what is applied and repair gaps.
+    The runner calls :meth:`apply` once per event, in seq order per stream (no order
+    across streams is promised), with a mapping that holds every existing record under
+    :meth:`keys` (tombstones and expired records included; an absent one is missing, so
+    read it with ``records.get(key)``; the mapping may hold other records too, and must
+    not be changed). ``apply`` is pure and returns
+    the records the event writes: new ones, changed ones, tombstones (``deleted=True``).
+    Each returned record's ``version`` must be above the one it replaces. Entity views
+    (one record per stream) use the event's seq, so a record's version is the seq of the
+    last event applied to it; records that fold several streams (totals, counts) count
+    their own revisions (:func:`next_version`); records written once per event (ledger
+    lines, history, audit rows) start at 1.
+
+    Which events of a stream the view has applied is tracked by the runner per stream,
+    never by comparing seqs of different streams.
     """
 
     name: str
-    """Unique; names the checkpoint."""
-    domain: str
-    """The first segment of the stream ids this projector reads."""
+    """Unique; names the checkpoint, the applied progress and the parked records."""
+    domains: frozenset[str]
+    """The first segments of the stream ids this projector reads."""
     resource_kind: str
     """The view's resource kind, routed by the registry."""
 
-    def view_key(self, stream_id: str) -> str:
-        """The key of the view record a stream materializes into."""
+    def keys(self, event: EventEnvelope) -> Sequence[str]:
+        """The records :meth:`apply` reads for ``event`` (it may also write new keys)."""
         ...
 
-    def apply(self, view: ViewRecord | None, event: EventEnvelope) -> ViewRecord: ...
+    def apply(
+        self, event: EventEnvelope, records: Mapping[str, ViewRecord]
+    ) -> Sequence[ViewRecord]:
+        """The records ``event`` writes, given the current ones."""
+        ...
+
+
+def next_version(record: ViewRecord | None) -> int:
+    """The version of the next revision of a record that folds several streams."""
+    return 1 if record is None else record.version + 1

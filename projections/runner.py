@@ -1,41 +1,128 @@
-"""Runs one projector over the global feed: durable checkpoints, idempotent and
-monotonic apply, gap repair from the spine, and read-your-writes waits.
+"""Applies events to one projector's view: idempotent and monotonic per stream, gaps
+repaired from the spine, poison events parked, read-your-writes waits.
 
-One batch: read up to ``batch_size`` events after the checkpoint; load the current
-records they touch (tombstones included) in one call, or from a bounded cache of the
-records this runner wrote; apply in order, skipping any
-event whose seq is not above the record's version and first reading any missing seqs
-from the spine; write the changed records in one call (each write conditional on its
-version); then move the checkpoint. A crash anywhere replays the batch, harmlessly.
+:meth:`ProjectorRunner.apply` is feed-agnostic: the feed loop
+(:mod:`projections.driver`), a Kafka consumer, a rebuild from ``scan`` and a replay all
+drive it. One call:
+
+1. groups the events by stream (no view depends on order across streams) and drops
+   streams that are parked (held back);
+2. reads each stream's applied progress (the seq of the last event the view applied),
+   drops what is applied already, and reads any seqs missing before the rest from the
+   spine (the truth), not from the feed;
+3. loads the records the events touch, from a cache bounded in bytes or the store;
+4. applies each stream's events in seq order; an event that fails a few times is
+   parked, its stream stops there, every other stream goes on;
+5. commits, per stream and atomically, the changed records and the new progress, each
+   conditional on what was read; a refused stream (another runner got there first, or
+   the cache was stale) is reloaded and redone.
+
+A crash anywhere leaves each stream's records and progress as they were or moved
+together, so whatever delivered the events can deliver them again, harmlessly.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
+import orjson
+
+from projections.parking import Parked, ParkingStore, error_text
 from projections.projector import Projector
-from projections.views import CheckpointStore, ViewRecord, ViewStore
-from spine.errors import IntegrityError
+from projections.views import ViewRecord, ViewStore, ViewWrite
+from spine.errors import BackendUnavailable, IntegrityError
 from spine.events import EventEnvelope
-from spine.store import EventStore, GlobalFeed
+from spine.feed import Delivered, Unreadable
+from spine.store import EventStore
 from spine.upcasting import Upcasters
 
 log = logging.getLogger(__name__)
 
+#: How often a stream whose commit is refused is reloaded and redone before it is parked.
+COMMIT_ATTEMPTS = 5
+#: The longest pause between two looks at the view store while waiting for a write.
+MAX_POLL_SECONDS = 0.1
 
-@dataclass(frozen=True)
-class ProjectorStatus:
-    name: str
-    checkpoint: int
-    head: int
 
-    @property
-    def lag(self) -> int:
-        return max(self.head - self.checkpoint, 0)
+class _Poison(Exception):
+    """An event this projector cannot apply, after ``attempts`` tries."""
+
+    def __init__(self, event: Delivered, cause: BaseException | str, attempts: int = 1) -> None:
+        self.event = event
+        self.error = cause if isinstance(cause, str) else error_text(cause)
+        self.attempts = attempts
+        super().__init__(self.error)
+
+
+@dataclass(slots=True)
+class _Stream:
+    """One stream's part of a call to ``apply``."""
+
+    stream_id: str
+    applied: int
+    events: list[tuple[EventEnvelope, Sequence[str]]]
+    """Each event to apply, readable and current, and the keys of the records it reads."""
+    write: ViewWrite | None = None
+    poison: _Poison | None = None
+
+
+class _RecordCache:
+    """The records this runner read or wrote, bounded by an estimate of their size in
+    bytes; the least recently put goes first (the runner puts what it writes, which is
+    what it reads next)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.records: dict[str, ViewRecord] = {}  # insertion order is put order
+        self.sizes: dict[str, int] = {}
+        self.size = 0
+
+    def put(self, record: ViewRecord) -> None:
+        key = record.key
+        self.drop(key)
+        size = len(orjson.dumps(record.data)) + len(key) + 400  # data, key and overhead
+        if size > self.max_bytes:
+            return
+        self.records[key] = record
+        self.sizes[key] = size
+        self.size += size
+        while self.size > self.max_bytes:
+            self.drop(next(iter(self.records)))
+
+    def drop(self, key: str) -> None:
+        if self.records.pop(key, None) is not None:
+            self.size -= self.sizes.pop(key)
+
+    def clear(self) -> None:
+        self.records.clear()
+        self.sizes.clear()
+        self.size = 0
+
+
+class _ProgressCache:
+    """Streams' applied progress as this runner last read or wrote it, bounded in count
+    (an entry is a stream id and an int); the least recently put goes first."""
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max_entries
+        self.seqs: dict[str, int] = {}
+
+    def put(self, stream_id: str, seq: int) -> None:
+        seqs = self.seqs
+        seqs.pop(stream_id, None)
+        seqs[stream_id] = seq
+        if len(seqs) > self.max_entries:
+            del seqs[next(iter(seqs))]
+
+    def drop(self, stream_id: str) -> None:
+        self.seqs.pop(stream_id, None)
+
+    def clear(self) -> None:
+        self.seqs.clear()
 
 
 class ProjectorRunner:
@@ -43,195 +130,337 @@ class ProjectorRunner:
         self,
         projector: Projector,
         *,
-        feed: GlobalFeed,
         spine: EventStore,
         views: ViewStore,
-        checkpoints: CheckpointStore,
-        batch_size: int = 1000,
-        idle_timeout: float = 0.5,
+        parking: ParkingStore,
         upcasters: Upcasters | None = None,
-        cache_size: int = 10_000,
+        cache_bytes: int = 64 * 1024 * 1024,
+        max_attempts: int = 3,
     ) -> None:
         self.projector = projector
-        self.feed = feed
+        self.name = projector.name
         self.spine = spine
         self.views = views
-        self.checkpoints = checkpoints
-        self.batch_size = batch_size
-        self.idle_timeout = idle_timeout
+        self.parking = parking
         self.upcasters = upcasters
-        self.cache_size = cache_size
-        self._cache: OrderedDict[str, ViewRecord] = OrderedDict()
-        self._prefix = projector.domain + "/"
+        self.max_attempts = max_attempts
+        self._prefixes = tuple(d + "/" for d in sorted(projector.domains))
+        self._records = _RecordCache(cache_bytes)
+        self._progress = _ProgressCache(max(cache_bytes // 8 // 160, 1024))
+        self._parked: dict[str, Parked] | None = None
         self._waiters: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
         self.gaps_repaired = 0
-        self._position: int | None = None
-        self._prefetch: tuple[int, asyncio.Task[list[tuple[int, EventEnvelope]]]] | None = None
 
-    async def status(self) -> ProjectorStatus:
-        checkpoint = await self.checkpoints.get(self.projector.name)
-        return ProjectorStatus(self.projector.name, checkpoint, await self.feed.head_position())
+    # -- applying ----------------------------------------------------------------------
 
-    async def _checkpoint(self) -> int:
-        """The durable checkpoint, read once; this runner keeps it current after that."""
-        if self._position is None:
-            self._position = await self.checkpoints.get(self.projector.name)
-        return self._position
-
-    async def _read_after(self, position: int) -> list[tuple[int, EventEnvelope]]:
-        """The batch after ``position``: the one read ahead if it starts there."""
-        if self._prefetch is not None and self._prefetch[0] == position:
-            task = self._prefetch[1]
-            self._prefetch = None
-            return await task
-        self._drop_prefetch()
-        return await self.feed.read_all(position, self.batch_size)
-
-    def _drop_prefetch(self) -> None:
-        if self._prefetch is not None:
-            task = self._prefetch[1]
-            self._prefetch = None
-            task.cancel()
-            task.add_done_callback(lambda t: t.cancelled() or t.exception())
-
-    async def run_batch(self) -> int:
-        """Apply one batch after the checkpoint; return how many feed events it read.
-
-        A full batch suggests more is waiting: the next one is read while this one is
-        applied (reading depends on nothing this batch writes)."""
-        checkpoint = await self._checkpoint()
-        batch = await self._read_after(checkpoint)
-        if not batch:
-            return 0
-        if len(batch) == self.batch_size:
-            after = batch[-1][0]
-            self._prefetch = (
-                after,
-                asyncio.create_task(self.feed.read_all(after, self.batch_size)),
-            )
-        mine = [e for _, e in batch if e.stream_id.startswith(self._prefix)]
-        if self.upcasters is not None:
-            mine = [self.upcasters.upcast(e) for e in mine]
-        if mine:
-            await self._apply(mine)
-        await self.checkpoints.put(self.projector.name, batch[-1][0])
-        self._position = batch[-1][0]
-        return len(batch)
-
-    async def _apply(self, events: list[EventEnvelope]) -> None:
-        key_of = self.projector.view_key
-        streams = {e.stream_id: key_of(e.stream_id) for e in events}
-        current = await self._current(set(streams.values()))
-        changed: set[str] = set()
+    async def apply(self, events: Iterable[Delivered]) -> int:
+        """Apply ``events`` (seq order within each stream); return how many events the
+        view took. Events of other domains, of parked streams, or applied already are
+        passed over. Raises only when a store fails (nothing half-written)."""
+        by_stream: dict[str, list[Delivered]] = {}
+        mine = self._prefixes
         for event in events:
-            key = streams[event.stream_id]
-            view = current.get(key)
-            version = view.version if view else 0
-            if event.seq <= version:
-                continue  # applied before: redelivery or replay
-            if event.seq > version + 1:
-                view = await self._repair(view, event, version)
-            view = self._step(view, event)
-            current[key] = view
-            changed.add(key)
-        if changed:
-            try:
-                written = await self.views.put_many([current[k] for k in changed])
-            except BaseException:
-                self._cache.clear()  # unknown what was written: read afresh next time
-                raise
-            if written < len(changed):
-                # another writer is ahead on some records: take the store's word for them
-                ahead = await self.views.get_many(list(changed), include_deleted=True)
-                for key, record in ahead.items():
-                    if record.version > current[key].version:
-                        current[key] = record
-            self._remember({k: current[k] for k in changed})
-        for stream_id, key in streams.items():
-            if stream_id in self._waiters and key in current:
-                self._wake(stream_id, current[key].version)
+            if event.stream_id.startswith(mine):
+                by_stream.setdefault(event.stream_id, []).append(event)
+        await self._hold_back(by_stream)
+        applied = 0
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            if not by_stream:
+                break
+            streams = await self._prepare(by_stream)
+            await self._decide(streams)
+            writes = [s.write for s in streams if s.write is not None]
+            refused = set(await self.views.commit(self.name, writes)) if writes else set()
+            for s in streams:
+                if s.stream_id in refused:
+                    self._forget(s)
+                    continue
+                if s.write is not None:
+                    applied += s.write.applied_to - s.write.applied_from
+                    self._remember(s.write)
+                if s.poison is not None:
+                    await self._park(s.poison)
+            by_stream = {sid: by_stream[sid] for sid in refused}
+            if refused and attempt == COMMIT_ATTEMPTS:
+                for sid in refused:
+                    first = by_stream[sid][0]
+                    why = f"the view refused this stream's writes {COMMIT_ATTEMPTS} times"
+                    await self._park(_Poison(first, why, COMMIT_ATTEMPTS))
+        return applied
 
-    async def _current(self, keys: set[str]) -> dict[str, ViewRecord]:
-        """The records under ``keys`` (tombstones included), from the cache where it has
-        them. The cache is safe even if another runner writes the view too: a record at
-        a given version is the same whoever computes it, and puts are conditional."""
-        found = {k: self._cache[k] for k in keys if k in self._cache}
-        missing = [k for k in keys if k not in found]
+    async def _hold_back(self, by_stream: dict[str, list[Delivered]]) -> None:
+        """Drop the streams that are parked; a stream released since is let through (its
+        held-back events are then read from the spine as a gap)."""
+        if self._parked is None:
+            self._parked = {p.stream_id: p for p in await self.parking.parked(self.name)}
+        held = [sid for sid in by_stream if sid in self._parked]
+        if not held:
+            return
+        still = await self.parking.find(self.name, held)
+        for sid in held:
+            if sid in still:
+                self._parked[sid] = still[sid]
+                del by_stream[sid]
+            else:
+                del self._parked[sid]
+
+    async def _prepare(self, by_stream: dict[str, list[Delivered]]) -> list[_Stream]:
+        """Each stream's events still to apply (gaps read from the spine), decoded and
+        upcast, with the keys of the records each one reads."""
+        progress = await self.applied(list(by_stream))
+        readable, keys_of = self._readable, self.projector.keys
+        streams: list[_Stream] = []
+        for sid, delivered in by_stream.items():
+            stream = _Stream(sid, progress.get(sid, 0), [])
+            expected = stream.applied + 1
+            for event in delivered:
+                if event.seq < expected:
+                    continue  # applied before: redelivery or replay
+                if event.seq > expected:
+                    missing = await self._read_gap(sid, expected, event.seq - 1)
+                    if [e.seq for e in missing] != list(range(expected, event.seq)):
+                        why = (
+                            f"the spine holds {len(missing)} of seq {expected}..{event.seq - 1}"
+                            f" of {sid}, which the feed passed over"
+                        )
+                        stream.poison = _Poison(Unreadable(sid, expected, why), why)
+                        break
+                    if not self._take(stream, missing):
+                        break
+                try:
+                    env = readable(event)
+                    stream.events.append((env, keys_of(env)))
+                except Exception as exc:
+                    stream.poison = _Poison(event, exc)
+                    break
+                expected = event.seq + 1
+            if stream.events or stream.poison:
+                streams.append(stream)
+        return streams
+
+    def _take(self, stream: _Stream, events: list[Delivered]) -> bool:
+        """Add ``events`` (read from the spine) to ``stream``'s; False, the stream
+        poisoned, if one of them is not readable."""
+        for event in events:
+            try:
+                env = self._readable(event)
+                stream.events.append((env, self.projector.keys(env)))
+            except Exception as exc:
+                stream.poison = _Poison(event, exc)
+                return False
+        return True
+
+    async def _read_gap(self, stream_id: str, first: int, last: int) -> list[Delivered]:
+        missing = await self.spine.read_stream(stream_id, first, last)
+        if missing:
+            self.gaps_repaired += 1
+            log.warning(
+                "projector %s repaired a gap in %s: seq %d..%d read from the spine",
+                self.name,
+                stream_id,
+                first,
+                last,
+            )
+        return list(missing)
+
+    async def _decide(self, streams: list[_Stream]) -> None:
+        """Apply every stream's events to the records they touch (pure, in memory) and
+        leave each stream's :class:`ViewWrite` on it."""
+        current = await self._load({k for s in streams for _, ks in s.events for k in ks})
+        step = self._step
+        for stream in streams:
+            changed: dict[str, ViewRecord] = {}
+            replaces: dict[str, int] = {}
+            last = stream.applied
+            for env, _ in stream.events:
+                try:
+                    records = step(env, current)
+                except _Poison as poison:
+                    stream.poison = poison
+                    break
+                for record in records:
+                    key = record.key
+                    if key not in replaces:
+                        before = current.get(key)
+                        replaces[key] = before.version if before is not None else 0
+                    current[key] = changed[key] = record
+                last = env.seq
+            if last > stream.applied:
+                stream.write = ViewWrite(
+                    stream.stream_id,
+                    stream.applied,
+                    last,
+                    tuple((r, replaces[k]) for k, r in changed.items()),
+                )
+
+    def _readable(self, event: Delivered) -> EventEnvelope:
+        if isinstance(event, Unreadable):
+            raise IntegrityError(f"stored event cannot be decoded: {event.error}")
+        return self.upcasters.upcast(event) if self.upcasters is not None else event
+
+    def _step(
+        self, event: EventEnvelope, records: Mapping[str, ViewRecord]
+    ) -> Sequence[ViewRecord]:
+        """The projector's records for ``event``, tried a few times; :class:`_Poison` if
+        it keeps failing or breaks the rules. ``records`` holds (at least) every record
+        under the event's keys that exists."""
+        failure: BaseException | None = None
+        for _ in range(self.max_attempts):
+            try:
+                produced = self.projector.apply(event, records)
+            except BackendUnavailable:
+                raise
+            except Exception as exc:
+                failure = exc
+                continue
+            for record in produced:
+                before = records.get(record.key)
+                if before is not None and record.version <= before.version:
+                    raise _Poison(
+                        event,
+                        f"projector {self.name} wrote {record.key} at version "
+                        f"{record.version}, not above {before.version}",
+                    )
+            return produced
+        assert failure is not None
+        raise _Poison(event, failure, self.max_attempts) from failure
+
+    async def _load(self, keys: set[str]) -> dict[str, ViewRecord]:
+        """The records under ``keys`` (tombstones and expired ones included), from the
+        cache where it has them. A stale cache costs a refused commit, never a wrong
+        view: every write is conditional on the version read."""
+        found: dict[str, ViewRecord] = {}
+        missing = []
+        cached = self._records.records
+        for key in keys:
+            hit = cached.get(key)
+            if hit is None:
+                missing.append(key)
+            else:
+                found[key] = hit
         if missing:
             loaded = await self.views.get_many(missing, include_deleted=True)
-            found.update(loaded)
-            self._remember(loaded)
+            for key, record in loaded.items():
+                found[key] = record
+                self._records.put(record)
         return found
 
-    def _remember(self, records: Mapping[str, ViewRecord]) -> None:
-        for key, record in records.items():
-            self._cache[key] = record
-            self._cache.move_to_end(key)
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
+    def _remember(self, write: ViewWrite) -> None:
+        self._progress.put(write.stream_id, write.applied_to)
+        for record, _ in write.records:
+            self._records.put(record)
+        self._wake(write.stream_id, write.applied_to)
 
-    def _step(self, view: ViewRecord | None, event: EventEnvelope) -> ViewRecord:
-        record = self.projector.apply(view, event)
-        if record.version != event.seq:
-            raise IntegrityError(
-                f"projector {self.projector.name} produced version {record.version} "
-                f"for {event.stream_id} seq {event.seq}"
-            )
-        return record
+    def _forget(self, stream: _Stream) -> None:
+        self._progress.drop(stream.stream_id)
+        if stream.write is not None:
+            for record, _ in stream.write.records:
+                self._records.drop(record.key)
 
-    async def _repair(
-        self, view: ViewRecord | None, event: EventEnvelope, version: int
-    ) -> ViewRecord | None:
-        """Read the seqs missing before ``event`` from the spine (the truth) and apply."""
-        missing = await self.spine.read_stream(event.stream_id, version + 1, event.seq - 1)
-        if self.upcasters is not None:
-            missing = [self.upcasters.upcast(e) for e in missing]
-        if len(missing) != event.seq - 1 - version:
-            raise IntegrityError(
-                f"{event.stream_id}: spine holds {len(missing)} events between seq "
-                f"{version + 1} and {event.seq - 1}"
-            )
-        log.warning(
-            "projector %s repaired a gap in %s: seq %d..%d read from the spine",
-            self.projector.name,
-            event.stream_id,
-            version + 1,
-            event.seq - 1,
+    async def _park(self, poison: _Poison) -> None:
+        event = poison.event
+        parked = Parked(
+            projector=self.name,
+            stream_id=event.stream_id,
+            seq=event.seq,
+            event_id=getattr(event, "event_id", None),
+            event_type=getattr(event, "event_type", None),
+            error=poison.error,
+            attempts=poison.attempts,
+            parked_at=datetime.now(UTC),
         )
-        self.gaps_repaired += 1
-        for earlier in missing:
-            view = self._step(view, earlier)
-        return view
+        await self.parking.park(parked)
+        if self._parked is not None:
+            self._parked[event.stream_id] = parked
+        log.error(
+            "projector %s parked %s at seq %d after %d attempts: %s",
+            self.name,
+            event.stream_id,
+            event.seq,
+            poison.attempts,
+            poison.error,
+        )
 
-    async def catch_up(self) -> int:
-        """Apply batches until the feed is exhausted; return how many events were read."""
+    async def applied(self, stream_ids: Sequence[str]) -> dict[str, int]:
+        """Each stream's applied progress (streams never applied are left out)."""
+        found: dict[str, int] = {}
+        missing = []
+        cached = self._progress.seqs
+        for sid in stream_ids:
+            hit = cached.get(sid)
+            if hit is None:
+                missing.append(sid)
+            else:
+                found[sid] = hit
+        if missing:
+            for sid, seq in (await self.views.applied(self.name, missing)).items():
+                found[sid] = seq
+                self._progress.put(sid, seq)
+        return found
+
+    def invalidate(self) -> None:
+        """Forget every cached record and progress (after someone else changed the view)."""
+        self._records.clear()
+        self._progress.clear()
+        self._parked = None
+
+    # -- operators: one stream at a time --------------------------------------------------
+
+    async def catch_up_stream(self, stream_id: str, *, batch_size: int = 1000) -> int:
+        """Apply whatever the spine holds of ``stream_id`` beyond the view's progress."""
         total = 0
-        try:
-            while (n := await self.run_batch()) > 0:
-                total += n
-        finally:
-            self._drop_prefetch()
-        return total
+        while True:
+            self._progress.drop(stream_id)
+            done = (await self.applied([stream_id])).get(stream_id, 0)
+            events = await self.spine.read_stream(stream_id, done + 1, done + batch_size)
+            if not events:
+                return total
+            taken = await self.apply(events)
+            total += taken
+            if taken == 0:
+                return total  # parked again, or someone else is applying it
 
-    async def run(self) -> None:
-        """Follow the feed until cancelled."""
-        try:
-            while True:
-                if await self.run_batch() == 0:
-                    await self.feed.wait_for_commit(await self._checkpoint(), self.idle_timeout)
-        finally:
-            self._drop_prefetch()
+    async def retry(self, stream_id: str) -> Parked | None:
+        """Release a parked stream and apply it from the spine; the new parked record if
+        it fails again, else ``None``."""
+        await self.parking.release(self.name, stream_id)
+        self.invalidate()
+        await self.catch_up_stream(stream_id)
+        return (await self.parking.find(self.name, [stream_id])).get(stream_id)
+
+    async def skip(self, stream_id: str) -> Parked | None:
+        """Pass over a parked stream's failing event (the view never applies it), release
+        the stream and apply the rest of it; the new parked record if another event
+        fails, else ``None``."""
+        parked = (await self.parking.find(self.name, [stream_id])).get(stream_id)
+        if parked is None:
+            raise IntegrityError(f"{stream_id} is not parked for projector {self.name}")
+        self.invalidate()
+        done = (await self.applied([stream_id])).get(stream_id, 0)
+        if done != parked.seq - 1:
+            raise IntegrityError(
+                f"{stream_id}: the view has applied seq {done}, the parked event is seq "
+                f"{parked.seq}; retry it instead"
+            )
+        write = ViewWrite(stream_id, done, parked.seq)
+        if await self.views.commit(self.name, [write]):
+            raise IntegrityError(f"{stream_id}: the view moved while skipping; try again")
+        log.warning("projector %s skipped %s seq %d", self.name, stream_id, parked.seq)
+        return await self.retry(stream_id)
 
     # -- read-your-writes -----------------------------------------------------------------
 
-    def _wake(self, stream_id: str, version: int) -> None:
-        waiting = self._waiters.get(stream_id, [])
+    def _wake(self, stream_id: str, applied: int) -> None:
+        waiting = self._waiters.get(stream_id)
+        if not waiting:
+            return
         still = []
         for seq, future in waiting:
-            if seq <= version:
-                if not future.done():
-                    future.set_result(None)
-            elif not future.done():
+            if future.done():
+                continue
+            if seq <= applied:
+                future.set_result(None)
+            else:
                 still.append((seq, future))
         if still:
             self._waiters[stream_id] = still
@@ -239,19 +468,29 @@ class ProjectorRunner:
             self._waiters.pop(stream_id, None)
 
     async def wait_for(self, stream_id: str, seq: int, timeout: float) -> bool:
-        """Wait until the view of ``stream_id`` reflects ``seq``; False on timeout."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        """Wait, at most ``timeout`` seconds, until the view has applied ``seq`` of
+        ``stream_id``; False if it has not by then. The view store is asked, so an event
+        applied by another process counts; this runner's own applies wake it sooner."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        future: asyncio.Future[None] = loop.create_future()
         self._waiters.setdefault(stream_id, []).append((seq, future))
+        pause = 0.005
         try:
-            key = self.projector.view_key(stream_id)
-            found = await self.views.get_many([key], include_deleted=True)
-            if key in found and found[key].version >= seq:
-                return True
-            await asyncio.wait_for(asyncio.shield(future), timeout)
-            return True
-        except TimeoutError:
-            return False
+            while True:
+                stored = await self.views.applied(self.name, [stream_id])
+                if stored.get(stream_id, 0) >= seq:
+                    return True
+                left = deadline - loop.time()
+                if left <= 0:
+                    return False
+                done, _ = await asyncio.wait([future], timeout=min(pause, left))
+                if done:
+                    return True
+                pause = min(pause * 2, MAX_POLL_SECONDS)
         finally:
+            if not future.done():
+                future.cancel()
             entries = self._waiters.get(stream_id)
             if entries is not None:
                 entries[:] = [(s, f) for s, f in entries if f is not future]

@@ -11,6 +11,11 @@ Guarantees, for every backend:
   list-membership filters on data fields, one ordering field and opaque cursor paging
   (keyset: stable under concurrent writes).
 * **Expiry.** A record whose ``expires_at`` has passed reads as absent.
+* **Applied progress per stream.** For each projector and stream, the store keeps the
+  seq of the last event applied (:meth:`ViewStore.applied`). :meth:`ViewStore.commit`
+  writes a stream's records and its progress in one atomic step, each conditional on
+  what the writer read (compare-and-set), so two runners applying the same events, a
+  stale cache or a replay can never apply an event twice or move a view backwards.
 * Driver errors are translated into :mod:`spine.errors`.
 """
 
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal, Protocol, runtime_checkable
 
@@ -109,6 +115,21 @@ def decode_cursor(cursor: str) -> tuple[Any, str]:
     return value, key
 
 
+@dataclass(frozen=True)
+class ViewWrite:
+    """What applying some events of one stream changed: atomic, and conditional.
+
+    Written only if the stream's stored progress is ``applied_from`` and every record's
+    stored version is the one it replaces (``0``: the key must be absent); then the
+    progress becomes ``applied_to``."""
+
+    stream_id: str
+    applied_from: int
+    applied_to: int
+    records: tuple[tuple[ViewRecord, int], ...] = ()
+    """Each record, and the stored version it replaces."""
+
+
 @runtime_checkable
 class ViewStore(Protocol):
     async def get(self, key: str) -> ViewRecord | None:
@@ -137,23 +158,13 @@ class ViewStore(Protocol):
         """Live records matching ``query`` in its order, one page at a time."""
         ...
 
-
-@runtime_checkable
-class CheckpointStore(Protocol):
-    """Durable projector positions."""
-
-    async def get(self, projector: str) -> int:
-        """The last position ``projector`` has fully applied (0 if none)."""
+    async def applied(self, projector: str, stream_ids: Sequence[str]) -> dict[str, int]:
+        """The seq of the last event of each stream ``projector`` has applied (streams
+        never applied are left out)."""
         ...
 
-    async def put(self, projector: str, position: int) -> None:
-        """Record progress; a position below the stored one is ignored."""
-        ...
-
-    async def reset(self, projector: str) -> None:
-        """Forget the position (for a rebuild)."""
-        ...
-
-    async def all(self) -> dict[str, int]:
-        """Every projector's position."""
+    async def commit(self, projector: str, writes: Sequence[ViewWrite]) -> list[str]:
+        """Apply each write atomically and in order (see :class:`ViewWrite`); return the
+        stream ids whose writes were refused, having written nothing of them. A write
+        that builds on a refused one (the same record) is refused too."""
         ...

@@ -16,8 +16,6 @@ class BackendSpec:
     lab_only: bool
     module: str | None
     """Import path of the implementation; ``None`` while it is not built yet."""
-    feed_is_spine: bool = False
-    """Its ``spine_feed`` reads the ``event_spine`` table itself (a global position)."""
 
 
 _STORE_KINDS: Final = VIEW_KINDS | {"event_spine", "projection_checkpoints"}
@@ -30,7 +28,6 @@ BACKENDS: Final[dict[str, BackendSpec]] = {
             _STORE_KINDS | {"spine_feed"},
             lab_only=True,
             module="routing.backends.sqlite",
-            feed_is_spine=True,
         ),
         BackendSpec(
             "inprocess",

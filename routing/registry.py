@@ -16,18 +16,21 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from commands.bus import CommandBus
-from projections.views import CheckpointStore, ViewStore
+from projections.parking import ParkingStore
+from projections.views import ViewStore
 from routing.catalog import BACKENDS, BackendSpec
 from routing.config import Connections, Route, RoutesFile
 from routing.kinds import ACTIVE_KINDS, RESERVED_KINDS, required_kinds
 from spine.errors import (
     BackendUnavailable,
+    EnginesError,
     MissingRoutes,
     ReservedKind,
     RouteNotAllowed,
     RoutingError,
 )
-from spine.store import EventStore, GlobalFeed
+from spine.feed import CheckpointStore, Feed
+from spine.store import EventStore
 
 
 @dataclass(frozen=True)
@@ -100,27 +103,15 @@ def check_routes(config: RoutesFile, kinds: Iterable[str] | None = None) -> list
 
 
 def _shared_names(resolved: list[ResolvedRoute]) -> list[str]:
-    """Two kinds may not share one physical name on one backend (their records would
-    mix), except a feed that reads the spine itself, which must name the spine's."""
-    by_kind = {r.kind: r for r in resolved}
-    problems: list[str] = []
-    feed, spine = by_kind.get("spine_feed"), by_kind.get("event_spine")
-    spine_table = (spine.route.backend, spine.route.name) if spine else None
-    feed_table = (feed.route.backend, feed.route.name) if feed else None
-    if feed is not None and feed.spec.feed_is_spine and spine_table != feed_table:
-        problems.append(
-            f"spine_feed: {feed.route.backend}:{feed.route.name} reads the spine itself, so "
-            f"event_spine must route to the same table"
-        )
+    """Two kinds may not share one physical name on one backend: their records would mix."""
     owners: dict[tuple[str, str], list[str]] = {}
     for r in resolved:
-        if r.kind == "spine_feed" and r.spec.feed_is_spine:
-            continue
         owners.setdefault((r.route.backend, r.route.name), []).append(r.kind)
-    for (backend, name), kinds in sorted(owners.items()):
-        if len(kinds) > 1:
-            problems.append(f"{', '.join(kinds)}: share {backend}:{name}; each needs its own")
-    return problems
+    return [
+        f"{', '.join(kinds)}: share {backend}:{name}; each needs its own"
+        for (backend, name), kinds in sorted(owners.items())
+        if len(kinds) > 1
+    ]
 
 
 class BackendModule(Protocol):
@@ -186,10 +177,11 @@ class Registry:
         store: EventStore = await backend.event_store(resolved.route)
         return store
 
-    async def global_feed(self) -> GlobalFeed:
+    async def feed(self) -> Feed:
+        """The ``spine_feed``: delivery of the spine's committed events, by partition."""
+        spine = await self.event_store()
         resolved, backend = await self.backend("spine_feed")
-        spine = self.resolve("event_spine")
-        feed: GlobalFeed = await backend.global_feed(resolved.route, spine.route)
+        feed: Feed = await backend.feed(resolved.route, spine)
         return feed
 
     async def view_store(self, kind: str) -> ViewStore:
@@ -202,10 +194,36 @@ class Registry:
         store: CheckpointStore = await backend.checkpoint_store(resolved.route)
         return store
 
+    async def parking_store(self) -> ParkingStore:
+        """Where projectors park what they cannot apply: beside their checkpoints."""
+        resolved, backend = await self.backend("projection_checkpoints")
+        store: ParkingStore = await backend.checkpoint_store(resolved.route)
+        return store
+
     async def command_bus(self) -> CommandBus:
         resolved, backend = await self.backend("command_bus")
         bus: CommandBus = await backend.command_bus(resolved.route)
         return bus
+
+    async def ready(self) -> dict[str, str | None]:
+        """Ask every routed backend whether it answers: per backend, ``None`` if it does,
+        else why not. Backends not opened yet are opened (that is part of answering)."""
+        answers: dict[str, str | None] = {}
+        for kind in sorted(self._routes):
+            resolved = self._routes[kind]
+            name = resolved.spec.name
+            if name in answers:
+                continue
+            try:
+                _, backend = await self.backend(kind)
+                ping = getattr(backend, "ping", None)
+                if ping is not None:
+                    await ping()
+            except EnginesError as exc:
+                answers[name] = str(exc)
+            else:
+                answers[name] = None
+        return answers
 
     async def aclose(self) -> None:
         backends, self._backends = self._backends, {}

@@ -40,7 +40,8 @@ from spine.events import (
     new_id,
     uuid7,
 )
-from spine.store import EventStore, GlobalFeed
+from spine.feed import CheckpointStore, Feed, FeedBatch, MemoryCheckpoints, Subscription, Unreadable
+from spine.store import EventStore
 from spine.streams import StreamName, parse_stream_id, stream_id
 from spine.upcasting import Upcasters, UpcastingEventStore
 
@@ -52,17 +53,20 @@ __all__ = [
     "AlreadyExists",
     "AppendResult",
     "BackendUnavailable",
+    "CheckpointStore",
     "ConcurrencyError",
     "EnginesError",
     "EventEnvelope",
     "EventStore",
     "ExpectedVersion",
-    "GlobalFeed",
+    "Feed",
+    "FeedBatch",
     "IdentityError",
     "IntegrityError",
     "InvalidAppend",
     "InvalidInput",
     "InvalidStreamId",
+    "MemoryCheckpoints",
     "MissingRoutes",
     "Mode",
     "NewEvent",
@@ -75,7 +79,9 @@ __all__ = [
     "StreamName",
     "StreamNotFound",
     "StreamState",
+    "Subscription",
     "Unauthenticated",
+    "Unreadable",
     "UpcastError",
     "Upcasters",
     "UpcastingEventStore",

@@ -19,7 +19,7 @@ Guarantees, for every backend:
 * Driver errors are translated into :mod:`spine.errors`
   (:class:`~spine.errors.BackendUnavailable` when the store cannot be reached).
 
-Optional capabilities are separate small protocols (:class:`GlobalFeed`).
+Delivery to projectors is a separate protocol: :mod:`spine.feed`.
 """
 
 from __future__ import annotations
@@ -53,29 +53,4 @@ class EventStore(Protocol):
         Each stream's events come in seq order; no order across streams is promised.
         For rebuild and audit.
         """
-        ...
-
-
-class GlobalFeed(Protocol):
-    """A store that numbers every committed event with a global position.
-
-    Positions become visible in order: a reader that has seen position ``p`` will never
-    later see a new event at a position below ``p``. Projectors may therefore
-    checkpoint the last position they read.
-    """
-
-    async def read_all(
-        self, after_position: int, limit: int = 1000
-    ) -> list[tuple[int, EventEnvelope]]:
-        """Up to ``limit`` events with position above ``after_position``, in order."""
-        ...
-
-    async def head_position(self) -> int:
-        """The highest committed position (0 when empty)."""
-        ...
-
-    async def wait_for_commit(self, after_position: int, timeout: float) -> int:
-        """Return the head at once if it is past ``after_position``; otherwise wait (at most
-        ``timeout`` seconds) for a commit and return the head then, which may still be
-        ``after_position`` (a commit elsewhere, or the timeout). Callers loop."""
         ...

@@ -37,6 +37,8 @@ class Upcasters:
         return add
 
     def upcast(self, event: EventEnvelope) -> EventEnvelope:
+        if not self._steps:
+            return event
         version, payload = event.schema_version, event.payload
         while (step := self._steps.get((event.event_type, version))) is not None:
             try:

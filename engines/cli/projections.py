@@ -1,32 +1,130 @@
-"""``engines projections``: checkpoints and lag per projector."""
+"""``engines projections``: where each projector stands, and what it has parked.
+
+``status`` shows each projector's checkpoint and lag per feed partition and how many
+streams it holds back; ``failures`` lists the parked events; ``retry`` releases a parked
+stream and applies it from the spine; ``skip`` passes over the parked event first.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from engines.cli.common import LAB_NOTICE, add_common, err, settings_of
-from engines.runtime import bootstrap
+from engines.runtime import Runtime, bootstrap
+from projections.parking import Parked
+from spine.errors import InvalidInput
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    async def body() -> int:
+def _run(args: argparse.Namespace, body: Callable[[Runtime], Awaitable[int]]) -> int:
+    async def main() -> int:
         async with bootstrap(settings_of(args), Path(args.data_dir), run_projectors=False) as rt:
             if rt.lab_routes:
                 err(LAB_NOTICE)
-            print(f"{'projector':<16} {'checkpoint':>12} {'head':>12} {'lag':>10}")
-            for runner in rt.runners.values():
-                s = await runner.status()
-                print(f"{s.name:<16} {s.checkpoint:>12} {s.head:>12} {s.lag:>10}")
+            return await body(rt)
+
+    return asyncio.run(main())
+
+
+def _named(rt: Runtime, name: str | None) -> list[str]:
+    if name is None:
+        return list(rt.runners)
+    if name not in rt.runners:
+        raise InvalidInput(f"no projector {name!r} (known: {', '.join(sorted(rt.runners))})")
+    return [name]
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    async def body(rt: Runtime) -> int:
+        print(f"{'projector':<16} {'partition':<12} {'checkpoint':>22} {'lag':>10} {'parked':>7}")
+        for name in _named(rt, args.name):
+            status = await rt.status(name)
+            for p in status.partitions or ():
+                lag = "?" if p.lag is None else str(p.lag)
+                print(
+                    f"{name:<16} {p.partition:<12} {p.checkpoint or '-':>22} {lag:>10} "
+                    f"{status.parked:>7}"
+                )
         return 0
 
-    return asyncio.run(body())
+    return _run(args, body)
+
+
+def _parked_row(p: Parked) -> str:
+    error = p.error.replace("\n", " ")
+    return (
+        f"{p.projector:<16} {p.stream_id:<48} {p.seq:>6} {p.event_type or '-':<24} "
+        f"{p.attempts:>3} {p.parked_at:%Y-%m-%dT%H:%M:%S} {error[:100]}"
+    )
+
+
+def cmd_failures(args: argparse.Namespace) -> int:
+    async def body(rt: Runtime) -> int:
+        names = _named(rt, args.name)
+        parked = [p for p in await rt.parking.parked() if p.projector in names]
+        print(
+            f"{'projector':<16} {'stream':<48} {'seq':>6} {'event_type':<24} {'try':>3} "
+            f"{'parked_at':<19} error"
+        )
+        for p in parked:
+            print(_parked_row(p))
+        err(f"{len(parked)} parked stream(s)")
+        return 0
+
+    return _run(args, body)
+
+
+def _release(args: argparse.Namespace, *, skip: bool) -> int:
+    async def body(rt: Runtime) -> int:
+        (name,) = _named(rt, args.name)
+        runner = rt.runners[name]
+        parked = await rt.parking.parked(name)
+        streams = [p.stream_id for p in parked] if args.all else [args.stream_id]
+        if not args.all and args.stream_id not in {p.stream_id for p in parked}:
+            raise InvalidInput(f"{args.stream_id!r} is not parked for projector {name!r}")
+        failed = 0
+        for stream_id in streams:
+            again = await (runner.skip(stream_id) if skip else runner.retry(stream_id))
+            if again is None:
+                done = (await runner.applied([stream_id])).get(stream_id, 0)
+                print(f"{stream_id}: applied through seq {done}")
+            else:
+                failed += 1
+                print(f"{stream_id}: parked again at seq {again.seq}: {again.error}")
+        return 1 if failed else 0
+
+    return _run(args, body)
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    return _release(args, skip=False)
+
+
+def cmd_skip(args: argparse.Namespace) -> int:
+    return _release(args, skip=True)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    pj = sub.add_parser("projections", help="projector checkpoints and lag")
+    pj = sub.add_parser("projections", help="projector checkpoints, lag and parked events")
     psub = pj.add_subparsers(dest="projections_command", required=True)
-    ps = psub.add_parser("status")
+    ps = psub.add_parser("status", help="checkpoint and lag per projector and partition")
     add_common(ps)
+    ps.add_argument("name", nargs="?", help="one projector (default: all)")
     ps.set_defaults(func=cmd_status)
+    pf = psub.add_parser("failures", help="parked events: stream, seq, error")
+    add_common(pf)
+    pf.add_argument("name", nargs="?", help="one projector (default: all)")
+    pf.set_defaults(func=cmd_failures)
+    for verb, func, what in (
+        ("retry", cmd_retry, "release a parked stream and apply it from the spine"),
+        ("skip", cmd_skip, "pass over the parked event, then apply the rest of its stream"),
+    ):
+        pr = psub.add_parser(verb, help=what)
+        add_common(pr)
+        pr.add_argument("name", help="the projector")
+        which = pr.add_mutually_exclusive_group(required=True)
+        which.add_argument("stream_id", nargs="?", help="the parked stream")
+        which.add_argument("--all", action="store_true", help="every parked stream")
+        pr.set_defaults(func=func)

@@ -8,7 +8,10 @@ import asyncio
 from engines.cli.common import add_common, err, event_line, with_registry
 from routing.registry import Registry
 from spine.codec import verify_chain
+from spine.feed import MemoryCheckpoints, Unreadable
 from spine.streams import parse_stream_id
+
+TAIL = "engines-spine-tail"
 
 
 def cmd_read(args: argparse.Namespace) -> int:
@@ -32,20 +35,30 @@ def cmd_read(args: argparse.Namespace) -> int:
 
 def cmd_tail(args: argparse.Namespace) -> int:
     async def body(registry: Registry) -> int:
-        feed = await registry.global_feed()
-        position = args.from_position
-        if position < 0:
-            position = await feed.head_position()
+        feed = await registry.feed()
+        # Positions held in memory: a tail starts where it is told, never where it left off.
+        positions = MemoryCheckpoints()
+        if not args.from_start:
+            positions.positions[TAIL] = await feed.heads()
+        subscription = feed.subscribe(TAIL, positions)
+        err("following " + ("every event" if args.from_start else "new events") + " (Ctrl-C stops)")
         shown = 0
-        while args.limit is None or shown < args.limit:
-            batch = await feed.read_all(position, 1000)
-            for position, event in batch:
-                print(f"{position}\t{event_line(event)}", flush=True)
-                shown += 1
-                if args.limit is not None and shown >= args.limit:
-                    return 0
-            if not batch:
-                await feed.wait_for_commit(position, 0.5)
+        try:
+            while args.limit is None or shown < args.limit:
+                batch = await subscription.next_batch(0.5)
+                if batch is None:
+                    continue
+                for event in batch.events:
+                    if isinstance(event, Unreadable):
+                        err(f"unreadable: {event.stream_id} seq {event.seq}: {event.error}")
+                    else:
+                        print(f"{batch.partition}\t{event_line(event)}", flush=True)
+                    shown += 1
+                    if args.limit is not None and shown >= args.limit:
+                        return 0
+                await subscription.commit(batch)
+        finally:
+            await subscription.aclose()
         return 0
 
     try:
@@ -64,8 +77,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sr.add_argument("--to", dest="to_seq", type=int, default=None)
     sr.add_argument("--verify", action="store_true", help="verify the hash chain")
     sr.set_defaults(func=cmd_read)
-    st = ssub.add_parser("tail", help="follow new events (position TAB event)")
+    st = ssub.add_parser("tail", help="follow new events (partition TAB event)")
     add_common(st)
-    st.add_argument("--from-position", type=int, default=-1, help="default: the current head")
+    st.add_argument(
+        "--from-start", action="store_true", help="from the first event (default: new ones)"
+    )
     st.add_argument("--limit", type=int, default=None, help="stop after this many events")
     st.set_defaults(func=cmd_tail)

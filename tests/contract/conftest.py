@@ -7,15 +7,23 @@ fresh physical names.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
 
 from routing.backends.sqlite import open_backend as open_sqlite
 from routing.config import Connections, Route, SqliteConnection
+from spine.feed import Feed
+from spine.store import EventStore
+
+
+class Tamper(Protocol):
+    async def __call__(self, spine: EventStore, stream_id: str, seq: int, body: bytes) -> None:
+        """Store ``body`` as ``stream_id``'s event ``seq``, behind the store's back."""
 
 
 @dataclass
@@ -25,11 +33,15 @@ class Harness:
     name: str
     backend: Any
     lab: bool
+    tamper: Tamper
     capabilities: set[str] = field(default_factory=set)
-    """``global_feed``: the spine numbers events with a global position."""
 
     def route(self, physical: str) -> Route:
         return Route(backend=self.name, name=physical, lab=self.lab)
+
+    async def feed(self, spine: EventStore, physical: str = "feed") -> Feed:
+        feed: Feed = await self.backend.feed(self.route(physical), spine)
+        return feed
 
 
 BACKENDS = [pytest.param("sqlite", marks=pytest.mark.sqlite)]
@@ -37,10 +49,25 @@ BACKENDS = [pytest.param("sqlite", marks=pytest.mark.sqlite)]
 
 @pytest.fixture
 async def sqlite_backend(tmp_path: Path) -> AsyncIterator[Harness]:
-    connections = Connections(sqlite=SqliteConnection(path=str(tmp_path / "contract.db")))
+    path = tmp_path / "contract.db"
+    connections = Connections(sqlite=SqliteConnection(path=str(path)))
     backend = await open_sqlite(connections, tmp_path)
+
+    async def tamper(spine: EventStore, stream_id: str, seq: int, body: bytes) -> None:
+        table = spine.table  # type: ignore[attr-defined]
+        conn = sqlite3.connect(path)
+        try:
+            with conn:
+                conn.execute(
+                    f'INSERT INTO "{table}" (stream_id, seq, command_id, hash, body)'
+                    " VALUES (?, ?, 'tampered', 'x', ?)",
+                    (stream_id, seq, body),
+                )
+        finally:
+            conn.close()
+
     try:
-        yield Harness("sqlite", backend, lab=True, capabilities={"global_feed"})
+        yield Harness("sqlite", backend, lab=True, tamper=tamper)
     finally:
         await backend.aclose()
 

@@ -9,11 +9,11 @@ import pytest
 
 from spine.codec import verify_chain
 from spine.errors import ConcurrencyError, InvalidAppend, InvalidInput, InvalidStreamId
-from spine.events import ANY, GENESIS_HASH, NO_STREAM, EventEnvelope
-from spine.store import EventStore, GlobalFeed
+from spine.events import ANY, GENESIS_HASH, NO_STREAM
+from spine.store import EventStore
 from spine.streams import stream_id
 from tests.conftest import make_event
-from tests.contract.conftest import Harness, requires
+from tests.contract.conftest import Harness
 
 
 @pytest.fixture
@@ -227,97 +227,6 @@ async def test_twenty_concurrent_appenders_on_one_stream_get_one_winner_per_seq(
     assert [e.seq for e in events] == list(range(1, 22))
     assert len({e.command_id for e in events}) == 21
     assert verify_chain(events) == 21
-
-
-# -- the optional GlobalFeed capability --------------------------------------------------
-
-
-@pytest.fixture
-def feed(harness: Harness, store: EventStore) -> GlobalFeed:
-    requires(harness, "global_feed")
-    return store  # type: ignore[return-value]
-
-
-async def test_feed_positions_rise_and_read_all_resumes_after_a_checkpoint(
-    feed: GlobalFeed, store: EventStore, sid: str
-) -> None:
-    assert await feed.head_position() == 0
-    await store.append(sid, [make_event(command_id="a"), make_event(command_id="a")], NO_STREAM)
-    await store.append(sid, [make_event()], 2)
-    batch = await feed.read_all(0)
-    positions = [p for p, _ in batch]
-    assert positions == sorted(positions)
-    assert len(set(positions)) == 3
-    assert [e.seq for _, e in batch] == [1, 2, 3]
-    assert [e.seq for _, e in await feed.read_all(positions[0], limit=1)] == [2]
-    assert await feed.head_position() == positions[-1]
-
-
-async def test_a_tailing_reader_never_skips_a_position_under_concurrent_writers(
-    feed: GlobalFeed, store: EventStore, unique: str
-) -> None:
-    """The classic skipped-position bug: a reader that checkpoints past a position that
-    is committed later loses that event for ever. Positions must commit in order."""
-    writers, per_writer = 40, 15
-    done = asyncio.Event()
-
-    async def writer(w: int) -> None:
-        s = stream_id("notes", "t1", "lab", f"w{w}-{unique}")
-        for n in range(per_writer):
-            await store.append(s, [make_event()], n)
-
-    seen: list[EventEnvelope] = []
-
-    async def tail() -> None:
-        checkpoint = 0
-        while True:
-            batch = await feed.read_all(checkpoint, limit=7)
-            if batch:
-                seen.extend(e for _, e in batch)
-                checkpoint = batch[-1][0]
-            elif done.is_set():
-                return
-            else:
-                await asyncio.sleep(0)
-
-    reader = asyncio.create_task(tail())
-    await asyncio.gather(*(writer(w) for w in range(writers)))
-    done.set()
-    await reader
-    assert len(seen) == writers * per_writer
-    assert len({e.event_id for e in seen}) == writers * per_writer
-
-
-async def test_wait_for_commit_wakes_on_a_commit(
-    feed: GlobalFeed, store: EventStore, sid: str
-) -> None:
-    waiter = asyncio.create_task(feed.wait_for_commit(0, timeout=5))
-    await asyncio.sleep(0.01)
-    await store.append(sid, [make_event()], NO_STREAM)
-    head = await asyncio.wait_for(waiter, 2)
-    assert head >= 1
-    assert await feed.wait_for_commit(0, timeout=0.01) == head
-
-
-async def test_a_commit_landing_while_the_head_is_read_still_wakes_the_waiter(
-    feed: GlobalFeed, store: EventStore, sid: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A lost wake-up: the head is read, a commit lands, then the waiter registers and
-    sleeps its whole timeout."""
-    read_head = feed.head_position
-    calls = 0
-
-    async def head_then_commit() -> int:
-        nonlocal calls
-        calls += 1
-        head = await read_head()
-        if calls == 1:
-            await store.append(sid, [make_event()], NO_STREAM)
-        return head
-
-    monkeypatch.setattr(feed, "head_position", head_then_commit)
-    head = await asyncio.wait_for(feed.wait_for_commit(0, timeout=30), timeout=5)
-    assert head >= 1
 
 
 async def test_a_payload_too_deep_to_read_back_is_refused(store: EventStore, sid: str) -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from projections.views import CheckpointStore, Filter, Grant, ViewQuery, ViewRecord, ViewStore
+from projections.views import Filter, Grant, ViewQuery, ViewRecord, ViewStore, ViewWrite
 from spine.errors import InvalidInput
 from spine.events import Scope
 from tests.contract.conftest import Harness
@@ -21,23 +22,14 @@ async def views(harness: Harness, unique: str) -> ViewStore:
     return v
 
 
-@pytest.fixture
-async def checkpoints(harness: Harness, unique: str) -> CheckpointStore:
-    c: CheckpointStore = await harness.backend.checkpoint_store(harness.route(f"cp_{unique}"))
-    return c
-
-
 def record(key: str, version: int = 1, scope: Scope = ALICE, **data: Any) -> ViewRecord:
     return ViewRecord(
         key=key, scope=scope, version=version, data={"updated_at": "2026-01-01", **data}
     )
 
 
-async def test_stores_satisfy_their_protocols(
-    views: ViewStore, checkpoints: CheckpointStore
-) -> None:
+async def test_the_store_satisfies_the_protocol(views: ViewStore) -> None:
     assert isinstance(views, ViewStore)
-    assert isinstance(checkpoints, CheckpointStore)
 
 
 async def test_a_put_record_reads_back_equal(views: ViewStore) -> None:
@@ -182,14 +174,128 @@ async def test_a_malformed_cursor_is_invalid_input(views: ViewStore) -> None:
             await views.query(ViewQuery(tenant_id="t1", mode="lab", cursor=bad))
 
 
-async def test_checkpoints_start_at_zero_only_move_forward_and_reset(
-    checkpoints: CheckpointStore,
+# -- applied progress and conditional commits ------------------------------------------------
+
+
+def write(stream: str, after: int, to: int, *records: tuple[ViewRecord, int]) -> ViewWrite:
+    return ViewWrite(stream, after, to, records)
+
+
+async def test_a_commit_writes_records_and_the_streams_progress(views: ViewStore) -> None:
+    assert await views.applied("p", ["s1", "s2"]) == {}
+    refused = await views.commit(
+        "p",
+        [
+            write("s1", 0, 2, (record("k1", 2, title="one"), 0)),
+            write("s2", 0, 1, (record("k2", 1), 0), (record("k2-line-1", 1), 0)),
+        ],
+    )
+    assert refused == []
+    assert await views.applied("p", ["s1", "s2", "s3"]) == {"s1": 2, "s2": 1}
+    assert await views.applied("other", ["s1"]) == {}  # progress is per projector
+    found = await views.get_many(["k1", "k2", "k2-line-1"])
+    assert {k: r.version for k, r in found.items()} == {"k1": 2, "k2": 1, "k2-line-1": 1}
+
+
+async def test_a_commit_moves_on_from_the_progress_and_versions_it_read(views: ViewStore) -> None:
+    await views.commit("p", [write("s", 0, 1, (record("k", 1, title="a"), 0))])
+    refused = await views.commit("p", [write("s", 1, 3, (record("k", 3, title="c"), 1))])
+    assert refused == []
+    assert await views.applied("p", ["s"]) == {"s": 3}
+    got = await views.get("k")
+    assert got is not None
+    assert (got.version, got.data["title"]) == (3, "c")
+
+
+@pytest.mark.parametrize(
+    ("stale", "why"),
+    [
+        (write("s", 0, 2, (record("k", 2, title="stale"), 1)), "progress is not what was read"),
+        (write("s", 1, 2, (record("k", 2, title="stale"), 0)), "the record exists already"),
+        (write("s", 1, 2, (record("k", 2, title="stale"), 5)), "the record is not at 5"),
+        (write("s", 1, 2, (record("new", 1), 3)), "there is no record to replace"),
+    ],
+)
+async def test_a_write_whose_conditions_fail_is_refused_and_writes_nothing(
+    views: ViewStore, stale: ViewWrite, why: str
 ) -> None:
-    assert await checkpoints.get("p") == 0
-    await checkpoints.put("p", 10)
-    await checkpoints.put("p", 7)
-    assert await checkpoints.get("p") == 10
-    await checkpoints.put("q", 3)
-    assert await checkpoints.all() == {"p": 10, "q": 3}
-    await checkpoints.reset("p")
-    assert await checkpoints.get("p") == 0
+    await views.commit("p", [write("s", 0, 1, (record("k", 1, title="kept"), 0))])
+
+    assert await views.commit("p", [stale]) == ["s"], why
+
+    assert await views.applied("p", ["s"]) == {"s": 1}
+    got = await views.get("k")
+    assert got is not None
+    assert (got.version, got.data["title"]) == (1, "kept")
+    assert await views.get("new") is None
+
+
+async def test_one_refused_write_leaves_the_other_streams_writes_in_place(
+    views: ViewStore,
+) -> None:
+    await views.commit("p", [write("b", 0, 1, (record("kb", 1), 0))])
+    refused = await views.commit(
+        "p",
+        [
+            write("a", 0, 1, (record("ka", 1), 0)),
+            write("b", 0, 2, (record("kb", 2), 0)),  # stale: b is at 1
+            write("c", 0, 1, (record("kc", 1), 0)),
+        ],
+    )
+    assert refused == ["b"]
+    assert await views.applied("p", ["a", "b", "c"]) == {"a": 1, "b": 1, "c": 1}
+    assert set(await views.get_many(["ka", "kc"])) == {"ka", "kc"}
+
+
+async def test_a_write_building_on_a_refused_one_is_refused_too(views: ViewStore) -> None:
+    """Two streams folded into one total: if the first stream's write is refused, the
+    second's (computed on top of it) must not land either."""
+    await views.commit("p", [write("a", 0, 1, (record("total", 1, n=1), 0))])
+    refused = await views.commit(
+        "p",
+        [
+            write("a", 0, 1, (record("total", 1, n=1), 0)),  # a replay: refused
+            write("c", 0, 1, (record("total", 2, n=2), 1)),  # on top of the replay
+        ],
+    )
+    assert refused == ["a", "c"]
+    assert await views.applied("p", ["a", "c"]) == {"a": 1}
+    got = await views.get("total")
+    assert got is not None
+    assert got.data["n"] == 1
+
+
+async def test_one_record_folded_from_several_streams_in_one_commit(views: ViewStore) -> None:
+    refused = await views.commit(
+        "p",
+        [
+            write("a", 0, 3, (record("total", 1, n=3), 0)),
+            write("c", 0, 1, (record("total", 2, n=4), 1)),
+        ],
+    )
+    assert refused == []
+    assert await views.applied("p", ["a", "c"]) == {"a": 3, "c": 1}
+    got = await views.get("total")
+    assert got is not None
+    assert (got.version, got.data["n"]) == (2, 4)
+
+
+async def test_progress_alone_can_move(views: ViewStore) -> None:
+    assert await views.commit("p", [write("s", 0, 4)]) == []
+    assert await views.commit("p", [write("s", 4, 5)]) == []
+    assert await views.applied("p", ["s"]) == {"s": 5}
+
+
+async def test_racing_commits_of_the_same_events_land_once(views: ViewStore) -> None:
+    outcomes = await asyncio.gather(
+        *(views.commit("p", [write("s", 0, 1, (record("k", 1, by=i), 0))]) for i in range(20))
+    )
+    assert sum(1 for o in outcomes if o == []) == 1
+    assert await views.applied("p", ["s"]) == {"s": 1}
+
+
+async def test_applied_takes_many_streams_at_once(views: ViewStore) -> None:
+    streams = [f"s{i}" for i in range(1200)]
+    await views.commit("p", [write(s, 0, i + 1) for i, s in enumerate(streams)])
+    found = await views.applied("p", [*streams, "missing"])
+    assert found == {s: i + 1 for i, s in enumerate(streams)}

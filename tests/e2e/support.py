@@ -48,3 +48,9 @@ async def create(client: httpx.AsyncClient, **fields: Any) -> dict[str, Any]:
     assert response.status_code == 201, response.text
     body: dict[str, Any] = response.json()
     return body
+
+
+async def spine_count(runtime: Runtime) -> int:
+    """How many events the spine holds, of every domain (through ``scan``, which every
+    backend offers)."""
+    return len([e async for e in runtime.spine.scan()])

@@ -24,6 +24,7 @@ from tests.e2e.support import (
     client_for,
     create,
     note_stream_id,
+    spine_count,
 )
 
 NOTE_FIELDS = {
@@ -303,7 +304,7 @@ async def test_without_projectors_a_write_answers_202_with_its_version(
         update = await client.put(f"/notes/{note_id}", json={"title": "still pending"})
         assert (update.status_code, update.json()["version"]) == (202, 2)
 
-        await runtime.runners["notes"].catch_up()
+        await runtime.catch_up()
         fetched = await client.get(f"/notes/{note_id}")
         assert fetched.status_code == 200
         assert (fetched.json()["title"], fetched.json()["version"]) == ("still pending", 2)
@@ -393,13 +394,13 @@ async def test_the_same_idempotency_key_twice_creates_one_note_and_one_event(
 ) -> None:
     headers = {"Idempotency-Key": "order-123"}
     first = await client.post("/notes", json={"title": "once"}, headers=headers)
-    head = await runtime.feed.head_position()
+    head = await spine_count(runtime)
 
     second = await client.post("/notes", json={"title": "once"}, headers=headers)
 
     assert (first.status_code, second.status_code) == (201, 201)
     assert second.json() == first.json()
-    assert await runtime.feed.head_position() == head
+    assert await spine_count(runtime) == head
     assert len(await runtime.spine.read_stream(note_stream_id(first.json()["note_id"]))) == 1
     assert len((await client.get("/notes")).json()["items"]) == 1
 
@@ -532,14 +533,13 @@ async def test_the_etag_of_a_write_response_names_the_version_of_the_body_it_car
         bootstrap(waiting, tmp_path, run_projectors=False) as runtime,
         client_for(runtime, mint()) as client,
     ):
-        runner = runtime.runners["notes"]
 
         async def spine_has_the_note() -> bool:
-            return await runtime.feed.head_position() >= 1
+            return await spine_count(runtime) >= 1
 
         post = asyncio.create_task(client.post("/notes", json={"title": "v1"}))
         await until(spine_has_the_note)
-        await runner.catch_up()
+        await runtime.catch_up()
         note = (await post).json()
         stream = note_stream_id(note["note_id"])
 
@@ -550,7 +550,7 @@ async def test_the_etag_of_a_write_response_names_the_version_of_the_body_it_car
         await until(lambda: stream_has(2))
         theirs = asyncio.create_task(client.put(f"/notes/{note['note_id']}", json={"title": "v3"}))
         await until(lambda: stream_has(3))
-        await runner.catch_up()
+        await runtime.catch_up()
         response, _ = await asyncio.gather(mine, theirs)
 
     assert response.status_code == 200
@@ -564,14 +564,14 @@ async def test_an_idempotency_key_reused_for_a_different_request_answers_409(
 ) -> None:
     headers = {"Idempotency-Key": "once"}
     first = await client.post("/notes", json={"title": "first"}, headers=headers)
-    head = await runtime.feed.head_position()
+    head = await spine_count(runtime)
 
     reused = await client.post("/notes", json={"title": "second"}, headers=headers)
 
     assert first.status_code == 201
     assert reused.status_code == 409
     assert "Idempotency-Key" in reused.json()["detail"]
-    assert await runtime.feed.head_position() == head
+    assert await spine_count(runtime) == head
 
 
 async def test_a_locked_database_answers_503_and_the_service_recovers(

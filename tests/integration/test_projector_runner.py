@@ -1,9 +1,13 @@
-"""The projector runner on the lab backend: checkpoints, idempotent and monotonic apply,
-gap repair from the spine, crash replay, and read-your-writes waits."""
+"""The projector runner and its feed loop on the lab backend: checkpoints per partition,
+applied progress per stream, gap repair from the spine, crash replay, parked events,
+bounded caches, and read-your-writes waits."""
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,11 +15,15 @@ import pytest
 from commands.envelope import Command
 from commands.handler import execute
 from commands.notes import CreateNote, DeleteNote, NotesDecider, UpdateNote
+from projections.driver import FeedLoop, projector_status
 from projections.notes import NotesProjector
+from projections.projector import next_version
 from projections.runner import ProjectorRunner
-from projections.views import CheckpointStore
+from projections.views import ViewRecord, ViewWrite
 from routing.backends.sqlite import SqliteBackend
-from spine.events import Scope
+from spine.events import NO_STREAM, EventEnvelope, Scope
+from spine.feed import CheckpointStore
+from spine.streams import stream_id
 from tests.conftest import make_event
 from tests.integration.conftest import lab_route
 
@@ -23,34 +31,42 @@ ALICE = Scope(tenant_id="t1", mode="lab", user_id="alice", surface_id="chat")
 
 
 class Notes:
-    """A small harness: notes commands against the spine and a runner over the view."""
+    """Notes commands against the spine, and a runner with its feed loop over the view."""
 
     def __init__(self, backend: SqliteBackend) -> None:
         self.backend = backend
 
     async def open(self, checkpoints: CheckpointStore | None = None) -> Notes:
         self.spine = await self.backend.event_store(lab_route("spine"))
+        self.feed = await self.backend.feed(lab_route("feed"), self.spine)
         self.views = await self.backend.view_store(lab_route("notes"))
-        self.checkpoints = checkpoints or await self.backend.checkpoint_store(lab_route("cp"))
+        self.parking = await self.backend.checkpoint_store(lab_route("cp"))
+        self.checkpoints = checkpoints or self.parking
         self.runner = self.new_runner()
+        self.loop = self.new_loop(self.runner)
         return self
 
-    def new_runner(self, **kw: Any) -> ProjectorRunner:
+    def new_runner(self, projector: Any = None, **kw: Any) -> ProjectorRunner:
         return ProjectorRunner(
-            NotesProjector(),
-            feed=self.spine,
+            projector or NotesProjector(),
             spine=self.spine,
             views=self.views,
-            checkpoints=self.checkpoints,
+            parking=self.parking,
             **kw,
         )
 
-    async def do(self, payload: Any) -> int:
-        cmd = Command[Any](scope=ALICE, payload=payload)
+    def new_loop(self, runner: ProjectorRunner, **kw: Any) -> FeedLoop:
+        return FeedLoop(runner, self.feed, self.checkpoints, **kw)
+
+    async def do(self, payload: Any, scope: Scope = ALICE) -> int:
+        cmd = Command[Any](scope=scope, payload=payload)
         return (await execute(self.spine, NotesDecider(), cmd)).version
 
-    async def view(self, note_id: str) -> Any:
-        return await self.views.get(f"notes/t1/lab/{note_id}")
+    async def view(self, note_id: str, tenant: str = "t1") -> Any:
+        return await self.views.get(f"notes/{tenant}/lab/{note_id}")
+
+    async def status(self, name: str = "notes") -> Any:
+        return await projector_status(name, self.feed, self.checkpoints, self.parking)
 
 
 @pytest.fixture
@@ -63,84 +79,96 @@ async def test_catch_up_materializes_the_view_and_checkpoints_the_head(notes: No
     await notes.do(CreateNote(note_id="b", title="B"))
     await notes.do(UpdateNote(note_id="a", title="A2", tags=["y"]))
     await notes.do(DeleteNote(note_id="b"))
-    assert await notes.runner.catch_up() == 4
+
+    assert await notes.loop.catch_up() == 4
+
     a = await notes.view("a")
     assert (a.version, a.data["title"], a.data["tags"]) == (2, "A2", ["y"])
     assert a.data["created_at"] <= a.data["updated_at"]
     assert await notes.view("b") is None
-    status = await notes.runner.status()
-    assert (status.checkpoint, status.lag) == (status.head, 0)
+    status = await notes.status()
+    assert status.lag == 0
+    assert status.parked == 0
+    assert [p.partition for p in status.partitions] == list(await notes.feed.heads())
+    assert await notes.runner.applied(["notes/t1/lab/a", "notes/t1/lab/b"]) == {
+        "notes/t1/lab/a": 2,
+        "notes/t1/lab/b": 2,
+    }
 
 
 async def test_a_restarted_runner_resumes_from_its_checkpoint(notes: Notes) -> None:
     await notes.do(CreateNote(note_id="a", title="A"))
-    await notes.runner.catch_up()
+    await notes.loop.catch_up()
     await notes.do(UpdateNote(note_id="a", title="A2"))
-    fresh = notes.new_runner()
+
+    fresh = notes.new_loop(notes.new_runner())
+
     assert await fresh.catch_up() == 1  # only the new event is read
     assert (await notes.view("a")).data["title"] == "A2"
 
 
-async def test_replaying_the_whole_feed_changes_nothing(notes: Notes) -> None:
+async def test_replaying_the_whole_feed_applies_nothing_twice(notes: Notes) -> None:
     for i in range(5):
         await notes.do(CreateNote(note_id=f"n{i}", title=f"T{i}"))
         await notes.do(UpdateNote(note_id=f"n{i}", title=f"U{i}"))
-    await notes.runner.catch_up()
-    before = dict((await notes.views.get_many([f"notes/t1/lab/n{i}" for i in range(5)])).items())
+    await notes.loop.catch_up()
+    keys = [f"notes/t1/lab/n{i}" for i in range(5)]
+    before = dict(await notes.views.get_many(keys))
+
     await notes.checkpoints.reset("notes")
-    assert await notes.new_runner().catch_up() == 10
-    after = await notes.views.get_many(list(before))
-    assert after == before
+    runner = notes.new_runner()
+    assert await notes.new_loop(runner).catch_up() == 10
+    events = [e async for e in notes.spine.scan(prefix="notes/")]
+    assert await runner.apply(events) == 0
+
+    assert await notes.views.get_many(keys) == before
 
 
 async def test_a_gap_is_repaired_from_the_spine(notes: Notes) -> None:
     await notes.do(CreateNote(note_id="a", title="A"))
     await notes.do(UpdateNote(note_id="a", title="A2", tags=["from-seq-2"]))
     await notes.do(UpdateNote(note_id="a", title="A3"))
-    # the view holds seq 1 only, while the checkpoint already passed seq 2
-    first = (await notes.spine.read_stream("notes/t1/lab/a", 1, 1))[0]
-    await notes.views.put(NotesProjector().apply(None, first))
-    positions = [p for p, _ in await notes.spine.read_all(0)]
-    await notes.checkpoints.put("notes", positions[1])
-    assert await notes.runner.catch_up() == 1
+    events = await notes.spine.read_stream("notes/t1/lab/a")
+    assert await notes.runner.apply(events[:1]) == 1
+
+    assert await notes.runner.apply(events[2:]) == 2  # seq 2 never delivered
+
     a = await notes.view("a")
-    assert (a.version, a.data["title"]) == (3, "A3")
+    assert (a.version, a.data["title"], a.data["tags"]) == (3, "A3", [])
     assert notes.runner.gaps_repaired == 1
 
 
-async def test_events_at_or_below_the_views_version_are_skipped(notes: Notes) -> None:
+async def test_events_the_view_has_applied_are_passed_over(notes: Notes) -> None:
     await notes.do(CreateNote(note_id="a", title="A"))
     await notes.do(UpdateNote(note_id="a", title="A2"))
-    await notes.runner.catch_up()
-    view = await notes.view("a")
-    await notes.views.put(
-        view.model_copy(update={"version": 9, "data": {**view.data, "title": "ahead"}})
-    )
-    await notes.checkpoints.reset("notes")
-    await notes.new_runner().catch_up()
-    assert (await notes.view("a")).data["title"] == "ahead"
+    events = await notes.spine.read_stream("notes/t1/lab/a")
+    assert await notes.runner.apply(events) == 2
+
+    assert await notes.runner.apply(events) == 0
+    assert await notes.runner.apply(events[:1]) == 0
+    assert await notes.new_runner().apply(events) == 0  # a cold cache asks the store
 
 
 class CrashOnce:
-    """A checkpoint store that fails the first put: the process 'dies' after the view
+    """A checkpoint store that fails the first move: the process 'dies' after the view
     write and before the checkpoint."""
 
     def __init__(self, inner: CheckpointStore) -> None:
         self.inner, self.crashed = inner, False
 
-    async def get(self, projector: str) -> int:
-        return await self.inner.get(projector)
+    async def get(self, consumer: str) -> dict[str, str]:
+        return await self.inner.get(consumer)
 
-    async def put(self, projector: str, position: int) -> None:
+    async def put(self, consumer: str, partition: str, token: str, *, after: str | None) -> bool:
         if not self.crashed:
             self.crashed = True
             raise RuntimeError("killed")
-        await self.inner.put(projector, position)
+        return await self.inner.put(consumer, partition, token, after=after)
 
-    async def reset(self, projector: str) -> None:
-        await self.inner.reset(projector)
+    async def reset(self, consumer: str) -> None:
+        await self.inner.reset(consumer)
 
-    async def all(self) -> dict[str, int]:
+    async def all(self) -> dict[str, dict[str, str]]:
         return await self.inner.all()
 
 
@@ -148,29 +176,19 @@ async def test_a_crash_between_view_write_and_checkpoint_replays_harmlessly(
     sqlite: SqliteBackend,
 ) -> None:
     base = await sqlite.checkpoint_store(lab_route("cp"))
-    notes = await Notes(sqlite).open(CrashOnce(base))  # type: ignore[arg-type]
+    notes = await Notes(sqlite).open(CrashOnce(base))
     await notes.do(CreateNote(note_id="a", title="A"))
     await notes.do(UpdateNote(note_id="a", title="A2"))
     with pytest.raises(RuntimeError, match="killed"):
-        await notes.runner.catch_up()
-    assert await base.get("notes") == 0
-    assert await notes.runner.catch_up() == 2
+        await notes.loop.catch_up()
+    assert await base.get("notes") == {}
+
+    runner = notes.new_runner()
+    assert await notes.new_loop(runner).catch_up() == 2
+
     a = await notes.view("a")
     assert (a.version, a.data["title"]) == (2, "A2")
-
-
-async def test_wait_for_returns_once_the_view_reflects_the_seq(notes: Notes) -> None:
-    task = asyncio.create_task(notes.runner.run())
-    try:
-        version = await notes.do(CreateNote(note_id="a", title="A"))
-        assert await notes.runner.wait_for("notes/t1/lab/a", version, timeout=2)
-        assert (await notes.view("a")).version == version
-        assert await notes.runner.wait_for("notes/t1/lab/a", version, timeout=0)  # already
-    finally:
-        task.cancel()
-    version = await notes.do(UpdateNote(note_id="a", title="A2"))
-    assert not await notes.runner.wait_for("notes/t1/lab/a", version, timeout=0.05)
-    assert notes.runner._waiters == {}
+    assert runner.gaps_repaired == 0
 
 
 async def test_the_runner_ignores_streams_of_other_domains(notes: Notes) -> None:
@@ -178,8 +196,9 @@ async def test_the_runner_ignores_streams_of_other_domains(notes: Notes) -> None
         "audit/t1/lab/r1", [make_event("audit.access_denied", family="audit")], 0
     )
     await notes.do(CreateNote(note_id="a", title="A"))
-    assert await notes.runner.catch_up() == 2
+    assert await notes.loop.catch_up() == 2
     assert (await notes.view("a")).version == 1
+    assert await notes.views.applied("notes", ["audit/t1/lab/r1"]) == {}
 
 
 async def test_small_batches_read_ahead_and_still_apply_everything_in_order(
@@ -189,57 +208,341 @@ async def test_small_batches_read_ahead_and_still_apply_everything_in_order(
         await notes.do(CreateNote(note_id=f"n{i}", title="t"))
         await notes.do(UpdateNote(note_id=f"n{i}", title=f"u{i}"))
     await notes.do(DeleteNote(note_id="n1"))
-    runner = notes.new_runner(batch_size=2)
-    assert await runner.catch_up() == 7
-    status = await runner.status()
-    assert (status.checkpoint, status.lag) == (status.head, 0)
+    loop = notes.new_loop(notes.new_runner(), batch_size=2)
+    assert await loop.catch_up() == 7
+    assert (await notes.status()).lag == 0
     assert [(await notes.view(f"n{i}")) is None for i in range(3)] == [False, True, False]
     assert (await notes.view("n2")).data["title"] == "u2"
 
 
-async def test_a_failed_batch_leaves_no_read_ahead_running(notes: Notes) -> None:
+async def test_a_store_failure_fails_the_batch_and_a_retry_applies_it(notes: Notes) -> None:
     for i in range(5):
         await notes.do(CreateNote(note_id=f"n{i}", title="t"))
-    runner = notes.new_runner(batch_size=2)
-    real_put_many = notes.views.put_many
+    runner = notes.new_runner()
+    real_commit = notes.views.commit
     calls = 0
 
-    async def fail_once(records: Any) -> int:
+    async def fail_once(projector: str, writes: Sequence[ViewWrite]) -> list[str]:
         nonlocal calls
         calls += 1
         if calls == 1:
-            raise RuntimeError("disk full")
-        return await real_put_many(records)
+            from spine.errors import BackendUnavailable
 
-    runner.views.put_many = fail_once  # type: ignore[method-assign]
-    with pytest.raises(RuntimeError, match="disk full"):
-        await runner.catch_up()
-    assert runner._prefetch is None
-    assert await runner.catch_up() == 5
+            raise BackendUnavailable("notes_store", "sqlite", "disk full")
+        return await real_commit(projector, writes)
+
+    runner.views.commit = fail_once  # type: ignore[method-assign]
+    loop = notes.new_loop(runner, batch_size=2)
+    with pytest.raises(Exception, match="disk full"):
+        await loop.catch_up()
+    assert await notes.parking.parked("notes") == []  # a store failure is not poison
+    assert await loop.catch_up() == 5
     assert all([await notes.view(f"n{i}") for i in range(5)])
 
 
-async def test_a_view_written_ahead_by_someone_else_is_never_moved_back(notes: Notes) -> None:
-    """The runner's cache may lag the store; conditional puts keep the store right."""
+async def test_a_stale_cache_never_moves_a_view_back(notes: Notes) -> None:
+    """Another runner (another process) applied events this runner's cache has not
+    seen: the conditional commit is refused, the runner reloads, nothing goes back."""
     await notes.do(CreateNote(note_id="a", title="A"))
-    await notes.runner.catch_up()
-    view = await notes.view("a")
-    ahead = {"version": 9, "data": {**view.data, "title": "ahead"}}
-    await notes.views.put(view.model_copy(update=ahead))
+    events = await notes.spine.read_stream("notes/t1/lab/a")
+    assert await notes.runner.apply(events) == 1  # caches version 1
     await notes.do(UpdateNote(note_id="a", title="A2"))
-    await notes.runner.catch_up()  # its cache still says version 1
-    assert ((await notes.view("a")).version, (await notes.view("a")).data["title"]) == (9, "ahead")
+    await notes.do(UpdateNote(note_id="a", title="A3"))
+    events = await notes.spine.read_stream("notes/t1/lab/a")
+    assert await notes.new_runner().apply(events) == 2  # the other process
+
+    assert await notes.runner.apply(events[1:2]) == 0  # the stale one, behind
+
+    a = await notes.view("a")
+    assert (a.version, a.data["title"]) == (3, "A3")
+    assert await notes.views.applied("notes", ["notes/t1/lab/a"]) == {"notes/t1/lab/a": 3}
 
 
-async def test_a_waiter_is_woken_when_the_store_is_ahead_of_the_runners_cache(
+async def test_two_runners_racing_over_the_same_events_apply_each_once(notes: Notes) -> None:
+    scopes = [ALICE.model_copy(update={"tenant_id": f"t{i % 3}"}) for i in range(30)]
+    for i, scope in enumerate(scopes):
+        await notes.do(CreateNote(note_id=f"n{i}", title="t"), scope)
+    counter = TenantCount()
+    runners = [notes.new_runner(counter), notes.new_runner(counter)]
+    events = [e async for e in notes.spine.scan(prefix="notes/")]
+
+    taken = await asyncio.gather(*(r.apply(events) for r in runners))
+
+    assert sum(taken) == 30
+    counts = await notes.views.get_many(["count/t0", "count/t1", "count/t2"])
+    assert {k: r.data["notes"] for k, r in counts.items()} == {
+        "count/t0": 10,
+        "count/t1": 10,
+        "count/t2": 10,
+    }
+
+
+# -- views that fold several streams, and views with one record per event ------------------
+
+
+class TenantCount:
+    """A per-tenant view over every note stream: how many notes were created."""
+
+    name = "note_counts"
+    domains = frozenset({"notes"})
+    resource_kind = "notes_store"
+
+    def keys(self, event: EventEnvelope) -> Sequence[str]:
+        return (f"count/{event.tenant_id}",)
+
+    def apply(
+        self, event: EventEnvelope, records: Mapping[str, ViewRecord]
+    ) -> Sequence[ViewRecord]:
+        if event.event_type != "note.created":
+            return ()
+        key = f"count/{event.tenant_id}"
+        current = records.get(key)
+        n = current.data["notes"] if current else 0
+        scope = Scope(tenant_id=event.tenant_id, mode=event.mode)
+        return (
+            ViewRecord(key=key, scope=scope, version=next_version(current), data={"notes": n + 1}),
+        )
+
+
+class History:
+    """One record per event: never read back, only added."""
+
+    name = "note_history"
+    domains = frozenset({"notes"})
+    resource_kind = "notes_store"
+
+    def keys(self, event: EventEnvelope) -> Sequence[str]:
+        return ()
+
+    def apply(
+        self, event: EventEnvelope, records: Mapping[str, ViewRecord]
+    ) -> Sequence[ViewRecord]:
+        key = f"history/{event.stream_id}/{event.seq}"
+        return (ViewRecord(key=key, scope=event.scope, version=1, data={"type": event.event_type}),)
+
+
+async def test_a_view_folding_several_streams_tracks_each_streams_progress(
     notes: Notes,
 ) -> None:
+    """The case that compared seqs of different streams: stream a at seq 3 must not make
+    stream c's seq 1 look applied."""
+    a, c = stream_id("notes", "t1", "lab", "a"), stream_id("notes", "t1", "lab", "c")
+    for seq in range(3):
+        await notes.spine.append(a, [make_event("note.created")], seq or NO_STREAM)
+    await notes.spine.append(c, [make_event("note.created")], NO_STREAM)
+    loop = notes.new_loop(notes.new_runner(TenantCount()))
+
+    assert await loop.catch_up() == 4
+
+    record = await notes.views.get("count/t1")
+    assert record is not None
+    assert record.data["notes"] == 4
+    assert await notes.views.applied("note_counts", [a, c]) == {a: 3, c: 1}
+    await notes.checkpoints.reset("note_counts")
+    await notes.new_loop(notes.new_runner(TenantCount())).catch_up()
+    again = await notes.views.get("count/t1")
+    assert again is not None
+    assert again.data["notes"] == 4  # a replay adds nothing
+
+
+async def test_a_projector_may_write_one_new_record_per_event(notes: Notes) -> None:
     await notes.do(CreateNote(note_id="a", title="A"))
-    await notes.runner.catch_up()  # caches version 1
-    waiting = asyncio.create_task(notes.runner.wait_for("notes/t1/lab/a", 3, timeout=1))
-    await asyncio.sleep(0.01)  # registered, and saw version 1 in the store
-    view = await notes.view("a")
-    await notes.views.put(view.model_copy(update={"version": 3}))  # someone got ahead
-    await notes.do(UpdateNote(note_id="a", title="A2"))  # seq 2: its put is refused
-    await notes.runner.catch_up()
-    assert await waiting
+    await notes.do(UpdateNote(note_id="a", title="B"))
+    loop = notes.new_loop(notes.new_runner(History()))
+    await loop.catch_up()
+    sid = "notes/t1/lab/a"
+    found = await notes.views.get_many([f"history/{sid}/1", f"history/{sid}/2"])
+    assert [r.data["type"] for r in found.values()] == ["note.created", "note.updated"]
+
+
+# -- poison events ---------------------------------------------------------------------------
+
+
+class Fussy(NotesProjector):
+    """The notes projector, failing on any note titled ``boom``."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def apply(
+        self, event: EventEnvelope, records: Mapping[str, ViewRecord]
+    ) -> Sequence[ViewRecord]:
+        if event.payload.get("title") == "boom":
+            self.calls += 1
+            raise ValueError("cannot project a boom")
+        return super().apply(event, records)
+
+
+async def test_a_failing_event_is_parked_and_every_other_stream_goes_on(notes: Notes) -> None:
+    other = ALICE.model_copy(update={"tenant_id": "t2"})
+    await notes.do(CreateNote(note_id="bad", title="fine"))
+    await notes.do(UpdateNote(note_id="bad", title="boom"))
+    await notes.do(UpdateNote(note_id="bad", title="after"))
+    await notes.do(CreateNote(note_id="good", title="g"), other)
+    projector = Fussy()
+    loop = notes.new_loop(notes.new_runner(projector))
+
+    await loop.catch_up()
+
+    assert (await notes.view("good", tenant="t2")).data["title"] == "g"
+    bad = await notes.view("bad")
+    assert (bad.version, bad.data["title"]) == (1, "fine")  # held back at seq 1
+    (parked,) = await notes.parking.parked("notes")
+    assert (parked.stream_id, parked.seq, parked.event_type) == (
+        "notes/t1/lab/bad",
+        2,
+        "note.updated",
+    )
+    assert "cannot project a boom" in parked.error
+    assert parked.attempts == projector.calls == 3
+    assert (await notes.status()).lag == 0  # the feed went on
+    assert (await notes.status()).parked == 1
+
+
+async def test_a_parked_stream_stays_held_back_as_new_events_arrive(notes: Notes) -> None:
+    await notes.do(CreateNote(note_id="bad", title="boom"))
+    loop = notes.new_loop(notes.new_runner(Fussy()))
+    await loop.catch_up()
+    await notes.do(UpdateNote(note_id="bad", title="fixed later"))
+
+    await loop.catch_up()
+
+    assert await notes.view("bad") is None
+    assert [p.seq for p in await notes.parking.parked("notes")] == [1]
+
+
+async def test_retry_applies_a_parked_stream_once_its_projector_can(notes: Notes) -> None:
+    await notes.do(CreateNote(note_id="bad", title="fine"))
+    await notes.do(UpdateNote(note_id="bad", title="boom"))
+    await notes.do(UpdateNote(note_id="bad", title="after"))
+    fussy = notes.new_runner(Fussy())
+    await notes.new_loop(fussy).catch_up()
+    assert await fussy.retry("notes/t1/lab/bad") is not None  # still failing: parked again
+
+    fixed = notes.new_runner()  # the projector after a fix
+    assert await fixed.retry("notes/t1/lab/bad") is None
+
+    bad = await notes.view("bad")
+    assert (bad.version, bad.data["title"]) == (3, "after")
+    assert await notes.parking.parked("notes") == []
+
+
+async def test_skip_passes_over_the_parked_event_and_applies_the_rest(notes: Notes) -> None:
+    await notes.do(CreateNote(note_id="bad", title="fine"))
+    await notes.do(UpdateNote(note_id="bad", title="boom"))
+    await notes.do(UpdateNote(note_id="bad", title="after"))
+    runner = notes.new_runner(Fussy())
+    await notes.new_loop(runner).catch_up()
+
+    assert await runner.skip("notes/t1/lab/bad") is None
+
+    bad = await notes.view("bad")
+    assert (bad.version, bad.data["title"]) == (3, "after")
+    assert await notes.runner.applied(["notes/t1/lab/bad"]) == {"notes/t1/lab/bad": 3}
+
+
+async def test_a_live_runner_applies_a_stream_released_elsewhere(notes: Notes) -> None:
+    await notes.do(CreateNote(note_id="bad", title="boom"))
+    live = notes.new_runner(Fussy())
+    loop = notes.new_loop(live)
+    await loop.catch_up()
+    await notes.parking.release("notes", "notes/t1/lab/bad")  # an operator, elsewhere
+    await notes.do(UpdateNote(note_id="bad", title="fine now"))
+
+    await notes.new_loop(notes.new_runner()).catch_up()  # (a fixed projector elsewhere)
+    await loop.catch_up()
+
+    assert (await notes.view("bad")).data["title"] == "fine now"
+
+
+async def test_an_undecodable_event_parks_its_stream_alone(notes: Notes, tmp_path: Path) -> None:
+    await notes.do(CreateNote(note_id="good", title="g"))
+    conn = sqlite3.connect(tmp_path / "it.db")
+    with conn:
+        conn.execute(
+            "INSERT INTO spine (stream_id, seq, command_id, hash, body)"
+            " VALUES ('notes/t9/lab/x', 1, 'c', 'h', x'7b7b')"
+        )
+    conn.close()
+    await notes.do(UpdateNote(note_id="good", title="g2"))
+
+    await notes.loop.catch_up()
+
+    assert (await notes.view("good")).data["title"] == "g2"
+    (parked,) = await notes.parking.parked("notes")
+    assert (parked.stream_id, parked.seq, parked.event_type) == ("notes/t9/lab/x", 1, None)
+    assert "decode" in parked.error
+
+
+# -- checkpoints, caches, waits ---------------------------------------------------------------
+
+
+async def test_a_live_runner_follows_a_checkpoint_reset(notes: Notes) -> None:
+    await notes.do(CreateNote(note_id="a", title="A"))
+    loop = notes.new_loop(notes.runner, idle_timeout=0.02)
+    task = asyncio.create_task(loop.run())
+    try:
+        await wait_until(lambda: checkpoint_is_head(notes))
+        delivered = 0
+        real_apply = notes.runner.apply
+
+        async def counting(events: Any) -> int:
+            nonlocal delivered
+            events = list(events)
+            delivered += len(events)
+            return await real_apply(events)
+
+        notes.runner.apply = counting  # type: ignore[method-assign]
+        await notes.checkpoints.reset("notes")
+        await wait_until(lambda: checkpoint_is_head(notes))
+        assert delivered == 1  # the live loop read the feed again from the start
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def checkpoint_is_head(notes: Notes) -> bool:
+    return await notes.checkpoints.get("notes") == await notes.feed.heads()
+
+
+async def wait_until(check: Any, timeout: float = 5) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+async def test_the_record_cache_is_bounded_in_bytes(notes: Notes) -> None:
+    runner = notes.new_runner(cache_bytes=64 * 1024)
+    for i in range(40):
+        await notes.do(CreateNote(note_id=f"n{i}", title="t", content="x" * 10_000))
+    await notes.new_loop(runner).catch_up()
+    assert runner._records.size <= 64 * 1024
+    assert 0 < len(runner._records.records) < 40
+
+
+async def test_wait_for_returns_once_the_view_reflects_the_seq(notes: Notes) -> None:
+    task = asyncio.create_task(notes.loop.run())
+    try:
+        version = await notes.do(CreateNote(note_id="a", title="A"))
+        assert await notes.runner.wait_for("notes/t1/lab/a", version, timeout=2)
+        assert (await notes.view("a")).version == version
+        assert await notes.runner.wait_for("notes/t1/lab/a", version, timeout=0)  # already
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    version = await notes.do(UpdateNote(note_id="a", title="A2"))
+    assert not await notes.runner.wait_for("notes/t1/lab/a", version, timeout=0.05)
+    assert notes.runner._waiters == {}
+
+
+async def test_wait_for_sees_a_write_applied_by_another_runner(notes: Notes) -> None:
+    """Read-your-writes across processes: the waiting runner applies nothing itself."""
+    version = await notes.do(CreateNote(note_id="a", title="A"))
+    waiting = asyncio.create_task(notes.runner.wait_for("notes/t1/lab/a", version, timeout=5))
+    await asyncio.sleep(0.02)
+    assert not waiting.done()
+
+    await notes.new_loop(notes.new_runner()).catch_up()  # "the other process"
+
+    assert await asyncio.wait_for(waiting, 2)

@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 
 from routing.backends.sqlite import SqliteBackend, open_backend
-from routing.backends.sqlite_db import translate
+from routing.backends.sqlite.db import translate
+from routing.backends.sqlite.spine import spine_schema
 from routing.config import Connections, SqliteConnection
-from spine.errors import BackendUnavailable, EnginesError
+from spine.errors import BackendUnavailable, EnginesError, RoutingError
 from spine.events import NO_STREAM
 from spine.streams import stream_id
 from tests.conftest import make_event
@@ -63,7 +64,7 @@ async def test_concurrent_appends_share_commits(sqlite: SqliteBackend) -> None:
         )
     )
     assert sqlite.db.commits - before < 200
-    assert await store.head_position() == 200
+    assert len([e async for e in store.scan(prefix="notes/")]) == 200
 
 
 async def test_an_unwritable_database_is_backend_unavailable(tmp_path: Path) -> None:
@@ -151,3 +152,60 @@ async def test_a_database_locked_by_another_process_is_unavailable_then_recovers
         assert result.last_seq == 1
     finally:
         await backend.aclose()
+
+
+async def test_the_lab_feed_refuses_a_spine_that_is_not_on_its_database(
+    sqlite: SqliteBackend, tmp_path: Path
+) -> None:
+    connections = Connections(sqlite=SqliteConnection(path=str(tmp_path / "other.db")))
+    other = await open_backend(connections, tmp_path)
+    try:
+        elsewhere = await other.event_store(lab_route("spine"))
+        with pytest.raises(RoutingError, match="route event_spine to sqlite"):
+            await sqlite.feed(lab_route("feed"), elsewhere)
+    finally:
+        await other.aclose()
+
+
+async def test_the_database_file_is_private_to_its_owner(tmp_path: Path) -> None:
+    connections = Connections(sqlite=SqliteConnection(path=str(tmp_path / "d" / "p.db")))
+    backend = await open_backend(connections, tmp_path)
+    try:
+        store = await backend.event_store(lab_route("spine"))
+        await store.append("notes/t1/lab/a", [make_event()], NO_STREAM)
+        for path in (tmp_path / "d").iterdir():
+            assert path.stat().st_mode & 0o077 == 0, path
+        assert (tmp_path / "d").stat().st_mode & 0o077 == 0
+    finally:
+        await backend.aclose()
+
+
+async def test_derived_tables_of_an_older_layout_are_dropped_and_the_spine_kept(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    with conn:
+        for statement in spine_schema("spine"):
+            conn.execute(statement)
+        conn.execute(
+            "INSERT INTO spine (stream_id, seq, command_id, hash, body) VALUES (?, 1, 'c', 'h', ?)",
+            ("notes/t1/lab/a", b"{}"),
+        )
+        conn.execute("CREATE TABLE projection_checkpoints (projector TEXT, position INTEGER)")
+        conn.execute("CREATE TABLE notes (key TEXT PRIMARY KEY, version INTEGER)")
+    conn.close()
+
+    backend = await open_backend(Connections(sqlite=SqliteConnection(path=str(path))), tmp_path)
+    try:
+        checkpoints = await backend.checkpoint_store(lab_route("projection_checkpoints"))
+        assert await checkpoints.get("notes") == {}
+        views = await backend.view_store(lab_route("notes"))
+        assert await views.applied("notes", ["notes/t1/lab/a"]) == {}
+    finally:
+        await backend.aclose()
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("SELECT count(*) FROM spine").fetchone() == (1,)
+    finally:
+        conn.close()

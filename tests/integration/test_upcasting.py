@@ -64,13 +64,12 @@ async def test_the_runner_and_the_handler_see_the_current_schema(sqlite: SqliteB
     views = await sqlite.view_store(lab_route("notes"))
     runner = ProjectorRunner(
         NotesProjector(),
-        feed=raw,
         spine=raw,
         views=views,
-        checkpoints=await sqlite.checkpoint_store(lab_route("cp")),
+        parking=await sqlite.checkpoint_store(lab_route("cp")),
         upcasters=upcasters(),
     )
-    await runner.catch_up()
+    assert await runner.apply(await raw.read_stream(SID)) == 1
     view = await views.get(SID)
     assert view is not None
     assert view.data["title"] == "from v1"

@@ -25,7 +25,6 @@ def lab_routes(**overrides: Any) -> dict[str, Any]:
         kind: {"backend": "sqlite", "name": kind, "lab": True} for kind in ACTIVE_KINDS
     }
     routes["command_bus"] = {"backend": "inprocess", "name": "commands"}
-    routes["spine_feed"] = {"backend": "sqlite", "name": "event_spine", "lab": True}
     routes.update(overrides)
     return {k: v for k, v in routes.items() if v is not None}
 
@@ -167,12 +166,6 @@ def test_two_kinds_may_not_share_a_physical_name() -> None:
     routes = cloud_routes(flow_store={"backend": "cosmos", "name": "notes"})
     with pytest.raises(RouteNotAllowed, match="flow_store, notes_store: share cosmos:notes"):
         check_routes(config("saas", routes))
-
-
-def test_a_lab_feed_must_read_the_spine_table_it_names() -> None:
-    routes = lab_routes(spine_feed={"backend": "sqlite", "name": "elsewhere", "lab": True})
-    with pytest.raises(RouteNotAllowed, match="event_spine must route to the same table"):
-        check_routes(config("lab", routes))
 
 
 async def test_concurrent_first_uses_open_a_backend_once(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ proceed while the writer writes). Nothing here blocks the event loop.
 from __future__ import annotations
 
 import asyncio
+import os
 import queue
 import sqlite3
 import threading
@@ -74,11 +75,18 @@ class SqliteDatabase:
         conn.execute(f"PRAGMA synchronous = {self.synchronous}")
         return conn
 
+    def _create_private(self) -> None:
+        """Create the directory (0700) and the file (0600) if absent: SQLite gives its
+        WAL and shared-memory files the database file's permissions."""
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not self.path.exists():
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
+
     async def open(self, schema: list[str]) -> None:
         """Create the file and schema, then start the writer thread."""
         self._loop = asyncio.get_running_loop()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            await asyncio.to_thread(self._create_private)
             conn = await asyncio.to_thread(self._connect)
             conn.execute("PRAGMA journal_mode = WAL")
         except OSError as exc:

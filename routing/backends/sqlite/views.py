@@ -1,0 +1,323 @@
+"""Views on SQLite: one table per view, and beside it the applied progress of every
+projector and stream that writes it (``<view>__applied``), committed together."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from projections.views import Page, ViewQuery, ViewRecord, ViewWrite, decode_cursor, encode_cursor
+from routing.backends.sqlite.common import q
+from routing.backends.sqlite.db import SqliteDatabase
+from spine.codec import trusted
+from spine.events import Scope
+
+#: How many values one ``IN (...)`` list binds.
+CHUNK = 500
+
+_Statements = list[tuple[int, str, tuple[Any, ...]]]
+"""(kind, SQL, arguments) for each statement of a commit."""
+
+
+def applied_table(table: str) -> str:
+    return table + "__applied"
+
+
+def view_schema(table: str) -> list[str]:
+    t = q(table)
+    return [
+        f"""CREATE TABLE IF NOT EXISTS {t} (
+            key        TEXT PRIMARY KEY,
+            tenant_id  TEXT NOT NULL,
+            mode       TEXT NOT NULL,
+            user_id    TEXT,
+            surface_id TEXT,
+            project_id TEXT,
+            version    INTEGER NOT NULL,
+            deleted    INTEGER NOT NULL DEFAULT 0,
+            expires_at REAL,
+            data       TEXT NOT NULL
+        )""",
+        f"CREATE INDEX IF NOT EXISTS {q(table + '_scope')} ON {t} (tenant_id, mode, user_id)",
+        f"""CREATE TABLE IF NOT EXISTS {q(applied_table(table))} (
+            projector TEXT    NOT NULL,
+            stream_id TEXT    NOT NULL,
+            seq       INTEGER NOT NULL,
+            PRIMARY KEY (projector, stream_id)
+        ) WITHOUT ROWID""",
+    ]
+
+
+_COLUMNS = (
+    "key, tenant_id, mode, user_id, surface_id, project_id, version, deleted, expires_at, data"
+)
+_SET_ALL = (
+    "tenant_id = ?2, mode = ?3, user_id = ?4, surface_id = ?5, project_id = ?6,"
+    " version = ?7, deleted = ?8, expires_at = ?9, data = ?10"
+)
+
+
+def _row(record: ViewRecord) -> tuple[Any, ...]:
+    s = record.scope
+    return (
+        record.key,
+        s.tenant_id,
+        s.mode,
+        s.user_id,
+        s.surface_id,
+        s.project_id,
+        record.version,
+        int(record.deleted),
+        record.expires_at.timestamp() if record.expires_at else None,
+        orjson.dumps(record.data).decode(),
+    )
+
+
+def _record(row: Sequence[Any]) -> ViewRecord:
+    scope = {
+        "tenant_id": row[1],
+        "mode": row[2],
+        "user_id": row[3],
+        "surface_id": row[4],
+        "project_id": row[5],
+    }
+    return trusted(
+        ViewRecord,
+        {
+            "key": row[0],
+            "scope": trusted(Scope, scope),
+            "version": row[6],
+            "data": orjson.loads(row[9]),
+            "expires_at": datetime.fromtimestamp(row[8], UTC) if row[8] is not None else None,
+            "deleted": bool(row[7]),
+        },
+    )
+
+
+class SqliteViewStore:
+    """:class:`projections.ViewStore` on one table (and its ``__applied`` companion)."""
+
+    def __init__(self, db: SqliteDatabase, table: str) -> None:
+        self.db = db
+        self.table = table
+        t = self._t = q(table)
+        a = q(applied_table(table))
+        self._sql_get = f"SELECT {_COLUMNS} FROM {t} WHERE key = ?"
+        self._sql_put = (
+            f"INSERT INTO {t} ({_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+            f" ON CONFLICT (key) DO UPDATE SET {_SET_ALL} WHERE ?7 > version"
+        )
+        # compare-and-set: a new key only if absent; an update only from the version read
+        self._sql_create = (
+            f"INSERT INTO {t} ({_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+            " ON CONFLICT (key) DO NOTHING"
+        )
+        self._sql_replace = f"UPDATE {t} SET {_SET_ALL} WHERE key = ?1 AND version = ?11"
+        # the usual replace keeps the record's scope, so the scope index is not touched
+        self._sql_replace_in_scope = (
+            f"UPDATE {t} SET version = ?7, deleted = ?8, expires_at = ?9, data = ?10"
+            " WHERE key = ?1 AND version = ?11 AND tenant_id = ?2 AND mode = ?3"
+            " AND user_id IS ?4 AND surface_id IS ?5 AND project_id IS ?6"
+        )
+        self._sql_progress_new = (
+            f"INSERT INTO {a} (projector, stream_id, seq) VALUES (?, ?, ?)"
+            " ON CONFLICT (projector, stream_id) DO NOTHING"
+        )
+        self._sql_progress = (
+            f"UPDATE {a} SET seq = ?1 WHERE projector = ?2 AND stream_id = ?3 AND seq = ?4"
+        )
+        self._sql_applied = f"SELECT stream_id, seq FROM {a} WHERE projector = ? AND stream_id IN "
+
+    @staticmethod
+    def _live(record: ViewRecord | None) -> ViewRecord | None:
+        if record is None or record.deleted:
+            return None
+        if record.expires_at is not None and record.expires_at <= datetime.now(UTC):
+            return None
+        return record
+
+    async def get(self, key: str) -> ViewRecord | None:
+        row = await self.db.fetchone(self._sql_get, (key,))
+        return self._live(_record(row)) if row else None
+
+    async def get_many(
+        self, keys: Sequence[str], *, include_deleted: bool = False
+    ) -> Mapping[str, ViewRecord]:
+        wanted = list(dict.fromkeys(keys))
+        found: dict[str, ViewRecord] = {}
+        for start in range(0, len(wanted), CHUNK):
+            chunk = wanted[start : start + CHUNK]
+            sql = f"SELECT {_COLUMNS} FROM {self._t} WHERE key IN ({', '.join('?' * len(chunk))})"
+            for row in await self.db.fetchall(sql, chunk):
+                record: ViewRecord | None = _record(row)
+                if not include_deleted:
+                    record = self._live(record)
+                if record is not None:
+                    found[record.key] = record
+        return found
+
+    async def put(self, record: ViewRecord) -> bool:
+        return await self.put_many([record]) == 1
+
+    async def put_many(self, records: Sequence[ViewRecord]) -> int:
+        if not records:
+            return 0
+        rows = [_row(r) for r in records]
+
+        def job(conn: sqlite3.Connection) -> int:
+            before = conn.total_changes
+            conn.executemany(self._sql_put, rows)
+            return conn.total_changes - before
+
+        return await self.db.write(job)
+
+    async def delete(self, key: str, scope: Scope, version: int) -> bool:
+        return await self.put(ViewRecord(key=key, scope=scope, version=version, deleted=True))
+
+    async def applied(self, projector: str, stream_ids: Sequence[str]) -> dict[str, int]:
+        wanted = list(dict.fromkeys(stream_ids))
+        found: dict[str, int] = {}
+        for start in range(0, len(wanted), CHUNK):
+            chunk = wanted[start : start + CHUNK]
+            sql = self._sql_applied + f"({', '.join('?' * len(chunk))})"
+            for stream_id, seq in await self.db.fetchall(sql, [projector, *chunk]):
+                found[stream_id] = seq
+        return found
+
+    async def commit(self, projector: str, writes: Sequence[ViewWrite]) -> list[str]:
+        if not writes:
+            return []
+        # The usual case, nobody else writing this view and no record changing scope, is
+        # one pass with each kind of statement together: every create before any replace
+        # keeps each key's history in order (a key is created once, then only replaced).
+        together = sorted(
+            (s for w in writes for s in self._prepare(projector, w, in_scope=True)),
+            key=lambda s: s[0],
+        )
+
+        def job(conn: sqlite3.Connection) -> list[str]:
+            conn.execute("SAVEPOINT view_commit")
+            try:
+                if self._run(conn, together):
+                    refused = []
+                else:
+                    refused = self._one_by_one(conn, projector, writes)
+            except BaseException:
+                conn.execute("ROLLBACK TO view_commit")
+                conn.execute("RELEASE view_commit")
+                raise
+            conn.execute("RELEASE view_commit")
+            return refused
+
+        return await self.db.write(job)
+
+    def _one_by_one(
+        self, conn: sqlite3.Connection, projector: str, writes: Sequence[ViewWrite]
+    ) -> list[str]:
+        """Undo the single pass and go write by write, each under its own savepoint; a
+        write refused, or one touching a record a refused write touched, is undone."""
+        conn.execute("ROLLBACK TO view_commit")
+        refused: list[str] = []
+        lost: set[str] = set()
+        for write in writes:
+            keys = {r.key for r, _ in write.records}
+            if not keys & lost:
+                conn.execute("SAVEPOINT view_write")
+                ok = self._run(conn, self._prepare(projector, write, in_scope=False))
+                if not ok:
+                    conn.execute("ROLLBACK TO view_write")
+                conn.execute("RELEASE view_write")
+                if ok:
+                    continue
+            refused.append(write.stream_id)
+            lost |= keys
+        return refused
+
+    def _prepare(self, projector: str, write: ViewWrite, *, in_scope: bool) -> _Statements:
+        """The statements of one write, each of which must change exactly one row; the
+        first element orders the kinds for the single pass. ``in_scope``: replaces also
+        require the record's scope unchanged (the cheaper statement)."""
+        replace = self._sql_replace_in_scope if in_scope else self._sql_replace
+        statements: _Statements = []
+        for record, replaces in write.records:
+            row = _row(record)
+            if replaces == 0:
+                statements.append((0, self._sql_create, row))
+            else:
+                statements.append((1, replace, (*row, replaces)))
+        if write.applied_from == 0:
+            progress: tuple[Any, ...] = (projector, write.stream_id, write.applied_to)
+            statements.append((2, self._sql_progress_new, progress))
+        else:
+            progress = (write.applied_to, projector, write.stream_id, write.applied_from)
+            statements.append((3, self._sql_progress, progress))
+        return statements
+
+    @staticmethod
+    def _run(conn: sqlite3.Connection, statements: _Statements) -> bool:
+        """Run ``statements`` in order, neighbours of one kind together; True if every
+        one changed its row."""
+        before = conn.total_changes
+        i = 0
+        while i < len(statements):
+            kind, sql, args = statements[i]
+            j = i + 1
+            while j < len(statements) and statements[j][0] == kind:
+                j += 1
+            if j - i == 1:
+                conn.execute(sql, args)
+            else:
+                conn.executemany(sql, [s[2] for s in statements[i:j]])
+            i = j
+        return conn.total_changes - before == len(statements)
+
+    async def query(self, query: ViewQuery) -> Page:
+        order = f"json_extract(data, '$.{query.order_by}')"
+        where = [
+            "tenant_id = ?",
+            "mode = ?",
+            "deleted = 0",
+            "(expires_at IS NULL OR expires_at > ?)",
+        ]
+        args: list[Any] = [query.tenant_id, query.mode, datetime.now(UTC).timestamp()]
+        for column in ("user_id", "surface_id", "project_id"):
+            value = getattr(query, column)
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if query.grants is not None:
+            visible = []
+            for grant in query.grants:
+                marks = ", ".join("?" * len(grant.project_ids))
+                projects = f" OR project_id IN ({marks})" if marks else ""
+                visible.append(f"(surface_id = ? AND (project_id IS NULL{projects}))")
+                args += [grant.surface_id, *grant.project_ids]
+            where.append("(" + (" OR ".join(visible) or "0") + ")")
+        for f in query.where:
+            if f.op == "eq":
+                where.append(f"json_extract(data, '$.{f.field}') = ?")
+            else:
+                where.append(
+                    f"EXISTS (SELECT 1 FROM json_each(data, '$.{f.field}') WHERE value = ?)"
+                )
+            args.append(f.value)
+        if query.cursor is not None:
+            after_value, after_key = decode_cursor(query.cursor)
+            where.append(f"({order}, key) {'<' if query.descending else '>'} (?, ?)")
+            args += [after_value, after_key]
+        direction = "DESC" if query.descending else "ASC"
+        sql = (
+            f"SELECT {_COLUMNS}, {order} FROM {self._t} WHERE {' AND '.join(where)}"
+            f" ORDER BY {order} {direction}, key {direction} LIMIT ?"
+        )
+        args.append(query.limit + 1)
+        rows = await self.db.fetchall(sql, args)
+        more = len(rows) > query.limit
+        rows = rows[: query.limit]
+        items = tuple(_record(row) for row in rows)
+        cursor = encode_cursor(rows[-1][-1], rows[-1][0]) if more else None
+        return Page(items=items, next_cursor=cursor)
