@@ -290,7 +290,7 @@ class ProjectorRunner:
                     stream.stream_id,
                     stream.applied,
                     last,
-                    tuple((r, replaces[k]) for k, r in changed.items()),
+                    [(r, replaces[k]) for k, r in changed.items()],
                 )
 
     def _readable(self, event: Delivered) -> EventEnvelope:

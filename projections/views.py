@@ -126,7 +126,7 @@ class ViewWrite:
     stream_id: str
     applied_from: int
     applied_to: int
-    records: tuple[tuple[ViewRecord, int], ...] = ()
+    records: Sequence[tuple[ViewRecord, int]] = ()
     """Each record, and the stored version it replaces."""
 
 

@@ -194,15 +194,16 @@ class SqliteViewStore:
         # The usual case, nobody else writing this view and no record changing scope, is
         # one pass with each kind of statement together: every create before any replace
         # keeps each key's history in order (a key is created once, then only replaced).
-        together = sorted(
-            (s for w in writes for s in self._prepare(projector, w, in_scope=True)),
-            key=lambda s: s[0],
-        )
+        together: list[_Statements] = [[], [], [], []]
+        for write in writes:
+            for statement in self._prepare(projector, write, in_scope=True):
+                together[statement[0]].append(statement)
+        single_pass = [s for kind in together for s in kind]
 
         def job(conn: sqlite3.Connection) -> list[str]:
             conn.execute("SAVEPOINT view_commit")
             try:
-                if self._run(conn, together):
+                if self._run(conn, single_pass):
                     refused = []
                 else:
                     refused = self._one_by_one(conn, projector, writes)
