@@ -217,15 +217,19 @@ class ProjectorRunner:
                 if event.seq < expected:
                     continue  # applied before: redelivery or replay
                 if event.seq > expected:
-                    missing = await self._read_gap(sid, expected, event.seq - 1)
-                    if [e.seq for e in missing] != list(range(expected, event.seq)):
-                        why = (
-                            f"the spine holds {len(missing)} of seq {expected}..{event.seq - 1}"
-                            f" of {sid}, which the feed passed over"
-                        )
-                        stream.poison = _Poison(Unreadable(sid, expected, why), why)
-                        break
+                    missing, broken = await self._read_spine(sid, expected, event.seq - 1)
+                    self.gaps_repaired += 1
+                    log.warning(
+                        "projector %s repairs a gap in %s: seq %d..%d read from the spine",
+                        self.name,
+                        sid,
+                        expected,
+                        event.seq - 1,
+                    )
                     if not self._take(stream, missing):
+                        break
+                    if broken is not None:
+                        stream.poison = _Poison(broken, broken.error)
                         break
                 try:
                     env = readable(event)
@@ -250,18 +254,35 @@ class ProjectorRunner:
                 return False
         return True
 
-    async def _read_gap(self, stream_id: str, first: int, last: int) -> list[Delivered]:
-        missing = await self.spine.read_stream(stream_id, first, last)
-        if missing:
-            self.gaps_repaired += 1
-            log.warning(
-                "projector %s repaired a gap in %s: seq %d..%d read from the spine",
-                self.name,
-                stream_id,
-                first,
-                last,
-            )
-        return list(missing)
+    async def _read_spine(
+        self, stream_id: str, first: int, last: int, *, to_the_end: bool = True
+    ) -> tuple[list[Delivered], Unreadable | None]:
+        """Seq ``first``..``last`` of a stream from the spine: the events up to the first
+        that cannot be read or is missing, and that one (``None`` if none is). Unless
+        ``to_the_end``, a range that runs past the stream's last event is no fault."""
+        try:
+            events: list[Delivered] = list(await self.spine.read_stream(stream_id, first, last))
+        except IntegrityError:  # a broken event in the range: find which, one by one
+            events = []
+            for seq in range(first, last + 1):
+                try:
+                    one = await self.spine.read_stream(stream_id, seq, seq)
+                except IntegrityError as exc:
+                    return events, Unreadable(stream_id, seq, str(exc))
+                if not one:
+                    break
+                events += one
+        for expected, event in enumerate(events, start=first):
+            if event.seq != expected:
+                return events[: expected - first], self._missing(stream_id, expected)
+        end = first + len(events)
+        if to_the_end and end <= last:
+            return events, self._missing(stream_id, end)
+        return events, None
+
+    @staticmethod
+    def _missing(stream_id: str, seq: int) -> Unreadable:
+        return Unreadable(stream_id, seq, f"the spine holds no seq {seq} of {stream_id}")
 
     async def _decide(self, streams: list[_Stream]) -> None:
         """Apply every stream's events to the records they touch (pure, in memory) and
@@ -412,13 +433,15 @@ class ProjectorRunner:
         while True:
             self._progress.drop(stream_id)
             done = (await self.applied([stream_id])).get(stream_id, 0)
-            events = await self.spine.read_stream(stream_id, done + 1, done + batch_size)
-            if not events:
+            events, broken = await self._read_spine(
+                stream_id, done + 1, done + batch_size, to_the_end=False
+            )
+            if not events and broken is None:
                 return total
-            taken = await self.apply(events)
+            taken = await self.apply([*events, *([broken] if broken else [])])
             total += taken
-            if taken == 0:
-                return total  # parked again, or someone else is applying it
+            if taken == 0 or broken is not None:
+                return total  # parked (again), or someone else is applying it
 
     async def retry(self, stream_id: str) -> Parked | None:
         """Release a parked stream and apply it from the spine; the new parked record if

@@ -205,22 +205,25 @@ class Registry:
         bus: CommandBus = await backend.command_bus(resolved.route)
         return bus
 
-    async def ready(self) -> dict[str, str | None]:
-        """Ask every routed backend whether it answers: per backend, ``None`` if it does,
-        else why not. Backends not opened yet are opened (that is part of answering)."""
+    async def ready(self, timeout: float = 2.0) -> dict[str, str | None]:
+        """Ask every routed backend whether it answers, within ``timeout`` seconds each:
+        per backend, ``None`` if it does, else why not. Backends not opened yet are
+        opened (that is part of answering)."""
         answers: dict[str, str | None] = {}
         for kind in sorted(self._routes):
-            resolved = self._routes[kind]
-            name = resolved.spec.name
+            name = self._routes[kind].spec.name
             if name in answers:
                 continue
             try:
-                _, backend = await self.backend(kind)
-                ping = getattr(backend, "ping", None)
-                if ping is not None:
-                    await ping()
+                async with asyncio.timeout(timeout):
+                    _, backend = await self.backend(kind)
+                    ping = getattr(backend, "ping", None)
+                    if ping is not None:
+                        await ping()
             except EnginesError as exc:
                 answers[name] = str(exc)
+            except TimeoutError:
+                answers[name] = f"did not answer within {timeout:g} s"
             else:
                 answers[name] = None
         return answers

@@ -17,6 +17,7 @@ from engines.cli import projections, spine
 from engines.cli.common import (
     LAB_NOTICE,
     add_common,
+    data_dir_of,
     err,
     exit_code_for,
     positive_int,
@@ -51,7 +52,7 @@ def cmd_token(args: argparse.Namespace) -> int:
             f"engines token mints lab tokens only; the routes file is {settings.mode!r}"
         )
     token = mint_lab_token(
-        Path(args.data_dir),
+        data_dir_of(args),
         tenant_id=args.tenant,
         user_id=args.user,
         surfaces=args.surface or [],

@@ -45,6 +45,19 @@ def add_common(sp: argparse.ArgumentParser) -> None:
     )
 
 
+def data_dir_of(args: argparse.Namespace) -> Path:
+    """The data directory a command that reads (or mints for) existing data names; a
+    directory that does not exist is refused rather than created empty (only
+    ``engines serve`` creates one)."""
+    path = Path(args.data_dir)
+    if not path.is_dir():
+        raise InvalidInput(
+            f"data directory {path} does not exist: pass the --data-dir that "
+            "`engines serve` uses (it creates the directory on first start)"
+        )
+    return path
+
+
 def settings_of(args: argparse.Namespace) -> Settings:
     settings, _ = load_settings(Path(args.routes) if args.routes else None)
     return settings
@@ -62,7 +75,7 @@ def event_line(event: EventEnvelope) -> str:
 async def with_registry(
     args: argparse.Namespace, body: Callable[[Registry], Awaitable[int]]
 ) -> int:
-    registry = Registry(settings_of(args), Path(args.data_dir))
+    registry = Registry(settings_of(args), data_dir_of(args))
     label_lab(registry)
     try:
         return await body(registry)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-from pathlib import Path
 
-from engines.cli.common import LAB_NOTICE, add_common, err, positive_int, settings_of
+from engines.cli.common import LAB_NOTICE, add_common, data_dir_of, err, positive_int, settings_of
 from engines.runtime import bootstrap
 from projections.views import ViewQuery
 
@@ -14,7 +13,7 @@ from projections.views import ViewQuery
 def cmd_list(args: argparse.Namespace) -> int:
     async def body() -> int:
         settings = settings_of(args)
-        async with bootstrap(settings, Path(args.data_dir), run_projectors=False) as rt:
+        async with bootstrap(settings, data_dir_of(args), run_projectors=False) as rt:
             if rt.lab_routes:
                 err(LAB_NOTICE)
             page = await rt.view_of("notes").query(

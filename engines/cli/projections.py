@@ -10,9 +10,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
-from engines.cli.common import LAB_NOTICE, add_common, err, settings_of
+from engines.cli.common import LAB_NOTICE, add_common, data_dir_of, err, settings_of
 from engines.runtime import Runtime, bootstrap
 from projections.parking import Parked
 from spine.errors import InvalidInput
@@ -20,7 +19,7 @@ from spine.errors import InvalidInput
 
 def _run(args: argparse.Namespace, body: Callable[[Runtime], Awaitable[int]]) -> int:
     async def main() -> int:
-        async with bootstrap(settings_of(args), Path(args.data_dir), run_projectors=False) as rt:
+        async with bootstrap(settings_of(args), data_dir_of(args), run_projectors=False) as rt:
             if rt.lab_routes:
                 err(LAB_NOTICE)
             return await body(rt)

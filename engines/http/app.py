@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
+from fastapi.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Send
 from starlette.types import Scope as Scope_
 
 from engines.http import errors
 from engines.http.identity import runtime_of
+from engines.http.responses import OrjsonResponse
 from engines.runtime import Runtime, bootstrap
 from engines.settings import Settings
 
@@ -88,12 +90,27 @@ def build_app(
 
     @app.get("/healthz")
     async def healthz(request: Request) -> dict[str, Any]:
+        """Liveness: the process answers. It asks no backend (``/readyz`` does)."""
         rt = runtime_of(request)
         return {
             "status": "ok",
             "mode": rt.settings.mode,
             "lab": [r.describe() for r in rt.lab_routes],
         }
+
+    @app.get("/readyz", responses={503: {"description": "a routed backend does not answer"}})
+    async def readyz(request: Request) -> Response:
+        """Readiness: every routed backend answers (``/healthz`` only says the process
+        is up)."""
+        rt = runtime_of(request)
+        backends = await rt.registry.ready()
+        ready = all(problem is None for problem in backends.values())
+        body = {
+            "status": "ready" if ready else "unavailable",
+            "mode": rt.settings.mode,
+            "backends": {name: problem or "ok" for name, problem in backends.items()},
+        }
+        return OrjsonResponse(body, status_code=200 if ready else 503)
 
     for domain in domains:
         app.include_router(domain.router)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from commands.envelope import Command
-from commands.handler import execute
+from commands.handler import RECENT_COMMANDS, CommandHandler, execute
 from commands.notes import CreateNote, NotesDecider, UpdateNote
 from routing.backends.sqlite import SqliteBackend
 from spine.errors import ConcurrencyError
@@ -93,3 +93,101 @@ async def test_concurrent_unpinned_updates_all_land_in_order(spine: EventStore) 
         )
     )
     assert sorted(r.version for r in results) == list(range(2, 12))
+
+
+# -- the state cache ----------------------------------------------------------------------
+
+
+class CountingStore:
+    """Records the seq ranges read."""
+
+    def __init__(self, inner: EventStore) -> None:
+        self.inner, self.reads = inner, []  # type: ignore[var-annotated]
+
+    async def read_stream(self, stream_id: str, from_seq: int = 1, to_seq: Any = None) -> Any:
+        self.reads.append((from_seq, to_seq))
+        return await self.inner.read_stream(stream_id, from_seq, to_seq)
+
+    def scan(self, **kw: Any) -> Any:
+        return self.inner.scan(**kw)
+
+    async def append(self, *a: Any) -> Any:
+        return await self.inner.append(*a)
+
+
+async def test_a_command_on_a_long_stream_reads_only_what_was_appended_since(
+    spine: EventStore,
+) -> None:
+    store = CountingStore(spine)
+    handler = CommandHandler(store, NotesDecider())  # type: ignore[arg-type]
+    await handler(cmd(CreateNote(note_id="n", title="t")))
+    for i in range(40):
+        await handler(cmd(UpdateNote(note_id="n", title=f"u{i}")))
+    store.reads.clear()
+
+    result = await handler(cmd(UpdateNote(note_id="n", title="last")))
+
+    assert result.version == 42
+    assert store.reads == [(42, None)]  # the tail after the cached version 41, nothing more
+
+
+async def test_the_cache_follows_what_another_writer_appended(spine: EventStore) -> None:
+    mine, theirs = CommandHandler(spine, NotesDecider()), CommandHandler(spine, NotesDecider())
+    await mine(cmd(CreateNote(note_id="n", title="t")))
+    await theirs(cmd(UpdateNote(note_id="n", title="theirs")))
+
+    result = await mine(cmd(UpdateNote(note_id="n", title="mine"), expected_version=2))
+
+    assert result.version == 3
+    with pytest.raises(ConcurrencyError):
+        await mine(cmd(UpdateNote(note_id="n", title="stale"), expected_version=2))
+
+
+async def test_a_repeated_command_older_than_the_remembered_ids_gets_its_original_result(
+    spine: EventStore,
+) -> None:
+    handler = CommandHandler(spine, NotesDecider())
+    create = cmd(CreateNote(note_id="n", title="t"))
+    first = await handler(create)
+    for i in range(RECENT_COMMANDS + 5):
+        await handler(cmd(UpdateNote(note_id="n", title=f"u{i}")))
+
+    again = await handler(create)  # would be "already exists" if decided afresh
+
+    assert again.deduplicated
+    assert again.events == first.events
+
+
+class Idle:
+    """A decider that never has anything to say."""
+
+    def stream_id(self, command: Any) -> str:
+        return "notes/t1/lab/idle"
+
+    def initial(self) -> int:
+        return 0
+
+    def evolve(self, state: int, event: Any) -> int:
+        return state + 1
+
+    def decide(self, state: int, command: Any) -> Sequence[NewEvent]:
+        return []
+
+
+async def test_a_decision_that_changes_nothing_succeeds_and_appends_nothing(
+    spine: EventStore,
+) -> None:
+    await execute(spine, NotesDecider(), cmd(CreateNote(note_id="idle", title="t")))
+
+    result = await execute(spine, Idle(), cmd(UpdateNote(note_id="idle", title="same")))
+
+    assert (result.version, result.events, result.deduplicated) == (1, (), False)
+    assert len(await spine.read_stream("notes/t1/lab/idle")) == 1
+
+
+async def test_a_no_op_with_a_stale_pinned_version_is_still_refused(spine: EventStore) -> None:
+    await execute(spine, NotesDecider(), cmd(CreateNote(note_id="idle", title="t")))
+    await execute(spine, NotesDecider(), cmd(UpdateNote(note_id="idle", title="u")))
+
+    with pytest.raises(ConcurrencyError):
+        await execute(spine, Idle(), cmd(UpdateNote(note_id="idle", title="x"), expected_version=1))

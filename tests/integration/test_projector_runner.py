@@ -474,6 +474,31 @@ async def test_an_undecodable_event_parks_its_stream_alone(notes: Notes, tmp_pat
     assert "decode" in parked.error
 
 
+async def test_a_broken_event_inside_a_gap_parks_its_stream_at_that_seq(
+    notes: Notes, tmp_path: Path
+) -> None:
+    sid = "notes/t1/lab/gappy"
+    await notes.do(CreateNote(note_id="gappy", title="1"))
+    await notes.do(UpdateNote(note_id="gappy", title="2"))
+    conn = sqlite3.connect(tmp_path / "it.db")
+    with conn:
+        conn.execute(
+            "INSERT INTO spine (stream_id, seq, command_id, hash, body) VALUES (?, 3, 'c', 'h', ?)",
+            (sid, b"{broken"),
+        )
+    conn.close()
+    (last,) = (
+        await notes.spine.append(sid, [make_event("note.updated", payload={"title": "4"})], 3)
+    ).events
+
+    assert await notes.runner.apply([last]) == 2  # seq 1 and 2, read from the spine
+
+    (parked,) = await notes.parking.parked("notes")
+    assert (parked.stream_id, parked.seq) == (sid, 3)
+    assert "cannot be decoded" in parked.error
+    assert await notes.runner.applied([sid]) == {sid: 2}
+
+
 # -- checkpoints, caches, waits ---------------------------------------------------------------
 
 

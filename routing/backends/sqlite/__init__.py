@@ -112,8 +112,10 @@ class SqliteBackend:
         return SqliteCheckpointStore(self.db, route.name)
 
     async def ping(self) -> None:
-        """Raise :class:`~spine.errors.BackendUnavailable` unless the database answers."""
-        await self.db.fetchone("SELECT 1")
+        """Raise :class:`~spine.errors.BackendUnavailable` unless the database answers
+        and its writer runs."""
+        self.db.check_writer()
+        await self.db.fetchone("SELECT count(*) FROM sqlite_master")
 
     async def aclose(self) -> None:
         await self.db.aclose()

@@ -127,13 +127,19 @@ class SqliteDatabase:
         """Run ``job`` atomically in the writer's next transaction; return its result or
         raise its exception. The transaction is committed (durably, per ``synchronous``)
         before this returns."""
+        loop = self.check_writer()
+        future: asyncio.Future[T] = loop.create_future()
+        self._jobs.put((job, future))
+        return await future
+
+    def check_writer(self) -> asyncio.AbstractEventLoop:
+        """The loop writes are answered on; :class:`BackendUnavailable` if the database
+        is not open or its writer has stopped."""
         if self._writer is None or self._loop is None:
             raise BackendUnavailable(str(self.path), "sqlite", "the database is not open")
         if not self._writer.is_alive():
             raise BackendUnavailable(str(self.path), "sqlite", "the writer thread has stopped")
-        future: asyncio.Future[T] = self._loop.create_future()
-        self._jobs.put((job, future))
-        return await future
+        return self._loop
 
     def _run_writer(self, conn: sqlite3.Connection, ready: asyncio.Future[None]) -> None:
         loop = self._loop

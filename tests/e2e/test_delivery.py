@@ -1,0 +1,193 @@
+"""Delivery as a deployment meets it: two processes on one lab database, a store that
+holds a poison event, readiness, and the operator's projection commands."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import httpx
+import pytest
+
+from engines.cli import main
+from engines.runtime import Runtime, bootstrap
+from engines.settings import Settings
+from spine.errors import BackendUnavailable
+from tests.e2e.support import Mint, client_for, note_stream_id
+
+
+def plant(data_dir: Path, stream_id: str, seq: int, body: bytes) -> None:
+    """Store ``body`` as an event behind the service's back (a corrupted row)."""
+    conn = sqlite3.connect(data_dir / "engines.db")
+    try:
+        with conn:
+            conn.execute(
+                "INSERT INTO spine_events (stream_id, seq, command_id, hash, body)"
+                " VALUES (?, ?, 'planted', 'x', ?)",
+                (stream_id, seq, body),
+            )
+    finally:
+        conn.close()
+
+
+async def test_a_write_answers_201_when_another_process_applies_it(
+    settings: Settings, tmp_path: Path, mint: Mint
+) -> None:
+    """Read-your-writes across processes: this server runs no projector; the other one
+    applies the event, and the wait asks the view store, not a local wake-up."""
+    async with (
+        bootstrap(settings, tmp_path, run_projectors=False) as writer,
+        bootstrap(settings, tmp_path) as _projecting,
+        client_for(writer, mint()) as client,
+    ):
+        created = await client.post("/notes", json={"title": "applied elsewhere"})
+        updated = await client.put(
+            f"/notes/{created.json()['note_id']}", json={"title": "and again"}
+        )
+
+    assert created.status_code == 201, created.text
+    assert (updated.status_code, updated.json()["version"]) == (200, 2)
+
+
+async def test_one_undecodable_event_does_not_stop_other_tenants_views(
+    settings: Settings, tmp_path: Path, mint: Mint
+) -> None:
+    async with bootstrap(settings, tmp_path, run_projectors=False) as rt:
+        plant(tmp_path, note_stream_id("poisoned", tenant_id="t9"), 1, b"{not json")
+        async with client_for(rt, mint()) as client:
+            note = (await client.post("/notes", json={"title": "still served"})).json()
+            await rt.catch_up()
+            fetched = await client.get(f"/notes/{note['note_id']}")
+        (parked,) = await rt.parking.parked("notes")
+        status = await rt.status("notes")
+
+    assert fetched.status_code == 200
+    assert (parked.stream_id, parked.seq) == (note_stream_id("poisoned", tenant_id="t9"), 1)
+    assert (status.lag, status.parked) == (0, 1)
+
+
+async def test_readyz_answers_200_when_every_backend_answers(client: httpx.AsyncClient) -> None:
+    response = await client.get("/readyz")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ready"
+    assert body["backends"] == {"inprocess": "ok", "sqlite": "ok"}
+
+
+async def test_readyz_answers_503_naming_a_backend_that_does_not(
+    runtime: Runtime, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, sqlite = await runtime.registry.backend("event_spine")
+
+    async def down() -> None:
+        raise BackendUnavailable("event_spine", "sqlite", "disk unplugged")
+
+    monkeypatch.setattr(sqlite, "ping", down)
+    response = await client.get("/readyz")
+    health = await client.get("/healthz")
+
+    assert response.status_code == 503
+    assert "disk unplugged" in response.json()["backends"]["sqlite"]
+    assert health.status_code == 200  # liveness asks no backend
+
+
+# -- the operator's commands ------------------------------------------------------------------
+
+
+@pytest.fixture
+def served(settings: Settings, tmp_path: Path, mint: Mint) -> Path:
+    """A data directory as `engines serve` leaves it: one note, and one planted poison."""
+    import asyncio
+
+    no_wait = settings.model_copy(update={"write_wait_seconds": 0})
+
+    async def setup() -> None:
+        async with bootstrap(no_wait, tmp_path, run_projectors=False) as rt:
+            async with client_for(rt, mint()) as client:
+                await client.post("/notes", json={"title": "fine"})
+            plant(tmp_path, note_stream_id("bad"), 1, b"{not json")
+            await rt.catch_up()
+
+    asyncio.run(setup())
+    return tmp_path
+
+
+def test_projections_failures_lists_the_parked_event(
+    served: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["projections", "failures", "--data-dir", str(served)]) == 0
+    out, err = capsys.readouterr()
+    (header, row) = out.splitlines()
+    assert header.split()[:4] == ["projector", "stream", "seq", "event_type"]
+    assert row.split()[:3] == ["notes", note_stream_id("bad"), "1"]
+    assert "decode" in row
+    assert "1 parked stream(s)" in err
+
+
+def test_projections_retry_of_an_event_that_still_fails_parks_it_again(
+    served: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["projections", "retry", "notes", note_stream_id("bad"), "--data-dir", str(served)])
+    out, _ = capsys.readouterr()
+    assert code == 1
+    assert "parked again at seq 1" in out
+
+
+def test_projections_skip_passes_over_the_event_and_releases_the_stream(
+    served: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["projections", "skip", "notes", "--all", "--data-dir", str(served)])
+    out, _ = capsys.readouterr()
+    assert code == 0, out
+    assert f"{note_stream_id('bad')}: applied through seq 1" in out
+    assert main(["projections", "failures", "--data-dir", str(served)]) == 0
+    assert "0 parked stream(s)" in capsys.readouterr().err
+
+
+def test_retry_of_a_stream_that_is_not_parked_is_refused(
+    served: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["projections", "retry", "notes", "notes/t1/lab/nope", "--data-dir", str(served)])
+    assert code == 3
+    assert "not parked" in capsys.readouterr().err
+
+
+def test_projections_status_counts_the_parked_stream(
+    served: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["projections", "status", "--data-dir", str(served)]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[0].split() == ["projector", "partition", "checkpoint", "lag", "parked"]
+    (notes,) = [r.split() for r in rows[1:] if r.startswith("notes")]
+    assert (notes[1], notes[3], notes[4]) == ("all", "0", "1")
+
+
+def test_spine_read_of_a_corrupted_event_is_an_integrity_error_not_a_traceback(
+    served: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["spine", "read", note_stream_id("bad"), "--verify", "--data-dir", str(served)])
+    err = capsys.readouterr().err
+    assert code == 4
+    assert "cannot be decoded" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["spine", "read", "notes/t1/lab/x"],
+        ["spine", "tail", "--limit", "1"],
+        ["projections", "status"],
+        ["projections", "failures"],
+        ["notes", "list", "--tenant", "t1"],
+        ["token", "--tenant", "t1", "--user", "u1"],
+    ],
+)
+def test_a_command_given_a_data_directory_that_does_not_exist_refuses_and_creates_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    missing = tmp_path / "mistyped"
+    assert main([*command, "--data-dir", str(missing)]) == 3
+    assert "does not exist" in capsys.readouterr().err
+    assert not missing.exists()
