@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from routing.config import RoutesFile, describe_validation_error, load_yaml
+from routing.registry import check_routes
 from spine.errors import RoutingError
 
 
@@ -70,4 +71,21 @@ def load_settings(path: Path | None) -> tuple[Settings, str]:
     try:
         return Settings.model_validate(data), label
     except ValidationError as exc:
-        raise RoutingError(describe_validation_error(Path(label), exc)) from exc
+        problems = [describe_validation_error(Path(label), exc), *_route_problems(data)]
+        raise RoutingError("\n".join(problems)) from exc
+
+
+def _route_problems(data: dict[str, Any]) -> list[str]:
+    """What is wrong with the routes of a file whose other settings are invalid too, so
+    one error names every problem (the routes part's own field errors are named
+    already)."""
+    part = {k: data[k] for k in ("mode", "connections", "routes") if k in data}
+    try:
+        routes = RoutesFile.model_validate(part)
+    except ValidationError:
+        return []
+    try:
+        check_routes(routes)
+    except RoutingError as exc:
+        return [f"  {line.strip()}" for line in str(exc).splitlines() if line.strip()]
+    return []
