@@ -28,6 +28,7 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 
 import orjson
 
@@ -41,6 +42,7 @@ from spine.store import EventStore
 from spine.upcasting import Upcasters
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: How often a stream whose commit is refused is reloaded and redone before it is parked.
 COMMIT_ATTEMPTS = 5
@@ -123,6 +125,19 @@ class _ProgressCache:
 
     def clear(self) -> None:
         self.seqs.clear()
+
+
+def _split(keys: Iterable[str], cached: Mapping[str, T]) -> tuple[dict[str, T], list[str]]:
+    """The cached values of ``keys``, and the keys the cache does not hold."""
+    found: dict[str, T] = {}
+    missing = []
+    for key in keys:
+        hit = cached.get(key)
+        if hit is None:
+            missing.append(key)
+        else:
+            found[key] = hit
+    return found, missing
 
 
 class ProjectorRunner:
@@ -350,15 +365,7 @@ class ProjectorRunner:
         """The records under ``keys`` (tombstones and expired ones included), from the
         cache where it has them. A stale cache costs a refused commit, never a wrong
         view: every write is conditional on the version read."""
-        found: dict[str, ViewRecord] = {}
-        missing = []
-        cached = self._records.records
-        for key in keys:
-            hit = cached.get(key)
-            if hit is None:
-                missing.append(key)
-            else:
-                found[key] = hit
+        found, missing = _split(keys, self._records.records)
         if missing:
             loaded = await self.views.get_many(missing, include_deleted=True)
             for key, record in loaded.items():
@@ -404,15 +411,7 @@ class ProjectorRunner:
 
     async def applied(self, stream_ids: Sequence[str]) -> dict[str, int]:
         """Each stream's applied progress (streams never applied are left out)."""
-        found: dict[str, int] = {}
-        missing = []
-        cached = self._progress.seqs
-        for sid in stream_ids:
-            hit = cached.get(sid)
-            if hit is None:
-                missing.append(sid)
-            else:
-                found[sid] = hit
+        found, missing = _split(stream_ids, self._progress.seqs)
         if missing:
             for sid, seq in (await self.views.applied(self.name, missing)).items():
                 found[sid] = seq

@@ -10,8 +10,6 @@ from projections.parking import Parked
 from routing.backends.sqlite.common import q
 from routing.backends.sqlite.db import SqliteDatabase
 
-CHUNK = 500
-
 
 def parked_table(table: str) -> str:
     return table + "__parked"
@@ -62,7 +60,7 @@ class SqliteCheckpointStore:
         self._sql_parked_of = (
             f"SELECT body FROM {p} WHERE projector = ? ORDER BY parked_at, stream_id"
         )
-        self._sql_find = f"SELECT body FROM {p} WHERE projector = ? AND stream_id IN "
+        self._sql_find = f"SELECT body FROM {p} WHERE projector = ? AND stream_id IN"
         self._sql_release = f"DELETE FROM {p} WHERE projector = ? AND stream_id = ?"
 
     # -- checkpoints --------------------------------------------------------------------
@@ -108,15 +106,9 @@ class SqliteCheckpointStore:
         return [Parked.model_validate_json(row[0]) for row in rows]
 
     async def find(self, projector: str, stream_ids: Sequence[str]) -> dict[str, Parked]:
-        wanted = list(dict.fromkeys(stream_ids))
-        found: dict[str, Parked] = {}
-        for start in range(0, len(wanted), CHUNK):
-            chunk = wanted[start : start + CHUNK]
-            sql = self._sql_find + f"({', '.join('?' * len(chunk))})"
-            for (body,) in await self.db.fetchall(sql, [projector, *chunk]):
-                parked = Parked.model_validate_json(body)
-                found[parked.stream_id] = parked
-        return found
+        rows = await self.db.fetchall_in(self._sql_find, stream_ids, leading=[projector])
+        parked = [Parked.model_validate_json(body) for (body,) in rows]
+        return {p.stream_id: p for p in parked}
 
     async def release(self, projector: str, stream_id: str) -> bool:
         sql, args = self._sql_release, (projector, stream_id)

@@ -29,6 +29,8 @@ T = TypeVar("T")
 Job = Callable[[sqlite3.Connection], Any]
 
 _STOP: Final = object()
+#: How many values one ``IN (...)`` list binds (SQLite allows 32,766 variables).
+IN_CHUNK: Final = 500
 
 
 def translate(route: str, exc: sqlite3.Error) -> EnginesError:
@@ -280,6 +282,19 @@ class SqliteDatabase:
 
     async def fetchall(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
         return await self.read(lambda conn: conn.execute(sql, args).fetchall())
+
+    async def fetchall_in(
+        self, sql: str, values: Sequence[Any], *, leading: Sequence[Any] = ()
+    ) -> list[Any]:
+        """The rows of ``sql`` (which ends in ``IN``) for every one of ``values``, bound
+        ``IN_CHUNK`` at a time after the ``leading`` arguments; each value once."""
+        wanted = list(dict.fromkeys(values))
+        rows: list[Any] = []
+        for start in range(0, len(wanted), IN_CHUNK):
+            chunk = wanted[start : start + IN_CHUNK]
+            text = f"{sql} ({', '.join('?' * len(chunk))})"
+            rows += await self.fetchall(text, [*leading, *chunk])
+        return rows
 
     async def fetchone(self, sql: str, args: Sequence[Any] = ()) -> Any:
         return await self.read(lambda conn: conn.execute(sql, args).fetchone())

@@ -16,9 +16,6 @@ from routing.backends.sqlite.db import SqliteDatabase
 from spine.codec import trusted
 from spine.events import Scope
 
-#: How many values one ``IN (...)`` list binds.
-CHUNK = 500
-
 _Statements = list[tuple[int, str, tuple[Any, ...]]]
 """(kind, SQL, arguments) for each statement of a commit."""
 
@@ -107,6 +104,7 @@ class SqliteViewStore:
         t = self._t = q(table)
         a = q(applied_table(table))
         self._sql_get = f"SELECT {_COLUMNS} FROM {t} WHERE key = ?"
+        self._sql_get_in = f"SELECT {_COLUMNS} FROM {t} WHERE key IN"
         self._sql_put = (
             f"INSERT INTO {t} ({_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
             f" ON CONFLICT (key) DO UPDATE SET {_SET_ALL} WHERE ?7 > version"
@@ -130,7 +128,7 @@ class SqliteViewStore:
         self._sql_progress = (
             f"UPDATE {a} SET seq = ?1 WHERE projector = ?2 AND stream_id = ?3 AND seq = ?4"
         )
-        self._sql_applied = f"SELECT stream_id, seq FROM {a} WHERE projector = ? AND stream_id IN "
+        self._sql_applied = f"SELECT stream_id, seq FROM {a} WHERE projector = ? AND stream_id IN"
 
     @staticmethod
     def _live(record: ViewRecord | None) -> ViewRecord | None:
@@ -147,17 +145,13 @@ class SqliteViewStore:
     async def get_many(
         self, keys: Sequence[str], *, include_deleted: bool = False
     ) -> Mapping[str, ViewRecord]:
-        wanted = list(dict.fromkeys(keys))
         found: dict[str, ViewRecord] = {}
-        for start in range(0, len(wanted), CHUNK):
-            chunk = wanted[start : start + CHUNK]
-            sql = f"SELECT {_COLUMNS} FROM {self._t} WHERE key IN ({', '.join('?' * len(chunk))})"
-            for row in await self.db.fetchall(sql, chunk):
-                record: ViewRecord | None = _record(row)
-                if not include_deleted:
-                    record = self._live(record)
-                if record is not None:
-                    found[record.key] = record
+        for row in await self.db.fetchall_in(self._sql_get_in, keys):
+            record: ViewRecord | None = _record(row)
+            if not include_deleted:
+                record = self._live(record)
+            if record is not None:
+                found[record.key] = record
         return found
 
     async def put(self, record: ViewRecord) -> bool:
@@ -179,14 +173,8 @@ class SqliteViewStore:
         return await self.put(ViewRecord(key=key, scope=scope, version=version, deleted=True))
 
     async def applied(self, projector: str, stream_ids: Sequence[str]) -> dict[str, int]:
-        wanted = list(dict.fromkeys(stream_ids))
-        found: dict[str, int] = {}
-        for start in range(0, len(wanted), CHUNK):
-            chunk = wanted[start : start + CHUNK]
-            sql = self._sql_applied + f"({', '.join('?' * len(chunk))})"
-            for stream_id, seq in await self.db.fetchall(sql, [projector, *chunk]):
-                found[stream_id] = seq
-        return found
+        rows = await self.db.fetchall_in(self._sql_applied, stream_ids, leading=[projector])
+        return dict(rows)
 
     async def commit(self, projector: str, writes: Sequence[ViewWrite]) -> list[str]:
         if not writes:
