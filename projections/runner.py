@@ -197,10 +197,11 @@ class ProjectorRunner:
                     await self._park(s.poison)
             by_stream = {sid: by_stream[sid] for sid in refused}
             if refused and attempt == COMMIT_ATTEMPTS:
-                for sid in refused:
-                    first = by_stream[sid][0]
-                    why = f"the view refused this stream's writes {COMMIT_ATTEMPTS} times"
-                    await self._park(_Poison(first, why, COMMIT_ATTEMPTS))
+                why = f"the view refused this stream's writes {COMMIT_ATTEMPTS} times"
+                for s in streams:
+                    if s.stream_id in refused:
+                        stuck = Unreadable(s.stream_id, s.applied + 1, why)
+                        await self._park(_Poison(stuck, why, COMMIT_ATTEMPTS))
         return applied
 
     async def _hold_back(self, by_stream: dict[str, list[Delivered]]) -> None:

@@ -571,3 +571,26 @@ async def test_wait_for_sees_a_write_applied_by_another_runner(notes: Notes) -> 
     await notes.new_loop(notes.new_runner()).catch_up()  # "the other process"
 
     assert await asyncio.wait_for(waiting, 2)
+
+
+async def test_a_stream_whose_writes_keep_being_refused_is_parked_not_retried_for_ever(
+    notes: Notes,
+) -> None:
+    await notes.do(CreateNote(note_id="a", title="A"))
+    await notes.do(UpdateNote(note_id="a", title="B"))
+    events = await notes.spine.read_stream("notes/t1/lab/a")
+    assert await notes.runner.apply(events[:1]) == 1
+    real_commit = notes.views.commit
+
+    async def always_refused(projector: str, writes: Sequence[ViewWrite]) -> list[str]:
+        return [w.stream_id for w in writes]
+
+    notes.views.commit = always_refused  # type: ignore[method-assign]
+    try:
+        assert await notes.runner.apply(events[1:]) == 0
+    finally:
+        notes.views.commit = real_commit  # type: ignore[method-assign]
+
+    (parked,) = await notes.parking.parked("notes")
+    assert (parked.stream_id, parked.seq, parked.attempts) == ("notes/t1/lab/a", 2, 5)
+    assert "refused" in parked.error
