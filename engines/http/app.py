@@ -1,9 +1,13 @@
 """The app factory: shared middleware, error handlers and health, plus every domain's
 router from the domain registry.
 
-Write endpoints return once the view reflects the write (bounded by the
-``write_wait_seconds`` setting); if it does not in time they answer 202 with the
-version. Every response of a server with lab routes carries ``X-Engines-Lab``.
+Every request passes the gate first (:mod:`engines.http.gate`: identity before any
+body is read, body limits, header hygiene). Write endpoints return once the view
+reflects the write (bounded by the ``write_wait_seconds`` setting); if it does not in
+time they answer 202 with the version. Every error is problem details
+(:mod:`engines.http.errors`), and every status an operation can answer is declared in
+its OpenAPI document. Every response of a server with lab routes carries
+``X-Engines-Lab``.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from starlette.types import ASGIApp, Message, Receive, Send
 from starlette.types import Scope as Scope_
 
 from engines.http import errors
-from engines.http.identity import runtime_of
+from engines.http.gate import Gate
+from engines.http.identity import refusals_of, runtime_of
 from engines.runtime import Runtime, bootstrap
 from engines.settings import Settings
 
@@ -79,14 +84,15 @@ def build_app(
         title="Engines",
         version="0.1.0",
         description="The durable spine: every write a command, an event and a projection.",
-        lifespan=lifespan,
+        lifespan=closing_refusals(lifespan),
     )
     if runtime is not None:
         app.state.runtime = runtime
-    app.add_middleware(LabelResponses)
+    app.add_middleware(Gate)
+    app.add_middleware(LabelResponses)  # outermost: the gate's refusals are labelled too
     errors.install(app)
 
-    @app.get("/healthz")
+    @app.get("/healthz", responses=errors.problem_responses(413, 500))
     async def healthz(request: Request) -> dict[str, Any]:
         rt = runtime_of(request)
         return {
@@ -97,7 +103,35 @@ def build_app(
 
     for domain in domains:
         app.include_router(domain.router)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = errors.problems_in_openapi(FastAPI.openapi(app))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def closing_refusals(inner: Any) -> Any:
+    """``inner`` (a lifespan, or none), plus the refusal audit's life: intervals close as
+    they end while the app serves, and every open one closes on shutdown, before the
+    runtime does."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with inner(app) if inner is not None else contextlib.nullcontext():
+            if getattr(app.state, "runtime", None) is None:
+                yield
+                return
+            refusals = refusals_of(app)
+            refusals.start()
+            try:
+                yield
+            finally:
+                await refusals.aclose()
+
+    return lifespan
 
 
 def create_app(settings: Settings, data_dir: Path) -> FastAPI:
