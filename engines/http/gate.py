@@ -29,7 +29,7 @@ PUBLIC_PATHS: Final = frozenset({"/healthz", "/openapi.json", "/docs", "/docs/oa
 #: Headers that mean one thing: given twice, the request is refused rather than resolved.
 SINGLE_VALUED: Final = frozenset(
     {b"authorization", b"if-match", b"if-none-match", b"idempotency-key", b"traceparent"}
-    | {h.encode() for h in PROVENANCE_HEADERS}
+    | {h.encode() for h in PROVENANCE_HEADERS.values()}
 )
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
