@@ -96,6 +96,31 @@ async def test_a_note_written_by_an_agent_keeps_its_source(client: httpx.AsyncCl
     assert fetched["source"] == source
 
 
+@pytest.mark.parametrize(
+    ("content", "inferred"),
+    [({"k": [1]}, "json"), ([1, "two"], "json"), ("# title", "markdown"), (None, None)],
+    ids=["object", "array", "string", "omitted"],
+)
+async def test_an_omitted_content_type_is_inferred_from_the_content(
+    client: httpx.AsyncClient, runtime: Runtime, content: Any, inferred: str | None
+) -> None:
+    fields = {} if content is None else {"content": content}
+
+    note = await create(client, **fields)
+
+    assert note["content_type"] == (inferred or "markdown")
+    (event,) = await runtime.spine.read_stream(note_stream_id(note["note_id"]))
+    assert event.payload["content_type"] == note["content_type"]
+    updated = await client.put(f"/notes/{note['note_id']}", json={"title": "t", **fields})
+    assert updated.json()["content_type"] == note["content_type"]
+
+
+async def test_a_stated_content_type_wins_over_inference(client: httpx.AsyncClient) -> None:
+    note = await create(client, content_type="json", content="a JSON string")
+
+    assert (note["content_type"], note["content"]) == ("json", "a JSON string")
+
+
 async def test_text_content_is_kept_verbatim(client: httpx.AsyncClient) -> None:
     note = await create(client, content_type="text", content="plain\ttext ✓")
 
