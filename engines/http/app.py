@@ -26,6 +26,7 @@ from starlette.types import Scope as Scope_
 from engines.http import errors
 from engines.http.gate import Gate
 from engines.http.identity import refusals_of, runtime_of
+from engines.http.jsonbody import StrictJsonRoute
 from engines.runtime import Runtime, bootstrap
 from engines.settings import Settings
 
@@ -92,7 +93,7 @@ def build_app(
     app.add_middleware(LabelResponses)  # outermost: the gate's refusals are labelled too
     errors.install(app)
 
-    @app.get("/healthz", responses=errors.problem_responses(413, 500))
+    @app.get("/healthz", responses=errors.problem_responses(400, 413, 500))
     async def healthz(request: Request) -> dict[str, Any]:
         rt = runtime_of(request)
         return {
@@ -102,6 +103,11 @@ def build_app(
         }
 
     for domain in domains:
+        if domain.router.route_class is not StrictJsonRoute:
+            raise TypeError(
+                f"domain {domain.name!r}: its router must parse bodies strictly "
+                "(APIRouter(route_class=StrictJsonRoute))"
+            )
         app.include_router(domain.router)
 
     def openapi() -> dict[str, Any]:

@@ -24,7 +24,9 @@ from engines.http.identity import authenticate
 from engines.http.provenance import PROVENANCE_HEADERS
 from spine.errors import EnginesError
 
-PUBLIC_PATHS: Final = frozenset({"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect"})
+PUBLIC_PATHS: Final = frozenset(
+    {"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+)
 
 #: Headers that mean one thing: given twice, the request is refused rather than resolved.
 SINGLE_VALUED: Final = frozenset(

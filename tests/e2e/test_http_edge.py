@@ -3,13 +3,16 @@ hygiene, and problem details for every error — each status declared in OpenAPI
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from fastapi import APIRouter
 
+from engines.domains import DOMAINS
 from engines.http import build_app
 from engines.runtime import Runtime, bootstrap
 from engines.settings import HttpSettings, Settings
@@ -293,7 +296,7 @@ async def test_an_unexpected_failure_is_a_500_problem_that_tells_nothing(
 AUTHENTICATED = {400, 401, 403, 413, 422, 500, 503}
 #: What each operation can answer (its own statuses, and the gate's and FastAPI's).
 ANSWERS: dict[tuple[str, str], set[int]] = {
-    ("get", "/healthz"): {200, 413, 500},
+    ("get", "/healthz"): {200, 400, 413, 500},
     ("post", "/notes"): {201, 202, 409, 410, 412, 415} | AUTHENTICATED,
     ("get", "/notes"): {200} | AUTHENTICATED,
     ("get", "/notes/{note_id}"): {200, 404} | AUTHENTICATED,
@@ -387,6 +390,7 @@ async def test_the_statuses_actually_answered_are_the_declared_ones(
     calls: list[tuple[str, str, int, Any]] = [
         ("get", "/healthz", 200, anonymous.get("/healthz")),
         ("get", "/healthz", 413, anonymous.get("/healthz", headers=big)),
+        ("get", "/healthz", 400, anonymous.get("/healthz", headers={"content-length": "x"})),
         ("post", "/notes", 201, client.post("/notes", json={"title": "t"})),
         ("post", "/notes", 400, client.post("/notes", json={"title": "t"}, headers=twice)),
         ("post", "/notes", 401, anonymous.post("/notes", json={"title": "t"})),
@@ -447,3 +451,10 @@ async def test_the_statuses_actually_answered_are_the_declared_ones(
         if status >= 400:
             problem(response, status)
     assert len(await audit_events(runtime)) == 2  # the 401's caller and the 403s' caller
+
+
+def test_a_domain_router_that_would_parse_bodies_leniently_is_refused() -> None:
+    lenient = dataclasses.replace(DOMAINS[0], router=APIRouter())
+
+    with pytest.raises(TypeError, match="StrictJsonRoute"):
+        build_app(domains=[lenient])
