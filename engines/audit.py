@@ -109,6 +109,7 @@ def _now() -> str:
 
 @dataclass
 class _Window:
+    tenant: str
     stream_id: str
     refusal: Refusal
     started: float
@@ -156,7 +157,8 @@ class RefusalAudit:
             return
         overflow = key == OVERFLOW_KEY
         tenant = OVERFLOW_TENANT if overflow else refusal.tenant
-        window = _Window(stream_id("audit", tenant, self.mode, new_id()), refusal, now)
+        sid = stream_id("audit", tenant, self.mode, new_id())
+        window = _Window(tenant, sid, refusal, now)
         self._windows[key] = window  # before the await: concurrent refusals count here
         payload = {
             "status": refusal.status,
@@ -215,13 +217,12 @@ class RefusalAudit:
         expected: ExpectedVersion,
     ) -> None:
         refusal = window.refusal
-        tenant = window.stream_id.split("/")[1]
         event = NewEvent(
             event_type=event_type,
             family="audit",
-            tenant_id=tenant,
+            tenant_id=window.tenant,
             mode=self.mode,
-            user_id=refusal.user_id if tenant == refusal.tenant else None,
+            user_id=refusal.user_id if window.tenant == refusal.tenant else None,
             source=refusal.source,
             command_id=new_id(),
             payload=payload,
