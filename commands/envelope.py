@@ -1,41 +1,55 @@
-"""The command envelope: who asks, what for, against which version."""
+"""The command envelope: who asks, on whose behalf, what for, against which version."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from spine.events import EventEnvelope, NewEvent, Scope, Source, new_id
+from spine.events import EventEnvelope, Identifier, NewEvent, Provenance, Scope, Source, new_id
 
 P = TypeVar("P", bound=BaseModel)
 
+Grants = Mapping[str, frozenset[str]]
+"""What a caller may act in: each granted surface, with the projects granted on it."""
+
+
+def granted(grants: Grants, scope: Scope) -> bool:
+    """Whether a record scoped ``scope`` lies within ``grants``: its surface is granted,
+    and it has no project or one granted on that surface (the rule of
+    ``projections.views.Grant``)."""
+    if scope.surface_id is None or scope.surface_id not in grants:
+        return False
+    return scope.project_id is None or scope.project_id in grants[scope.surface_id]
+
 
 class Command(BaseModel, Generic[P]):
-    """A request to change one stream. ``scope`` is server-derived (a verified token and
-    the server's mode), never a client's claim."""
+    """A request to change one stream. ``scope``, ``source`` and ``grants`` are
+    server-derived (a verified token and the server's mode), never a client's claim;
+    ``provenance`` is what the client says of its agent, run, step and trace."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     command_id: str = Field(default_factory=new_id, min_length=1, max_length=128)
     scope: Scope
     expected_version: int | None = Field(default=None, ge=0)
-    """The stream version the caller last saw (e.g. HTTP If-Match); ``None``: the current
-    version, retried on a concurrent write."""
+    """The stream version the caller last saw (e.g. HTTP If-Match; 0 for If-None-Match:
+    ``*``); ``None``: the current version, retried on a concurrent write."""
     source: Source = "ui"
-    run_id: str | None = Field(default=None, max_length=128)
-    trace_id: str | None = Field(default=None, max_length=64)
+    """The kind of principal asking (a user's request is ``ui``)."""
+    provenance: Provenance = Provenance()
+    grants: dict[Identifier, frozenset[Identifier]] | None = None
+    """The surfaces and projects the caller may act in; a record outside them does not
+    exist for this command. ``None``: unrestricted (operator tools, trusted internal
+    callers)."""
     payload: P
 
     def event(
-        self,
-        event_type: str,
-        payload: dict[str, Any],
-        *,
-        scope: Scope | None = None,
-        step_id: str | None = None,
+        self, event_type: str, payload: dict[str, Any], *, scope: Scope | None = None
     ) -> NewEvent:
-        """An event produced by this command, carrying its scope and provenance."""
+        """An event produced by this command, carrying its scope and provenance as given
+        (absent provenance stays absent)."""
         s = scope or self.scope
         return NewEvent(
             event_type=event_type,
@@ -44,12 +58,10 @@ class Command(BaseModel, Generic[P]):
             user_id=s.user_id,
             surface_id=s.surface_id,
             project_id=s.project_id,
-            run_id=self.run_id or self.command_id,
-            step_id=step_id or event_type,
-            trace_id=self.trace_id,
             source=self.source,
             command_id=self.command_id,
             payload=payload,
+            **self.provenance.model_dump(),
         )
 
 

@@ -1,7 +1,8 @@
 """Notes: one stream per note, ``notes/{tenant}/{mode}/{note_id}``.
 
 Commands create, update (full replacement of the editable fields) and delete a note.
-A note belongs to the user who created it; to anyone else it does not exist.
+A note belongs to the user who created it; to anyone else it does not exist, and to a
+command whose grants do not cover its surface and project neither.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from pydantic import (
     model_validator,
 )
 
-from commands.envelope import Command, CommandResult
-from spine.errors import AlreadyExists, NotFound
-from spine.events import EventEnvelope, Identifier, NewEvent, Scope, new_id
+from commands.envelope import Command, CommandResult, granted
+from spine.errors import AlreadyExists, NotFound, ScopeMismatch
+from spine.events import EventEnvelope, Identifier, NewEvent, ProvenanceValue, Scope, new_id
 from spine.streams import stream_id
 
 DOMAIN = "notes"
@@ -51,8 +52,8 @@ class NoteSource(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     created_by: Literal["user", "agent"] = "user"
-    agent_id: str | None = Field(default=None, min_length=1, max_length=128)
-    run_id: str | None = Field(default=None, min_length=1, max_length=128)
+    agent_id: ProvenanceValue | None = None
+    run_id: ProvenanceValue | None = None
 
     @model_validator(mode="after")
     def _agent_named(self) -> Self:
@@ -61,15 +62,34 @@ class NoteSource(BaseModel):
         return self
 
 
+ContentType = Literal["markdown", "json", "text"]
+
+
+def inferred_content_type(content: Any) -> ContentType:
+    """The content type of a note that does not say: a string is markdown, anything else
+    (an object, an array, a number) json."""
+    return "markdown" if isinstance(content, str) else "json"
+
+
 class NoteBody(BaseModel):
     """The editable fields of a note."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     title: str = Field(min_length=1, max_length=500)
-    content_type: Literal["markdown", "json", "text"] = "markdown"
+    content_type: ContentType = Field(
+        default="markdown",
+        description="inferred when omitted: markdown for string content, json otherwise",
+    )
     content: Any = ""
     tags: list[Tag] = Field(default_factory=list, max_length=64)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _infer_content_type(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "content_type" not in data:
+            return {**data, "content_type": inferred_content_type(data.get("content", ""))}
+        return data
 
     @model_validator(mode="after")
     def _content_fits_type(self) -> Self:
@@ -132,10 +152,13 @@ class NotesDecider:
         if isinstance(payload, CreateNote):
             if state.exists:
                 raise AlreadyExists(f"note {payload.note_id!r} already exists")
+            if command.grants is not None and not granted(command.grants, command.scope):
+                raise ScopeMismatch(
+                    f"surface {command.scope.surface_id!r} and project "
+                    f"{command.scope.project_id!r} are not granted to the caller"
+                )
             return [command.event("note.created", payload.model_dump(mode="json"))]
-        if not state.exists or state.deleted or state.scope is None:
-            raise NotFound(f"note {payload.note_id!r} not found")
-        if state.scope.user_id != command.scope.user_id:
+        if not visible(state, command):
             raise NotFound(f"note {payload.note_id!r} not found")
         if isinstance(payload, UpdateNote):
             body = payload.model_dump(mode="json", exclude={"note_id"})
@@ -145,13 +168,24 @@ class NotesDecider:
         raise TypeError(f"notes cannot handle {type(payload).__name__}")
 
 
+def visible(state: NoteState, command: Command[Any]) -> bool:
+    """Whether the note folded into ``state`` exists for ``command``'s caller: it is live,
+    it is theirs, and it lies within their grants."""
+    if not state.exists or state.deleted or state.scope is None:
+        return False
+    if state.scope.user_id != command.scope.user_id:
+        return False
+    return command.grants is None or granted(command.grants, state.scope)
+
+
 def create_note_command(
-    scope: Scope, fields: dict[str, Any], idempotency_key: str | None = None
+    scope: Scope, fields: dict[str, Any], idempotency_key: str | None = None, **envelope: Any
 ) -> Command[CreateNote]:
-    """The command that creates a note from ``fields``. With an idempotency key, the note
-    id and the command id derive from it (per tenant, mode and user), so a retried
-    request names the same note and the same command: the spine answers it with the
-    original result."""
+    """The command that creates a note from ``fields``; ``envelope`` holds the other
+    command fields (source, provenance, grants). With an idempotency key, the note id
+    and the command id derive from it (per tenant, mode and user), so a retried request
+    names the same note and the same command: the spine answers it with the original
+    result."""
     if idempotency_key is None:
         note_id, command_id = new_id(), new_id()
     else:
@@ -159,13 +193,7 @@ def create_note_command(
         note_id = str(uuid.uuid5(uuid.NAMESPACE_URL, "engines:notes:" + name))
         command_id = f"create:{note_id}"
     payload = CreateNote.model_validate({**fields, "note_id": note_id})
-    return Command[CreateNote](
-        command_id=command_id,
-        scope=scope,
-        payload=payload,
-        source="agent" if payload.source.created_by == "agent" else "ui",
-        run_id=payload.source.run_id,
-    )
+    return Command[CreateNote](command_id=command_id, scope=scope, payload=payload, **envelope)
 
 
 def same_request_or_refuse(command: Command[CreateNote], result: CommandResult) -> None:

@@ -1,50 +1,252 @@
-"""Access decisions recorded on the spine as ``audit`` events (one stream per request)."""
+"""Refusals recorded on the spine as ``audit`` events, aggregated so that a flood of
+them costs no durable write each (DESIGN §7).
+
+The first refusal of a (tenant, caller, status, reason) in an interval is appended at
+once as ``audit.access_denied``, seq 1 of a stream of its own. Later ones in that
+interval are only counted; when the interval ends (or the service shuts down) one
+``audit.access_denied_summary`` event, seq 2 of the same stream, records how many there
+were and when the last came. At most ``refusal_max_keys`` pairs are tracked at once;
+refusals of further pairs are counted together under one overflow key, so memory and
+spine growth stay bounded whatever the callers do.
+
+What a refusal records of the request is capped (:func:`request_summary`): a client
+controls every header, and an audit event is no place to store them whole. A refusal
+whose caller is unknown is recorded under :data:`UNAUTHENTICATED_TENANT`, which no token
+can carry (:data:`engines.auth.RESERVED_TENANT_PREFIX`).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from typing import Any
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
 
+from engines.auth import RESERVED_TENANT_PREFIX
+from engines.settings import AuditSettings
 from spine.errors import EnginesError
-from spine.events import NO_STREAM, Mode, NewEvent, new_id
+from spine.events import NO_STREAM, ExpectedVersion, Mode, NewEvent, Source, new_id
 from spine.store import EventStore
 from spine.streams import stream_id
 
 log = logging.getLogger(__name__)
 
-#: The tenant segment for requests whose token did not verify (no tenant is known).
-UNAUTHENTICATED_TENANT = "unauthenticated"
+#: The tenant of refusals whose token did not verify (no tenant is known).
+UNAUTHENTICATED_TENANT: Final = RESERVED_TENANT_PREFIX + "unauthenticated"
+#: The tenant of refusals counted under the overflow key (many tenants at once).
+OVERFLOW_TENANT: Final = RESERVED_TENANT_PREFIX + "overflow"
+
+MAX_PATH_CHARS: Final = 256
+MAX_REASON_CHARS: Final = 300
+MAX_VALUE_CHARS: Final = 64
+MAX_VALUES: Final = 4
 
 
-async def record_access_denied(
-    spine: EventStore,
-    *,
-    mode: Mode,
-    tenant_id: str | None,
-    user_id: str | None,
-    status: int,
-    reason: str,
-    request: dict[str, Any],
-) -> str:
-    """Append an ``audit.access_denied`` event; return its stream id."""
-    request_id = new_id()
-    tenant = tenant_id or UNAUTHENTICATED_TENANT
-    sid = stream_id("audit", tenant, mode, request_id)
-    event = NewEvent(
-        event_type="audit.access_denied",
-        family="audit",
-        tenant_id=tenant,
-        mode=mode,
-        user_id=user_id,
-        run_id=request_id,
-        step_id="authenticate",
-        source="ui",
-        command_id=request_id,
-        payload={"status": status, "reason": reason, "request": request},
-    )
-    try:
-        await spine.append(sid, [event], NO_STREAM)
-    except EnginesError:
-        log.exception("could not record an access denial on the spine")
-        raise
-    return sid
+def capped(text: str, limit: int) -> str:
+    """``text``, cut to ``limit`` characters with a note of how much was left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}…(+{len(text) - limit} chars)"
+
+
+def request_summary(
+    *, method: str, path: str, client: str | None, claimed: Mapping[str, Sequence[str]]
+) -> dict[str, Any]:
+    """What a refusal records of its request, every client-controlled part capped: the
+    path, and at most a few short values of each tenant/mode/user claim."""
+    summary: dict[str, Any] = {
+        "method": capped(method, 16),
+        "path": capped(path, MAX_PATH_CHARS),
+        "client": capped(client, 64) if client else None,
+    }
+    shown: dict[str, list[str]] = {}
+    dropped = 0
+    for name, values in claimed.items():
+        if values:
+            shown[name] = [capped(v, MAX_VALUE_CHARS) for v in values[:MAX_VALUES]]
+            dropped += max(0, len(values) - MAX_VALUES)
+    summary["claimed"] = shown
+    if dropped:
+        summary["claimed_values_left_out"] = dropped
+    return summary
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """One refused request. ``caller`` is the user id when the token verified, else the
+    client address; ``reason_code`` is a stable name for the reason (the error class),
+    ``reason`` the message."""
+
+    status: int
+    reason_code: str
+    reason: str
+    request: dict[str, Any]
+    tenant_id: str | None = None
+    user_id: str | None = None
+    caller: str | None = None
+    source: Source = "ui"
+
+    @property
+    def tenant(self) -> str:
+        return self.tenant_id or UNAUTHENTICATED_TENANT
+
+    @property
+    def key(self) -> tuple[str, str, int, str]:
+        return (self.tenant, self.user_id or self.caller or "-", self.status, self.reason_code)
+
+
+OVERFLOW_KEY: Final = (OVERFLOW_TENANT, "*", 0, "overflow")
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class _Window:
+    tenant: str
+    stream_id: str
+    refusal: Refusal
+    started: float
+    first_at: str = field(default_factory=_now)
+    last_at: str = ""
+    count: int = 1
+
+
+class RefusalAudit:
+    """Aggregates refusals per (tenant, caller, status, reason) and interval onto the
+    spine (see the module's docstring). :meth:`start` runs a task that closes intervals
+    as they end; :meth:`aclose` stops it and closes every open interval."""
+
+    def __init__(
+        self,
+        spine: EventStore,
+        mode: Mode,
+        settings: AuditSettings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.spine = spine
+        self.mode = mode
+        self.interval = settings.refusal_interval_seconds
+        self.max_keys = settings.refusal_max_keys
+        self._clock = clock
+        self._windows: OrderedDict[tuple[str, str, int, str], _Window] = OrderedDict()
+        self._ticker: asyncio.Task[None] | None = None
+
+    @property
+    def open_intervals(self) -> int:
+        return len(self._windows)
+
+    async def refused(self, refusal: Refusal) -> None:
+        """Count ``refusal``; append it at once if it opens an interval."""
+        now = self._clock()
+        await self.flush(now=now)
+        key = refusal.key
+        if key not in self._windows and len(self._windows) >= self.max_keys:
+            key = OVERFLOW_KEY
+        window = self._windows.get(key)
+        if window is not None:
+            window.count += 1
+            window.last_at = _now()
+            return
+        overflow = key == OVERFLOW_KEY
+        tenant = OVERFLOW_TENANT if overflow else refusal.tenant
+        sid = stream_id("audit", tenant, self.mode, new_id())
+        window = _Window(tenant, sid, refusal, now)
+        self._windows[key] = window  # before the await: concurrent refusals count here
+        payload = {
+            "status": refusal.status,
+            "reason_code": refusal.reason_code,
+            "reason": capped(refusal.reason, MAX_REASON_CHARS),
+            "caller": refusal.caller,
+            "request": refusal.request,
+            "interval_seconds": self.interval,
+        }
+        if overflow:
+            payload["overflow"] = f"more than {self.max_keys} callers refused in one interval"
+        try:
+            await self._append(window, "audit.access_denied", payload, NO_STREAM)
+        except EnginesError:
+            log.exception("could not record a refusal on the spine")
+            if self._windows.get(key) is window:
+                del self._windows[key]
+
+    async def flush(self, *, now: float | None = None, everything: bool = False) -> int:
+        """Close the intervals that have ended (all of them with ``everything``),
+        appending a summary for each that counted more than its first refusal. Returns
+        how many summaries were appended."""
+        now = self._clock() if now is None else now
+        ended: list[_Window] = []
+        while self._windows:
+            key, window = next(iter(self._windows.items()))
+            if not everything and window.started + self.interval > now:
+                break
+            del self._windows[key]
+            ended.append(window)
+        appended = 0
+        for window in ended:
+            if window.count < 2:
+                continue
+            payload = {
+                "status": window.refusal.status,
+                "reason_code": window.refusal.reason_code,
+                "caller": window.refusal.caller,
+                "count": window.count,
+                "first_at": window.first_at,
+                "last_at": window.last_at,
+                "interval_seconds": self.interval,
+            }
+            try:
+                await self._append(window, "audit.access_denied_summary", payload, 1)
+                appended += 1
+            except EnginesError:
+                log.exception("could not record a refusal summary on the spine")
+        return appended
+
+    async def _append(
+        self,
+        window: _Window,
+        event_type: str,
+        payload: dict[str, Any],
+        expected: ExpectedVersion,
+    ) -> None:
+        refusal = window.refusal
+        event = NewEvent(
+            event_type=event_type,
+            family="audit",
+            tenant_id=window.tenant,
+            mode=self.mode,
+            user_id=refusal.user_id if window.tenant == refusal.tenant else None,
+            source=refusal.source,
+            command_id=new_id(),
+            payload=payload,
+        )
+        await self.spine.append(window.stream_id, [event], expected)
+
+    def start(self) -> None:
+        """Close intervals as they end, in a task of the running loop."""
+        if self._ticker is None:
+            self._ticker = asyncio.create_task(self._tick())
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(min(self.interval, 1.0))
+            try:
+                await self.flush()
+            except Exception:  # keep ticking: the next flush retries what is left
+                log.exception("closing refusal intervals failed")
+
+    async def aclose(self) -> None:
+        """Stop the task and close every open interval (on shutdown)."""
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
+        await self.flush(everything=True)

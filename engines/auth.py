@@ -2,8 +2,18 @@
 
 Precedence: the server's binding (its mode) > the token's claims > anything a client
 sends in headers or query parameters. A client value that disagrees is refused, never
-used. Claims: ``sub`` (user id), ``tenant_id``, optional ``surfaces`` and ``projects``
-(lists of ids the user may act in), optional ``mode`` (must equal the server's), ``exp``.
+used. Claims:
+
+* ``sub`` (the principal's id) and ``tenant_id`` (never one beginning with
+  :data:`RESERVED_TENANT_PREFIX`, which names the server's own placeholders), ``exp``;
+* ``surfaces``: the surfaces granted; ``projects``: the projects granted, either a list
+  (granted on every granted surface) or a mapping ``{surface: [projects]}``;
+* ``kind``: ``user`` (default), ``agent``, ``connector`` or ``tool`` — the source of the
+  events the principal's writes record (a user's is ``ui``);
+* ``roles``: a list of ``admin`` and ``auditor``;
+* ``mode``: if present, must equal the server's.
+
+Any claim of the wrong type or value is refused (401), never ignored.
 """
 
 from __future__ import annotations
@@ -13,28 +23,58 @@ import re
 import secrets
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, Literal, cast, get_args
 
 import jwt
 from jwt.algorithms import RSAAlgorithm
 
 from engines.settings import AuthSettings
-from spine.errors import EnginesError, ScopeMismatch, Unauthenticated
-from spine.events import IDENTIFIER_PATTERN, Mode, Scope
+from spine.errors import EnginesError, InvalidField, InvalidInput, ScopeMismatch, Unauthenticated
+from spine.events import IDENTIFIER_PATTERN, Mode, Scope, Source
 
 LAB_SECRET_FILE = "lab-jwt-secret"
 MIN_SECRET_LENGTH = 32
 _ID = re.compile(IDENTIFIER_PATTERN)
 
+#: Tenant ids the server uses for itself (e.g. the tenant of refusals whose caller is
+#: unknown); a token naming one is refused, so no real tenant can collide with them.
+RESERVED_TENANT_PREFIX: Final = "engines:"
+MAX_SURFACES: Final = 64
+MAX_PROJECTS: Final = 256
+
+Kind = Literal["user", "agent", "connector", "tool"]
+Role = Literal["admin", "auditor"]
+KINDS: Final[tuple[Kind, ...]] = get_args(Kind)
+ROLES: Final[tuple[Role, ...]] = get_args(Role)
+#: The event ``source`` a principal's writes carry.
+SOURCE_OF: Final[dict[Kind, Source]] = {
+    "user": "ui",
+    "agent": "agent",
+    "connector": "connector",
+    "tool": "tool",
+}
+
 
 @dataclass(frozen=True)
 class Principal:
+    """A verified caller. ``grants`` maps each granted surface to the projects granted
+    on it."""
+
     user_id: str
     tenant_id: str
-    surfaces: frozenset[str]
-    projects: frozenset[str]
+    grants: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    kind: Kind = "user"
+    roles: frozenset[Role] = frozenset()
+
+    @property
+    def surfaces(self) -> frozenset[str]:
+        return frozenset(self.grants)
+
+    @property
+    def source(self) -> Source:
+        return SOURCE_OF[self.kind]
 
 
 def lab_secret(data_dir: Path) -> str:
@@ -146,19 +186,9 @@ class TokenVerifier:
         return self.principal(claims)
 
     def principal(self, claims: dict[str, Any]) -> Principal:
-        user_id, tenant_id = claims.get("sub"), claims.get("tenant_id")
-        for name, value in (("sub", user_id), ("tenant_id", tenant_id)):
-            if not isinstance(value, str) or not _ID.match(value):
-                raise Unauthenticated(f"token claim {name!r} is missing or malformed")
-        lists = {}
-        for name in ("surfaces", "projects"):
-            value = claims.get(name, [])
-            if not isinstance(value, list) or not all(
-                isinstance(v, str) and _ID.match(v) for v in value
-            ):
-                raise Unauthenticated(f"token claim {name!r} must be a list of ids")
-            lists[name] = frozenset(value)
-        principal = Principal(str(user_id), str(tenant_id), lists["surfaces"], lists["projects"])
+        """The principal the (verified) ``claims`` describe; :class:`Unauthenticated` for
+        a claim of the wrong type or value."""
+        principal = principal_of(claims)
         if "mode" in claims and claims["mode"] != self.mode:
             mismatch = ScopeMismatch(
                 f"token is for mode {claims['mode']!r}; this server is {self.mode!r}"
@@ -168,17 +198,66 @@ class TokenVerifier:
         return principal
 
 
+def _ids(name: str, value: Any, limit: int) -> frozenset[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and _ID.match(v) for v in value):
+        raise Unauthenticated(f"token claim {name!r} must be a list of ids")
+    if len(value) > limit:
+        raise Unauthenticated(f"token claim {name!r} holds more than {limit} ids")
+    return frozenset(value)
+
+
+def _grants(claims: Mapping[str, Any]) -> dict[str, frozenset[str]]:
+    surfaces = _ids("surfaces", claims.get("surfaces", []), MAX_SURFACES)
+    projects = claims.get("projects", [])
+    if not isinstance(projects, dict):
+        everywhere = _ids("projects", projects, MAX_PROJECTS)
+        return dict.fromkeys(surfaces, everywhere)
+    for surface in projects:
+        if surface not in surfaces:
+            raise Unauthenticated(
+                f"token claim 'projects' names surface {surface!r}, which 'surfaces' does not"
+            )
+    return {s: _ids(f"projects.{s}", projects.get(s, []), MAX_PROJECTS) for s in surfaces}
+
+
+def principal_of(claims: Mapping[str, Any]) -> Principal:
+    """Read a principal from token claims (see the module's docstring), refusing any
+    claim of the wrong type or value with :class:`Unauthenticated`."""
+    user_id, tenant_id = claims.get("sub"), claims.get("tenant_id")
+    for name, value in (("sub", user_id), ("tenant_id", tenant_id)):
+        if not isinstance(value, str) or not _ID.match(value):
+            raise Unauthenticated(f"token claim {name!r} is missing or malformed")
+    if str(tenant_id).lower().startswith(RESERVED_TENANT_PREFIX):
+        raise Unauthenticated(f"token claim 'tenant_id' may not begin {RESERVED_TENANT_PREFIX!r}")
+    kind = claims.get("kind", "user")
+    if kind not in KINDS:
+        raise Unauthenticated(f"token claim 'kind' must be one of {', '.join(KINDS)}")
+    roles = claims.get("roles", [])
+    if not isinstance(roles, list) or not all(isinstance(r, str) and r in ROLES for r in roles):
+        raise Unauthenticated(f"token claim 'roles' must be a list of {', '.join(ROLES)}")
+    return Principal(
+        user_id=str(user_id),
+        tenant_id=str(tenant_id),
+        grants=_grants(claims),
+        kind=cast(Kind, kind),
+        roles=frozenset(cast(list[Role], roles)),
+    )
+
+
 def mint_lab_token(
     data_dir: Path,
     *,
     tenant_id: str,
     user_id: str,
-    surfaces: list[str],
-    projects: list[str],
+    surfaces: Sequence[str],
+    projects: Sequence[str] | Mapping[str, Sequence[str]],
+    kind: str = "user",
+    roles: Sequence[str] = (),
     ttl_seconds: int,
     settings: AuthSettings | None = None,
 ) -> str:
-    """A token for lab use, signed with the lab secret (or the configured HS256 one)."""
+    """A token for lab use, signed with the lab secret (or the configured HS256 one).
+    ``projects`` is a list (granted on every surface) or a mapping per surface."""
     settings = settings or AuthSettings()
     if settings.algorithm != "HS256":
         raise EnginesError("engines token mints HS256 lab tokens only")
@@ -187,8 +266,14 @@ def mint_lab_token(
         "sub": user_id,
         "tenant_id": tenant_id,
         "mode": "lab",
-        "surfaces": surfaces,
-        "projects": projects,
+        "kind": kind,
+        "roles": list(roles),
+        "surfaces": list(surfaces),
+        "projects": (
+            {s: list(p) for s, p in projects.items()}
+            if isinstance(projects, Mapping)
+            else list(projects)
+        ),
         "iat": now,
         "exp": now + ttl_seconds,
     }
@@ -201,6 +286,30 @@ def mint_lab_token(
     return jwt.encode(claims, verifier._keys[None], algorithm="HS256")
 
 
+def check_claimed(
+    principal: Principal, mode: Mode, claimed: Mapping[str, str | Sequence[str] | None]
+) -> None:
+    """Refuse (:class:`ScopeMismatch`) any tenant, mode or user the client states
+    (``claimed``: every value of every alias) that disagrees with the token and server."""
+    truth = {"tenant_id": principal.tenant_id, "mode": mode, "user_id": principal.user_id}
+    for name, given in claimed.items():
+        values = [given] if isinstance(given, str) else list(given or ())
+        for value in values:
+            if value != truth[name]:
+                raise ScopeMismatch(f"{name} {value!r} does not match the token")
+
+
+class SurfaceRequired(InvalidField):
+    """A write needs a surface, and neither the token nor the request settles which."""
+
+    def __init__(self, granted: int) -> None:
+        super().__init__(
+            ("body", "surface_id"),
+            f"surface_id is required: the token grants {granted} surfaces; name one "
+            "(body or query `surface_id`, or the X-Surface-Id header)",
+        )
+
+
 def resolve_scope(
     principal: Principal,
     mode: Mode,
@@ -208,23 +317,29 @@ def resolve_scope(
     claimed: Mapping[str, str | Sequence[str] | None],
     surface_id: str | None = None,
     project_id: str | None = None,
+    require_surface: bool = False,
 ) -> Scope:
     """The request's scope. ``claimed`` holds what the client said of tenant, mode and user
     (headers, query; every value of every alias); any disagreement is refused. A surface
-    or project must be one the token grants; with none asked for, a single granted
-    surface is taken."""
-    truth = {"tenant_id": principal.tenant_id, "mode": mode, "user_id": principal.user_id}
-    for name, given in claimed.items():
-        values = [given] if isinstance(given, str) else list(given or ())
-        for value in values:
-            if value != truth[name]:
-                raise ScopeMismatch(f"{name} {value!r} does not match the token")
-    if surface_id is None and len(principal.surfaces) == 1:
-        (surface_id,) = principal.surfaces
-    if surface_id is not None and surface_id not in principal.surfaces:
+    must be granted by the token, and a project granted on that surface (with no surface
+    settled, on some granted surface); with none asked for, a single granted surface is
+    taken. ``require_surface``: a scope without a surface is refused
+    (:class:`SurfaceRequired`), as every record needs one."""
+    check_claimed(principal, mode, claimed)
+    grants = principal.grants
+    if surface_id is None and len(grants) == 1:
+        (surface_id,) = grants
+    if surface_id is not None and surface_id not in grants:
         raise ScopeMismatch(f"surface_id {surface_id!r} is not granted by the token")
-    if project_id is not None and project_id not in principal.projects:
-        raise ScopeMismatch(f"project_id {project_id!r} is not granted by the token")
+    if project_id is not None:
+        if surface_id is not None and project_id not in grants[surface_id]:
+            raise ScopeMismatch(
+                f"project_id {project_id!r} is not granted on surface {surface_id!r}"
+            )
+        if surface_id is None and not any(project_id in p for p in grants.values()):
+            raise ScopeMismatch(f"project_id {project_id!r} is not granted by the token")
+    if require_surface and surface_id is None:
+        raise SurfaceRequired(len(grants))
     return Scope(
         tenant_id=principal.tenant_id,
         mode=mode,
@@ -232,3 +347,24 @@ def resolve_scope(
         surface_id=surface_id,
         project_id=project_id,
     )
+
+
+def lab_projects(
+    values: Sequence[str], surfaces: Sequence[str]
+) -> list[str] | dict[str, list[str]]:
+    """``engines token --project`` values as a ``projects`` claim: ``p1`` is granted on
+    every surface, ``chat=p2`` on ``chat`` only (which must be one of ``surfaces``)."""
+    everywhere = [v for v in values if "=" not in v]
+    per_surface: dict[str, list[str]] = {s: [] for s in surfaces}
+    for value in values:
+        if "=" not in value:
+            continue
+        surface, _, project = value.partition("=")
+        if surface not in per_surface:
+            raise InvalidInput(
+                f"--project {value!r} names surface {surface!r}, which no --surface grants"
+            )
+        per_surface[surface].append(project)
+    if not any(per_surface.values()):
+        return everywhere
+    return {s: sorted({*everywhere, *p}) for s, p in per_surface.items()}

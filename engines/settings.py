@@ -6,7 +6,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    IPvAnyNetwork,
+    ValidationError,
+    model_validator,
+)
 
 from routing.config import RoutesFile, describe_validation_error, load_yaml
 from routing.registry import check_routes
@@ -38,8 +45,34 @@ class AuthSettings(BaseModel):
         return self
 
 
+class HttpSettings(BaseModel):
+    """Limits and trust at the HTTP edge."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_body_bytes: int = Field(default=2_000_000, ge=1, le=100_000_000)
+    """The largest request body accepted (413 beyond it), by Content-Length and as read."""
+    trusted_proxies: tuple[IPvAnyNetwork, ...] = ()
+    """Peers whose ``X-Forwarded-For`` is believed (addresses or networks). Default: none,
+    so the client address is always the connecting peer."""
+
+
+class AuditSettings(BaseModel):
+    """How refusals are recorded on the spine: the first refusal of a (caller, reason) in
+    an interval at once, later ones counted into one summary when the interval ends."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    refusal_interval_seconds: float = Field(default=60.0, gt=0, le=86_400)
+    refusal_max_keys: int = Field(default=1024, ge=1, le=1_000_000)
+    """How many (caller, reason) pairs are tracked at once; beyond it, refusals of new
+    pairs are counted together under one overflow key."""
+
+
 class Settings(RoutesFile):
     auth: AuthSettings = AuthSettings()
+    http: HttpSettings = HttpSettings()
+    audit: AuditSettings = AuditSettings()
     write_wait_seconds: float = Field(default=2.0, ge=0, le=60)
     """How long a write endpoint waits for its view before answering 202."""
 

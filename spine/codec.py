@@ -1,11 +1,18 @@
-"""orjson encoding of envelopes, and the canonical form the hash chain covers."""
+"""orjson encoding of envelopes, and the canonical form the hash chain covers.
+
+The canonical form of an event is the sorted-key JSON of every envelope field but
+``hash``, with one rule for fields added to the envelope after events were first stored
+(:data:`ADDED_LATER`): such a field is left out while it is ``None``. So an event stored
+before the field existed hashes as it always did and still verifies, and an event that
+sets the field has it covered by the chain like any other.
+"""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import orjson
 from pydantic import BaseModel, TypeAdapter
@@ -15,10 +22,23 @@ from spine.events import GENESIS_HASH, EventEnvelope, NewEvent
 
 _ENVELOPES: TypeAdapter[list[EventEnvelope]] = TypeAdapter(list[EventEnvelope])
 
+#: Envelope fields added after events were first stored: left out of the canonical (and
+#: stored) form while ``None``. Every field added to the envelope from now on joins this.
+ADDED_LATER: Final = frozenset({"agent_id"})
+
+
+def _fields(event: NewEvent) -> dict[str, Any]:
+    """The event's fields as JSON values, without the later fields that are ``None``."""
+    fields = event.model_dump(mode="json")
+    for name in ADDED_LATER:
+        if fields.get(name, 0) is None:
+            del fields[name]
+    return fields
+
 
 def encode(event: EventEnvelope) -> bytes:
     """The stored form of an envelope."""
-    return orjson.dumps(event.model_dump(mode="json"))
+    return orjson.dumps(_fields(event))
 
 
 def decode(body: bytes | str) -> EventEnvelope:
@@ -58,10 +78,11 @@ def seal(
     """Number and chain one event; return the envelope and its stored bytes.
 
     The hash covers every field of the envelope except ``hash`` itself, in canonical
-    (sorted-key) JSON, so it chains to ``prev_hash`` and detects any later edit.
-    ``recorded_text`` is ``timestamp_text(recorded_at)``, if the caller has it already.
+    (sorted-key) JSON (see the module's rule for fields added later), so it chains to
+    ``prev_hash`` and detects any later edit. ``recorded_text`` is
+    ``timestamp_text(recorded_at)``, if the caller has it already.
     """
-    fields = event.model_dump(mode="json")
+    fields = _fields(event)
     fields.update(
         stream_id=stream_id,
         seq=seq,
@@ -104,7 +125,7 @@ def trusted(model: type[M], values: dict[str, Any]) -> M:
 
 
 def expected_hash(event: EventEnvelope) -> str:
-    fields = event.model_dump(mode="json")
+    fields = _fields(event)
     del fields["hash"]
     fields["recorded_at"] = timestamp_text(event.recorded_at)
     return hashlib.sha256(_canonical(fields)).hexdigest()

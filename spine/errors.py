@@ -4,6 +4,7 @@
 
     EnginesError
     ├── InvalidInput                 bad input; nothing was written
+    │   ├── InvalidField             names the field (``loc``) that is wrong or missing
     │   ├── InvalidStreamId
     │   └── InvalidAppend            empty append, mixed command ids, over a backend limit
     ├── ConcurrencyError             stale expected version; nothing was written
@@ -34,6 +35,15 @@ class EnginesError(Exception):
 
 class InvalidInput(EnginesError):
     """The caller's input is malformed or breaks a rule; nothing was written."""
+
+
+class InvalidField(InvalidInput):
+    """One named input is wrong or missing. ``loc`` says where, as a validation error
+    does: ``("body", "surface_id")``, ``("header", "if-match")``."""
+
+    def __init__(self, loc: tuple[str, ...], message: str) -> None:
+        self.loc = loc
+        super().__init__(message)
 
 
 class InvalidStreamId(InvalidInput):

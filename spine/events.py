@@ -76,6 +76,27 @@ class Scope(BaseModel):
     project_id: Identifier | None = None
 
 
+#: What a provenance value taken from a client may look like: visible ASCII, no spaces.
+ProvenanceValue = Annotated[str, StringConstraints(pattern=r"^[\x21-\x7e]{1,128}$")]
+ShortProvenanceValue = Annotated[str, StringConstraints(pattern=r"^[\x21-\x7e]{1,64}$")]
+
+
+class Provenance(BaseModel):
+    """Where a write comes from beyond its scope: the agent, run, thread and step that made
+    it, the event it follows from, and the trace it belongs to. Every field is optional,
+    and absent means absent: nothing is made up."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    agent_id: ProvenanceValue | None = None
+    run_id: ProvenanceValue | None = None
+    thread_id: ProvenanceValue | None = None
+    step_id: ProvenanceValue | None = None
+    parent_event_id: ShortProvenanceValue | None = None
+    trace_id: ShortProvenanceValue | None = None
+    span_id: ShortProvenanceValue | None = None
+
+
 class NewEvent(BaseModel):
     """An event as a command handler produces it, before the store seals it."""
 
@@ -91,9 +112,10 @@ class NewEvent(BaseModel):
     user_id: Identifier | None = None
     surface_id: Identifier | None = None
     project_id: Identifier | None = None
-    # provenance and causality
-    run_id: str = Field(min_length=1, max_length=128)
-    step_id: str = Field(min_length=1, max_length=128)
+    # provenance and causality: absent means absent (None), never a made-up value
+    agent_id: str | None = Field(default=None, min_length=1, max_length=128)
+    run_id: str | None = Field(default=None, min_length=1, max_length=128)
+    step_id: str | None = Field(default=None, min_length=1, max_length=128)
     thread_id: str | None = Field(default=None, max_length=128)
     parent_event_id: str | None = Field(default=None, max_length=64)
     trace_id: str | None = Field(default=None, max_length=64)

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from engines.auth import mint_lab_token
+from engines.auth import KINDS, ROLES, lab_projects, mint_lab_token
 from engines.cli import projections, spine
 from engines.cli.common import (
     LAB_NOTICE,
@@ -40,7 +40,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if any(r.is_lab for r in resolved):
         err(LAB_NOTICE, f"[LAB] data directory: {data_dir.resolve()}")
     uvicorn.run(
-        create_app(settings, data_dir), host=args.host, port=args.port, log_level=args.log_level
+        create_app(settings, data_dir),
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        # The app resolves the client address itself, believing X-Forwarded-For only from
+        # the configured `http.trusted_proxies`; uvicorn's own handling would believe it
+        # from any local peer.
+        proxy_headers=False,
     )
     return 0
 
@@ -51,12 +58,15 @@ def cmd_token(args: argparse.Namespace) -> int:
         raise RoutingError(
             f"engines token mints lab tokens only; the routes file is {settings.mode!r}"
         )
+    surfaces = args.surface or []
     token = mint_lab_token(
         data_dir_of(args),
         tenant_id=args.tenant,
         user_id=args.user,
-        surfaces=args.surface or [],
-        projects=args.project or [],
+        surfaces=surfaces,
+        projects=lab_projects(args.project or [], surfaces),
+        kind=args.kind,
+        roles=sorted(set(args.role or [])),
         ttl_seconds=args.ttl,
         settings=settings.auth,
     )
@@ -95,7 +105,15 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--tenant", required=True)
     t.add_argument("--user", required=True)
     t.add_argument("--surface", action="append", help="a surface the user may use (repeatable)")
-    t.add_argument("--project", action="append", help="a project the user may use (repeatable)")
+    t.add_argument(
+        "--project",
+        action="append",
+        help="a project granted on every surface (P), or on one (SURFACE=P); repeatable",
+    )
+    t.add_argument(
+        "--kind", choices=KINDS, default="user", help="the principal's kind (default user)"
+    )
+    t.add_argument("--role", action="append", choices=ROLES, help="a role (repeatable)")
     t.add_argument("--ttl", type=positive_int, default=3600, help="seconds (default 3600)")
     t.set_defaults(func=cmd_token)
 

@@ -1,9 +1,13 @@
 """The app factory: shared middleware, error handlers and health, plus every domain's
 router from the domain registry.
 
-Write endpoints return once the view reflects the write (bounded by the
-``write_wait_seconds`` setting); if it does not in time they answer 202 with the
-version. Every response of a server with lab routes carries ``X-Engines-Lab``.
+Every request passes the gate first (:mod:`engines.http.gate`: identity before any
+body is read, body limits, header hygiene). Write endpoints return once the view
+reflects the write (bounded by the ``write_wait_seconds`` setting); if it does not in
+time they answer 202 with the version. Every error is problem details
+(:mod:`engines.http.errors`), and every status an operation can answer is declared in
+its OpenAPI document. Every response of a server with lab routes carries
+``X-Engines-Lab``.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from starlette.types import ASGIApp, Message, Receive, Send
 from starlette.types import Scope as Scope_
 
 from engines.http import errors
-from engines.http.identity import runtime_of
+from engines.http.gate import Gate
+from engines.http.identity import refusals_of, runtime_of
+from engines.http.jsonbody import StrictJsonRoute
 from engines.http.responses import OrjsonResponse
 from engines.runtime import Runtime, bootstrap
 from engines.settings import Settings
@@ -81,14 +87,15 @@ def build_app(
         title="Engines",
         version="0.1.0",
         description="The durable spine: every write a command, an event and a projection.",
-        lifespan=lifespan,
+        lifespan=closing_refusals(lifespan),
     )
     if runtime is not None:
         app.state.runtime = runtime
-    app.add_middleware(LabelResponses)
+    app.add_middleware(Gate)
+    app.add_middleware(LabelResponses)  # outermost: the gate's refusals are labelled too
     errors.install(app)
 
-    @app.get("/healthz")
+    @app.get("/healthz", responses=errors.problem_responses(400, 413, 500))
     async def healthz(request: Request) -> dict[str, Any]:
         """Liveness: the process answers. It asks no backend (``/readyz`` does)."""
         rt = runtime_of(request)
@@ -98,23 +105,59 @@ def build_app(
             "lab": [r.describe() for r in rt.lab_routes],
         }
 
-    @app.get("/readyz", responses={503: {"description": "a routed backend does not answer"}})
+    @app.get("/readyz", responses=errors.problem_responses(400, 413, 500, 503))
     async def readyz(request: Request) -> Response:
         """Readiness: every routed backend answers (``/healthz`` only says the process
-        is up)."""
+        is up). 503 names each backend that does not, and why."""
         rt = runtime_of(request)
-        backends = await rt.registry.ready()
-        ready = all(problem is None for problem in backends.values())
-        body = {
-            "status": "ready" if ready else "unavailable",
-            "mode": rt.settings.mode,
-            "backends": {name: problem or "ok" for name, problem in backends.items()},
-        }
-        return OrjsonResponse(body, status_code=200 if ready else 503)
+        backends = {name: problem or "ok" for name, problem in (await rt.registry.ready()).items()}
+        down = {name: why for name, why in backends.items() if why != "ok"}
+        if down:
+            detail = "; ".join(f"{name}: {why}" for name, why in down.items())
+            return errors.problem(
+                503,
+                detail,
+                kind="not-ready",
+                extensions={"mode": rt.settings.mode, "backends": backends},
+            )
+        return OrjsonResponse({"status": "ready", "mode": rt.settings.mode, "backends": backends})
 
     for domain in domains:
+        if domain.router.route_class is not StrictJsonRoute:
+            raise TypeError(
+                f"domain {domain.name!r}: its router must parse bodies strictly "
+                "(APIRouter(route_class=StrictJsonRoute))"
+            )
         app.include_router(domain.router)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = errors.problems_in_openapi(FastAPI.openapi(app))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def closing_refusals(inner: Any) -> Any:
+    """``inner`` (a lifespan, or none), plus the refusal audit's life: intervals close as
+    they end while the app serves, and every open one closes on shutdown, before the
+    runtime does."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with inner(app) if inner is not None else contextlib.nullcontext():
+            if getattr(app.state, "runtime", None) is None:
+                yield
+                return
+            refusals = refusals_of(app)
+            refusals.start()
+            try:
+                yield
+            finally:
+                await refusals.aclose()
+
+    return lifespan
 
 
 def create_app(settings: Settings, data_dir: Path) -> FastAPI:

@@ -1,13 +1,32 @@
-"""One table from our errors to HTTP statuses, and the handlers that answer with it."""
+"""Errors over HTTP: one table from our errors to statuses, and every error answered as
+RFC 9457 problem details (``application/problem+json``: ``type``, ``title``,
+``status``, ``detail``; ``errors`` naming the fields of a 422, never echoing input) —
+our own, FastAPI's (400, 404, 405, 422) and the unexpected (500) alike.
+
+The errors only the HTTP edge raises extend the tree of :mod:`spine.errors`::
+
+    InvalidInput
+    ├── MalformedRequest      a header given twice, a bad Content-Length (400)
+    ├── BodyTooLarge          over ``http.max_body_bytes`` (413)
+    └── UnsupportedMediaType  a body that is not JSON (415)
+    NotFound
+    └── Gone                  a create replayed after its record was deleted (410)
+"""
 
 from __future__ import annotations
 
 import logging
+import re
+from http import HTTPStatus
+from typing import Any, Final
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from engines.audit import capped
 from engines.http.responses import OrjsonResponse
 from spine.errors import (
     AlreadyExists,
@@ -15,6 +34,7 @@ from spine.errors import (
     ConcurrencyError,
     EnginesError,
     IdentityError,
+    InvalidField,
     InvalidInput,
     NotFound,
     RoutingError,
@@ -24,12 +44,36 @@ from spine.errors import (
 
 log = logging.getLogger(__name__)
 
+PROBLEM_MEDIA_TYPE: Final = "application/problem+json"
+PROBLEM_TYPE_PREFIX: Final = "urn:engines:problem:"
+
+
+class MalformedRequest(InvalidInput):
+    """The request itself is malformed (a header given twice, a bad Content-Length)."""
+
+
+class BodyTooLarge(InvalidInput):
+    """The request body is over the configured limit."""
+
+
+class UnsupportedMediaType(InvalidInput):
+    """The request body is not ``application/json``."""
+
+
+class Gone(NotFound):
+    """The record existed and was deleted."""
+
+
 #: One table from our errors to HTTP statuses; the first matching class wins.
 STATUS_BY_ERROR: tuple[tuple[type[EnginesError], int], ...] = (
     (Unauthenticated, 401),
     (ScopeMismatch, 403),
     (IdentityError, 403),
+    (MalformedRequest, 400),
+    (BodyTooLarge, 413),
+    (UnsupportedMediaType, 415),
     (InvalidInput, 422),
+    (Gone, 410),
     (NotFound, 404),
     (AlreadyExists, 409),
     (ConcurrencyError, 409),
@@ -45,27 +89,136 @@ def status_for(exc: EnginesError) -> int:
     return 500
 
 
+class FieldError(BaseModel):
+    loc: list[str | int] = Field(description="where: body, query, header or path, then names")
+    msg: str
+    type: str
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details."""
+
+    type: str = Field(description="a URI naming the kind of problem")
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldError] | None = Field(
+        default=None, description="for 422: each field that is wrong, and why"
+    )
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "-", name).lower()
+
+
+def problem(
+    status: int,
+    detail: str,
+    *,
+    kind: str | None = None,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+    extensions: dict[str, Any] | None = None,
+) -> Response:
+    """A problem-details response. ``kind`` names the problem type (default: the status's
+    phrase); ``extensions`` are further members (RFC 9457 §3.2)."""
+    phrase = HTTPStatus(status).phrase
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE_PREFIX + (kind or _slug(phrase.replace(" ", ""))),
+        "title": phrase,
+        "status": status,
+        "detail": detail,
+    }
+    if errors is not None:
+        body["errors"] = errors
+    for name, value in (extensions or {}).items():
+        body.setdefault(name, value)
+    if status == 401:
+        headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
+    return OrjsonResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
+
+
+def problem_for(exc: EnginesError, *, preconditioned: bool = False) -> Response:
+    """The problem answering ``exc``. ``preconditioned``: the request carried If-Match or
+    If-None-Match, so a version conflict is a failed precondition (412)."""
+    status = status_for(exc)
+    kind = _slug(type(exc).__name__)
+    if isinstance(exc, ConcurrencyError) and preconditioned:
+        status, kind = 412, "precondition-failed"
+    if status >= 500:
+        log.error("request failed: %s", exc, exc_info=exc)
+    errors = None
+    if isinstance(exc, InvalidField):
+        errors = [{"loc": list(exc.loc), "msg": str(exc), "type": "invalid"}]
+    return problem(status, str(exc), kind=kind, errors=errors)
+
+
 def install(app: FastAPI) -> None:
-    """Answer every error raised by a route through the table above."""
+    """Answer every error a route raises, and FastAPI's own, as problem details."""
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
-        # FastAPI's own handler echoes the rejected input, which may not even encode
-        # (a lone surrogate gave a 500): name the field and the reason, nothing more.
-        detail = [
-            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type")}
+        # FastAPI's own handler echoes the rejected input, which may not even encode (a
+        # lone surrogate gave a 500): name the field and the reason, nothing more.
+        errors = [
+            {
+                "loc": [p if isinstance(p, int) else capped(str(p), 64) for p in e.get("loc", ())],
+                "msg": str(e.get("msg", "")),
+                "type": e.get("type"),
+            }
             for e in exc.errors()
         ]
-        return OrjsonResponse({"detail": detail}, status_code=422)
+        for e, raw in zip(errors, exc.errors(), strict=True):
+            if e["type"] == "json_invalid":  # our parser's reason names no input
+                e["msg"] = f"{e['msg']}: {raw.get('ctx', {}).get('error', '')}"
+        said = "; ".join(".".join(str(p) for p in e["loc"]) + f": {e['msg']}" for e in errors[:5])
+        more = f"; and {len(errors) - 5} more" if len(errors) > 5 else ""
+        return problem(422, f"invalid input: {said}{more}", kind="invalid-input", errors=errors)
 
     @app.exception_handler(EnginesError)
     async def engines_error(request: Request, exc: EnginesError) -> Response:
-        status = status_for(exc)
-        if isinstance(exc, ConcurrencyError) and request.headers.get("if-match"):
-            status = 412
-        if status >= 500:
-            log.error("request failed: %s", exc, exc_info=exc)
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        return OrjsonResponse(
-            {"error": type(exc).__name__, "detail": str(exc)}, status_code=status, headers=headers
-        )
+        preconditioned = any(h in request.headers for h in PRECONDITION_HEADERS)
+        return problem_for(exc, preconditioned=preconditioned)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if isinstance(exc.__cause__, EnginesError):  # ours, raised where only these pass
+            return problem_for(exc.__cause__)
+        detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+        return problem(exc.status_code, detail, headers=dict(exc.headers or {}))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.error("unexpected error", exc_info=exc)
+        return problem(500, "an unexpected error occurred; it has been logged")
+
+
+PRECONDITION_HEADERS: Final = frozenset({"if-match", "if-none-match"})
+
+# -- OpenAPI ------------------------------------------------------------------------------
+
+#: What every operation behind a token can answer besides its own statuses.
+AUTHENTICATED: Final = (400, 401, 403, 413, 422, 500, 503)
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` declaring ``statuses`` as problem details."""
+    return {
+        status: {"model": Problem, "description": HTTPStatus(status).phrase}
+        for status in sorted(set(statuses))
+    }
+
+
+def problems_in_openapi(schema: dict[str, Any]) -> dict[str, Any]:
+    """Every error response of every operation, as ``application/problem+json`` only."""
+    for path in schema.get("paths", {}).values():
+        for operation in path.values():
+            for status, response in operation.get("responses", {}).items():
+                if status.isdigit() and int(status) >= 400:
+                    response["content"] = {
+                        PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}
+                    }
+    schemas = schema.get("components", {}).get("schemas", {})
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(unused, None)
+    return schema

@@ -1,14 +1,18 @@
-"""Identity over HTTP: the bearer token becomes a principal, the request a scope
-(:func:`engines.auth.resolve_scope`); every refusal is audited on the spine."""
+"""Identity over HTTP: the bearer token becomes a principal (in the gate, before any
+body is read: :mod:`engines.http.gate`), the request a scope
+(:func:`engines.auth.resolve_scope`); every refusal is audited through the aggregating
+:class:`engines.audit.RefusalAudit`."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import HTTPConnection
 
-from engines.audit import record_access_denied
-from engines.auth import Principal, resolve_scope
+from engines.audit import Refusal, RefusalAudit, request_summary
+from engines.auth import Principal, check_claimed, resolve_scope
 from engines.http.errors import status_for
 from spine.errors import IdentityError, ScopeMismatch, Unauthenticated
 from spine.events import Scope
@@ -17,28 +21,19 @@ if TYPE_CHECKING:
     from engines.runtime import Runtime
 
 
-def runtime_of(request: Request) -> Runtime:
-    runtime: Runtime = request.app.state.runtime
+def runtime_of(conn: HTTPConnection) -> Runtime:
+    runtime: Runtime = conn.app.state.runtime
     return runtime
 
 
-async def _deny(
-    runtime: Runtime, request: Request, exc: IdentityError, principal: Principal | None
-) -> None:
-    await record_access_denied(
-        runtime.spine,
-        mode=runtime.settings.mode,
-        tenant_id=principal.tenant_id if principal else None,
-        user_id=principal.user_id if principal else None,
-        status=status_for(exc),
-        reason=str(exc),
-        request={
-            "method": request.method,
-            "path": request.url.path,
-            "client": request.client.host if request.client else None,
-            "claimed": {k: v for k, v in _claimed(request).items() if v},
-        },
-    )
+def refusals_of(app: Any) -> RefusalAudit:
+    """The app's refusal audit, made on first use."""
+    refusals: RefusalAudit | None = getattr(app.state, "refusals", None)
+    if refusals is None:
+        rt: Runtime = app.state.runtime
+        refusals = RefusalAudit(rt.spine, rt.settings.mode, rt.settings.audit)
+        app.state.refusals = refusals
+    return refusals
 
 
 #: Where a client may state (never decide) tenant, mode and user: headers, then query.
@@ -49,60 +44,103 @@ CLAIM_ALIASES: dict[str, tuple[tuple[str, ...], str]] = {
 }
 
 
-def _claimed(request: Request) -> dict[str, list[str]]:
+def claimed_of(conn: HTTPConnection) -> dict[str, list[str]]:
     """Every value the client gives for tenant, mode and user, under every alias."""
-    h, q = request.headers, request.query_params
+    h, q = conn.headers, conn.query_params
     return {
         name: [v for header in headers for v in h.getlist(header)] + q.getlist(param)
         for name, (headers, param) in CLAIM_ALIASES.items()
     }
 
 
-def requested(request: Request, name: str, given: str | None) -> str | None:
+async def deny(conn: HTTPConnection, exc: IdentityError, principal: Principal | None) -> None:
+    """Record the refusal ``exc`` of this request (aggregated; see :mod:`engines.audit`)."""
+    client = conn.scope.get("state", {}).get("client_address")
+    await refusals_of(conn.app).refused(
+        Refusal(
+            status=status_for(exc),
+            reason_code=type(exc).__name__,
+            reason=str(exc),
+            request=request_summary(
+                method=conn.scope.get("method", ""),
+                path=conn.url.path,
+                client=client,
+                claimed=claimed_of(conn),
+            ),
+            tenant_id=principal.tenant_id if principal else None,
+            user_id=principal.user_id if principal else None,
+            caller=principal.user_id if principal else client,
+            source=principal.source if principal else "ui",
+        )
+    )
+
+
+async def authenticate(conn: HTTPConnection) -> Principal:
+    """The verified principal of a request whose stated tenant, mode and user agree with
+    its token; refusals are recorded, then raised."""
+    runtime = runtime_of(conn)
+    principal: Principal | None = None
+    try:
+        scheme, _, token = (conn.headers.get("authorization") or "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthenticated("an `Authorization: Bearer <token>` header is required")
+        principal = runtime.verifier.verify(token.strip())
+        check_claimed(principal, runtime.settings.mode, claimed_of(conn))
+    except IdentityError as exc:
+        known = principal or getattr(exc, "principal", None)
+        await deny(conn, exc, known if isinstance(known, Principal) else None)
+        raise
+    return principal
+
+
+_bearer = HTTPBearer(auto_error=False, description="a JWT: see README, Identity")
+
+
+async def principal_of(
+    request: Request,
+    _: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
+) -> Principal:
+    """The principal the gate verified (declares bearer auth in OpenAPI)."""
+    principal: Principal | None = getattr(request.state, "principal", None)
+    if principal is None:  # a route served without the gate: refuse, never guess
+        raise Unauthenticated("an `Authorization: Bearer <token>` header is required")
+    return principal
+
+
+Auth = Annotated[Principal, Depends(principal_of)]
+
+
+def requested(conn: HTTPConnection, name: str, given: str | None) -> str | None:
     """The surface or project a request names (body or query ``given``, the
     ``X-Surface-Id`` / ``X-Project-Id`` header, repeated query parameters); naming two
     different ones is a contradiction, refused as such."""
     header = "x-" + name.replace("_", "-")
-    values = {v for v in [given, *request.headers.getlist(header)] if v is not None}
-    values.update(request.query_params.getlist(name))
+    values = {v for v in [given, *conn.headers.getlist(header)] if v is not None}
+    values.update(conn.query_params.getlist(name))
     if len(values) > 1:
         raise ScopeMismatch(f"{name} is given as {sorted(values)}: name one")
     return values.pop() if values else None
 
 
-async def authenticate(
-    request: Request, authorization: Annotated[str | None, Header()] = None
-) -> Principal:
-    runtime = runtime_of(request)
-    principal: Principal | None = None
-    try:
-        scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise Unauthenticated("an `Authorization: Bearer <token>` header is required")
-        principal = runtime.verifier.verify(token.strip())
-        resolve_scope(principal, runtime.settings.mode, claimed=_claimed(request))
-    except IdentityError as exc:
-        known = principal or getattr(exc, "principal", None)
-        await _deny(runtime, request, exc, known if isinstance(known, Principal) else None)
-        raise
-    return principal
-
-
-Auth = Annotated[Principal, Depends(authenticate)]
-
-
 async def scope_for(
-    request: Request, principal: Principal, surface_id: str | None, project_id: str | None
+    request: Request,
+    principal: Principal,
+    surface_id: str | None,
+    project_id: str | None,
+    *,
+    require_surface: bool = False,
 ) -> Scope:
+    """The request's scope (see :func:`engines.auth.resolve_scope`); refusals audited."""
     runtime = runtime_of(request)
     try:
         return resolve_scope(
             principal,
             runtime.settings.mode,
-            claimed=_claimed(request),
+            claimed=claimed_of(request),
             surface_id=requested(request, "surface_id", surface_id),
             project_id=requested(request, "project_id", project_id),
+            require_surface=require_surface,
         )
     except IdentityError as exc:
-        await _deny(runtime, request, exc, principal)
+        await deny(request, exc, principal)
         raise

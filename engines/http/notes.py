@@ -1,5 +1,9 @@
 """Notes over HTTP: ``/notes``. Thin: parse, resolve identity, dispatch a command or
-query the notes view, answer."""
+query the notes view, answer.
+
+A note exists for a caller only if it is theirs and lies within the surfaces and
+projects their token grants; anything else answers 404, as if absent.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from commands.envelope import Command, CommandResult
+from commands.envelope import Command, CommandResult, granted
 from commands.notes import (
     DeleteNote,
     NoteBody,
@@ -20,41 +24,66 @@ from commands.notes import (
     note_stream,
     same_request_or_refuse,
 )
+from engines.auth import Principal
+from engines.http.errors import AUTHENTICATED, problem_responses
 from engines.http.identity import Auth, requested, runtime_of, scope_for
-from engines.http.responses import OrjsonResponse, etag, expected_from_if_match
+from engines.http.jsonbody import StrictJsonRoute
+from engines.http.provenance import provenance_of
+from engines.http.responses import OrjsonResponse, etag, expected_version
 from engines.http.writes import written
-from projections.views import Filter, ViewQuery, ViewRecord
-from spine.errors import NotFound
-from spine.events import Identifier
+from projections.views import Filter, Grant, ViewQuery, ViewRecord
+from spine.errors import ConcurrencyError, NotFound
+from spine.events import Identifier, Mode, Provenance
 
 #: The projector whose view (``notes_store``) answers every read here.
 VIEW = "notes"
 
+IdempotencyKey = Annotated[
+    str | None,
+    Header(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$", description="visible ASCII"),
+]
+IfMatch = Annotated[str | None, Header(description='"<version>" (strong) or *')]
+IfNoneMatch = Annotated[str | None, Header(description="* : only if the note does not exist")]
+
 
 class NoteIn(NoteBody):
-    """``POST /notes``: the note, and optionally the surface and project it belongs to
-    (each must be granted by the token)."""
+    """``POST /notes``: the note, the surface and project it belongs to (each must be
+    granted by the token; the surface may come from the token or a header instead), and
+    optionally its provenance."""
 
     source: NoteSource = NoteSource()
     surface_id: Identifier | None = None
     project_id: Identifier | None = None
+    provenance: Provenance | None = None
+
+
+class NoteUpdate(NoteBody):
+    """``PUT /notes/{note_id}``: the new editable fields, and optionally provenance."""
+
+    provenance: Provenance | None = None
+
+
+class Timestamps(BaseModel):
+    created_at: str
+    updated_at: str
 
 
 class NoteOut(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="ignore")
 
     note_id: str
     version: int
+    tenant_id: str
+    mode: Mode
+    user_id: str
+    surface_id: str | None
+    project_id: str | None
     title: str
     content_type: str
     content: Any
     tags: list[str]
     source: NoteSource
-    user_id: str
-    surface_id: str | None
-    project_id: str | None
-    created_at: str
-    updated_at: str
+    timestamps: Timestamps
 
 
 class Accepted(BaseModel):
@@ -75,10 +104,30 @@ class Deleted(BaseModel):
 
 
 def note_out(record: ViewRecord) -> dict[str, Any]:
-    return NoteOut.model_validate({**record.data, "version": record.version}).model_dump()
+    data = record.data
+    return NoteOut.model_validate(
+        {
+            **data,
+            "version": record.version,
+            "tenant_id": record.scope.tenant_id,
+            "mode": record.scope.mode,
+            "timestamps": {"created_at": data["created_at"], "updated_at": data["updated_at"]},
+        }
+    ).model_dump()
 
 
-async def _written(request: Request, result: CommandResult, note_id: str, status: int) -> Response:
+def envelope(request: Request, principal: Principal, *given: Provenance | None) -> dict[str, Any]:
+    """The command fields every write takes from its caller and request."""
+    return {
+        "source": principal.source,
+        "provenance": provenance_of(request, *given),
+        "grants": principal.grants,
+    }
+
+
+async def _written(
+    request: Request, result: CommandResult, note_id: str, status: int, *, replay: bool = False
+) -> Response:
     return await written(
         runtime_of(request),
         result,
@@ -88,84 +137,119 @@ async def _written(request: Request, result: CommandResult, note_id: str, status
         render=note_out,
         status=status,
         location=f"/notes/{note_id}" if status == 201 else None,
+        replay=replay,
     )
 
 
-router = APIRouter(tags=["notes"])
+router = APIRouter(tags=["notes"], route_class=StrictJsonRoute)
 
 
 @router.post(
     "/notes",
     status_code=201,
     response_model=NoteOut,
-    responses={202: {"model": Accepted}},
+    responses={
+        202: {"model": Accepted},
+        **problem_responses(*AUTHENTICATED, 409, 410, 412, 415),
+    },
 )
 async def create_note(
     request: Request,
     body: NoteIn,
     principal: Auth,
-    idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
+    idempotency_key: IdempotencyKey = None,
+    if_match: IfMatch = None,
+    if_none_match: IfNoneMatch = None,
 ) -> Response:
-    rt = runtime_of(request)
-    scope = await scope_for(request, principal, body.surface_id, body.project_id)
-    command = create_note_command(
-        scope, body.model_dump(exclude={"surface_id", "project_id"}), idempotency_key
+    """Create a note. With ``Idempotency-Key``, a retry answers with the same note (and a
+    replay after the note was deleted, 410); ``If-None-Match: *`` refuses a replay (412)."""
+    expected = expected_version(if_match, if_none_match)
+    scope = await scope_for(
+        request, principal, body.surface_id, body.project_id, require_surface=True
     )
-    result = await rt.dispatch(command)
+    from_source = Provenance(agent_id=body.source.agent_id, run_id=body.source.run_id)
+    command = create_note_command(
+        scope,
+        body.model_dump(exclude={"surface_id", "project_id", "provenance"}),
+        idempotency_key,
+        expected_version=expected,
+        **envelope(request, principal, body.provenance, from_source),
+    )
+    result = await runtime_of(request).dispatch(command)
     same_request_or_refuse(command, result)
-    return await _written(request, result, command.payload.note_id, 201)
+    if if_none_match is not None and result.deduplicated:
+        raise ConcurrencyError(result.stream_id, "no note (If-None-Match: *)", result.version)
+    return await _written(request, result, command.payload.note_id, 201, replay=result.deduplicated)
 
 
 # ``:path`` so that an id holding an (encoded) slash reaches validation and is refused
 # with 422 naming ``note_id``, rather than missing the route.
-@router.get("/notes/{note_id:path}", response_model=NoteOut)
+@router.get(
+    "/notes/{note_id:path}",
+    response_model=NoteOut,
+    responses=problem_responses(*AUTHENTICATED, 404),
+)
 async def get_note(request: Request, note_id: Identifier, principal: Auth) -> Response:
     rt = runtime_of(request)
     scope = await scope_for(request, principal, None, None)
     record = await rt.view_of(VIEW).get(note_stream(scope, note_id))
-    if record is None or record.scope.user_id != principal.user_id:
+    if (
+        record is None
+        or record.scope.user_id != principal.user_id
+        or not granted(principal.grants, record.scope)
+    ):
         raise NotFound(f"note {note_id!r} not found")
     return OrjsonResponse(note_out(record), headers={"ETag": etag(record.version)})
 
 
-@router.put("/notes/{note_id:path}", response_model=NoteOut, responses={202: {"model": Accepted}})
+@router.put(
+    "/notes/{note_id:path}",
+    response_model=NoteOut,
+    responses={202: {"model": Accepted}, **problem_responses(*AUTHENTICATED, 404, 409, 412, 415)},
+)
 async def update_note(
     request: Request,
     note_id: Identifier,
-    body: NoteBody,
+    body: NoteUpdate,
     principal: Auth,
-    if_match: Annotated[str | None, Header()] = None,
+    if_match: IfMatch = None,
+    if_none_match: IfNoneMatch = None,
 ) -> Response:
-    rt = runtime_of(request)
+    expected = expected_version(if_match, if_none_match)
     scope = await scope_for(request, principal, None, None)
     command = Command[UpdateNote](
         scope=scope,
-        expected_version=expected_from_if_match(if_match),
-        payload=UpdateNote(note_id=note_id, **body.model_dump()),
+        expected_version=expected,
+        payload=UpdateNote(note_id=note_id, **body.model_dump(exclude={"provenance"})),
+        **envelope(request, principal, body.provenance),
     )
-    return await _written(request, await rt.dispatch(command), note_id, 200)
+    return await _written(request, await runtime_of(request).dispatch(command), note_id, 200)
 
 
 @router.delete(
-    "/notes/{note_id:path}", response_model=Deleted, responses={202: {"model": Accepted}}
+    "/notes/{note_id:path}",
+    response_model=Deleted,
+    responses={202: {"model": Accepted}, **problem_responses(*AUTHENTICATED, 404, 409, 412)},
 )
 async def delete_note(
     request: Request,
     note_id: Identifier,
     principal: Auth,
-    if_match: Annotated[str | None, Header()] = None,
+    if_match: IfMatch = None,
+    if_none_match: IfNoneMatch = None,
 ) -> Response:
-    rt = runtime_of(request)
+    expected = expected_version(if_match, if_none_match)
     scope = await scope_for(request, principal, None, None)
     command = Command[DeleteNote](
         scope=scope,
-        expected_version=expected_from_if_match(if_match),
+        expected_version=expected,
         payload=DeleteNote(note_id=note_id),
+        **envelope(request, principal),
     )
-    return await _written(request, await rt.dispatch(command), note_id, 200)
+    return await _written(request, await runtime_of(request).dispatch(command), note_id, 200)
 
 
-@router.get("/notes", response_model=NotePage)
+@router.get("/notes", response_model=NotePage, responses=problem_responses(*AUTHENTICATED))
 async def list_notes(
     request: Request,
     principal: Auth,
@@ -174,21 +258,31 @@ async def list_notes(
     tag: Tag | None = None,
     cursor: Annotated[str | None, Query(max_length=512)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    user_id: Identifier | None = None,  # may only name the caller (checked on auth)
+    user_id: Identifier | None = None,  # may only name the caller (checked by the gate)
 ) -> NotePage:
+    """The caller's notes within their grants, newest created first. The order is by
+    creation (which never changes), so a walk of the pages returns every note that
+    existed when it began, however the notes are edited meanwhile."""
     del user_id
     rt = runtime_of(request)
     scope = await scope_for(request, principal, surface_id, project_id)
+    # only what the request names (checked by scope_for), not a default
+    surface = requested(request, "surface_id", surface_id)
+    grants = tuple(
+        Grant(surface_id=s, project_ids=tuple(sorted(projects)))
+        for s, projects in sorted(principal.grants.items())
+        if surface is None or s == surface
+    )
     page = await rt.view_of(VIEW).query(
         ViewQuery(
             tenant_id=scope.tenant_id,
             mode=scope.mode,
             user_id=principal.user_id,
-            # only what the request names (checked by scope_for), not a default
-            surface_id=requested(request, "surface_id", surface_id),
+            surface_id=surface,
             project_id=requested(request, "project_id", project_id),
+            grants=grants,
             where=(Filter(field="tags", op="contains", value=tag),) if tag else (),
-            order_by="updated_at",
+            order_by="created_at",
             limit=limit,
             cursor=cursor,
         )

@@ -1,14 +1,16 @@
-"""Response helpers every router shares: orjson bodies, ETags, and If-Match parsing."""
+"""Response helpers every router shares: orjson bodies, ETags, and the preconditions of
+writes (``If-Match``, ``If-None-Match``)."""
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Final
 
 import orjson
 from fastapi.responses import Response
 
-from spine.errors import InvalidInput
+from spine.appending import MAX_SEQ
+from spine.errors import InvalidField
 
 
 class OrjsonResponse(Response):
@@ -20,18 +22,39 @@ class OrjsonResponse(Response):
         return orjson.dumps(content)
 
 
-_ETAG = re.compile(r'^(?:W/)?"?(\d{1,18})"?$')
+_STRONG = re.compile(r'^"(\d{1,18})"$')
+_WEAK = re.compile(r'^W/"(\d{1,18})"$')
+
+#: The version a weak ``If-Match`` pins: one no stream reaches, so once the record is
+#: found the precondition fails (412). Strong comparison never matches a weak tag.
+NEVER_MATCHES: Final = MAX_SEQ
 
 
 def etag(version: int) -> str:
     return f'"{version}"'
 
 
-def expected_from_if_match(if_match: str | None) -> int | None:
-    """The version an ``If-Match`` header pins (``None``: no header, or ``*``)."""
+def expected_version(if_match: str | None, if_none_match: str | None) -> int | None:
+    """The stream version a write's preconditions pin (``None``: any).
+
+    * ``If-Match: "3"``: version 3, compared strongly; ``If-Match: W/"3"`` never matches
+      (:data:`NEVER_MATCHES`); ``If-Match: *``: any version of a record that exists, which
+      every change requires anyway.
+    * ``If-None-Match: *``: version 0, so the write is refused (412) if the record exists.
+
+    Anything else, or both headers at once, is refused naming the header.
+    """
+    if if_match is not None and if_none_match is not None:
+        raise InvalidField(("header", "if-none-match"), "give If-Match or If-None-Match, not both")
+    if if_none_match is not None:
+        if if_none_match.strip() != "*":
+            raise InvalidField(("header", "if-none-match"), "If-None-Match on a write takes only *")
+        return 0
     if if_match is None or if_match.strip() == "*":
         return None
-    m = _ETAG.match(if_match.strip())
-    if not m:
-        raise InvalidInput('If-Match: expected a version ETag such as "3"')
-    return int(m.group(1))
+    value = if_match.strip()
+    if m := _STRONG.match(value):
+        return int(m.group(1))
+    if _WEAK.match(value):
+        return NEVER_MATCHES
+    raise InvalidField(("header", "if-match"), 'If-Match: expected an ETag such as "3", or *')

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi.responses import Response
 
 from commands.envelope import CommandResult
+from engines.http.errors import Gone
 from engines.http.responses import OrjsonResponse, etag
 from projections.views import ViewRecord
 
@@ -26,10 +27,13 @@ async def written(
     render: Callable[[ViewRecord], dict[str, Any]],
     status: int,
     location: str | None = None,
+    replay: bool = False,
 ) -> Response:
     """Answer a write: ``render(record)`` with ``status`` once ``projector``'s view holds
     ``result``; ``ident`` plus ``deleted`` for a record the write deleted; ``ident`` plus
     ``status: accepted`` (202) if the view does not reflect it within the configured wait.
+    ``replay``: ``result`` is an earlier write answered again (an idempotent retry); if
+    its record has been deleted since, that is :class:`Gone` (410).
 
     The record answered is the view as it stands, which a later write may already have
     moved past ``result``; its ETag is the version of that body, never an older one."""
@@ -46,6 +50,9 @@ async def written(
     current = found[key]
     headers = {"ETag": etag(current.version)}
     if current.deleted:
+        if replay:
+            made = ", ".join(f"{k}={v}" for k, v in ident.items())
+            raise Gone(f"what this request made ({made}) has been deleted since")
         return OrjsonResponse(
             {**ident, "version": current.version, "deleted": True}, headers=headers
         )

@@ -6,16 +6,15 @@ lab signing secret. ``mint`` makes tokens signed with that same secret.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
-import httpx
 import pytest
 
 from engines.auth import mint_lab_token
 from engines.runtime import Runtime, bootstrap
 from engines.settings import Settings, load_settings
-from tests.e2e.support import PROJECT, SURFACE, TENANT, USER, Mint, client_for
+from tests.e2e.support import PROJECT, SURFACE, TENANT, USER, AppClient, Mint, client_for
 
 
 @pytest.fixture
@@ -37,7 +36,9 @@ def mint(tmp_path: Path) -> Mint:
         tenant_id: str = TENANT,
         user_id: str = USER,
         surfaces: list[str] | None = None,
-        projects: list[str] | None = None,
+        projects: Sequence[str] | Mapping[str, Sequence[str]] | None = None,
+        kind: str = "user",
+        roles: Sequence[str] = (),
         ttl_seconds: int = 600,
     ) -> str:
         return mint_lab_token(
@@ -46,6 +47,8 @@ def mint(tmp_path: Path) -> Mint:
             user_id=user_id,
             surfaces=[SURFACE] if surfaces is None else surfaces,
             projects=[PROJECT] if projects is None else projects,
+            kind=kind,
+            roles=roles,
             ttl_seconds=ttl_seconds,
         )
 
@@ -54,19 +57,19 @@ def mint(tmp_path: Path) -> Mint:
 
 @pytest.fixture
 def token(mint: Mint) -> str:
-    """The default caller: tenant t1, user u1, surface s1, project p1."""
+    """The default caller: tenant t1, user u1 (kind user), surface s1, project p1."""
     return mint()
 
 
 @pytest.fixture
-async def client(runtime: Runtime, token: str) -> AsyncIterator[httpx.AsyncClient]:
+async def client(runtime: Runtime, token: str) -> AsyncIterator[AppClient]:
     """An HTTP client for the default caller."""
     async with client_for(runtime, token) as c:
         yield c
 
 
 @pytest.fixture
-async def anonymous(runtime: Runtime) -> AsyncIterator[httpx.AsyncClient]:
+async def anonymous(runtime: Runtime) -> AsyncIterator[AppClient]:
     """An HTTP client that sends no token."""
     async with client_for(runtime) as c:
         yield c

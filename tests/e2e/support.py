@@ -1,4 +1,5 @@
-"""Helpers for the end-to-end tests: the default caller, HTTP clients, spine look-ups."""
+"""Helpers for the end-to-end tests: the default caller, HTTP clients, spine look-ups,
+problem details."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+from fastapi import FastAPI
 
 from engines.http import build_app
+from engines.http.identity import refusals_of
 from engines.runtime import Runtime
 from spine.events import EventEnvelope
 
@@ -15,23 +18,43 @@ TENANT = "t1"
 USER = "u1"
 SURFACE = "s1"
 PROJECT = "p1"
+UNAUTHENTICATED = "engines:unauthenticated"
 
 Mint = Callable[..., str]
-"""``mint(tenant_id=..., user_id=..., surfaces=[...], projects=[...], ttl_seconds=...)``"""
+"""``mint(tenant_id=..., user_id=..., surfaces=[...], projects=[...] or {s: [...]},
+kind=..., roles=[...], ttl_seconds=...)``"""
 
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def client_for(runtime: Runtime, token: str | None = None) -> httpx.AsyncClient:
+class AppClient(httpx.AsyncClient):
+    """An in-process client that knows the app it talks to."""
+
+    app: FastAPI
+
+
+def client_for(runtime: Runtime, token: str | None = None) -> AppClient:
     """An in-process HTTP client for the app over ``runtime``, sending ``token``."""
-    headers = bearer(token) if token else {}
-    return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=build_app(runtime)),
+    app = build_app(runtime)
+    client = AppClient(
+        transport=httpx.ASGITransport(app=app),
         base_url="http://test",
-        headers=headers,
+        headers=bearer(token) if token else {},
     )
+    client.app = app
+    return client
+
+
+async def close_refusal_intervals(client: AppClient) -> None:
+    """What shutdown does: close every open refusal interval (appending summaries)."""
+    await refusals_of(client.app).flush(everything=True)
+
+
+async def spine_events(runtime: Runtime, prefix: str = "") -> int:
+    """How many events the spine holds (under ``prefix``), counted by a scan."""
+    return len([e async for e in runtime.spine.scan(prefix=prefix)])
 
 
 async def audit_events(runtime: Runtime) -> list[EventEnvelope]:
@@ -50,7 +73,19 @@ async def create(client: httpx.AsyncClient, **fields: Any) -> dict[str, Any]:
     return body
 
 
-async def spine_count(runtime: Runtime) -> int:
-    """How many events the spine holds, of every domain (through ``scan``, which every
-    backend offers)."""
-    return len([e async for e in runtime.spine.scan()])
+def problem(response: httpx.Response, status: int) -> dict[str, Any]:
+    """The RFC 9457 problem ``response`` carries; asserts its status and shape."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json", response.headers
+    body: dict[str, Any] = response.json()
+    assert {"type", "title", "status", "detail"} <= body.keys(), body
+    assert body["status"] == status
+    assert body["type"].startswith("urn:engines:problem:")
+    assert body["title"]
+    assert body["detail"]
+    return body
+
+
+def field_paths(response: httpx.Response) -> list[tuple[str | int, ...]]:
+    """The ``loc`` of every field a 422 problem names."""
+    return [tuple(err["loc"]) for err in problem(response, 422)["errors"]]

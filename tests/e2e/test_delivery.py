@@ -88,6 +88,8 @@ async def test_readyz_answers_503_naming_a_backend_that_does_not(
     health = await client.get("/healthz")
 
     assert response.status_code == 503
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "disk unplugged" in response.json()["detail"]
     assert "disk unplugged" in response.json()["backends"]["sqlite"]
     assert health.status_code == 200  # liveness asks no backend
 

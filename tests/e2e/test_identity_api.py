@@ -15,14 +15,18 @@ from engines.runtime import Runtime
 from spine.codec import verify_chain
 from tests.e2e.support import (
     TENANT,
+    UNAUTHENTICATED,
     USER,
+    AppClient,
     Mint,
     audit_events,
     bearer,
     client_for,
+    close_refusal_intervals,
     create,
     note_stream_id,
-    spine_count,
+    problem,
+    spine_events,
 )
 
 
@@ -152,13 +156,12 @@ async def test_a_request_without_a_token_answers_401_and_is_audited(
 ) -> None:
     response = await anonymous.get("/notes")
 
-    assert response.status_code == 401
+    assert problem(response, 401)["type"] == "urn:engines:problem:unauthenticated"
     assert response.headers["WWW-Authenticate"] == "Bearer"
-    assert response.json()["error"] == "Unauthenticated"
     (event,) = await audit_events(runtime)
     assert event.event_type == "audit.access_denied"
     assert event.family == "audit"
-    assert event.stream_id.startswith("audit/unauthenticated/lab/")
+    assert event.stream_id.startswith(f"audit/{UNAUTHENTICATED}/lab/")
     assert event.payload["status"] == 401
     assert event.payload["request"]["method"] == "GET"
     assert event.payload["request"]["path"] == "/notes"
@@ -177,18 +180,18 @@ async def test_every_notes_endpoint_requires_a_token(
     anonymous: httpx.AsyncClient, runtime: Runtime, method: str, path: str
 ) -> None:
     body = {"title": "x"} if method in {"POST", "PUT"} else None
-    head = await spine_count(runtime)
+    before = await spine_events(runtime)
 
     response = await anonymous.request(method, path, json=body)
 
-    assert response.status_code == 401
+    problem(response, 401)
     assert response.headers["WWW-Authenticate"] == "Bearer"
     (event,) = await audit_events(runtime)
     assert (event.payload["request"]["method"], event.payload["request"]["path"]) == (
         method,
         path,
     )
-    assert await spine_count(runtime) == head + 1  # the audit event, nothing else
+    assert await spine_events(runtime) == before + 1  # the audit event, nothing else
 
 
 async def test_a_basic_authorization_header_answers_401(
@@ -213,7 +216,7 @@ async def test_a_token_that_does_not_verify_answers_401_and_is_audited(
     (event,) = await audit_events(runtime)
     assert event.event_type == "audit.access_denied"
     assert event.payload["status"] == 401
-    assert event.tenant_id == "unauthenticated"
+    assert event.tenant_id == UNAUTHENTICATED
     assert [e async for e in runtime.spine.scan(prefix="notes/")] == []
 
 
@@ -249,8 +252,7 @@ async def test_a_header_or_query_that_disagrees_with_the_token_answers_403_and_i
 ) -> None:
     response = await client.get("/notes", headers=headers, params=params)
 
-    assert response.status_code == 403, response.text
-    assert response.json()["error"] == "ScopeMismatch"
+    assert problem(response, 403)["type"] == "urn:engines:problem:scope-mismatch"
     assert field in response.json()["detail"]
     (event,) = await audit_events(runtime)
     assert event.payload["status"] == 403
@@ -286,16 +288,22 @@ async def test_headers_that_agree_with_the_token_are_accepted(
 
 
 async def test_a_surface_not_granted_by_the_token_answers_403(
-    client: httpx.AsyncClient, runtime: Runtime
+    client: AppClient, runtime: Runtime
 ) -> None:
     post = await client.post("/notes", json={"title": "x", "surface_id": "admin-console"})
     listed = await client.get("/notes", params={"surface_id": "admin-console"})
     read = await client.get("/notes/any-note", headers={"X-Surface-Id": "admin-console"})
 
-    assert [post.status_code, listed.status_code, read.status_code] == [403, 403, 403]
+    for response in (post, listed, read):
+        problem(response, 403)
     assert "surface_id" in post.json()["detail"]
-    assert [e async for e in runtime.spine.scan(prefix="notes/")] == []
-    assert [e.payload["status"] for e in await audit_events(runtime)] == [403, 403, 403]
+    assert await spine_events(runtime, "notes/") == 0
+    # one caller, one reason: the first refusal is recorded, the rest counted
+    (first,) = await audit_events(runtime)
+    assert first.payload["status"] == 403
+    await close_refusal_intervals(client)
+    first, summary = await audit_events(runtime)
+    assert (summary.event_type, summary.payload["count"]) == ("audit.access_denied_summary", 3)
 
 
 async def test_a_project_not_granted_by_the_token_answers_403(
@@ -304,10 +312,11 @@ async def test_a_project_not_granted_by_the_token_answers_403(
     post = await client.post("/notes", json={"title": "x", "project_id": "secret-project"})
     listed = await client.get("/notes", params={"project_id": "secret-project"})
 
-    assert [post.status_code, listed.status_code] == [403, 403]
+    problem(post, 403)
+    problem(listed, 403)
     assert "project_id" in post.json()["detail"]
-    assert [e async for e in runtime.spine.scan(prefix="notes/")] == []
-    assert len(await audit_events(runtime)) == 2
+    assert await spine_events(runtime, "notes/") == 0
+    assert len(await audit_events(runtime)) == 1
 
 
 async def test_with_several_surfaces_granted_a_note_may_name_any_of_them(
@@ -316,13 +325,12 @@ async def test_with_several_surfaces_granted_a_note_may_name_any_of_them(
     async with client_for(runtime, mint(surfaces=["chat", "canvas"])) as client:
         chat = await create(client, surface_id="chat")
         canvas = await create(client, surface_id="canvas")
-        unnamed = await create(client)
+        by_header = await client.post(
+            "/notes", json={"title": "t"}, headers={"X-Surface-Id": "canvas"}
+        )
 
-    assert (chat["surface_id"], canvas["surface_id"], unnamed["surface_id"]) == (
-        "chat",
-        "canvas",
-        None,
-    )
+    assert (chat["surface_id"], canvas["surface_id"]) == ("chat", "canvas")
+    assert by_header.json()["surface_id"] == "canvas"
 
 
 async def test_a_token_for_saas_mode_is_refused_by_a_lab_server(
@@ -332,8 +340,7 @@ async def test_a_token_for_saas_mode_is_refused_by_a_lab_server(
 
     response = await anonymous.get("/notes", headers=bearer(token))
 
-    assert response.status_code == 403
-    assert "saas" in response.json()["detail"]
+    assert "saas" in problem(response, 403)["detail"]
     (event,) = await audit_events(runtime)
     assert event.payload["status"] == 403
     # the token verified, so the denial is recorded under its tenant and user
@@ -349,18 +356,18 @@ async def test_a_token_that_says_lab_mode_is_accepted_by_a_lab_server(
 
 
 async def test_audit_events_form_verified_chains_and_carry_no_token(
-    anonymous: httpx.AsyncClient, runtime: Runtime, tmp_path: Path
+    anonymous: AppClient, runtime: Runtime, tmp_path: Path
 ) -> None:
     secret_token = signed(claims(), "another-secret-another-secret-another")
     await anonymous.get("/notes", headers=bearer(secret_token))
     await anonymous.get("/notes")
+    await close_refusal_intervals(anonymous)
 
     events = await audit_events(runtime)
 
-    assert len(events) == 2
-    assert len({e.stream_id for e in events}) == 2
+    assert [e.event_type for e in events] == ["audit.access_denied", "audit.access_denied_summary"]
+    assert verify_chain(events) == 2
     for event in events:
-        assert verify_chain([event]) == 1
         assert secret_token not in str(event.model_dump())
 
 

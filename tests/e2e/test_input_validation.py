@@ -11,20 +11,15 @@ import orjson
 import pytest
 
 from engines.runtime import Runtime
-from tests.e2e.support import create, spine_count
-
-
-def field_paths(response: httpx.Response) -> list[tuple[str | int, ...]]:
-    """The ``loc`` of every validation error in a FastAPI 422 body."""
-    return [tuple(err["loc"]) for err in response.json()["detail"]]
+from tests.e2e.support import create, field_paths, problem, spine_events
 
 
 @pytest.fixture
 async def unchanged(runtime: Runtime) -> AsyncIterator[None]:
     """Asserts that the test wrote nothing at all to the spine."""
-    head = await spine_count(runtime)
+    before = await spine_events(runtime)
     yield
-    assert await spine_count(runtime) == head, "the spine changed"
+    assert await spine_events(runtime) == before, "the spine changed"
 
 
 @pytest.fixture
@@ -45,6 +40,7 @@ async def existing(client: httpx.AsyncClient) -> dict[str, Any]:
         ({"title": 42}, ("body", "title")),
         ({"title": "t", "content_type": "html"}, ("body", "content_type")),
         ({"title": "t", "content_type": "text", "content": {"a": 1}}, ("body",)),
+        ({"title": "t", "content_type": None}, ("body", "content_type")),
         ({"title": "t", "content_type": "markdown", "content": [1, 2]}, ("body",)),
         ({"title": "t", "owner": "root"}, ("body", "owner")),
         ({"title": "t", "user_id": "someone"}, ("body", "user_id")),
@@ -61,6 +57,10 @@ async def existing(client: httpx.AsyncClient) -> dict[str, Any]:
         ({"title": "t", "source": {"created_by": "agent"}}, ("body", "source")),
         ({"title": "t", "surface_id": "../s1"}, ("body", "surface_id")),
         ({"title": "t", "project_id": "p/1"}, ("body", "project_id")),
+        ({"title": "t", "provenance": {"run_id": "has space"}}, ("body", "provenance", "run_id")),
+        ({"title": "t", "provenance": {"trace_id": "x" * 65}}, ("body", "provenance", "trace_id")),
+        ({"title": "t", "provenance": {"who": "me"}}, ("body", "provenance", "who")),
+        ({"title": "t", "source": {"agent_id": "a b"}}, ("body", "source", "agent_id")),
     ],
     ids=lambda v: repr(v)[:40] if isinstance(v, dict) else None,
 )
@@ -70,7 +70,6 @@ async def test_a_bad_note_body_answers_422_naming_the_field(
 ) -> None:
     response = await client.post("/notes", json=body)
 
-    assert response.status_code == 422, response.text
     assert loc in field_paths(response)
 
 
@@ -86,8 +85,7 @@ async def test_json_content_is_accepted_as_object_list_number_or_null(
 async def test_content_over_one_megabyte_answers_422(client: httpx.AsyncClient) -> None:
     response = await client.post("/notes", json={"title": "big", "content": "x" * 1_000_001})
 
-    assert response.status_code == 422
-    assert "content" in response.text
+    assert "content" in problem(response, 422)["detail"]
 
 
 @pytest.mark.usefixtures("unchanged")
@@ -96,7 +94,7 @@ async def test_a_body_that_is_not_json_answers_422(client: httpx.AsyncClient) ->
         "/notes", content=b"{not json", headers={"Content-Type": "application/json"}
     )
 
-    assert response.status_code == 422
+    assert field_paths(response)[0][0] == "body"
 
 
 @pytest.mark.usefixtures("existing", "unchanged")
@@ -142,14 +140,15 @@ async def test_a_bad_note_id_in_the_path_answers_422_naming_note_id(
 
     response = await client.request(method, url, json=body)
 
-    assert response.status_code == 422, response.text
     assert ("path", "note_id") in field_paths(response)
 
 
 # -- headers and query parameters --------------------------------------------------------
 
 
-@pytest.mark.parametrize("if_match", ["abc", '"-1"', '"1", "2"', '"1.5"', "", '"' + "9" * 19 + '"'])
+@pytest.mark.parametrize(
+    "if_match", ["abc", '"-1"', '"1", "2"', '"1.5"', "", '"' + "9" * 19 + '"', "1", '"1', "W/1"]
+)
 @pytest.mark.usefixtures("existing", "unchanged")
 async def test_a_bad_if_match_answers_422(
     client: httpx.AsyncClient, existing: dict[str, Any], if_match: str
@@ -159,7 +158,8 @@ async def test_a_bad_if_match_answers_422(
     put = await client.put(url, json={"title": "t"}, headers={"If-Match": if_match})
     delete = await client.delete(url, headers={"If-Match": if_match})
 
-    assert (put.status_code, delete.status_code) == (422, 422), put.text
+    assert ("header", "if-match") in field_paths(put)
+    assert ("header", "if-match") in field_paths(delete)
     assert "If-Match" in put.json()["detail"]
 
 
@@ -171,7 +171,6 @@ async def test_an_idempotency_key_over_128_characters_answers_422(
         "/notes", json={"title": "t"}, headers={"Idempotency-Key": "k" * 129}
     )
 
-    assert response.status_code == 422
     assert ("header", "idempotency-key") in field_paths(response)
 
 
@@ -179,7 +178,6 @@ async def test_an_idempotency_key_over_128_characters_answers_422(
 async def test_a_limit_out_of_range_answers_422(client: httpx.AsyncClient, limit: str) -> None:
     response = await client.get("/notes", params={"limit": limit})
 
-    assert response.status_code == 422
     assert ("query", "limit") in field_paths(response)
 
 
@@ -210,7 +208,7 @@ async def test_a_malformed_cursor_answers_422_not_500(
 
     response = await client.get("/notes", params={"cursor": cursor})
 
-    assert response.status_code == 422, response.text
+    problem(response, 422)
 
 
 async def test_a_well_formed_cursor_from_elsewhere_just_pages_on(
@@ -228,7 +226,6 @@ async def test_a_well_formed_cursor_from_elsewhere_just_pages_on(
 async def test_a_bad_tag_filter_answers_422(client: httpx.AsyncClient, tag: str) -> None:
     response = await client.get("/notes", params={"tag": tag})
 
-    assert response.status_code == 422
     assert ("query", "tag") in field_paths(response)
 
 
@@ -240,7 +237,6 @@ async def test_a_bad_scope_filter_answers_422(
 ) -> None:
     response = await client.get("/notes", params={name: value})
 
-    assert response.status_code == 422
     assert ("query", name) in field_paths(response)
 
 
@@ -249,16 +245,13 @@ async def test_a_bad_scope_filter_answers_422(
     ["a\x00b", "line\nbreak", "bell\x07", "tab\there", "rtl\u202eoverride"],
     ids=["nul", "newline", "bell", "tab", "bidi-override"],
 )
+@pytest.mark.usefixtures("unchanged")
 async def test_a_tag_with_control_characters_answers_422(
-    client: httpx.AsyncClient, runtime: Runtime, tag: str
+    client: httpx.AsyncClient, tag: str
 ) -> None:
-    head = await spine_count(runtime)
-
     response = await client.post("/notes", json={"title": "t", "tags": [tag]})
 
-    assert response.status_code == 422
     assert ("body", "tags", 0) in field_paths(response)
-    assert await spine_count(runtime) == head
 
 
 async def test_hostile_looking_but_printable_tags_are_stored_verbatim(
@@ -274,23 +267,21 @@ async def test_hostile_looking_but_printable_tags_are_stored_verbatim(
         assert [n["note_id"] for n in listed] == [note["note_id"]]
 
 
+@pytest.mark.usefixtures("unchanged")
 async def test_a_lone_surrogate_in_a_string_answers_422_not_500(
-    client: httpx.AsyncClient, runtime: Runtime
+    client: httpx.AsyncClient,
 ) -> None:
-    head = await spine_count(runtime)
-
     response = await client.post(
         "/notes", content=b'{"title": "a\\ud800"}', headers={"content-type": "application/json"}
     )
 
-    assert response.status_code == 422
-    assert await spine_count(runtime) == head
+    assert field_paths(response) == [("body", 12)]
 
 
+@pytest.mark.usefixtures("unchanged")
 async def test_json_content_nested_too_deep_answers_422_and_writes_nothing(
-    client: httpx.AsyncClient, runtime: Runtime
+    client: httpx.AsyncClient,
 ) -> None:
-    head = await spine_count(runtime)
     deep: Any = "leaf"
     for _ in range(120):
         deep = {"d": deep}
@@ -299,5 +290,4 @@ async def test_json_content_nested_too_deep_answers_422_and_writes_nothing(
         "/notes", json={"title": "t", "content_type": "json", "content": deep}
     )
 
-    assert response.status_code == 422
-    assert await spine_count(runtime) == head
+    problem(response, 422)

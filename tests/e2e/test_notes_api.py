@@ -8,8 +8,10 @@ import sqlite3
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 
 from engines.runtime import Runtime, bootstrap
 from engines.settings import Settings
@@ -24,12 +26,15 @@ from tests.e2e.support import (
     client_for,
     create,
     note_stream_id,
-    spine_count,
+    problem,
+    spine_events,
 )
 
 NOTE_FIELDS = {
     "note_id",
     "version",
+    "tenant_id",
+    "mode",
     "title",
     "content_type",
     "content",
@@ -38,8 +43,7 @@ NOTE_FIELDS = {
     "user_id",
     "surface_id",
     "project_id",
-    "created_at",
-    "updated_at",
+    "timestamps",
 }
 
 
@@ -66,7 +70,7 @@ async def test_create_answers_201_with_the_note_its_etag_and_location(
 
     assert response.status_code == 201, response.text
     note = response.json()
-    assert note.keys() >= NOTE_FIELDS
+    assert note.keys() == NOTE_FIELDS
     assert note["version"] == 1
     assert note["title"] == "Groceries"
     assert note["content_type"] == "markdown"
@@ -74,8 +78,10 @@ async def test_create_answers_201_with_the_note_its_etag_and_location(
     assert note["tags"] == ["home", "todo"]
     assert note["source"] == {"created_by": "user", "agent_id": None, "run_id": None}
     assert (note["user_id"], note["surface_id"], note["project_id"]) == (USER, SURFACE, PROJECT)
-    assert note["created_at"] == note["updated_at"]
-    parse_time(note["created_at"])
+    assert (note["tenant_id"], note["mode"]) == (TENANT, "lab")
+    assert note["timestamps"].keys() == {"created_at", "updated_at"}
+    assert note["timestamps"]["created_at"] == note["timestamps"]["updated_at"]
+    parse_time(note["timestamps"]["created_at"])
     assert response.headers["ETag"] == '"1"'
     assert response.headers["Location"] == f"/notes/{note['note_id']}"
 
@@ -88,6 +94,31 @@ async def test_a_note_written_by_an_agent_keeps_its_source(client: httpx.AsyncCl
     assert note["content"] == {"k": [1, 2]}
     fetched = (await client.get(f"/notes/{note['note_id']}")).json()
     assert fetched["source"] == source
+
+
+@pytest.mark.parametrize(
+    ("content", "inferred"),
+    [({"k": [1]}, "json"), ([1, "two"], "json"), ("# title", "markdown"), (None, None)],
+    ids=["object", "array", "string", "omitted"],
+)
+async def test_an_omitted_content_type_is_inferred_from_the_content(
+    client: httpx.AsyncClient, runtime: Runtime, content: Any, inferred: str | None
+) -> None:
+    fields = {} if content is None else {"content": content}
+
+    note = await create(client, **fields)
+
+    assert note["content_type"] == (inferred or "markdown")
+    (event,) = await runtime.spine.read_stream(note_stream_id(note["note_id"]))
+    assert event.payload["content_type"] == note["content_type"]
+    updated = await client.put(f"/notes/{note['note_id']}", json={"title": "t", **fields})
+    assert updated.json()["content_type"] == note["content_type"]
+
+
+async def test_a_stated_content_type_wins_over_inference(client: httpx.AsyncClient) -> None:
+    note = await create(client, content_type="json", content="a JSON string")
+
+    assert (note["content_type"], note["content"]) == ("json", "a JSON string")
 
 
 async def test_text_content_is_kept_verbatim(client: httpx.AsyncClient) -> None:
@@ -128,8 +159,9 @@ async def test_put_replaces_the_editable_fields_and_bumps_the_version(
         {"two": 2},
         ["c"],
     )
-    assert updated["created_at"] == note["created_at"]
-    assert parse_time(updated["updated_at"]) > parse_time(note["updated_at"])
+    created, changed = updated["timestamps"]["created_at"], updated["timestamps"]["updated_at"]
+    assert created == note["timestamps"]["created_at"]
+    assert parse_time(changed) > parse_time(note["timestamps"]["updated_at"])
     assert (updated["user_id"], updated["surface_id"], updated["source"]) == (
         note["user_id"],
         note["surface_id"],
@@ -158,14 +190,78 @@ async def test_put_with_the_current_if_match_succeeds(client: httpx.AsyncClient)
     assert response.json()["version"] == 2
 
 
-async def test_a_weak_etag_is_accepted_as_if_match(client: httpx.AsyncClient) -> None:
+async def test_a_weak_etag_never_matches_if_match_and_writes_nothing(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
     note = await create(client)
+    url = f"/notes/{note['note_id']}"
 
-    response = await client.put(
-        f"/notes/{note['note_id']}", json={"title": "next"}, headers={"If-Match": 'W/"1"'}
-    )
+    put = await client.put(url, json={"title": "next"}, headers={"If-Match": 'W/"1"'})
+    delete = await client.delete(url, headers={"If-Match": 'W/"1"'})
 
-    assert response.status_code == 200
+    problem(put, 412)
+    problem(delete, 412)
+    assert len(await runtime.spine.read_stream(note_stream_id(note["note_id"]))) == 1
+
+
+async def test_if_match_star_writes_a_note_that_exists(client: httpx.AsyncClient) -> None:
+    note = await create(client)
+    url = f"/notes/{note['note_id']}"
+
+    put = await client.put(url, json={"title": "next"}, headers={"If-Match": "*"})
+    missing = await client.put("/notes/nope", json={"title": "x"}, headers={"If-Match": "*"})
+    delete = await client.delete(url, headers={"If-Match": "*"})
+
+    assert (put.status_code, put.json()["version"]) == (200, 2)
+    problem(missing, 404)
+    assert delete.status_code == 200
+
+
+async def test_if_none_match_star_refuses_to_change_a_note_that_exists(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    note = await create(client)
+    url = f"/notes/{note['note_id']}"
+
+    put = await client.put(url, json={"title": "x"}, headers={"If-None-Match": "*"})
+    delete = await client.delete(url, headers={"If-None-Match": "*"})
+    missing = await client.put("/notes/nope", json={"title": "x"}, headers={"If-None-Match": "*"})
+
+    problem(put, 412)
+    problem(delete, 412)
+    problem(missing, 404)
+    assert len(await runtime.spine.read_stream(note_stream_id(note["note_id"]))) == 1
+
+
+async def test_if_none_match_star_creates_once_and_refuses_a_replay(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    headers = {"If-None-Match": "*", "Idempotency-Key": "k"}
+
+    first = await client.post("/notes", json={"title": "t"}, headers=headers)
+    before = await spine_events(runtime)
+    replay = await client.post("/notes", json={"title": "t"}, headers=headers)
+
+    assert first.status_code == 201
+    problem(replay, 412)
+    assert await spine_events(runtime) == before
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"If-None-Match": '"1"'}, {"If-None-Match": "*", "If-Match": '"1"'}],
+    ids=["etag", "both"],
+)
+async def test_if_none_match_other_than_star_or_beside_if_match_answers_422(
+    client: httpx.AsyncClient, runtime: Runtime, headers: dict[str, str]
+) -> None:
+    note = await create(client)
+    before = await spine_events(runtime)
+
+    put = await client.put(f"/notes/{note['note_id']}", json={"title": "x"}, headers=headers)
+
+    problem(put, 422)
+    assert await spine_events(runtime) == before
 
 
 async def test_put_with_a_stale_if_match_answers_412_and_writes_nothing(
@@ -224,8 +320,7 @@ async def test_a_note_that_never_existed_answers_404(client: httpx.AsyncClient) 
         await client.put("/notes/no-such-note", json={"title": "x"}),
         await client.delete("/notes/no-such-note"),
     ):
-        assert response.status_code == 404
-        assert response.json()["error"] == "NotFound"
+        assert problem(response, 404)["type"] == "urn:engines:problem:not-found"
 
 
 # -- every write is a spine event ---------------------------------------------------------
@@ -255,7 +350,7 @@ async def test_create_update_and_delete_are_chained_events_on_the_notes_stream(
     assert verify_chain(events) == 3
 
 
-async def test_an_agent_write_is_recorded_with_agent_source_and_run_id(
+async def test_a_notes_agent_and_run_are_recorded_as_the_events_provenance(
     client: httpx.AsyncClient, runtime: Runtime
 ) -> None:
     source = {"created_by": "agent", "agent_id": "a1", "run_id": "run-7"}
@@ -263,7 +358,8 @@ async def test_an_agent_write_is_recorded_with_agent_source_and_run_id(
 
     (event,) = await runtime.spine.read_stream(note_stream_id(note["note_id"]))
 
-    assert (event.source, event.run_id) == ("agent", "run-7")
+    assert (event.agent_id, event.run_id) == ("a1", "run-7")
+    assert event.source == "ui"  # the token's kind (a user) is the source
     assert event.payload["source"] == source
 
 
@@ -339,11 +435,11 @@ async def test_list_pages_through_every_note_newest_first_without_duplicates(
     assert pages == 3
     assert len(ids) == len(set(ids)) == 7
     assert set(ids) == set(created)
-    stamps = [parse_time(str(n["updated_at"])) for n in seen]
+    stamps = [parse_time(str(n["timestamps"]["created_at"])) for n in seen]
     assert stamps == sorted(stamps, reverse=True)
 
 
-async def test_an_updated_note_moves_to_the_front_of_the_list(
+async def test_the_list_is_ordered_by_creation_so_an_update_does_not_move_a_note(
     client: httpx.AsyncClient,
 ) -> None:
     first = await create(client, title="first")
@@ -352,7 +448,55 @@ async def test_an_updated_note_moves_to_the_front_of_the_list(
     await client.put(f"/notes/{first['note_id']}", json={"title": "first, edited"})
 
     items = (await client.get("/notes")).json()["items"]
-    assert [n["title"] for n in items] == ["first, edited", "second"]
+    assert [n["title"] for n in items] == ["second", "first, edited"]
+
+
+async def walk(client: httpx.AsyncClient, limit: int, between_pages: Any = None) -> list[str]:
+    """Every note id a walk of the list's pages returns, calling ``between_pages(n)``
+    after page n."""
+    seen: list[str] = []
+    cursor: str | None = None
+    for n in itertools.count(1):
+        params: dict[str, str | int] = {"limit": limit, **({"cursor": cursor} if cursor else {})}
+        page = (await client.get("/notes", params=params)).json()
+        seen += [item["note_id"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            return seen
+        if between_pages is not None:
+            await between_pages(n)
+    raise AssertionError("unreachable")
+
+
+async def test_a_note_updated_during_a_walk_of_the_pages_is_still_returned(
+    client: httpx.AsyncClient,
+) -> None:
+    ids = [(await create(client, title=f"n{i}"))["note_id"] for i in range(6)]
+
+    async def update_n0(page: int) -> None:
+        if page == 1:
+            put = await client.put(f"/notes/{ids[0]}", json={"title": "n0, edited"})
+            assert put.status_code == 200
+
+    seen = await walk(client, 2, update_n0)
+
+    assert seen == ids[::-1]  # newest created first; n0 last, and not skipped
+
+
+async def test_a_walk_returns_every_note_that_existed_when_it_began_despite_edits(
+    client: httpx.AsyncClient,
+) -> None:
+    ids = [(await create(client, title=f"n{i}"))["note_id"] for i in range(7)]
+
+    async def churn(page: int) -> None:
+        for note_id in ids:
+            await client.put(f"/notes/{note_id}", json={"title": f"edited after page {page}"})
+        await create(client, title=f"new during page {page}")
+
+    seen = await walk(client, 2, churn)
+
+    assert set(ids) <= set(seen)
+    assert len(seen) == len(set(seen))
 
 
 async def test_list_filters_by_surface_project_and_tag(runtime: Runtime, mint: Mint) -> None:
@@ -394,13 +538,13 @@ async def test_the_same_idempotency_key_twice_creates_one_note_and_one_event(
 ) -> None:
     headers = {"Idempotency-Key": "order-123"}
     first = await client.post("/notes", json={"title": "once"}, headers=headers)
-    head = await spine_count(runtime)
+    before = await spine_events(runtime)
 
     second = await client.post("/notes", json={"title": "once"}, headers=headers)
 
     assert (first.status_code, second.status_code) == (201, 201)
     assert second.json() == first.json()
-    assert await spine_count(runtime) == head
+    assert await spine_events(runtime) == before
     assert len(await runtime.spine.read_stream(note_stream_id(first.json()["note_id"]))) == 1
     assert len((await client.get("/notes")).json()["items"]) == 1
 
@@ -535,7 +679,7 @@ async def test_the_etag_of_a_write_response_names_the_version_of_the_body_it_car
     ):
 
         async def spine_has_the_note() -> bool:
-            return await spine_count(runtime) >= 1
+            return await spine_events(runtime) >= 1
 
         post = asyncio.create_task(client.post("/notes", json={"title": "v1"}))
         await until(spine_has_the_note)
@@ -564,14 +708,13 @@ async def test_an_idempotency_key_reused_for_a_different_request_answers_409(
 ) -> None:
     headers = {"Idempotency-Key": "once"}
     first = await client.post("/notes", json={"title": "first"}, headers=headers)
-    head = await spine_count(runtime)
+    before = await spine_events(runtime)
 
     reused = await client.post("/notes", json={"title": "second"}, headers=headers)
 
     assert first.status_code == 201
-    assert reused.status_code == 409
-    assert "Idempotency-Key" in reused.json()["detail"]
-    assert await spine_count(runtime) == head
+    assert "Idempotency-Key" in problem(reused, 409)["detail"]
+    assert await spine_events(runtime) == before
 
 
 async def test_a_locked_database_answers_503_and_the_service_recovers(
@@ -590,6 +733,5 @@ async def test_a_locked_database_answers_503_and_the_service_recovers(
             other.close()
         up = await client.post("/notes", json={"title": "t"})
 
-    assert down.status_code == 503
-    assert down.json()["error"] == "BackendUnavailable"
+    assert problem(down, 503)["type"] == "urn:engines:problem:backend-unavailable"
     assert up.status_code == 201

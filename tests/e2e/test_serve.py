@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import httpx
 import jwt
@@ -394,3 +395,78 @@ def test_token_refuses_a_lifetime_that_is_not_a_positive_number_of_seconds(
     assert result.returncode != 0
     assert result.stdout == ""
     assert "--ttl" in result.stderr
+
+
+def test_token_mints_kind_roles_and_projects_per_surface(tmp_path: Path) -> None:
+    (tmp_path / ".engines").mkdir()  # as `engines serve` leaves it
+    result = run_cli(
+        *("token", "--tenant", "t", "--user", "bot", "--surface", "chat", "--surface", "canvas"),
+        *("--project", "p1", "--project", "chat=p2", "--kind", "agent"),
+        *("--role", "admin", "--role", "auditor"),
+        cwd=tmp_path,
+    )
+
+    assert result.returncode == 0, result.stderr
+    secret = (tmp_path / ".engines" / "lab-jwt-secret").read_text().strip()
+    claims = jwt.decode(result.stdout.strip(), secret, algorithms=["HS256"])
+    assert (claims["kind"], claims["roles"]) == ("agent", ["admin", "auditor"])
+    assert claims["surfaces"] == ["chat", "canvas"]
+    assert claims["projects"] == {"chat": ["p1", "p2"], "canvas": ["p1"]}
+
+
+def test_token_grants_a_plain_project_on_every_surface_and_defaults_to_a_user(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / ".engines").mkdir()  # as `engines serve` leaves it
+    result = run_cli(
+        "token",
+        "--tenant",
+        "t",
+        "--user",
+        "u",
+        "--surface",
+        "chat",
+        "--project",
+        "p1",
+        cwd=tmp_path,
+    )
+
+    secret = (tmp_path / ".engines" / "lab-jwt-secret").read_text().strip()
+    claims = jwt.decode(result.stdout.strip(), secret, algorithms=["HS256"])
+    assert (claims["kind"], claims["roles"], claims["projects"]) == ("user", [], ["p1"])
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--surface", "chat", "--project", "builder=p1"], "builder"),
+        (["--kind", "robot"], "--kind"),
+        (["--role", "root"], "--role"),
+        (["--tenant", "engines:unauthenticated"], "tenant_id"),
+    ],
+)
+def test_token_refuses_what_would_not_verify(tmp_path: Path, args: list[str], named: str) -> None:
+    (tmp_path / ".engines").mkdir()  # as `engines serve` leaves it
+    base = ["token", "--user", "u"] + ([] if "--tenant" in args else ["--tenant", "t"])
+
+    result = run_cli(*base, *args, cwd=tmp_path)
+
+    assert result.returncode != 0
+    assert result.stdout == ""
+    assert named in result.stderr
+
+
+def test_serve_leaves_forwarded_headers_to_the_app(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import uvicorn
+
+    from engines.cli import main
+
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append(kw))
+
+    assert main(["serve", "--data-dir", str(tmp_path), "--port", "1"]) == 0
+
+    (options,) = calls
+    assert options["proxy_headers"] is False

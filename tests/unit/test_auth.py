@@ -21,14 +21,17 @@ from pydantic import ValidationError
 
 from engines.auth import (
     LAB_SECRET_FILE,
+    RESERVED_TENANT_PREFIX,
     Principal,
+    SurfaceRequired,
     TokenVerifier,
+    lab_projects,
     lab_secret,
     mint_lab_token,
     resolve_scope,
 )
 from engines.settings import AuthSettings, Settings, load_settings
-from spine.errors import EnginesError, ScopeMismatch, Unauthenticated
+from spine.errors import EnginesError, InvalidInput, ScopeMismatch, Unauthenticated
 
 SECRET = "a-configured-hs256-secret-with-32+-chars"
 
@@ -67,7 +70,8 @@ def test_hs256_with_the_configured_secret_yields_the_principal(tmp_path: Path) -
 
     principal = hs256(data_dir=tmp_path).verify(token)
 
-    assert principal == Principal("u1", "t1", frozenset({"chat"}), frozenset({"p1"}))
+    assert principal == Principal("u1", "t1", {"chat": frozenset({"p1"})})
+    assert (principal.kind, principal.roles, principal.source) == ("user", frozenset(), "ui")
 
 
 def test_hs256_with_a_configured_secret_never_makes_a_lab_secret(tmp_path: Path) -> None:
@@ -121,12 +125,78 @@ def test_a_token_with_missing_or_malformed_claims_is_unauthenticated(
         hs256(data_dir=tmp_path).verify(token)
 
 
+@pytest.mark.parametrize(
+    ("overrides", "what"),
+    [
+        ({"kind": "robot"}, "kind"),
+        ({"kind": 1}, "kind"),
+        ({"kind": ["agent"]}, "kind"),
+        ({"roles": "admin"}, "roles"),
+        ({"roles": [1]}, "roles"),
+        ({"roles": ["root"]}, "roles"),
+        ({"roles": {"admin": True}}, "roles"),
+        ({"projects": {"canvas": ["p1"]}}, "canvas"),
+        ({"projects": {"chat": "p1"}}, "projects.chat"),
+        ({"projects": {"chat": ["a b"]}}, "projects.chat"),
+        ({"surfaces": [f"s{i}" for i in range(65)]}, "surfaces"),
+        ({"tenant_id": RESERVED_TENANT_PREFIX + "unauthenticated"}, "tenant_id"),
+        ({"tenant_id": "ENGINES:unauthenticated"}, "tenant_id"),
+    ],
+)
+def test_kind_roles_and_grants_of_the_wrong_type_or_value_are_unauthenticated(
+    tmp_path: Path, overrides: dict[str, Any], what: str
+) -> None:
+    token = jwt.encode(claims(**overrides), SECRET, algorithm="HS256")
+
+    with pytest.raises(Unauthenticated, match=what):
+        hs256(data_dir=tmp_path).verify(token)
+
+
+@pytest.mark.parametrize(
+    ("kind", "source"),
+    [("user", "ui"), ("agent", "agent"), ("connector", "connector"), ("tool", "tool")],
+)
+def test_the_principals_kind_comes_from_the_token_and_names_its_source(
+    tmp_path: Path, kind: str, source: str
+) -> None:
+    token = jwt.encode(claims(kind=kind), SECRET, algorithm="HS256")
+
+    principal = hs256(data_dir=tmp_path).verify(token)
+
+    assert (principal.kind, principal.source) == (kind, source)
+
+
+def test_roles_come_from_the_token(tmp_path: Path) -> None:
+    token = jwt.encode(claims(roles=["admin", "auditor"]), SECRET, algorithm="HS256")
+
+    assert hs256(data_dir=tmp_path).verify(token).roles == {"admin", "auditor"}
+
+
+def test_a_projects_list_is_granted_on_every_granted_surface(tmp_path: Path) -> None:
+    token = jwt.encode(claims(surfaces=["chat", "canvas"], projects=["p1"]), SECRET)
+
+    principal = hs256(data_dir=tmp_path).verify(token)
+
+    assert principal.grants == {"chat": {"p1"}, "canvas": {"p1"}}
+
+
+def test_a_projects_mapping_grants_projects_per_surface(tmp_path: Path) -> None:
+    token = jwt.encode(
+        claims(surfaces=["chat", "canvas", "builder"], projects={"chat": ["p1"], "canvas": []}),
+        SECRET,
+    )
+
+    principal = hs256(data_dir=tmp_path).verify(token)
+
+    assert principal.grants == {"chat": {"p1"}, "canvas": set(), "builder": set()}
+
+
 def test_surfaces_and_projects_default_to_none_granted(tmp_path: Path) -> None:
     token = jwt.encode(claims(surfaces=None, projects=None), SECRET, algorithm="HS256")
 
     principal = hs256(data_dir=tmp_path).verify(token)
 
-    assert (principal.surfaces, principal.projects) == (frozenset(), frozenset())
+    assert (principal.surfaces, principal.grants) == (frozenset(), {})
 
 
 def test_an_expired_token_is_refused_beyond_the_leeway_only(tmp_path: Path) -> None:
@@ -466,7 +536,7 @@ def test_a_minted_lab_token_verifies_against_the_same_data_directory(tmp_path: P
     )
     verifier = TokenVerifier(AuthSettings(), mode="lab", data_dir=tmp_path)
 
-    assert verifier.verify(token) == Principal("u1", "t1", frozenset({"s"}), frozenset({"p"}))
+    assert verifier.verify(token) == Principal("u1", "t1", {"s": frozenset({"p"})})
     raw = jwt.decode(token, lab_secret(tmp_path), algorithms=["HS256"])
     assert raw["mode"] == "lab"
     assert raw["exp"] - raw["iat"] == 60
@@ -511,6 +581,65 @@ def test_minting_refuses_ids_that_would_not_verify(tmp_path: Path) -> None:
         )
 
 
+def test_a_lab_token_carries_kind_roles_and_projects_per_surface(tmp_path: Path) -> None:
+    token = mint_lab_token(
+        tmp_path,
+        tenant_id="t1",
+        user_id="bot",
+        surfaces=["chat", "canvas"],
+        projects={"chat": ["p1", "p2"], "canvas": ["p1"]},
+        kind="agent",
+        roles=["auditor"],
+        ttl_seconds=60,
+    )
+
+    principal = TokenVerifier(AuthSettings(), mode="lab", data_dir=tmp_path).verify(token)
+
+    assert principal == Principal(
+        "bot",
+        "t1",
+        {"chat": frozenset({"p1", "p2"}), "canvas": frozenset({"p1"})},
+        kind="agent",
+        roles=frozenset({"auditor"}),
+    )
+
+
+@pytest.mark.parametrize(
+    ("values", "surfaces", "claim"),
+    [
+        ([], ["chat"], []),
+        (["p1"], ["chat", "canvas"], ["p1"]),
+        (["chat=p2"], ["chat", "canvas"], {"chat": ["p2"], "canvas": []}),
+        (["p1", "chat=p2"], ["chat", "canvas"], {"chat": ["p1", "p2"], "canvas": ["p1"]}),
+    ],
+)
+def test_token_project_options_become_a_list_or_a_mapping(
+    values: list[str], surfaces: list[str], claim: Any
+) -> None:
+    assert lab_projects(values, surfaces) == claim
+
+
+def test_a_token_project_option_for_an_ungranted_surface_is_refused() -> None:
+    with pytest.raises(InvalidInput, match="builder"):
+        lab_projects(["builder=p1"], ["chat"])
+
+
+def test_minting_refuses_a_reserved_tenant_a_bad_kind_or_role(tmp_path: Path) -> None:
+    base: dict[str, Any] = {
+        "tenant_id": "t1",
+        "user_id": "u1",
+        "surfaces": [],
+        "projects": [],
+        "ttl_seconds": 60,
+    }
+    with pytest.raises(Unauthenticated, match="tenant_id"):
+        mint_lab_token(tmp_path, **{**base, "tenant_id": RESERVED_TENANT_PREFIX + "x"})
+    with pytest.raises(Unauthenticated, match="kind"):
+        mint_lab_token(tmp_path, **base, kind="robot")
+    with pytest.raises(Unauthenticated, match="roles"):
+        mint_lab_token(tmp_path, **base, roles=["root"])
+
+
 def test_minting_is_for_hs256_lab_tokens_only(
     tmp_path: Path, rsa_keys: tuple[rsa.RSAPrivateKey, rsa.RSAPrivateKey]
 ) -> None:
@@ -542,7 +671,7 @@ def test_the_packaged_lab_settings_use_the_data_directory_secret() -> None:
 
 # -- resolve_scope ------------------------------------------------------------------------
 
-PRINCIPAL = Principal("u1", "t1", frozenset({"chat"}), frozenset({"p1", "p2"}))
+PRINCIPAL = Principal("u1", "t1", {"chat": frozenset({"p1", "p2"})})
 NO_CLAIMS: dict[str, str | None] = {"tenant_id": None, "mode": None, "user_id": None}
 
 
@@ -578,8 +707,8 @@ def test_a_single_granted_surface_is_taken_when_none_is_asked_for() -> None:
 
 
 def test_with_several_or_no_surfaces_granted_none_is_assumed() -> None:
-    several = Principal("u1", "t1", frozenset({"chat", "canvas"}), frozenset())
-    none = Principal("u1", "t1", frozenset(), frozenset())
+    several = Principal("u1", "t1", {"chat": frozenset(), "canvas": frozenset()})
+    none = Principal("u1", "t1", {})
 
     assert resolve_scope(several, "lab", claimed=NO_CLAIMS).surface_id is None
     assert resolve_scope(none, "lab", claimed=NO_CLAIMS).surface_id is None
@@ -593,12 +722,43 @@ def test_a_surface_or_project_not_granted_is_a_scope_mismatch() -> None:
         resolve_scope(PRINCIPAL, "lab", claimed=NO_CLAIMS, surface_id="builder")
     with pytest.raises(ScopeMismatch, match="project_id 'p3'"):
         resolve_scope(PRINCIPAL, "lab", claimed=NO_CLAIMS, project_id="p3")
-    nothing = Principal("u1", "t1", frozenset(), frozenset())
+    nothing = Principal("u1", "t1", {})
     with pytest.raises(ScopeMismatch, match="surface_id"):
         resolve_scope(nothing, "lab", claimed=NO_CLAIMS, surface_id="chat")
 
 
 def test_no_project_is_assumed_even_when_one_is_granted() -> None:
-    only = Principal("u1", "t1", frozenset(), frozenset({"p1"}))
+    only = Principal("u1", "t1", {"chat": frozenset({"p1"}), "canvas": frozenset({"p1"})})
 
     assert resolve_scope(only, "lab", claimed=NO_CLAIMS).project_id is None
+
+
+GRANTS = Principal(
+    "u1", "t1", {"chat": frozenset({"p1"}), "canvas": frozenset({"p2"}), "builder": frozenset()}
+)
+
+
+def test_a_project_is_granted_per_surface() -> None:
+    assert resolve_scope(GRANTS, "lab", claimed=NO_CLAIMS, surface_id="chat", project_id="p1")
+    assert resolve_scope(GRANTS, "lab", claimed=NO_CLAIMS, surface_id="canvas", project_id="p2")
+    with pytest.raises(ScopeMismatch, match="not granted on surface 'canvas'"):
+        resolve_scope(GRANTS, "lab", claimed=NO_CLAIMS, surface_id="canvas", project_id="p1")
+    with pytest.raises(ScopeMismatch, match="not granted on surface 'builder'"):
+        resolve_scope(GRANTS, "lab", claimed=NO_CLAIMS, surface_id="builder", project_id="p1")
+
+
+def test_without_a_surface_a_project_must_be_granted_on_some_surface() -> None:
+    assert resolve_scope(GRANTS, "lab", claimed=NO_CLAIMS, project_id="p2").project_id == "p2"
+    with pytest.raises(ScopeMismatch, match="project_id 'p3'"):
+        resolve_scope(GRANTS, "lab", claimed=NO_CLAIMS, project_id="p3")
+
+
+def test_a_scope_that_must_have_a_surface_refuses_to_guess_one() -> None:
+    with pytest.raises(SurfaceRequired, match="surface_id is required") as info:
+        resolve_scope(GRANTS, "lab", claimed=NO_CLAIMS, require_surface=True)
+    assert info.value.loc == ("body", "surface_id")
+    nothing = Principal("u1", "t1", {})
+    with pytest.raises(SurfaceRequired):
+        resolve_scope(nothing, "lab", claimed=NO_CLAIMS, require_surface=True)
+    single = resolve_scope(PRINCIPAL, "lab", claimed=NO_CLAIMS, require_surface=True)
+    assert single.surface_id == "chat"

@@ -13,16 +13,16 @@ from commands.envelope import Command, CommandResult
 from commands.handler import fold
 from commands.notes import CreateNote, DeleteNote, NoteBody, NotesDecider, UpdateNote
 from spine.codec import seal
-from spine.errors import AlreadyExists, NotFound
-from spine.events import GENESIS_HASH, EventEnvelope, Scope
+from spine.errors import AlreadyExists, NotFound, ScopeMismatch
+from spine.events import GENESIS_HASH, EventEnvelope, Provenance, Scope
 
 ALICE = Scope(tenant_id="t1", mode="lab", user_id="alice", surface_id="chat")
 BOB = ALICE.model_copy(update={"user_id": "bob"})
 decider = NotesDecider()
 
 
-def command(payload: Any, scope: Scope = ALICE) -> Command[Any]:
-    return Command[Any](scope=scope, payload=payload)
+def command(payload: Any, scope: Scope = ALICE, **fields: Any) -> Command[Any]:
+    return Command[Any](scope=scope, payload=payload, **fields)
 
 
 def history(*commands: Command[Any]) -> list[EventEnvelope]:
@@ -64,7 +64,16 @@ def test_create_update_delete_produce_one_event_each_in_the_notes_stream() -> No
 
 
 def test_events_carry_the_commands_scope_and_provenance() -> None:
-    cmd = command(CREATE).model_copy(update={"run_id": "run-9", "source": "agent"})
+    provenance = Provenance(
+        agent_id="summarizer",
+        run_id="run-9",
+        thread_id="th-1",
+        step_id="step-3",
+        parent_event_id="ev-0",
+        trace_id="4bf92f3577b34da6a3ce929d0e0e4736",
+        span_id="00f067aa0ba902b7",
+    )
+    cmd = command(CREATE, source="agent", provenance=provenance)
     (event,) = history(cmd)
     assert (event.tenant_id, event.mode, event.user_id, event.surface_id) == (
         "t1",
@@ -72,7 +81,16 @@ def test_events_carry_the_commands_scope_and_provenance() -> None:
         "alice",
         "chat",
     )
-    assert (event.run_id, event.source, event.command_id) == ("run-9", "agent", cmd.command_id)
+    assert (event.source, event.command_id) == ("agent", cmd.command_id)
+    assert {name: getattr(event, name) for name in Provenance.model_fields} == (
+        provenance.model_dump()
+    )
+
+
+def test_absent_provenance_stays_absent_rather_than_made_up() -> None:
+    (event,) = history(command(CREATE))
+    assert (event.agent_id, event.run_id, event.step_id, event.thread_id) == (None,) * 4
+    assert (event.parent_event_id, event.trace_id, event.span_id) == (None,) * 3
 
 
 def test_creating_an_existing_note_is_refused() -> None:
@@ -97,6 +115,50 @@ def test_a_deleted_or_missing_note_cannot_be_changed(payload: Any) -> None:
         decider.decide(fold(decider, gone), command(payload))
 
 
+GRANTS = {"chat": frozenset({"p1"})}
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        ALICE.model_copy(update={"surface_id": "canvas"}),
+        ALICE.model_copy(update={"project_id": "p2"}),
+        ALICE.model_copy(update={"surface_id": None}),
+    ],
+    ids=["other-surface", "ungranted-project", "no-surface"],
+)
+@pytest.mark.parametrize("payload", [UpdateNote(note_id="n1", title="x"), DeleteNote(note_id="n1")])
+def test_a_note_outside_the_callers_grants_does_not_exist_for_them(
+    stored: Scope, payload: Any
+) -> None:
+    state = fold(decider, history(command(CREATE, scope=stored)))
+    with pytest.raises(NotFound):
+        decider.decide(state, command(payload, grants=GRANTS))
+
+
+def test_a_note_within_the_callers_grants_can_be_changed() -> None:
+    created = command(CREATE, scope=ALICE.model_copy(update={"project_id": "p1"}))
+    state = fold(decider, history(created))
+    (event,) = decider.decide(state, command(DeleteNote(note_id="n1"), grants=GRANTS))
+    assert event.event_type == "note.deleted"
+    (event,) = decider.decide(fold(decider, []), command(CREATE, grants=GRANTS))
+    assert event.event_type == "note.created"
+
+
+@pytest.mark.parametrize(
+    "scope",
+    [
+        ALICE.model_copy(update={"surface_id": "canvas"}),
+        ALICE.model_copy(update={"project_id": "p2"}),
+        ALICE.model_copy(update={"surface_id": None}),
+    ],
+    ids=["other-surface", "ungranted-project", "no-surface"],
+)
+def test_a_create_outside_the_callers_grants_is_refused(scope: Scope) -> None:
+    with pytest.raises(ScopeMismatch):
+        decider.decide(fold(decider, []), command(CREATE, scope=scope, grants=GRANTS))
+
+
 def test_an_update_keeps_the_notes_surface_and_project() -> None:
     created = command(CREATE, scope=ALICE.model_copy(update={"project_id": "p1"}))
     update = command(UpdateNote(note_id="n1", title="x"), scope=ALICE)
@@ -109,7 +171,7 @@ def test_an_update_keeps_the_notes_surface_and_project() -> None:
     [
         ({"title": ""}, "title"),
         ({"title": "x" * 501}, "title"),
-        ({"title": "t", "content": {"a": 1}}, "content must be a string"),
+        ({"title": "t", "content_type": "markdown", "content": {"a": 1}}, "must be a string"),
         ({"title": "t", "content_type": "html"}, "content_type"),
         ({"title": "t", "content_type": "json", "content": "x" * 1_000_001}, "limit"),
         ({"title": "t", "tags": ["a", "a"]}, "repeat"),
@@ -121,6 +183,29 @@ def test_an_update_keeps_the_notes_surface_and_project() -> None:
 def test_bad_note_bodies_are_refused_naming_the_field(fields: dict[str, Any], why: str) -> None:
     with pytest.raises(ValidationError, match=why):
         NoteBody.model_validate(fields)
+
+
+@pytest.mark.parametrize(
+    ("content", "inferred"),
+    [
+        ({"k": 1}, "json"),
+        ([1, 2], "json"),
+        (7, "json"),
+        ("# heading", "markdown"),
+        ("", "markdown"),
+    ],
+)
+def test_an_omitted_content_type_is_inferred_from_the_content(content: Any, inferred: str) -> None:
+    assert NoteBody.model_validate({"title": "t", "content": content}).content_type == inferred
+
+
+def test_an_omitted_content_is_empty_markdown() -> None:
+    assert NoteBody.model_validate({"title": "t"}).content_type == "markdown"
+
+
+def test_a_stated_content_type_is_kept() -> None:
+    body = NoteBody.model_validate({"title": "t", "content_type": "text", "content": "x"})
+    assert body.content_type == "text"
 
 
 def test_json_content_may_be_any_json_value() -> None:

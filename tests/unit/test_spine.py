@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 import pytest
 from pydantic import ValidationError
 
 from spine.appending import check_expected_version
-from spine.codec import decode, decode_many, encode, seal, verify_chain
+from spine.codec import ADDED_LATER, decode, decode_many, encode, seal, timestamp_text, verify_chain
 from spine.errors import ConcurrencyError, IntegrityError, InvalidStreamId, UpcastError
 from spine.events import ANY, GENESIS_HASH, NO_STREAM, EventEnvelope, uuid7
 from spine.streams import parse_stream_id, stream_id
@@ -100,6 +102,65 @@ def test_any_edit_of_a_stored_event_breaks_the_chain(tamper: Any) -> None:
     events[1] = tamper(events[1])
     with pytest.raises(IntegrityError, match="seq 2"):
         verify_chain(events)
+
+
+def sealed_the_old_way(seq: int, prev_hash: str) -> bytes:
+    """A stored event as the spine wrote it before ``agent_id`` joined the envelope: the
+    canonical form had no ``agent_id`` key at all, and ``run_id``/``step_id`` were set."""
+    fields = make_event(payload={"i": seq}).model_dump(mode="json")
+    for name in ADDED_LATER:
+        del fields[name]
+    fields.update(
+        stream_id="notes/t1/lab/old",
+        seq=seq,
+        route="event_spine",
+        recorded_at=timestamp_text(datetime.now(UTC)),
+        prev_hash=prev_hash,
+    )
+    canonical = orjson.dumps(fields, option=orjson.OPT_SORT_KEYS)
+    digest = hashlib.sha256(canonical).hexdigest()
+    return canonical[:-1] + b',"hash":"' + digest.encode() + b'"}'
+
+
+def test_events_sealed_before_agent_id_existed_still_verify() -> None:
+    first = sealed_the_old_way(1, GENESIS_HASH)
+    second = sealed_the_old_way(2, orjson.loads(first)["hash"])
+
+    events = decode_many([first, second])
+
+    assert [e.agent_id for e in events] == [None, None]
+    assert verify_chain(events) == 2
+    # re-encoded, they hold the same fields: no agent_id appears
+    assert [orjson.loads(encode(e)) for e in events] == [orjson.loads(first), orjson.loads(second)]
+
+
+def test_a_set_agent_id_is_covered_by_the_chain() -> None:
+    env, body = seal(
+        make_event(agent_id="summarizer"),
+        stream_id="notes/t1/lab/x",
+        seq=1,
+        prev_hash=GENESIS_HASH,
+        recorded_at=datetime.now(UTC),
+    )
+    assert orjson.loads(body)["agent_id"] == "summarizer"
+    assert verify_chain([decode(body)]) == 1
+    with pytest.raises(IntegrityError):
+        verify_chain([env.model_copy(update={"agent_id": "impostor"})])
+    with pytest.raises(IntegrityError):
+        verify_chain([env.model_copy(update={"agent_id": None})])
+
+
+def test_absent_run_and_step_ids_are_stored_and_verified_as_absent() -> None:
+    _, body = seal(
+        make_event(run_id=None, step_id=None),
+        stream_id="notes/t1/lab/x",
+        seq=1,
+        prev_hash=GENESIS_HASH,
+        recorded_at=datetime.now(UTC),
+    )
+    stored = decode(body)
+    assert (stored.run_id, stored.step_id, "agent_id" in orjson.loads(body)) == (None, None, False)
+    assert verify_chain([stored]) == 1
 
 
 def test_a_missing_event_breaks_the_chain() -> None:

@@ -261,9 +261,9 @@ class SqliteDatabase:
         waiter: asyncio.Future[None] = self._loop.create_future()
         self._commit_waiters.add(waiter)
         try:
-            await asyncio.wait_for(waiter, timeout)
-        except TimeoutError:
-            pass
+            # Not asyncio.wait_for: on Python 3.11 it can swallow a cancellation that
+            # races with the waiter's result, and the runtime's close then hangs.
+            await asyncio.wait({waiter}, timeout=timeout)
         finally:
             self._commit_waiters.discard(waiter)
 
