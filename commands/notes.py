@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from commands.envelope import Command, CommandResult, granted
-from spine.errors import AlreadyExists, NotFound, ScopeMismatch
+from spine.errors import AlreadyExists, InvalidField, NotFound, ScopeMismatch
 from spine.events import EventEnvelope, Identifier, NewEvent, ProvenanceValue, Scope, new_id
 from spine.streams import stream_id
 
@@ -152,6 +152,8 @@ class NotesDecider:
         if isinstance(payload, CreateNote):
             if state.exists:
                 raise AlreadyExists(f"note {payload.note_id!r} already exists")
+            if command.scope.surface_id is None:
+                raise InvalidField(("body", "surface_id"), "a note needs a surface_id")
             if command.grants is not None and not granted(command.grants, command.scope):
                 raise ScopeMismatch(
                     f"surface {command.scope.surface_id!r} and project "

@@ -17,7 +17,7 @@ from spine.events import AppendResult, ExpectedVersion, NewEvent, Scope
 from spine.store import EventStore
 from tests.integration.conftest import lab_route
 
-ALICE = Scope(tenant_id="t1", mode="lab", user_id="alice")
+ALICE = Scope(tenant_id="t1", mode="lab", user_id="alice", surface_id="chat")
 
 
 @pytest.fixture
