@@ -19,7 +19,9 @@ class Projector(Protocol):
     read it with ``records.get(key)``; the mapping may hold other records too, and must
     not be changed). ``apply`` is pure and returns
     the records the event writes: new ones, changed ones, tombstones (``deleted=True``).
-    Each returned record's ``version`` must be above the one it replaces. Entity views
+    Each returned record's ``version`` must be above the one it replaces: one at or below
+    the stored version is taken as applied already and not written (so replays, stale
+    reads and lost progress heal themselves). Entity views
     (one record per stream) use the event's seq, so a record's version is the seq of the
     last event applied to it; records that fold several streams (totals, counts) count
     their own revisions (:func:`next_version`); records written once per event (ledger
@@ -37,7 +39,8 @@ class Projector(Protocol):
     """The view's resource kind, routed by the registry."""
 
     def keys(self, event: EventEnvelope) -> Sequence[str]:
-        """The records :meth:`apply` reads for ``event`` (it may also write new keys)."""
+        """The records :meth:`apply` reads or writes for ``event``. A key it writes and
+        does not list must be new for good (a replay would find it and be refused)."""
         ...
 
     def apply(

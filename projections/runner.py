@@ -12,7 +12,9 @@ drive it. One call:
    spine (the truth), not from the feed;
 3. loads the records the events touch, from a cache bounded in bytes or the store;
 4. applies each stream's events in seq order; an event that fails a few times is
-   parked, its stream stops there, every other stream goes on;
+   parked, its stream stops there, every other stream goes on. A record the view
+   holds at or above the version the event would give it has the event already (its
+   progress was read before another runner's commit, or lost): it is left as it is;
 5. commits, per stream and atomically, the changed records and the new progress, each
    conditional on what was read; a refused stream (another runner got there first, or
    the cache was stale) is reloaded and redone.
@@ -317,8 +319,10 @@ class ProjectorRunner:
                     break
                 for record in records:
                     key = record.key
+                    before = current.get(key)
+                    if before is not None and record.version <= before.version:
+                        continue  # the view has this already (progress was read stale)
                     if key not in replaces:
-                        before = current.get(key)
                         replaces[key] = before.version if before is not None else 0
                     current[key] = changed[key] = record
                 last = env.seq
@@ -339,8 +343,8 @@ class ProjectorRunner:
         self, event: EventEnvelope, records: Mapping[str, ViewRecord]
     ) -> Sequence[ViewRecord]:
         """The projector's records for ``event``, tried a few times; :class:`_Poison` if
-        it keeps failing or breaks the rules. ``records`` holds (at least) every record
-        under the event's keys that exists."""
+        it keeps failing. ``records`` holds (at least) every record under the event's
+        keys that exists."""
         failure: BaseException | None = None
         for _ in range(self.max_attempts):
             try:
@@ -350,14 +354,6 @@ class ProjectorRunner:
             except Exception as exc:
                 failure = exc
                 continue
-            for record in produced:
-                before = records.get(record.key)
-                if before is not None and record.version <= before.version:
-                    raise _Poison(
-                        event,
-                        f"projector {self.name} wrote {record.key} at version "
-                        f"{record.version}, not above {before.version}",
-                    )
             return produced
         assert failure is not None
         raise _Poison(event, failure, self.max_attempts) from failure

@@ -193,3 +193,20 @@ def test_a_command_given_a_data_directory_that_does_not_exist_refuses_and_create
     assert main([*command, "--data-dir", str(missing)]) == 3
     assert "does not exist" in capsys.readouterr().err
     assert not missing.exists()
+
+
+async def test_a_write_the_view_does_not_show_answers_202_even_if_its_progress_says_applied(
+    runtime: Runtime, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    created = (await client.post("/notes", json={"title": "v1"})).json()
+    stream = note_stream_id(created["note_id"])
+    conn = sqlite3.connect(tmp_path / "engines.db")
+    with conn:  # progress raised behind the service's back, past what the view holds
+        conn.execute("UPDATE notes__applied SET seq = seq + 5 WHERE stream_id = ?", (stream,))
+    conn.close()
+    runtime.runners["notes"].invalidate()
+
+    response = await client.put(f"/notes/{created['note_id']}", json={"title": "v2"})
+
+    assert response.status_code == 202
+    assert (response.json()["version"], response.headers["ETag"]) == (2, '"2"')

@@ -312,7 +312,7 @@ class History:
     resource_kind = "notes_store"
 
     def keys(self, event: EventEnvelope) -> Sequence[str]:
-        return ()
+        return (f"history/{event.stream_id}/{event.seq}",)
 
     def apply(
         self, event: EventEnvelope, records: Mapping[str, ViewRecord]
@@ -594,3 +594,76 @@ async def test_a_stream_whose_writes_keep_being_refused_is_parked_not_retried_fo
     (parked,) = await notes.parking.parked("notes")
     assert (parked.stream_id, parked.seq, parked.attempts) == ("notes/t1/lab/a", 2, 5)
     assert "refused" in parked.error
+
+
+async def test_lost_applied_progress_heals_from_the_records_the_view_holds(
+    notes: Notes,
+) -> None:
+    """The progress rows deleted behind the runner's back: a replay finds each record at
+    or above the event's version, writes nothing to it, and the progress is rebuilt."""
+    await notes.do(CreateNote(note_id="a", title="A"))
+    await notes.do(UpdateNote(note_id="a", title="A2"))
+    await notes.loop.catch_up()
+    conn = sqlite3.connect(notes.backend.db.path)
+    with conn:
+        conn.execute("DELETE FROM notes__applied")
+        conn.execute("DELETE FROM cp")
+    conn.close()
+    await notes.do(UpdateNote(note_id="a", title="A3"))
+
+    runner = notes.new_runner()
+    await notes.new_loop(runner).catch_up()
+
+    a = await notes.view("a")
+    assert (a.version, a.data["title"]) == (3, "A3")
+    assert await notes.parking.parked("notes") == []
+    assert await runner.applied(["notes/t1/lab/a"]) == {"notes/t1/lab/a": 3}
+
+
+async def test_a_history_replayed_after_lost_progress_is_not_written_twice(
+    notes: Notes,
+) -> None:
+    await notes.do(CreateNote(note_id="a", title="A"))
+    await notes.new_loop(notes.new_runner(History())).catch_up()
+    conn = sqlite3.connect(notes.backend.db.path)
+    with conn:
+        conn.execute("DELETE FROM notes__applied WHERE projector = 'note_history'")
+        conn.execute("DELETE FROM cp WHERE consumer = 'note_history'")
+    conn.close()
+
+    await notes.new_loop(notes.new_runner(History())).catch_up()
+
+    assert await notes.parking.parked("note_history") == []
+    assert await notes.views.applied("note_history", ["notes/t1/lab/a"]) == {"notes/t1/lab/a": 1}
+
+
+async def test_progress_read_before_another_runners_commit_is_not_poison(
+    notes: Notes,
+) -> None:
+    """Two processes: this runner reads the stream's progress, the other applies the
+    event, then this one loads the record (now newer than the progress it read)."""
+    await notes.do(CreateNote(note_id="a", title="A"))
+    await notes.do(UpdateNote(note_id="a", title="A2"))
+    events = await notes.spine.read_stream("notes/t1/lab/a")
+    slow = notes.new_runner()
+    assert await slow.apply(events[:1]) == 1
+    slow._records.clear()  # the record must come from the store, the progress from cache
+    assert await notes.new_runner().apply(events) == 1  # the other process
+
+    assert await slow.apply(events[1:]) == 0
+
+    assert await notes.parking.parked("notes") == []
+    assert (await notes.view("a")).data["title"] == "A2"
+
+
+async def test_a_checkpoint_past_the_feeds_head_is_forgotten_not_trusted(notes: Notes) -> None:
+    """A position no feed handed out (written behind its back): the partition is read
+    again from the start, status says the lag is unknown until then."""
+    await notes.do(CreateNote(note_id="a", title="A"))
+    await notes.checkpoints.put("notes", "all", "00000000000000099999", after=None)
+    assert (await notes.status()).lag is None
+
+    await notes.loop.catch_up()
+
+    assert (await notes.view("a")).version == 1
+    assert (await notes.status()).lag == 0

@@ -9,6 +9,7 @@ digits, so tokens sort as positions do.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from collections.abc import Mapping
 
@@ -17,6 +18,8 @@ from routing.backends.sqlite.db import SqliteDatabase
 from routing.backends.sqlite.spine import SqliteEventStore
 from spine.errors import IntegrityError
 from spine.feed import CheckpointStore, Delivered, FeedBatch
+
+log = logging.getLogger(__name__)
 
 PARTITION = "all"
 
@@ -72,7 +75,8 @@ class SqliteFeed:
         return {PARTITION: token(await self.head())}
 
     async def lag(self, positions: Mapping[str, str]) -> dict[str, int | None]:
-        return {PARTITION: max(await self.head() - position_of(positions.get(PARTITION)), 0)}
+        behind = await self.head() - position_of(positions.get(PARTITION))
+        return {PARTITION: behind if behind >= 0 else None}  # past the head: not ours
 
     async def read(self, sql: str, after: int, limit: int) -> tuple[int, int, list[Delivered]]:
         """Up to ``limit`` rows after ``after``: (rows read, last position, the asked-for
@@ -110,8 +114,19 @@ class SqliteSubscription:
         self._prefetch: tuple[int, asyncio.Task[tuple[int, int, list[Delivered]]]] | None = None
 
     async def _load(self) -> None:
-        """Take the stored checkpoint (it may have been reset or moved elsewhere)."""
+        """Take the stored checkpoint (it may have been reset or moved elsewhere). One
+        past the head was not written by a feed (positions only grow): it is forgotten
+        and the partition read from its start (a replay the consumer takes as a no-op)."""
         stored = (await self.checkpoints.get(self.consumer)).get(PARTITION)
+        if stored is not None and position_of(stored) > await self.feed.head():
+            log.error(
+                "checkpoint %s of %s is past the head of the sqlite feed: reading it again "
+                "from the start",
+                stored,
+                self.consumer,
+            )
+            await self.checkpoints.reset(self.consumer)
+            stored = None
         if stored != self._stored:
             self._drop_prefetch()
             self._token = stored
