@@ -77,14 +77,20 @@ class Principal:
         return SOURCE_OF[self.kind]
 
 
-def lab_secret(data_dir: Path) -> str:
+def lab_secret(data_dir: Path, *, create: bool = True) -> str:
     """The lab signing secret: read from the data directory, created there on first use
-    (mode 0600, written atomically so two processes or threads starting together agree)."""
+    (mode 0600, written atomically so two processes or threads starting together agree).
+    Without ``create``, a missing secret is :class:`InvalidInput` (a tool minting for a
+    server must use that server's secret, never a new one)."""
     path = data_dir / LAB_SECRET_FILE
     try:
         return _checked_secret(path.read_text(encoding="utf-8"), path)
     except FileNotFoundError:
-        pass
+        if not create:
+            raise InvalidInput(
+                f"no lab signing secret in {data_dir}: `engines serve` makes it on first "
+                "start (is --data-dir the server's?)"
+            ) from None
     data_dir.mkdir(parents=True, exist_ok=True)
     # A name of its own per caller: a shared one would let a racing thread truncate it.
     tmp = data_dir / f".{LAB_SECRET_FILE}.{os.getpid()}.{secrets.token_hex(8)}"
@@ -124,7 +130,9 @@ class TokenVerifier:
     so a missing or unusable key file fails at start-up (:class:`EnginesError` naming the
     file), not as a 401 on every request."""
 
-    def __init__(self, settings: AuthSettings, *, mode: Mode, data_dir: Path) -> None:
+    def __init__(
+        self, settings: AuthSettings, *, mode: Mode, data_dir: Path, create_secret: bool = True
+    ) -> None:
         self.settings = settings
         self.mode = mode
         self._keys: dict[str | None, Any] = {}
@@ -135,7 +143,7 @@ class TokenVerifier:
                 path = Path(settings.hs256_secret_file)
                 secret = _checked_secret(_read_text(path), path)
             elif mode == "lab":
-                secret = lab_secret(data_dir)
+                secret = lab_secret(data_dir, create=create_secret)
             else:  # refused by Settings already; kept as a guard
                 raise EnginesError("HS256 outside lab mode needs a configured secret")
             self._keys[None] = secret
@@ -255,9 +263,11 @@ def mint_lab_token(
     roles: Sequence[str] = (),
     ttl_seconds: int,
     settings: AuthSettings | None = None,
+    create_secret: bool = True,
 ) -> str:
     """A token for lab use, signed with the lab secret (or the configured HS256 one).
-    ``projects`` is a list (granted on every surface) or a mapping per surface."""
+    ``projects`` is a list (granted on every surface) or a mapping per surface;
+    ``create_secret``: make the lab secret if the data directory has none."""
     settings = settings or AuthSettings()
     if settings.algorithm != "HS256":
         raise EnginesError("engines token mints HS256 lab tokens only")
@@ -281,7 +291,7 @@ def mint_lab_token(
         claims["iss"] = settings.issuer
     if settings.audience:
         claims["aud"] = settings.audience
-    verifier = TokenVerifier(settings, mode="lab", data_dir=data_dir)
+    verifier = TokenVerifier(settings, mode="lab", data_dir=data_dir, create_secret=create_secret)
     verifier.principal(claims)  # refuse to mint what would not verify
     return jwt.encode(claims, verifier._keys[None], algorithm="HS256")
 

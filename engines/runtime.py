@@ -109,16 +109,18 @@ async def bootstrap(
     run_projectors: bool = True,
     upcasters: Upcasters | None = None,
     domains: Sequence[Domain] | None = None,
+    create: bool = True,
 ) -> AsyncIterator[Runtime]:
     """Build the service from ``settings``. ``upcasters`` is where domains register the
     steps from old event schemas to current ones (none are needed yet); ``domains``
-    defaults to the domain registry."""
+    defaults to the domain registry. ``create=False`` opens existing stores and secrets
+    only (the CLI's tools), never an empty new deployment."""
     if domains is None:
         from engines.domains import DOMAINS
 
         domains = DOMAINS
     upcasters = upcasters or Upcasters()
-    registry = Registry(settings, data_dir)
+    registry = Registry(settings, data_dir, create=create)
     registry.check_required()
     try:
         spine = await registry.event_store()
@@ -146,7 +148,9 @@ async def bootstrap(
                 )
                 runners[projector.name] = runner
                 loops[projector.name] = FeedLoop(runner, feed, checkpoints)
-        verifier = TokenVerifier(settings.auth, mode=settings.mode, data_dir=data_dir)
+        verifier = TokenVerifier(
+            settings.auth, mode=settings.mode, data_dir=data_dir, create_secret=create
+        )
         runtime = Runtime(
             settings,
             data_dir,

@@ -15,7 +15,8 @@ from pydantic import (
     model_validator,
 )
 
-from routing.config import RoutesFile, describe_validation_error, load_yaml
+from routing.config import Route, RoutesFile, describe_validation_error, load_yaml
+from routing.kinds import required_kinds
 from routing.registry import check_routes
 from spine.errors import RoutingError
 
@@ -109,16 +110,25 @@ def load_settings(path: Path | None) -> tuple[Settings, str]:
 
 
 def _route_problems(data: dict[str, Any]) -> list[str]:
-    """What is wrong with the routes of a file whose other settings are invalid too, so
-    one error names every problem (the routes part's own field errors are named
-    already)."""
-    part = {k: data[k] for k in ("mode", "connections", "routes") if k in data}
+    """What else is wrong with the routes of a file that failed validation, so one error
+    names every problem: the routes that are well-formed are checked as a set (the
+    others' own field errors are named already, and they do not count as missing)."""
+    routes = data.get("routes")
+    if not isinstance(routes, dict):
+        routes = {}
+    well_formed: dict[str, Route] = {}
+    for kind, route in routes.items():
+        try:
+            well_formed[str(kind)] = Route.model_validate(route)
+        except ValidationError:
+            continue
     try:
-        routes = RoutesFile.model_validate(part)
+        config = RoutesFile.model_validate({"mode": data.get("mode"), "routes": well_formed})
     except ValidationError:
-        return []
+        return []  # no usable mode: nothing to check the routes against
+    needed = required_kinds(config.mode) - (routes.keys() - well_formed.keys())
     try:
-        check_routes(routes)
+        check_routes(config, kinds=needed)
     except RoutingError as exc:
         return [f"  {line.strip()}" for line in str(exc).splitlines() if line.strip()]
     return []

@@ -70,6 +70,8 @@ def load_yaml(path: Path, text: str | None = None) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text(encoding="utf-8") if text is None else text)
     except OSError as exc:
         raise RoutingError(f"cannot read routes file {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise RoutingError(f"routes file {path} is not UTF-8 text: {exc.reason}") from exc
     except yaml.YAMLError as exc:
         raise RoutingError(f"routes file {path} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):

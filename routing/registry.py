@@ -115,21 +115,25 @@ def _shared_names(resolved: list[ResolvedRoute]) -> list[str]:
 
 
 class BackendModule(Protocol):
-    """What a module under ``routing/backends/`` exposes."""
+    """What a module under ``routing/backends/`` exposes. ``create``: the backend may
+    create what it stores into (files, tables); without it, it opens only what exists
+    and changes no layout (tools that read or repair a running deployment's data)."""
 
     async def open_backend(
-        self, connections: Connections, data_dir: Path
+        self, connections: Connections, data_dir: Path, *, create: bool
     ) -> Any:  # pragma: no cover - protocol
         ...
 
 
 class Registry:
-    """Hands out the store behind each route; opens each backend once; closes them all."""
+    """Hands out the store behind each route; opens each backend once; closes them all.
+    ``create=False`` opens existing stores only (see :class:`BackendModule`)."""
 
-    def __init__(self, config: RoutesFile, data_dir: Path) -> None:
+    def __init__(self, config: RoutesFile, data_dir: Path, *, create: bool = True) -> None:
         self.config = config
         self.mode = config.mode
         self.data_dir = data_dir
+        self.create = create
         self._routes = {r.kind: r for r in check_routes(config, kinds=())}
         self._backends: dict[str, Any] = {}
         self._opening: dict[str, asyncio.Lock] = {}
@@ -170,7 +174,9 @@ class Registry:
                 resolved.kind, name, "this backend is not implemented in this build yet"
             )
         module: BackendModule = importlib.import_module(resolved.spec.module)
-        self._backends[name] = await module.open_backend(self.config.connections, self.data_dir)
+        self._backends[name] = await module.open_backend(
+            self.config.connections, self.data_dir, create=self.create
+        )
 
     async def event_store(self) -> EventStore:
         resolved, backend = await self.backend("event_spine")

@@ -69,6 +69,7 @@ def cmd_token(args: argparse.Namespace) -> int:
         roles=sorted(set(args.role or [])),
         ttl_seconds=args.ttl,
         settings=settings.auth,
+        create_secret=False,  # the server's secret, never a new one
     )
     print(token)
     return 0

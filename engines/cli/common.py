@@ -75,7 +75,7 @@ def event_line(event: EventEnvelope) -> str:
 async def with_registry(
     args: argparse.Namespace, body: Callable[[Registry], Awaitable[int]]
 ) -> int:
-    registry = Registry(settings_of(args), data_dir_of(args))
+    registry = Registry(settings_of(args), data_dir_of(args), create=False)
     label_lab(registry)
     try:
         return await body(registry)

@@ -13,7 +13,7 @@ from projections.views import ViewQuery
 def cmd_list(args: argparse.Namespace) -> int:
     async def body() -> int:
         settings = settings_of(args)
-        async with bootstrap(settings, data_dir_of(args), run_projectors=False) as rt:
+        async with bootstrap(settings, data_dir_of(args), run_projectors=False, create=False) as rt:
             if rt.lab_routes:
                 err(LAB_NOTICE)
             page = await rt.view_of("notes").query(

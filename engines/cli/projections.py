@@ -19,7 +19,9 @@ from spine.errors import InvalidInput
 
 def _run(args: argparse.Namespace, body: Callable[[Runtime], Awaitable[int]]) -> int:
     async def main() -> int:
-        async with bootstrap(settings_of(args), data_dir_of(args), run_projectors=False) as rt:
+        async with bootstrap(
+            settings_of(args), data_dir_of(args), run_projectors=False, create=False
+        ) as rt:
             if rt.lab_routes:
                 err(LAB_NOTICE)
             return await body(rt)

@@ -145,7 +145,9 @@ def problem_for(exc: EnginesError, *, preconditioned: bool = False) -> Response:
     kind = _slug(type(exc).__name__)
     if isinstance(exc, ConcurrencyError) and preconditioned:
         status, kind = 412, "precondition-failed"
-    if status >= 500:
+    if status == 503:
+        log.warning("request refused: %s", exc)  # a store down: its error says which
+    elif status >= 500:
         log.error("request failed: %s", exc, exc_info=exc)
     errors = None
     if isinstance(exc, InvalidField):

@@ -17,6 +17,8 @@ class InProcessBackend:
         return None
 
 
-async def open_backend(connections: Connections, data_dir: Path) -> InProcessBackend:
-    del connections, data_dir
+async def open_backend(
+    connections: Connections, data_dir: Path, *, create: bool = True
+) -> InProcessBackend:
+    del connections, data_dir, create
     return InProcessBackend()

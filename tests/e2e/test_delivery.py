@@ -4,6 +4,7 @@ holds a poison event, readiness, and the operator's projection commands."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -210,3 +211,59 @@ async def test_a_write_the_view_does_not_show_answers_202_even_if_its_progress_s
 
     assert response.status_code == 202
     assert (response.json()["version"], response.headers["ETag"]) == (2, '"2"')
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["spine", "read", "notes/t1/lab/x"],
+        ["projections", "status"],
+        ["projections", "failures"],
+        ["notes", "list", "--tenant", "t1"],
+        ["token", "--tenant", "t1", "--user", "u1"],
+    ],
+)
+def test_a_command_given_a_data_directory_engines_serve_never_used_creates_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    wrong = tmp_path / "wrong"
+    wrong.mkdir()
+    assert main([*command, "--data-dir", str(wrong)]) != 0
+    assert "engines serve" in capsys.readouterr().err
+    assert list(wrong.iterdir()) == []
+
+
+@pytest.fixture
+def write_locked(served: Path) -> Iterator[Path]:
+    """Another process holds the lab database's write lock."""
+    conn = sqlite3.connect(served / "engines.db", isolation_level=None)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield served
+    finally:
+        conn.execute("ROLLBACK")
+        conn.close()
+
+
+def test_projections_status_reads_while_another_process_holds_the_write_lock(
+    write_locked: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["projections", "status", "--data-dir", str(write_locked)]) == 0
+    assert "notes" in capsys.readouterr().out
+
+
+async def test_readyz_answers_503_while_another_process_holds_the_write_lock_and_recovers(
+    runtime: Runtime, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    conn = sqlite3.connect(tmp_path / "engines.db", isolation_level=None)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        locked = await client.get("/readyz")
+    finally:
+        conn.execute("ROLLBACK")
+        conn.close()
+    recovered = await client.get("/readyz")
+
+    assert locked.status_code == 503
+    assert "locked" in locked.json()["backends"]["sqlite"]
+    assert recovered.status_code == 200

@@ -734,4 +734,5 @@ async def test_a_locked_database_answers_503_and_the_service_recovers(
         up = await client.post("/notes", json={"title": "t"})
 
     assert problem(down, 503)["type"] == "urn:engines:problem:backend-unavailable"
+    assert "route 'spine_events'" in problem(down, 503)["detail"]  # the table, not the file
     assert up.status_code == 201

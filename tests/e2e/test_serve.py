@@ -25,6 +25,7 @@ import jwt
 import orjson
 import pytest
 
+from engines.auth import lab_secret
 from routing.kinds import ACTIVE_KINDS, VIEW_KINDS
 from spine.codec import verify_chain
 from spine.events import EventEnvelope
@@ -398,7 +399,7 @@ def test_token_refuses_a_lifetime_that_is_not_a_positive_number_of_seconds(
 
 
 def test_token_mints_kind_roles_and_projects_per_surface(tmp_path: Path) -> None:
-    (tmp_path / ".engines").mkdir()  # as `engines serve` leaves it
+    lab_secret(tmp_path / ".engines")  # as `engines serve` leaves it
     result = run_cli(
         *("token", "--tenant", "t", "--user", "bot", "--surface", "chat", "--surface", "canvas"),
         *("--project", "p1", "--project", "chat=p2", "--kind", "agent"),
@@ -417,7 +418,7 @@ def test_token_mints_kind_roles_and_projects_per_surface(tmp_path: Path) -> None
 def test_token_grants_a_plain_project_on_every_surface_and_defaults_to_a_user(
     tmp_path: Path,
 ) -> None:
-    (tmp_path / ".engines").mkdir()  # as `engines serve` leaves it
+    lab_secret(tmp_path / ".engines")  # as `engines serve` leaves it
     result = run_cli(
         "token",
         "--tenant",
@@ -446,7 +447,7 @@ def test_token_grants_a_plain_project_on_every_surface_and_defaults_to_a_user(
     ],
 )
 def test_token_refuses_what_would_not_verify(tmp_path: Path, args: list[str], named: str) -> None:
-    (tmp_path / ".engines").mkdir()  # as `engines serve` leaves it
+    lab_secret(tmp_path / ".engines")  # as `engines serve` leaves it
     base = ["token", "--user", "u"] + ([] if "--tenant" in args else ["--tenant", "t"])
 
     result = run_cli(*base, *args, cwd=tmp_path)

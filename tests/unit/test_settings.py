@@ -39,3 +39,33 @@ def test_a_file_with_bad_fields_and_a_reserved_route_names_both(tmp_path: Path) 
     message = str(info.value)
     assert "write_wait_seconds" in message
     assert "vector_store" in message
+
+
+def test_schema_errors_and_routing_errors_are_named_together(tmp_path: Path) -> None:
+    path = tmp_path / "lab.yaml"
+    path.write_text(
+        "mode: lab\nroutes:\n"
+        "  event_spine: {backend: sqlite, name: spine_events}\n"  # no `lab: true`
+        "  notes_store: {backend: nosuch, name: notes, lab: true}\n"  # unknown backend
+        "  flow_store: {backend: sqlite, lab: true}\n",  # no name
+        encoding="utf-8",
+    )
+
+    with pytest.raises(RoutingError) as info:
+        load_settings(path)
+
+    message = str(info.value)
+    assert "flow_store.name" in message
+    assert "nosuch" in message
+    assert "lab: true" in message
+    assert "no route for" in message
+    assert "graph_store" in message
+    assert "flow_store, " not in message.split("no route for")[1].split("\n")[0]
+
+
+def test_a_routes_file_that_is_not_text_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "binary.yaml"
+    path.write_bytes(bytes(range(128, 256)) * 3)
+
+    with pytest.raises(RoutingError, match="not UTF-8"):
+        load_settings(path)

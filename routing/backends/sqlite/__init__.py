@@ -27,7 +27,7 @@ from routing.backends.sqlite.feed import SqliteFeed
 from routing.backends.sqlite.spine import SqliteEventStore, spine_schema
 from routing.backends.sqlite.views import SqliteViewStore, view_schema
 from routing.config import Connections, Route
-from spine.errors import RoutingError
+from spine.errors import BackendUnavailable, RoutingError
 from spine.store import EventStore
 
 __all__ = [
@@ -73,16 +73,25 @@ def upgrade(conn: sqlite3.Connection) -> list[str]:
 
 
 class SqliteBackend:
-    """The stores behind every route to ``sqlite``, on one database."""
+    """The stores behind every route to ``sqlite``, on one database. Without ``create``
+    it adds no table (every one a store needs must exist: `engines serve` made them)."""
 
-    def __init__(self, db: SqliteDatabase) -> None:
+    def __init__(self, db: SqliteDatabase, *, create: bool = True) -> None:
         self.db = db
+        self.create = create
         self._schemas: set[tuple[str, str]] = set()
         self._spines: dict[str, SqliteEventStore] = {}
 
     async def _ensure(self, what: str, table: str, schema: list[str]) -> None:
         if (what, table) not in self._schemas:
-            await self.db.write_script(schema)
+            if self.create:
+                await self.db.write_script(schema)
+            elif not await self.db.fetchone(_TABLE_EXISTS, (table,)):
+                raise BackendUnavailable(
+                    str(self.db.path),
+                    "sqlite",
+                    f"it holds no table {table!r} (`engines serve` creates it)",
+                )
             self._schemas.add((what, table))
 
     async def event_store(self, route: Route) -> SqliteEventStore:
@@ -113,29 +122,49 @@ class SqliteBackend:
 
     async def ping(self) -> None:
         """Raise :class:`~spine.errors.BackendUnavailable` unless the database answers
-        and its writer runs."""
+        and a write could begin now (no other process holds its write lock)."""
         self.db.check_writer()
         await self.db.fetchone("SELECT count(*) FROM sqlite_master")
+        await self.db.try_write_lock()
 
     async def aclose(self) -> None:
         await self.db.aclose()
 
 
-async def open_backend(connections: Connections, data_dir: Path) -> SqliteBackend:
+_TABLE_EXISTS = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+
+
+async def open_backend(
+    connections: Connections, data_dir: Path, *, create: bool = True
+) -> SqliteBackend:
     settings = connections.sqlite
     path = Path(settings.path)
     if not path.is_absolute():
         path = data_dir / path
+    if not create and not path.is_file():
+        raise BackendUnavailable(
+            str(path),
+            "sqlite",
+            "no database there (`engines serve` creates it; is --data-dir right?)",
+        )
     db = SqliteDatabase(
         path, synchronous=settings.synchronous, busy_timeout_ms=settings.busy_timeout_ms
     )
-    await db.open([])
-    dropped = await db.write(upgrade)
-    if dropped:
-        log.warning(
-            "sqlite %s: dropped derived tables of an older layout (%s); "
-            "the projectors rebuild them from the spine",
-            path,
-            ", ".join(dropped),
-        )
-    return SqliteBackend(db)
+    await db.open(create=create)
+    if create:
+        dropped = await db.write(upgrade)
+        if dropped:
+            log.warning(
+                "sqlite %s: dropped derived tables of an older layout (%s); "
+                "the projectors rebuild them from the spine",
+                path,
+                ", ".join(dropped),
+            )
+    else:
+        (version,) = await db.fetchone("PRAGMA user_version")
+        if version < LAYOUT_VERSION:
+            await db.aclose()
+            raise BackendUnavailable(
+                str(path), "sqlite", "written by an older build: `engines serve` upgrades it"
+            )
+    return SqliteBackend(db, create=create)

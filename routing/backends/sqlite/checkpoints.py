@@ -39,6 +39,7 @@ class SqliteCheckpointStore:
 
     def __init__(self, db: SqliteDatabase, table: str) -> None:
         self.db = db
+        self.table = table
         t, p = q(table), q(parked_table(table))
         self._sql_get = f"SELECT partition, token FROM {t} WHERE consumer = ?"
         self._sql_all = f"SELECT consumer, partition, token FROM {t} ORDER BY consumer, partition"
@@ -66,7 +67,7 @@ class SqliteCheckpointStore:
     # -- checkpoints --------------------------------------------------------------------
 
     async def get(self, consumer: str) -> dict[str, str]:
-        return dict(await self.db.fetchall(self._sql_get, (consumer,)))
+        return dict(await self.db.fetchall(self._sql_get, (consumer,), route=self.table))
 
     async def put(self, consumer: str, partition: str, token: str, *, after: str | None) -> bool:
         now = datetime.now(UTC).isoformat()
@@ -75,15 +76,17 @@ class SqliteCheckpointStore:
             sql, args = self._sql_first, (consumer, partition, token, now)
         else:
             sql, args = self._sql_move, (token, now, consumer, partition, after)
-        changed: int = await self.db.write(lambda c: c.execute(sql, args).rowcount)
+        changed: int = await self.db.write(
+            lambda c: c.execute(sql, args).rowcount, route=self.table
+        )
         return changed == 1
 
     async def reset(self, consumer: str) -> None:
-        await self.db.write(lambda c: c.execute(self._sql_reset, (consumer,)))
+        await self.db.write(lambda c: c.execute(self._sql_reset, (consumer,)), route=self.table)
 
     async def all(self) -> dict[str, dict[str, str]]:
         out: dict[str, dict[str, str]] = {}
-        for consumer, partition, token in await self.db.fetchall(self._sql_all):
+        for consumer, partition, token in await self.db.fetchall(self._sql_all, route=self.table):
             out.setdefault(consumer, {})[partition] = token
         return out
 
@@ -96,21 +99,25 @@ class SqliteCheckpointStore:
             parked.parked_at.isoformat(),
             parked.model_dump_json(),
         )
-        await self.db.write(lambda c: c.execute(self._sql_park, args))
+        await self.db.write(lambda c: c.execute(self._sql_park, args), route=self.table)
 
     async def parked(self, projector: str | None = None) -> list[Parked]:
         if projector is None:
-            rows = await self.db.fetchall(self._sql_parked)
+            rows = await self.db.fetchall(self._sql_parked, route=self.table)
         else:
-            rows = await self.db.fetchall(self._sql_parked_of, (projector,))
+            rows = await self.db.fetchall(self._sql_parked_of, (projector,), route=self.table)
         return [Parked.model_validate_json(row[0]) for row in rows]
 
     async def find(self, projector: str, stream_ids: Sequence[str]) -> dict[str, Parked]:
-        rows = await self.db.fetchall_in(self._sql_find, stream_ids, leading=[projector])
+        rows = await self.db.fetchall_in(
+            self._sql_find, stream_ids, leading=[projector], route=self.table
+        )
         parked = [Parked.model_validate_json(body) for (body,) in rows]
         return {p.stream_id: p for p in parked}
 
     async def release(self, projector: str, stream_id: str) -> bool:
         sql, args = self._sql_release, (projector, stream_id)
-        changed: int = await self.db.write(lambda c: c.execute(sql, args).rowcount)
+        changed: int = await self.db.write(
+            lambda c: c.execute(sql, args).rowcount, route=self.table
+        )
         return changed == 1

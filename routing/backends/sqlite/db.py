@@ -27,6 +27,8 @@ from spine.errors import BackendUnavailable, EnginesError
 
 T = TypeVar("T")
 Job = Callable[[sqlite3.Connection], Any]
+_Queued = tuple[Job, "asyncio.Future[Any]", str]
+"""A job, the future its caller awaits, and the route its errors name."""
 
 _STOP: Final = object()
 #: How many values one ``IN (...)`` list binds (SQLite allows 32,766 variables).
@@ -39,6 +41,11 @@ def translate(route: str, exc: sqlite3.Error) -> EnginesError:
     error = BackendUnavailable(route, "sqlite", f"{type(exc).__name__}: {exc}")
     error.__cause__ = exc
     return error
+
+
+Route = str | None
+"""What a call is for: the physical name of the route's table, named in its errors
+(``None``: the database file)."""
 
 
 class SqliteDatabase:
@@ -84,11 +91,12 @@ class SqliteDatabase:
         if not self.path.exists():
             os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
 
-    async def open(self, schema: list[str]) -> None:
-        """Create the file and schema, then start the writer thread."""
+    async def open(self, *, create: bool = True) -> None:
+        """Create the file (unless told not to), then start the writer."""
         self._loop = asyncio.get_running_loop()
         try:
-            await asyncio.to_thread(self._create_private)
+            if create:
+                await asyncio.to_thread(self._create_private)
             conn = await asyncio.to_thread(self._connect)
             conn.execute("PRAGMA journal_mode = WAL")
         except OSError as exc:
@@ -101,14 +109,13 @@ class SqliteDatabase:
         )
         self._writer.start()
         await ready
-        await self.write_script(schema)
 
-    async def write_script(self, statements: list[str]) -> None:
+    async def write_script(self, statements: list[str], *, route: Route = None) -> None:
         def run(conn: sqlite3.Connection) -> None:
             for statement in statements:
                 conn.execute(statement)
 
-        await self.write(run)
+        await self.write(run, route=route)
 
     async def aclose(self) -> None:
         writer, self._writer = self._writer, None  # refuse new writes from here on
@@ -125,13 +132,16 @@ class SqliteDatabase:
 
     # -- writing ------------------------------------------------------------------------
 
-    async def write(self, job: Callable[[sqlite3.Connection], T]) -> T:
+    def _route(self, route: Route) -> str:
+        return route if route is not None else str(self.path)
+
+    async def write(self, job: Callable[[sqlite3.Connection], T], *, route: Route = None) -> T:
         """Run ``job`` atomically in the writer's next transaction; return its result or
         raise its exception. The transaction is committed (durably, per ``synchronous``)
         before this returns."""
         loop = self.check_writer()
         future: asyncio.Future[T] = loop.create_future()
-        self._jobs.put((job, future))
+        self._jobs.put((job, future, self._route(route)))
         return await future
 
     def check_writer(self) -> asyncio.AbstractEventLoop:
@@ -165,8 +175,11 @@ class SqliteDatabase:
             try:
                 outcomes = self._run_batch(conn, batch)
             except BaseException as exc:  # never leave a caller waiting for ever
-                error = BackendUnavailable(str(self.path), "sqlite", f"writer failed: {exc!r}")
-                loop.call_soon_threadsafe(self._deliver, batch, [(False, error)] * len(batch))
+                failed = [
+                    (False, BackendUnavailable(route, "sqlite", f"writer failed: {exc!r}"))
+                    for _, _, route in batch
+                ]
+                loop.call_soon_threadsafe(self._deliver, batch, failed)
                 raise
             loop.call_soon_threadsafe(self._deliver, batch, outcomes)
         conn.close()
@@ -179,13 +192,11 @@ class SqliteDatabase:
             except queue.Empty:
                 return
             if item is not _STOP:
-                _, future = item
+                _, future, route = item
                 if not future.done():
-                    future.set_exception(BackendUnavailable(str(self.path), "sqlite", why))
+                    future.set_exception(BackendUnavailable(route, "sqlite", why))
 
-    def _run_batch(
-        self, conn: sqlite3.Connection, batch: list[tuple[Job, Any]]
-    ) -> list[tuple[bool, Any]]:
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Queued]) -> list[tuple[bool, Any]]:
         """One transaction for the whole batch. Jobs first run back to back; a job that
         refuses (raises one of our errors) having written nothing needs no undo. Any other
         failure rolls the transaction back and reruns the batch with a SAVEPOINT around
@@ -202,14 +213,14 @@ class SqliteDatabase:
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            return [(False, translate(str(self.path), exc))] * len(batch)
+            return [(False, translate(route, exc)) for _, _, route in batch]
         return outcomes
 
     def _run_jobs(
-        self, conn: sqlite3.Connection, batch: list[tuple[Job, Any]], *, savepoints: bool
+        self, conn: sqlite3.Connection, batch: list[_Queued], *, savepoints: bool
     ) -> list[tuple[bool, Any]] | None:
         outcomes: list[tuple[bool, Any]] = []
-        for job, _ in batch:
+        for job, _, route in batch:
             if savepoints:
                 conn.execute("SAVEPOINT job")
             before = conn.total_changes
@@ -228,7 +239,7 @@ class SqliteDatabase:
                 outcomes.append(
                     (
                         False,
-                        translate(str(self.path), exc) if isinstance(exc, sqlite3.Error) else exc,
+                        translate(route, exc) if isinstance(exc, sqlite3.Error) else exc,
                     )
                 )
             else:
@@ -237,8 +248,8 @@ class SqliteDatabase:
                 outcomes.append((True, result))
         return outcomes
 
-    def _deliver(self, batch: list[tuple[Job, Any]], outcomes: list[tuple[bool, Any]]) -> None:
-        for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
+    def _deliver(self, batch: list[_Queued], outcomes: list[tuple[bool, Any]]) -> None:
+        for (_, future, _), (ok, value) in zip(batch, outcomes, strict=True):
             if future.done():
                 continue
             if ok:
@@ -267,6 +278,23 @@ class SqliteDatabase:
         finally:
             self._commit_waiters.discard(waiter)
 
+    async def try_write_lock(self, timeout: float = 1.0) -> None:
+        """:class:`BackendUnavailable` unless a write transaction could begin within
+        ``timeout`` seconds (another process holding the write lock makes writes wait)."""
+
+        def attempt() -> None:
+            conn = sqlite3.connect(self.path, isolation_level=None, timeout=timeout)
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("ROLLBACK")
+            finally:
+                conn.close()
+
+        try:
+            await asyncio.to_thread(attempt)
+        except sqlite3.Error as exc:
+            raise translate(str(self.path), exc) from exc
+
     # -- reading ------------------------------------------------------------------------
 
     def _open_reader(self) -> None:
@@ -280,11 +308,18 @@ class SqliteDatabase:
         conn: sqlite3.Connection = self._local.conn
         return fn(conn)
 
-    async def fetchall(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
-        return await self.read(lambda conn: conn.execute(sql, args).fetchall())
+    async def fetchall(
+        self, sql: str, args: Sequence[Any] = (), *, route: Route = None
+    ) -> list[Any]:
+        return await self.read(lambda conn: conn.execute(sql, args).fetchall(), route=route)
 
     async def fetchall_in(
-        self, sql: str, values: Sequence[Any], *, leading: Sequence[Any] = ()
+        self,
+        sql: str,
+        values: Sequence[Any],
+        *,
+        leading: Sequence[Any] = (),
+        route: Route = None,
     ) -> list[Any]:
         """The rows of ``sql`` (which ends in ``IN``) for every one of ``values``, bound
         ``IN_CHUNK`` at a time after the ``leading`` arguments; each value once."""
@@ -293,17 +328,17 @@ class SqliteDatabase:
         for start in range(0, len(wanted), IN_CHUNK):
             chunk = wanted[start : start + IN_CHUNK]
             text = f"{sql} ({', '.join('?' * len(chunk))})"
-            rows += await self.fetchall(text, [*leading, *chunk])
+            rows += await self.fetchall(text, [*leading, *chunk], route=route)
         return rows
 
-    async def fetchone(self, sql: str, args: Sequence[Any] = ()) -> Any:
-        return await self.read(lambda conn: conn.execute(sql, args).fetchone())
+    async def fetchone(self, sql: str, args: Sequence[Any] = (), *, route: Route = None) -> Any:
+        return await self.read(lambda conn: conn.execute(sql, args).fetchone(), route=route)
 
-    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def read(self, fn: Callable[[sqlite3.Connection], T], *, route: Route = None) -> T:
         """Run ``fn`` on a reader connection in the reader pool."""
         if self._loop is None:
-            raise BackendUnavailable(str(self.path), "sqlite", "the database is not open")
+            raise BackendUnavailable(self._route(route), "sqlite", "the database is not open")
         try:
             return await self._loop.run_in_executor(self._reader_pool, self._run_read, fn)
         except sqlite3.Error as exc:
-            raise translate(str(self.path), exc) from exc
+            raise translate(self._route(route), exc) from exc

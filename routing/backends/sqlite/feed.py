@@ -44,6 +44,7 @@ class SqliteFeed:
     def __init__(self, spine: SqliteEventStore) -> None:
         self.db: SqliteDatabase = spine.db
         self.table = q(spine.table)
+        self.route = spine.table
         self._sql_head = f"SELECT coalesce(max(position), 0) FROM {self.table}"
 
     def _sql_read(self, domains: frozenset[str] | None) -> str:
@@ -68,7 +69,7 @@ class SqliteFeed:
         return SqliteSubscription(self, consumer, checkpoints, self._sql_read(domains), batch_size)
 
     async def head(self) -> int:
-        row = await self.db.fetchone(self._sql_head)
+        row = await self.db.fetchone(self._sql_head, route=self.route)
         return int(row[0])
 
     async def heads(self) -> dict[str, str]:
@@ -89,7 +90,7 @@ class SqliteFeed:
             wanted = [(r[1], r[2], body) for r in rows if (body := r[3]) is not None]
             return len(rows), rows[-1][0], decode_rows(wanted)
 
-        return await self.db.read(run)
+        return await self.db.read(run, route=self.route)
 
 
 class SqliteSubscription:

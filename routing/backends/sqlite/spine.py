@@ -117,7 +117,7 @@ class SqliteEventStore:
                 events=tuple(envelopes),
             )
 
-        return await self.db.write(job)
+        return await self.db.write(job, route=self.table)
 
     async def read_stream(
         self, stream_id: str, from_seq: int = 1, to_seq: int | None = None
@@ -127,7 +127,7 @@ class SqliteEventStore:
         upper = to_seq if to_seq is not None else MAX_SEQ
         args = (stream_id, from_seq, upper)
         return await self.db.read(  # decoded in the reader thread, off the event loop
-            lambda c: decode_strict(c.execute(self._sql_read, args).fetchall())
+            lambda c: decode_strict(c.execute(self._sql_read, args).fetchall()), route=self.table
         )
 
     async def scan(
@@ -137,7 +137,9 @@ class SqliteEventStore:
         after_stream, after_seq = "", 0
         while True:
             args = (prefix, upper, after_stream, after_stream, after_seq, batch_size)
-            rows, events = await self.db.read(partial(self._scan_batch, args=args))
+            rows, events = await self.db.read(
+                partial(self._scan_batch, args=args), route=self.table
+            )
             for event in events:
                 yield event
             if len(rows) < batch_size:

@@ -139,14 +139,14 @@ class SqliteViewStore:
         return record
 
     async def get(self, key: str) -> ViewRecord | None:
-        row = await self.db.fetchone(self._sql_get, (key,))
+        row = await self.db.fetchone(self._sql_get, (key,), route=self.table)
         return self._live(_record(row)) if row else None
 
     async def get_many(
         self, keys: Sequence[str], *, include_deleted: bool = False
     ) -> Mapping[str, ViewRecord]:
         found: dict[str, ViewRecord] = {}
-        for row in await self.db.fetchall_in(self._sql_get_in, keys):
+        for row in await self.db.fetchall_in(self._sql_get_in, keys, route=self.table):
             record: ViewRecord | None = _record(row)
             if not include_deleted:
                 record = self._live(record)
@@ -167,13 +167,15 @@ class SqliteViewStore:
             conn.executemany(self._sql_put, rows)
             return conn.total_changes - before
 
-        return await self.db.write(job)
+        return await self.db.write(job, route=self.table)
 
     async def delete(self, key: str, scope: Scope, version: int) -> bool:
         return await self.put(ViewRecord(key=key, scope=scope, version=version, deleted=True))
 
     async def applied(self, projector: str, stream_ids: Sequence[str]) -> dict[str, int]:
-        rows = await self.db.fetchall_in(self._sql_applied, stream_ids, leading=[projector])
+        rows = await self.db.fetchall_in(
+            self._sql_applied, stream_ids, leading=[projector], route=self.table
+        )
         return dict(rows)
 
     async def commit(self, projector: str, writes: Sequence[ViewWrite]) -> list[str]:
@@ -202,7 +204,7 @@ class SqliteViewStore:
             conn.execute("RELEASE view_commit")
             return refused
 
-        return await self.db.write(job)
+        return await self.db.write(job, route=self.table)
 
     def _one_by_one(
         self, conn: sqlite3.Connection, projector: str, writes: Sequence[ViewWrite]
@@ -304,7 +306,7 @@ class SqliteViewStore:
             f" ORDER BY {order} {direction}, key {direction} LIMIT ?"
         )
         args.append(query.limit + 1)
-        rows = await self.db.fetchall(sql, args)
+        rows = await self.db.fetchall(sql, args, route=self.table)
         more = len(rows) > query.limit
         rows = rows[: query.limit]
         items = tuple(_record(row) for row in rows)
