@@ -40,7 +40,10 @@ class NotesProjector:
             )
             return (record,)
         if view is None:
-            raise IntegrityError(f"{event.stream_id} seq {event.seq}: {event.event_type} first")
+            raise IntegrityError(
+                f"{event.stream_id} seq {event.seq}: {event.event_type} comes before the "
+                "note's note.created (the stream does not begin with a creation)"
+            )
         if event.event_type == "note.updated":
             data = {**view.data, **event.payload, "updated_at": at}
             return (_next(view, event.seq, data=data),)

@@ -336,7 +336,7 @@ class ProjectorRunner:
 
     def _readable(self, event: Delivered) -> EventEnvelope:
         if isinstance(event, Unreadable):
-            raise IntegrityError(f"stored event cannot be decoded: {event.error}")
+            raise IntegrityError(event.error)
         return self.upcasters.upcast(event) if self.upcasters is not None else event
 
     def _step(

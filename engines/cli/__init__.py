@@ -8,6 +8,7 @@ one table (:data:`engines.cli.common.EXIT_BY_ERROR`).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -136,9 +137,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         code: int = args.func(args)
+        sys.stdout.flush()  # here, so a closed pipe is caught below
     except EnginesError as exc:
         err(f"engines: {exc}")
         return exit_code_for(exc)
+    except BrokenPipeError:
+        # the reader went away (`engines spine read ... | head`): stop quietly, and keep
+        # the interpreter's final flush from failing on the closed pipe
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     return code
 
 

@@ -39,8 +39,9 @@ def _named(rt: Runtime, name: str | None) -> list[str]:
 
 def cmd_status(args: argparse.Namespace) -> int:
     async def body(rt: Runtime) -> int:
+        names = _named(rt, args.name)
         print(f"{'projector':<16} {'partition':<12} {'checkpoint':>22} {'lag':>10} {'parked':>7}")
-        for name in _named(rt, args.name):
+        for name in names:
             status = await rt.status(name)
             for p in status.partitions or ():
                 lag = "?" if p.lag is None else str(p.lag)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from engines.cli.common import add_common, err, event_line, with_registry
+from engines.cli.common import add_common, err, event_line, positive_int, with_registry
 from routing.registry import Registry
 from spine.codec import verify_chain
+from spine.errors import StreamNotFound
 from spine.feed import MemoryCheckpoints, Unreadable
 from spine.streams import parse_stream_id
 
@@ -27,6 +28,8 @@ def cmd_read(args: argparse.Namespace) -> int:
             checked = verify_chain(events, prev_hash=events[0].prev_hash)
             err(f"hash chain verified: {checked} events from seq {events[0].seq}")
         if not events:
+            if args.from_seq <= 1:
+                raise StreamNotFound(args.stream_id)
             err(f"stream {args.stream_id!r} has no events in that range")
         return 0
 
@@ -82,5 +85,5 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     st.add_argument(
         "--from-start", action="store_true", help="from the first event (default: new ones)"
     )
-    st.add_argument("--limit", type=int, default=None, help="stop after this many events")
+    st.add_argument("--limit", type=positive_int, default=None, help="stop after this many events")
     st.set_defaults(func=cmd_tail)

@@ -14,6 +14,7 @@ from engines.cli import main
 from engines.runtime import Runtime, bootstrap
 from engines.settings import Settings
 from spine.errors import BackendUnavailable
+from tests.conftest import make_event
 from tests.e2e.support import Mint, client_for, note_stream_id
 
 
@@ -267,3 +268,72 @@ async def test_readyz_answers_503_while_another_process_holds_the_write_lock_and
     assert locked.status_code == 503
     assert "locked" in locked.json()["backends"]["sqlite"]
     assert recovered.status_code == 200
+
+
+def test_spine_read_of_a_stream_that_does_not_exist_says_so(
+    served: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["spine", "read", "notes/t1/lab/never", "--data-dir", str(served)]) == 1
+    assert "not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("limit", ["0", "-1", "many"])
+def test_spine_tail_refuses_a_limit_that_is_not_positive(
+    served: Path, capsys: pytest.CaptureFixture[str], limit: str
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["spine", "tail", "--limit", limit, "--data-dir", str(served)])
+    assert info.value.code == 2
+    assert "--limit" in capsys.readouterr().err
+
+
+def test_projections_status_of_an_unknown_projector_prints_no_table(
+    served: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["projections", "status", "nope", "--data-dir", str(served)]) == 3
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert "no projector 'nope'" in err
+
+
+async def test_a_reader_that_goes_away_ends_the_command_quietly(
+    runtime: Runtime, tmp_path: Path
+) -> None:
+    import asyncio
+    import subprocess
+    import sys
+
+    stream = note_stream_id("long")
+    for seq in range(400):  # well over a pipe's buffer
+        await runtime.spine.append(
+            stream, [make_event("note.updated", tenant_id="t1", payload={"n": seq})], seq
+        )
+
+    def read_one_line_and_go() -> tuple[int, bytes]:
+        reader = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "engines.cli",
+                "spine",
+                "read",
+                stream,
+                "--data-dir",
+                str(tmp_path),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert reader.stdout is not None
+        reader.stdout.readline()
+        reader.stdout.close()  # like `| head -1`
+        try:
+            _, err = reader.communicate(timeout=20)
+        finally:
+            reader.kill()
+        return reader.returncode, err
+
+    code, err = await asyncio.to_thread(read_one_line_and_go)
+    assert b"Traceback" not in err
+    assert b"BrokenPipe" not in err
+    assert code == 0

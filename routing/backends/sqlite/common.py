@@ -29,7 +29,9 @@ def decode_rows(rows: Sequence[tuple[str, int, bytes]]) -> list[EventEnvelope | 
         try:
             event = decode(body)
         except (ValidationError, ValueError) as exc:
-            out.append(Unreadable(stream_id, seq, _first_line(exc)))
+            out.append(
+                Unreadable(stream_id, seq, f"stored event cannot be decoded: {_first_line(exc)}")
+            )
             continue
         out.append(event)
     return out
@@ -46,6 +48,14 @@ def decode_strict(rows: Sequence[tuple[str, int, bytes]]) -> list[EventEnvelope]
             )
         events.append(event)
     return events
+
+
+class UnreadableEvent(IntegrityError):
+    """A stored event that a reader needs cannot be decoded."""
+
+    def __init__(self, event: Unreadable) -> None:
+        self.event = event
+        super().__init__(f"{event.stream_id} seq {event.seq}: {event.error}")
 
 
 def _first_line(exc: Exception) -> str:
