@@ -209,3 +209,27 @@ async def test_derived_tables_of_an_older_layout_are_dropped_and_the_spine_kept(
         assert conn.execute("SELECT count(*) FROM spine").fetchone() == (1,)
     finally:
         conn.close()
+
+
+async def test_a_writer_whose_batch_blows_up_answers_it_and_goes_on_with_a_new_connection(
+    sqlite: SqliteBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = await sqlite.event_store(lab_route("spine"))
+    real = sqlite.db._run_batch
+    calls = 0
+
+    def once(conn: Any, batch: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise sqlite3.DatabaseError("database disk image is malformed")
+        return real(conn, batch)
+
+    monkeypatch.setattr(sqlite.db, "_run_batch", once)
+    with pytest.raises(BackendUnavailable, match="writer failed"):
+        await store.append("notes/t1/lab/a", [make_event()], NO_STREAM)
+
+    result = await store.append("notes/t1/lab/a", [make_event()], NO_STREAM)
+
+    assert result.last_seq == 1
+    await sqlite.ping()

@@ -14,6 +14,7 @@ proceed while the writer writes). Nothing here blocks the event loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import queue
 import sqlite3
@@ -153,9 +154,10 @@ class SqliteDatabase:
             raise BackendUnavailable(str(self.path), "sqlite", "the writer thread has stopped")
         return self._loop
 
-    def _run_writer(self, conn: sqlite3.Connection, ready: asyncio.Future[None]) -> None:
+    def _run_writer(self, opened: sqlite3.Connection, ready: asyncio.Future[None]) -> None:
         loop = self._loop
         assert loop is not None
+        conn: sqlite3.Connection | None = opened
         loop.call_soon_threadsafe(ready.set_result, None)
         stop = False
         while not stop:
@@ -173,6 +175,8 @@ class SqliteDatabase:
                     break
                 batch.append(item)
             try:
+                if conn is None:
+                    conn = self._connect()
                 outcomes = self._run_batch(conn, batch)
             except BaseException as exc:  # never leave a caller waiting for ever
                 failed = [
@@ -180,9 +184,21 @@ class SqliteDatabase:
                     for _, _, route in batch
                 ]
                 loop.call_soon_threadsafe(self._deliver, batch, failed)
-                raise
+                if not isinstance(exc, Exception):
+                    raise
+                # The connection may be unusable (the file replaced, a disk error): the
+                # next batch opens a new one, so the service recovers without a restart.
+                self._discard(conn)
+                conn = None
+                continue
             loop.call_soon_threadsafe(self._deliver, batch, outcomes)
-        conn.close()
+        self._discard(conn)
+
+    @staticmethod
+    def _discard(conn: sqlite3.Connection | None) -> None:
+        if conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
 
     def _fail_queued(self, why: str) -> None:
         """Answer every job still queued (behind the stop) with an error."""
