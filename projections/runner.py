@@ -68,8 +68,8 @@ class _Stream:
 
     stream_id: str
     applied: int
-    events: list[tuple[EventEnvelope, Sequence[str]]]
-    """Each event to apply, readable and current, and the keys of the records it reads."""
+    events: list[EventEnvelope]
+    """Each event to apply, readable and current."""
     write: ViewWrite | None = None
     poison: _Poison | None = None
 
@@ -184,8 +184,8 @@ class ProjectorRunner:
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             if not by_stream:
                 break
-            streams = await self._prepare(by_stream)
-            await self._decide(streams)
+            streams, keys = await self._prepare(by_stream)
+            await self._decide(streams, keys)
             writes = [s.write for s in streams if s.write is not None]
             refused = set(await self.views.commit(self.name, writes)) if writes else set()
             for s in streams:
@@ -222,11 +222,13 @@ class ProjectorRunner:
             else:
                 del self._parked[sid]
 
-    async def _prepare(self, by_stream: dict[str, list[Delivered]]) -> list[_Stream]:
+    async def _prepare(
+        self, by_stream: dict[str, list[Delivered]]
+    ) -> tuple[list[_Stream], set[str]]:
         """Each stream's events still to apply (gaps read from the spine), decoded and
-        upcast, with the keys of the records each one reads."""
+        upcast; and the keys of every record they read."""
         progress = await self.applied(list(by_stream))
-        readable, keys_of = self._readable, self.projector.keys
+        keys: set[str] = set()
         streams: list[_Stream] = []
         for sid, delivered in by_stream.items():
             stream = _Stream(sid, progress.get(sid, 0), [])
@@ -244,32 +246,29 @@ class ProjectorRunner:
                         expected,
                         event.seq - 1,
                     )
-                    if not self._take(stream, missing):
+                    if not self._take(stream, missing, keys):
                         break
                     if broken is not None:
                         stream.poison = _Poison(broken, broken.error)
                         break
-                try:
-                    env = readable(event)
-                    stream.events.append((env, keys_of(env)))
-                except Exception as exc:
-                    stream.poison = _Poison(event, exc)
+                if not self._take(stream, (event,), keys):
                     break
                 expected = event.seq + 1
             if stream.events or stream.poison:
                 streams.append(stream)
-        return streams
+        return streams, keys
 
-    def _take(self, stream: _Stream, events: list[Delivered]) -> bool:
-        """Add ``events`` (read from the spine) to ``stream``'s; False, the stream
-        poisoned, if one of them is not readable."""
+    def _take(self, stream: _Stream, events: Iterable[Delivered], keys: set[str]) -> bool:
+        """Add ``events`` to ``stream``'s and the keys they read to ``keys``; False, the
+        stream poisoned, if one of them is not readable."""
         for event in events:
             try:
                 env = self._readable(event)
-                stream.events.append((env, self.projector.keys(env)))
+                keys.update(self.projector.keys(env))
             except Exception as exc:
                 stream.poison = _Poison(event, exc)
                 return False
+            stream.events.append(env)
         return True
 
     async def _read_spine(
@@ -302,16 +301,16 @@ class ProjectorRunner:
     def _missing(stream_id: str, seq: int) -> Unreadable:
         return Unreadable(stream_id, seq, f"the spine holds no seq {seq} of {stream_id}")
 
-    async def _decide(self, streams: list[_Stream]) -> None:
+    async def _decide(self, streams: list[_Stream], keys: set[str]) -> None:
         """Apply every stream's events to the records they touch (pure, in memory) and
         leave each stream's :class:`ViewWrite` on it."""
-        current = await self._load({k for s in streams for _, ks in s.events for k in ks})
+        current = await self._load(keys)
         step = self._step
         for stream in streams:
             changed: dict[str, ViewRecord] = {}
             replaces: dict[str, int] = {}
             last = stream.applied
-            for env, _ in stream.events:
+            for env in stream.events:
                 try:
                     records = step(env, current)
                 except _Poison as poison:

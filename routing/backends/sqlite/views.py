@@ -16,9 +16,6 @@ from routing.backends.sqlite.db import SqliteDatabase
 from spine.codec import trusted
 from spine.events import Scope
 
-_Statements = list[tuple[int, str, tuple[Any, ...]]]
-"""(kind, SQL, arguments) for each statement of a commit."""
-
 
 def applied_table(table: str) -> str:
     return table + "__applied"
@@ -58,7 +55,8 @@ _SET_ALL = (
 )
 
 
-def _row(record: ViewRecord) -> tuple[Any, ...]:
+def _row(record: ViewRecord, *extra: Any) -> tuple[Any, ...]:
+    """The record's columns in ``_COLUMNS`` order, then ``extra``."""
     s = record.scope
     return (
         record.key,
@@ -71,6 +69,7 @@ def _row(record: ViewRecord) -> tuple[Any, ...]:
         int(record.deleted),
         record.expires_at.timestamp() if record.expires_at else None,
         orjson.dumps(record.data).decode(),
+        *extra,
     )
 
 
@@ -184,16 +183,36 @@ class SqliteViewStore:
         # The usual case, nobody else writing this view and no record changing scope, is
         # one pass with each kind of statement together: every create before any replace
         # keeps each key's history in order (a key is created once, then only replaced).
-        together: list[_Statements] = [[], [], [], []]
+        creates: list[tuple[Any, ...]] = []
+        replaces: list[tuple[Any, ...]] = []
+        firsts: list[tuple[Any, ...]] = []
+        moves: list[tuple[Any, ...]] = []
         for write in writes:
-            for statement in self._prepare(projector, write, in_scope=True):
-                together[statement[0]].append(statement)
-        single_pass = [s for kind in together for s in kind]
+            for record, replaced in write.records:
+                if replaced == 0:
+                    creates.append(_row(record))
+                else:
+                    replaces.append(_row(record, replaced))
+            if write.applied_from == 0:
+                firsts.append((projector, write.stream_id, write.applied_to))
+            else:
+                moves.append((write.applied_to, projector, write.stream_id, write.applied_from))
+        single_pass = [
+            (self._sql_create, creates),
+            (self._sql_replace_in_scope, replaces),
+            (self._sql_progress_new, firsts),
+            (self._sql_progress, moves),
+        ]
+        expected = len(creates) + len(replaces) + len(firsts) + len(moves)
 
         def job(conn: sqlite3.Connection) -> list[str]:
             conn.execute("SAVEPOINT view_commit")
             try:
-                if self._run(conn, single_pass):
+                before = conn.total_changes
+                for sql, rows in single_pass:
+                    if rows:
+                        conn.executemany(sql, rows)
+                if conn.total_changes - before == expected:
                     refused = []
                 else:
                     refused = self._one_by_one(conn, projector, writes)
@@ -218,7 +237,11 @@ class SqliteViewStore:
             keys = {r.key for r, _ in write.records}
             if not keys & lost:
                 conn.execute("SAVEPOINT view_write")
-                ok = self._run(conn, self._prepare(projector, write, in_scope=False))
+                before = conn.total_changes
+                statements = self._statements(projector, write)
+                for sql, args in statements:
+                    conn.execute(sql, args)
+                ok = conn.total_changes - before == len(statements)
                 if not ok:
                     conn.execute("ROLLBACK TO view_write")
                 conn.execute("RELEASE view_write")
@@ -228,43 +251,23 @@ class SqliteViewStore:
             lost |= keys
         return refused
 
-    def _prepare(self, projector: str, write: ViewWrite, *, in_scope: bool) -> _Statements:
-        """The statements of one write, each of which must change exactly one row; the
-        first element orders the kinds for the single pass. ``in_scope``: replaces also
-        require the record's scope unchanged (the cheaper statement)."""
-        replace = self._sql_replace_in_scope if in_scope else self._sql_replace
-        statements: _Statements = []
-        for record, replaces in write.records:
-            row = _row(record)
-            if replaces == 0:
-                statements.append((0, self._sql_create, row))
-            else:
-                statements.append((1, replace, (*row, replaces)))
+    def _statements(self, projector: str, write: ViewWrite) -> list[tuple[str, tuple[Any, ...]]]:
+        """The statements of one write, in order, each of which must change one row (a
+        replace here may also change the record's scope)."""
+        statements = [
+            (self._sql_replace, _row(record, replaced))
+            if replaced
+            else (self._sql_create, _row(record))
+            for record, replaced in write.records
+        ]
         if write.applied_from == 0:
-            progress: tuple[Any, ...] = (projector, write.stream_id, write.applied_to)
-            statements.append((2, self._sql_progress_new, progress))
+            statements.append(
+                (self._sql_progress_new, (projector, write.stream_id, write.applied_to))
+            )
         else:
             progress = (write.applied_to, projector, write.stream_id, write.applied_from)
-            statements.append((3, self._sql_progress, progress))
+            statements.append((self._sql_progress, progress))
         return statements
-
-    @staticmethod
-    def _run(conn: sqlite3.Connection, statements: _Statements) -> bool:
-        """Run ``statements`` in order, neighbours of one kind together; True if every
-        one changed its row."""
-        before = conn.total_changes
-        i = 0
-        while i < len(statements):
-            kind, sql, args = statements[i]
-            j = i + 1
-            while j < len(statements) and statements[j][0] == kind:
-                j += 1
-            if j - i == 1:
-                conn.execute(sql, args)
-            else:
-                conn.executemany(sql, [s[2] for s in statements[i:j]])
-            i = j
-        return conn.total_changes - before == len(statements)
 
     async def query(self, query: ViewQuery) -> Page:
         order = f"json_extract(data, '$.{query.order_by}')"
