@@ -17,11 +17,12 @@ Grants = Mapping[str, frozenset[str]]
 
 def granted(grants: Grants, scope: Scope) -> bool:
     """Whether a record scoped ``scope`` lies within ``grants``: its surface is granted,
-    and it has no project or one granted on that surface (the rule of
-    ``projections.views.Grant``)."""
+    and its project is one granted there; a record with no project only where the
+    surface is granted with no projects (the rule of ``projections.views.Grant``)."""
     if scope.surface_id is None or scope.surface_id not in grants:
         return False
-    return scope.project_id is None or scope.project_id in grants[scope.surface_id]
+    projects = grants[scope.surface_id]
+    return scope.project_id in projects if projects else scope.project_id is None
 
 
 class Command(BaseModel, Generic[P]):

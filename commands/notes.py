@@ -7,6 +7,7 @@ command whose grants do not cover its surface and project neither.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from collections.abc import Sequence
@@ -45,6 +46,21 @@ Tag = Annotated[
     AfterValidator(_printable_tag),
 ]
 
+_TITLE_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def _printable_title(title: str) -> str:
+    if _TITLE_UNPRINTABLE.search(title):
+        raise ValueError("a title is one line without control or bidirectional-override characters")
+    if not title.strip():
+        raise ValueError("a title needs a visible character")
+    return title
+
+
+Title = Annotated[
+    str, StringConstraints(min_length=1, max_length=500), AfterValidator(_printable_title)
+]
+
 
 class NoteSource(BaseModel):
     """Who wrote the note: a user, or an agent (then ``agent_id`` says which)."""
@@ -76,7 +92,7 @@ class NoteBody(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    title: str = Field(min_length=1, max_length=500)
+    title: Title
     content_type: ContentType = Field(
         default="markdown",
         description="inferred when omitted: markdown for string content, json otherwise",
@@ -127,6 +143,18 @@ class NoteState:
     exists: bool = False
     deleted: bool = False
     scope: Scope | None = None
+    body: bytes = b""
+    """A digest of the editable fields as they stand (an update to the same is no
+    change)."""
+
+
+EDITABLE = tuple(NoteBody.model_fields)
+
+
+def body_digest(fields: dict[str, Any]) -> bytes:
+    """A digest of a note's editable fields, from an event's payload or a command."""
+    editable = {name: fields.get(name) for name in EDITABLE}
+    return hashlib.blake2b(orjson.dumps(editable, option=orjson.OPT_SORT_KEYS)).digest()
 
 
 def note_stream(scope: Scope, note_id: str) -> str:
@@ -142,9 +170,12 @@ class NotesDecider:
 
     def evolve(self, state: NoteState, event: EventEnvelope) -> NoteState:
         if event.event_type == "note.created":
-            return NoteState(version=event.seq, exists=True, scope=event.scope)
+            body = body_digest(event.payload)
+            return NoteState(version=event.seq, exists=True, scope=event.scope, body=body)
         if event.event_type == "note.deleted":
             return replace(state, version=event.seq, deleted=True)
+        if event.event_type == "note.updated":
+            return replace(state, version=event.seq, body=body_digest(event.payload))
         return replace(state, version=event.seq)
 
     def decide(self, state: NoteState, command: Command[Any]) -> Sequence[NewEvent]:
@@ -164,6 +195,8 @@ class NotesDecider:
             raise NotFound(f"note {payload.note_id!r} not found")
         if isinstance(payload, UpdateNote):
             body = payload.model_dump(mode="json", exclude={"note_id"})
+            if body_digest(body) == state.body:
+                return []  # the note says this already: nothing to record
             return [command.event("note.updated", body, scope=state.scope)]
         if isinstance(payload, DeleteNote):
             return [command.event("note.deleted", {}, scope=state.scope)]

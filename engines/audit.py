@@ -5,9 +5,11 @@ The first refusal of a (tenant, caller, status, reason) in an interval is append
 once as ``audit.access_denied``, seq 1 of a stream of its own. Later ones in that
 interval are only counted; when the interval ends (or the service shuts down) one
 ``audit.access_denied_summary`` event, seq 2 of the same stream, records how many there
-were and when the last came. At most ``refusal_max_keys`` pairs are tracked at once;
-refusals of further pairs are counted together under one overflow key, so memory and
-spine growth stay bounded whatever the callers do.
+were, when the last came, and a few of those that differed from the first (who, why,
+where; beyond ``MAX_SAMPLES`` they are counted). At most ``refusal_max_keys`` pairs are
+tracked at once; refusals of further pairs are counted together under one overflow key
+(whose summary samples them too), so memory and spine growth stay bounded whatever the
+callers do.
 
 What a refusal records of the request is capped (:func:`request_summary`): a client
 controls every header, and an audit event is no place to store them whole. A refusal
@@ -45,6 +47,8 @@ MAX_PATH_CHARS: Final = 256
 MAX_REASON_CHARS: Final = 300
 MAX_VALUE_CHARS: Final = 64
 MAX_VALUES: Final = 4
+#: How many distinct later refusals an interval's summary describes (beyond, counted).
+MAX_SAMPLES: Final = 8
 
 
 def capped(text: str, limit: int) -> str:
@@ -107,6 +111,18 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
+def _sample(refusal: Refusal) -> dict[str, Any]:
+    """A later refusal as a summary describes it: who, why and where, each short."""
+    return {
+        "caller": capped(refusal.caller or "-", MAX_VALUE_CHARS),
+        "tenant_id": refusal.tenant_id,
+        "user_id": refusal.user_id,
+        "reason": capped(refusal.reason, 120),
+        "path": capped(str(refusal.request.get("path", "")), 128),
+        "client": refusal.request.get("client"),
+    }
+
+
 @dataclass
 class _Window:
     tenant: str
@@ -116,6 +132,23 @@ class _Window:
     first_at: str = field(default_factory=_now)
     last_at: str = ""
     count: int = 1
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    """Distinct later refusals (at most ``MAX_SAMPLES``)."""
+    unsampled: int = 0
+    """Later refusals not like the first and not sampled."""
+
+    def count_in(self, refusal: Refusal) -> None:
+        self.count += 1
+        self.last_at = _now()
+        if refusal == self.refusal:
+            return
+        sample = _sample(refusal)
+        if sample in self.samples:
+            return
+        if len(self.samples) < MAX_SAMPLES:
+            self.samples.append(sample)
+        else:
+            self.unsampled += 1
 
 
 class RefusalAudit:
@@ -152,8 +185,7 @@ class RefusalAudit:
             key = OVERFLOW_KEY
         window = self._windows.get(key)
         if window is not None:
-            window.count += 1
-            window.last_at = _now()
+            window.count_in(refusal)
             return
         overflow = key == OVERFLOW_KEY
         tenant = OVERFLOW_TENANT if overflow else refusal.tenant
@@ -201,6 +233,8 @@ class RefusalAudit:
                 "first_at": window.first_at,
                 "last_at": window.last_at,
                 "interval_seconds": self.interval,
+                "others": window.samples,
+                "others_left_out": window.unsampled,
             }
             try:
                 await self._append(window, "audit.access_denied_summary", payload, 1)

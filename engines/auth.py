@@ -197,9 +197,11 @@ class TokenVerifier:
         """The principal the (verified) ``claims`` describe; :class:`Unauthenticated` for
         a claim of the wrong type or value."""
         principal = principal_of(claims)
+        if "mode" in claims and not isinstance(claims["mode"], str):
+            raise Unauthenticated("token claim 'mode' must be a string")
         if "mode" in claims and claims["mode"] != self.mode:
             mismatch = ScopeMismatch(
-                f"token is for mode {claims['mode']!r}; this server is {self.mode!r}"
+                f"token is for mode {_quoted(claims['mode'])}; this server is {self.mode!r}"
             )
             mismatch.principal = principal  # verified: the denial is recorded as theirs
             raise mismatch
@@ -306,7 +308,7 @@ def check_claimed(
         values = [given] if isinstance(given, str) else list(given or ())
         for value in values:
             if value != truth[name]:
-                raise ScopeMismatch(f"{name} {value!r} does not match the token")
+                raise ScopeMismatch(f"{name} {_quoted(value)} does not match the token")
 
 
 class SurfaceRequired(InvalidField):
@@ -318,6 +320,25 @@ class SurfaceRequired(InvalidField):
             f"surface_id is required: the token grants {granted} surfaces; name one "
             "(body or query `surface_id`, or the X-Surface-Id header)",
         )
+
+
+class ProjectRequired(InvalidField):
+    """A write on a surface the token grants only some projects of, naming none of them
+    (when the token grants exactly one there, that one is taken)."""
+
+    def __init__(self, surface_id: str, granted: int) -> None:
+        super().__init__(
+            ("body", "project_id"),
+            f"project_id is required: the token grants {granted} projects on surface "
+            f"{surface_id!r} and no record outside them; name one (body or query "
+            "`project_id`, or the X-Project-Id header)",
+        )
+
+
+def _quoted(value: str, limit: int = 64) -> str:
+    """A client's value as an error names it: quoted, and cut short (an error is not an
+    echo service)."""
+    return repr(value) if len(value) <= limit else repr(value[:limit]) + f"… ({len(value)} chars)"
 
 
 def resolve_scope(
@@ -333,23 +354,32 @@ def resolve_scope(
     (headers, query; every value of every alias); any disagreement is refused. A surface
     must be granted by the token, and a project granted on that surface (with no surface
     settled, on some granted surface); with none asked for, a single granted surface is
-    taken. ``require_surface``: a scope without a surface is refused
-    (:class:`SurfaceRequired`), as every record needs one."""
+    taken. ``require_surface`` (for a new record): a scope without a surface is refused
+    (:class:`SurfaceRequired`), as every record needs one; and on a surface the token
+    grants projects of, the record needs one of them (a single one is taken;
+    :class:`ProjectRequired` otherwise), as a token granting projects there reaches no
+    record outside them."""
     check_claimed(principal, mode, claimed)
     grants = principal.grants
     if surface_id is None and len(grants) == 1:
         (surface_id,) = grants
     if surface_id is not None and surface_id not in grants:
-        raise ScopeMismatch(f"surface_id {surface_id!r} is not granted by the token")
+        raise ScopeMismatch(f"surface_id {_quoted(surface_id)} is not granted by the token")
     if project_id is not None:
         if surface_id is not None and project_id not in grants[surface_id]:
             raise ScopeMismatch(
-                f"project_id {project_id!r} is not granted on surface {surface_id!r}"
+                f"project_id {_quoted(project_id)} is not granted on surface {surface_id!r}"
             )
         if surface_id is None and not any(project_id in p for p in grants.values()):
-            raise ScopeMismatch(f"project_id {project_id!r} is not granted by the token")
-    if require_surface and surface_id is None:
-        raise SurfaceRequired(len(grants))
+            raise ScopeMismatch(f"project_id {_quoted(project_id)} is not granted by the token")
+    if require_surface:
+        if surface_id is None:
+            raise SurfaceRequired(len(grants))
+        projects = grants[surface_id]
+        if project_id is None and len(projects) == 1:
+            (project_id,) = projects
+        elif project_id is None and projects:
+            raise ProjectRequired(surface_id, len(projects))
     return Scope(
         tenant_id=principal.tenant_id,
         mode=mode,

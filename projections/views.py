@@ -61,9 +61,10 @@ class Filter(BaseModel):
 
 
 class Grant(BaseModel):
-    """One surface a caller may see, and the projects it may see there: a record is
-    visible under the grant if its surface is ``surface_id`` and it has no project or one
-    of ``project_ids``."""
+    """One surface a caller may see, and the projects it may see there: a record on
+    ``surface_id`` is visible under the grant if its project is one of ``project_ids``,
+    or, when the grant names no projects, if it has none (a token granting some projects
+    of a surface reaches nothing outside them)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 

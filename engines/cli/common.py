@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -31,6 +32,16 @@ def exit_code_for(exc: EnginesError) -> int:
         if isinstance(exc, cls):
             return code
     return 1
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def shown(value: object) -> str:
+    """A stored value as a table cell: control and bidirectional-override characters
+    escaped, so what a client wrote cannot drive the operator's terminal."""
+    text = "-" if value is None else str(value)
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
 
 
 def err(*lines: str) -> None:

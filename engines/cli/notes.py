@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from engines.cli.common import LAB_NOTICE, add_common, data_dir_of, err, positive_int, settings_of
+from engines.cli.common import (
+    LAB_NOTICE,
+    add_common,
+    data_dir_of,
+    err,
+    positive_int,
+    settings_of,
+    shown,
+)
 from engines.runtime import bootstrap
 from projections.views import ViewQuery
 
@@ -29,8 +37,8 @@ def cmd_list(args: argparse.Namespace) -> int:
             for r in page.items:
                 d = r.data
                 print(
-                    f"{d['note_id']:<38} {r.version:>7} {d.get('user_id') or '-':<12} "
-                    f"{d.get('surface_id') or '-':<10} {d.get('title', '')[:60]}"
+                    f"{shown(d['note_id']):<38} {r.version:>7} {shown(d.get('user_id')):<12} "
+                    f"{shown(d.get('surface_id')):<10} {shown(d.get('title', ''))[:60]}"
                 )
             if page.next_cursor:
                 err(f"(more than {args.limit}; raise --limit)")

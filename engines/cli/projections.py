@@ -11,7 +11,7 @@ import argparse
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from engines.cli.common import LAB_NOTICE, add_common, data_dir_of, err, settings_of
+from engines.cli.common import LAB_NOTICE, add_common, data_dir_of, err, settings_of, shown
 from engines.runtime import Runtime, bootstrap
 from projections.parking import Parked
 from spine.errors import InvalidInput
@@ -55,10 +55,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _parked_row(p: Parked) -> str:
-    error = p.error.replace("\n", " ")
     return (
-        f"{p.projector:<16} {p.stream_id:<48} {p.seq:>6} {p.event_type or '-':<24} "
-        f"{p.attempts:>3} {p.parked_at:%Y-%m-%dT%H:%M:%S} {error[:100]}"
+        f"{p.projector:<16} {shown(p.stream_id):<48} {p.seq:>6} {shown(p.event_type):<24} "
+        f"{p.attempts:>3} {p.parked_at:%Y-%m-%dT%H:%M:%S} {shown(p.error)[:100]}"
     )
 
 

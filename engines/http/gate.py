@@ -25,7 +25,7 @@ from engines.http.provenance import PROVENANCE_HEADERS
 from spine.errors import EnginesError
 
 PUBLIC_PATHS: Final = frozenset(
-    {"/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+    {"/healthz", "/readyz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 )
 
 #: Headers that mean one thing: given twice, the request is refused rather than resolved.

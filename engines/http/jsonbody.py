@@ -2,8 +2,9 @@
 never silently changed.
 
 Refused: invalid UTF-8, lone surrogates, ``NaN``/``Infinity``, numbers that overflow a
-double (``1e400``), integers outside 64 bits (they would come back as other numbers),
-and an object holding the same key twice (which value would win is up to the parser).
+double (``1e400``) or underflow to zero (``1e-400``), integers outside 64 bits (they
+would come back as other numbers), an object holding the same key twice (which value
+would win is up to the parser), and nesting too deep to parse.
 A body that is not JSON at all (no or another content type) answers 415.
 
 Routers use :class:`StrictJsonRoute` (``APIRouter(route_class=StrictJsonRoute)``).
@@ -43,6 +44,14 @@ def _exact_int(text: str) -> int:
     return value
 
 
+def _exact_float(text: str) -> float:
+    value = float(text)
+    mantissa = text.lower().partition("e")[0]
+    if value == 0.0 and any(d in mantissa for d in "123456789"):
+        raise ValueError("a number is too small for a double (it would become 0)")
+    return value
+
+
 def strict_loads(body: bytes) -> Any:
     """Parse ``body`` as JSON, refusing (``json.JSONDecodeError``) what the module names."""
     try:
@@ -50,7 +59,14 @@ def strict_loads(body: bytes) -> Any:
         orjson.loads(body)
         # ... the standard parser then finds repeated keys and wide integers, and keeps
         # every integer exact (orjson would turn a wide one into a float).
-        return json.loads(body.decode(), object_pairs_hook=_no_duplicates, parse_int=_exact_int)
+        return json.loads(
+            body.decode(),
+            object_pairs_hook=_no_duplicates,
+            parse_int=_exact_int,
+            parse_float=_exact_float,
+        )
+    except RecursionError:
+        raise json.JSONDecodeError("the body nests too deeply", "", 0) from None
     except json.JSONDecodeError as exc:
         raise json.JSONDecodeError(exc.msg, "", exc.pos) from None  # never keep the body
     except ValueError as exc:

@@ -22,8 +22,10 @@ class OrjsonResponse(Response):
         return orjson.dumps(content)
 
 
-_STRONG = re.compile(r'^"(\d{1,18})"$')
-_WEAK = re.compile(r'^W/"(\d{1,18})"$')
+_STRONG = re.compile(r'^"(0|[1-9]\d{0,17})"$')
+"""The ETags this service hands out: a version, as written (``"01"`` is another tag)."""
+_ENTITY_TAG = re.compile(r'^(?:W/)?"[\x21\x23-\x7e]*"$')
+"""Any entity-tag (RFC 9110 §8.8.3): well-formed, and never one of ours unless strong."""
 
 #: The version a weak ``If-Match`` pins: one no stream reaches, so once the record is
 #: found the precondition fails (412). Strong comparison never matches a weak tag.
@@ -55,6 +57,6 @@ def expected_version(if_match: str | None, if_none_match: str | None) -> int | N
     value = if_match.strip()
     if m := _STRONG.match(value):
         return int(m.group(1))
-    if _WEAK.match(value):
+    if _ENTITY_TAG.match(value):  # weak, or not a tag we made: strong comparison fails
         return NEVER_MATCHES
     raise InvalidField(("header", "if-match"), 'If-Match: expected an ETag such as "3", or *')

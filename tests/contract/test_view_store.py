@@ -132,13 +132,13 @@ async def test_grants_limit_a_query_to_the_surfaces_and_projects_they_name(
         page = await views.query(ViewQuery(tenant_id="t1", mode="lab", grants=grants))
         return sorted(r.key for r in page.items)
 
-    assert await keys(Grant(surface_id="chat", project_ids=("p1",))) == ["chat-none", "chat-p1"]
+    assert await keys(Grant(surface_id="chat", project_ids=("p1",))) == ["chat-p1"]
     assert await keys(Grant(surface_id="chat")) == ["chat-none"]
     assert await keys(Grant(surface_id="canvas", project_ids=("p1",))) == []
     assert await keys(
-        Grant(surface_id="chat", project_ids=("p2",)),
+        Grant(surface_id="chat", project_ids=("p1", "p2")),
         Grant(surface_id="canvas", project_ids=("p2",)),
-    ) == ["canvas-p2", "chat-none", "chat-p2"]
+    ) == ["canvas-p2", "chat-p1", "chat-p2"]
     assert await keys() == []  # no grant: nothing visible
     page = await views.query(ViewQuery(tenant_id="t1", mode="lab"))
     assert len(page.items) == 4  # no restriction asked for

@@ -68,13 +68,17 @@ async def test_one_undecodable_event_does_not_stop_other_tenants_views(
     assert (status.lag, status.parked) == (0, 1)
 
 
-async def test_readyz_answers_200_when_every_backend_answers(client: httpx.AsyncClient) -> None:
-    response = await client.get("/readyz")
+async def test_readyz_answers_200_when_every_backend_answers(
+    anonymous: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    before = len([e async for e in runtime.spine.scan()])
+    response = await anonymous.get("/readyz")  # a probe carries no token
 
     assert response.status_code == 200
     body = response.json()
     assert body["status"] == "ready"
     assert body["backends"] == {"inprocess": "ok", "sqlite": "ok"}
+    assert len([e async for e in runtime.spine.scan()]) == before  # no refusal recorded
 
 
 async def test_readyz_answers_503_naming_a_backend_that_does_not(

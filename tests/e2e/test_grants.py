@@ -138,29 +138,54 @@ async def test_a_record_within_the_grants_is_read_written_and_listed(
     assert [n["note_id"] for n in listed.json()["items"]] == [canvas_p2_note["note_id"]]
 
 
-async def test_a_note_without_a_project_is_visible_wherever_its_surface_is_granted(
+async def test_a_note_without_a_project_is_reached_only_by_a_token_granting_its_surface_whole(
     runtime: Runtime, mint: Mint
 ) -> None:
-    async with client_for(runtime, mint(surfaces=["chat"], projects=["p1"])) as owner:
+    """A token granting some projects of a surface reaches nothing outside them, a
+    project-less note included (an agent scoped to p9 sees no surface-level note)."""
+    whole_surface = mint(surfaces=["chat"], projects=[])
+    async with client_for(runtime, whole_surface) as owner:
         note = await create(owner, title="no project")
-    async with client_for(runtime, mint(surfaces=["chat"], projects=[])) as no_projects:
-        get = await no_projects.get(f"/notes/{note['note_id']}")
-        listed = (await no_projects.get("/notes")).json()["items"]
+        listed = (await owner.get("/notes")).json()["items"]
+    async with client_for(runtime, mint(surfaces=["chat"], projects=["p9"])) as scoped:
+        get = await scoped.get(f"/notes/{note['note_id']}")
+        put = await scoped.put(f"/notes/{note['note_id']}", json={"title": "mine"})
+        delete = await scoped.delete(f"/notes/{note['note_id']}")
+        scoped_list = (await scoped.get("/notes")).json()["items"]
 
-    assert get.status_code == 200
+    assert note["project_id"] is None
     assert [n["note_id"] for n in listed] == [note["note_id"]]
+    assert (get.status_code, put.status_code, delete.status_code) == (404, 404, 404)
+    assert scoped_list == []
+
+
+async def test_a_create_on_a_surface_granted_with_projects_takes_or_needs_one(
+    runtime: Runtime, mint: Mint
+) -> None:
+    async with client_for(runtime, mint(surfaces=["chat"], projects=["p1"])) as one:
+        taken = await create(one, title="in the only project")
+    async with client_for(runtime, mint(surfaces=["chat"], projects=["p1", "p2"])) as two:
+        before = await spine_events(runtime)
+        unnamed = await two.post("/notes", json={"title": "which project?"})
+        after = await spine_events(runtime)
+
+    assert taken["project_id"] == "p1"
+    assert unnamed.status_code == 422
+    assert "project_id" in unnamed.json()["detail"]
+    assert after == before
 
 
 async def test_the_list_shows_exactly_the_notes_within_the_grants(
     runtime: Runtime, mint: Mint
 ) -> None:
     everything = mint(surfaces=["chat", "canvas"], projects=["p1", "p2"])
-    async with client_for(runtime, everything) as owner:
-        made = {
-            (s, p): (await create(owner, surface_id=s, project_id=p))["note_id"]
-            for s in ("chat", "canvas")
-            for p in ("p1", "p2", None)
-        }
+    surfaces_whole = mint(surfaces=["chat", "canvas"], projects=[])
+    made = {}
+    for token, projects in ((everything, ("p1", "p2")), (surfaces_whole, (None,))):
+        async with client_for(runtime, token) as owner:
+            for s in ("chat", "canvas"):
+                for p in projects:
+                    made[s, p] = (await create(owner, surface_id=s, project_id=p))["note_id"]
     limited = mint(surfaces=["chat", "canvas"], projects={"chat": ["p1"], "canvas": []})
 
     async with client_for(runtime, limited) as client:
@@ -170,5 +195,5 @@ async def test_the_list_shows_exactly_the_notes_within_the_grants(
             for n in (await client.get("/notes", params={"surface_id": "chat"})).json()["items"]
         }
 
-    assert seen == {made["chat", "p1"], made["chat", None], made["canvas", None]}
-    assert chat_only == {made["chat", "p1"], made["chat", None]}
+    assert seen == {made["chat", "p1"], made["canvas", None]}
+    assert chat_only == {made["chat", "p1"]}

@@ -146,9 +146,7 @@ async def test_a_bad_note_id_in_the_path_answers_422_naming_note_id(
 # -- headers and query parameters --------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "if_match", ["abc", '"-1"', '"1", "2"', '"1.5"', "", '"' + "9" * 19 + '"', "1", '"1', "W/1"]
-)
+@pytest.mark.parametrize("if_match", ["abc", '"1", "2"', "", "1", '"1', "W/1", '"1 "'])
 @pytest.mark.usefixtures("existing", "unchanged")
 async def test_a_bad_if_match_answers_422(
     client: httpx.AsyncClient, existing: dict[str, Any], if_match: str

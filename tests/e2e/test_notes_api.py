@@ -204,6 +204,20 @@ async def test_a_weak_etag_never_matches_if_match_and_writes_nothing(
     assert len(await runtime.spine.read_stream(note_stream_id(note["note_id"]))) == 1
 
 
+@pytest.mark.parametrize("tag", ['"01"', '"-1"', '"1.5"', '"' + "9" * 19 + '"', '"v1"', 'W/"01"'])
+async def test_an_etag_that_is_not_the_versions_own_never_matches(
+    client: httpx.AsyncClient, runtime: Runtime, tag: str
+) -> None:
+    note = await create(client)
+
+    put = await client.put(
+        f"/notes/{note['note_id']}", json={"title": "x"}, headers={"If-Match": tag}
+    )
+
+    problem(put, 412)
+    assert len(await runtime.spine.read_stream(note_stream_id(note["note_id"]))) == 1
+
+
 async def test_if_match_star_writes_a_note_that_exists(client: httpx.AsyncClient) -> None:
     note = await create(client)
     url = f"/notes/{note['note_id']}"
@@ -505,7 +519,7 @@ async def test_list_filters_by_surface_project_and_tag(runtime: Runtime, mint: M
         a = await create(client, surface_id="s1", project_id="p1", tags=["red"])
         b = await create(client, surface_id="s1", project_id="p2", tags=["blue"])
         c = await create(client, surface_id="s2", project_id="p1", tags=["red", "blue"])
-        d = await create(client, surface_id="s2", tags=["green"])
+        d = await create(client, surface_id="s2", project_id="p2", tags=["green"])
 
         async def ids(**params: str) -> set[str]:
             response = await client.get("/notes", params=params)
@@ -517,7 +531,8 @@ async def test_list_filters_by_surface_project_and_tag(runtime: Runtime, mint: M
         assert await ids(project_id="p1") == {a["note_id"], c["note_id"]}
         assert await ids(tag="red") == {a["note_id"], c["note_id"]}
         assert await ids(tag="blue", surface_id="s2") == {c["note_id"]}
-        assert await ids(surface_id="s2", project_id="p2") == set()
+        assert await ids(surface_id="s2", project_id="p2") == {d["note_id"]}
+        assert await ids(surface_id="s1", tag="green") == set()
         assert await ids(tag="nothing") == set()
 
 
@@ -736,3 +751,23 @@ async def test_a_locked_database_answers_503_and_the_service_recovers(
     assert problem(down, 503)["type"] == "urn:engines:problem:backend-unavailable"
     assert "route 'spine_events'" in problem(down, 503)["detail"]  # the table, not the file
     assert up.status_code == 201
+
+
+async def test_a_put_that_changes_nothing_appends_nothing_and_keeps_the_version(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    note = await create(client, title="same", content="body", tags=["t"])
+    body = {"title": "same", "content": "body", "tags": ["t"]}
+    before = await spine_events(runtime)
+
+    again = await client.put(f"/notes/{note['note_id']}", json=body)
+    pinned = await client.put(f"/notes/{note['note_id']}", json=body, headers={"If-Match": '"1"'})
+
+    assert (again.status_code, again.json()["version"], again.headers["ETag"]) == (200, 1, '"1"')
+    assert pinned.status_code == 200
+    assert await spine_events(runtime) == before
+    await client.put(f"/notes/{note['note_id']}", json={**body, "title": "changed"})
+    stale = await client.put(
+        f"/notes/{note['note_id']}", json={**body, "title": "changed"}, headers={"If-Match": '"1"'}
+    )
+    assert stale.status_code == 412  # a stale precondition fails even when nothing changes

@@ -139,6 +139,27 @@ async def test_the_callers_tracked_at_once_are_bounded(
     assert overflow.tenant_id == "engines:overflow"
     (summary,) = [e for e in everything if e.stream_id == overflow.stream_id][1:]
     assert summary.payload["count"] == 7
+    # the callers counted under the overflow are still named, a few at least
+    sampled = {s["user_id"] for s in summary.payload["others"]}
+    assert {f"user{i}" for i in range(4, 10)} <= sampled
+    assert summary.payload["others_left_out"] == 0
+
+
+async def test_a_summary_names_the_later_refusals_that_differed_bounded(
+    settings: Settings, tmp_path: Path, mint: Mint
+) -> None:
+    async with bootstrap(settings, tmp_path) as runtime, client_for(runtime, mint()) as client:
+        for i in range(30):
+            response = await client.get("/notes", params={"project_id": f"nope{i}"})
+            assert response.status_code == 403
+        await close_refusal_intervals(client)
+        events = await audit_events(runtime)
+
+    first, summary = events
+    assert summary.payload["count"] == 30
+    assert len(summary.payload["others"]) == 8
+    assert summary.payload["others_left_out"] == 21
+    assert "nope1" in summary.payload["others"][0]["reason"]
 
 
 async def test_intervals_close_on_their_own_while_the_service_runs_and_on_shutdown(

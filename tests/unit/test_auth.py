@@ -23,6 +23,7 @@ from engines.auth import (
     LAB_SECRET_FILE,
     RESERVED_TENANT_PREFIX,
     Principal,
+    ProjectRequired,
     SurfaceRequired,
     TokenVerifier,
     lab_projects,
@@ -760,5 +761,27 @@ def test_a_scope_that_must_have_a_surface_refuses_to_guess_one() -> None:
     nothing = Principal("u1", "t1", {})
     with pytest.raises(SurfaceRequired):
         resolve_scope(nothing, "lab", claimed=NO_CLAIMS, require_surface=True)
-    single = resolve_scope(PRINCIPAL, "lab", claimed=NO_CLAIMS, require_surface=True)
-    assert single.surface_id == "chat"
+    single = resolve_scope(
+        PRINCIPAL, "lab", claimed=NO_CLAIMS, project_id="p2", require_surface=True
+    )
+    assert (single.surface_id, single.project_id) == ("chat", "p2")
+
+
+def test_a_new_record_on_a_surface_granted_with_projects_takes_or_needs_one() -> None:
+    one = Principal("u1", "t1", {"chat": frozenset({"p1"})})
+    taken = resolve_scope(one, "lab", claimed=NO_CLAIMS, require_surface=True)
+    assert taken.project_id == "p1"
+    with pytest.raises(ProjectRequired) as info:
+        resolve_scope(PRINCIPAL, "lab", claimed=NO_CLAIMS, require_surface=True)
+    assert info.value.loc == ("body", "project_id")
+    whole = Principal("u1", "t1", {"chat": frozenset()})
+    assert resolve_scope(whole, "lab", claimed=NO_CLAIMS, require_surface=True).project_id is None
+    reading = resolve_scope(PRINCIPAL, "lab", claimed=NO_CLAIMS)  # a list: every project
+    assert reading.project_id is None
+
+
+def test_a_refusal_names_a_long_claimed_value_cut_short() -> None:
+    with pytest.raises(ScopeMismatch) as info:
+        resolve_scope(PRINCIPAL, "lab", claimed={"tenant_id": "x" * 2000})
+    assert len(str(info.value)) < 200
+    assert "2000 chars" in str(info.value)

@@ -144,8 +144,16 @@ def test_a_note_within_the_callers_grants_can_be_changed() -> None:
     state = fold(decider, history(created))
     (event,) = decider.decide(state, command(DeleteNote(note_id="n1"), grants=GRANTS))
     assert event.event_type == "note.deleted"
-    (event,) = decider.decide(fold(decider, []), command(CREATE, grants=GRANTS))
+    in_p1 = ALICE.model_copy(update={"project_id": "p1"})
+    (event,) = decider.decide(fold(decider, []), command(CREATE, scope=in_p1, grants=GRANTS))
     assert event.event_type == "note.created"
+
+
+def test_a_note_without_a_project_is_outside_a_grant_of_some_projects() -> None:
+    with pytest.raises(ScopeMismatch):
+        decider.decide(fold(decider, []), command(CREATE, grants=GRANTS))  # chat, no project
+    (event,) = decider.decide(fold(decider, []), command(CREATE, grants={"chat": frozenset()}))
+    assert (event.surface_id, event.project_id) == ("chat", None)
 
 
 @pytest.mark.parametrize(
@@ -245,3 +253,27 @@ async def test_the_bus_routes_by_payload_type_and_refuses_the_unknown() -> None:
     assert seen == [CREATE]
     with pytest.raises(LookupError, match="DeleteNote"):
         await bus.dispatch(command(DeleteNote(note_id="n1")))
+
+
+def test_an_update_to_what_the_note_says_already_is_no_change() -> None:
+    created = command(CREATE)
+    same = command(UpdateNote(note_id="n1", title="t", content="# hi", tags=["a"]))
+    state = fold(decider, history(created))
+
+    assert decider.decide(state, same) == []
+    (event,) = decider.decide(state, command(UpdateNote(note_id="n1", title="t", tags=["a"])))
+    assert event.event_type == "note.updated"  # the content differs ("" now)
+    after = fold(decider, history(created, command(UpdateNote(note_id="n1", title="u"))))
+    assert decider.decide(after, command(UpdateNote(note_id="n1", title="u"))) == []
+
+
+@pytest.mark.parametrize(
+    "title", ["a\x00b", "red \x1b[31m", "line\nbreak", "evil\u202eright", "   ", "\t"]
+)
+def test_a_title_is_one_visible_line(title: str) -> None:
+    with pytest.raises(ValidationError, match="title"):
+        CreateNote(note_id="n1", title=title)
+
+
+def test_a_title_may_hold_any_printable_text() -> None:
+    assert CreateNote(note_id="n1", title="Plan ✓ — étape 2 (العربية)").title.startswith("Plan")

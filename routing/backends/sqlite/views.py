@@ -287,8 +287,8 @@ class SqliteViewStore:
             visible = []
             for grant in query.grants:
                 marks = ", ".join("?" * len(grant.project_ids))
-                projects = f" OR project_id IN ({marks})" if marks else ""
-                visible.append(f"(surface_id = ? AND (project_id IS NULL{projects}))")
+                projects = f"project_id IN ({marks})" if marks else "project_id IS NULL"
+                visible.append(f"(surface_id = ? AND {projects})")
                 args += [grant.surface_id, *grant.project_ids]
             where.append("(" + (" OR ".join(visible) or "0") + ")")
         for f in query.where:
