@@ -155,7 +155,7 @@ async def test_a_summary_names_the_later_refusals_that_differed_bounded(
         await close_refusal_intervals(client)
         events = await audit_events(runtime)
 
-    first, summary = events
+    _first, summary = events
     assert summary.payload["count"] == 30
     assert len(summary.payload["others"]) == 8
     assert summary.payload["others_left_out"] == 21
