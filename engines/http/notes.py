@@ -202,6 +202,26 @@ async def get_note(request: Request, note_id: Identifier, principal: Auth) -> Re
     return OrjsonResponse(note_out(record), headers={"ETag": etag(record.version)})
 
 
+async def _change(
+    request: Request,
+    principal: Principal,
+    payload: UpdateNote | DeleteNote,
+    if_match: str | None,
+    if_none_match: str | None,
+    *provenance: Provenance | None,
+) -> Response:
+    """An update or delete of an existing note, under the request's preconditions."""
+    expected = expected_version(if_match, if_none_match)
+    command = Command[Any](
+        scope=await scope_for(request, principal, None, None),
+        expected_version=expected,
+        payload=payload,
+        **envelope(request, principal, *provenance),
+    )
+    result = await runtime_of(request).dispatch(command)
+    return await _written(request, result, payload.note_id, 200)
+
+
 @router.put(
     "/notes/{note_id:path}",
     response_model=NoteOut,
@@ -215,15 +235,8 @@ async def update_note(
     if_match: IfMatch = None,
     if_none_match: IfNoneMatch = None,
 ) -> Response:
-    expected = expected_version(if_match, if_none_match)
-    scope = await scope_for(request, principal, None, None)
-    command = Command[UpdateNote](
-        scope=scope,
-        expected_version=expected,
-        payload=UpdateNote(note_id=note_id, **body.model_dump(exclude={"provenance"})),
-        **envelope(request, principal, body.provenance),
-    )
-    return await _written(request, await runtime_of(request).dispatch(command), note_id, 200)
+    payload = UpdateNote(note_id=note_id, **body.model_dump(exclude={"provenance"}))
+    return await _change(request, principal, payload, if_match, if_none_match, body.provenance)
 
 
 @router.delete(
@@ -238,15 +251,7 @@ async def delete_note(
     if_match: IfMatch = None,
     if_none_match: IfNoneMatch = None,
 ) -> Response:
-    expected = expected_version(if_match, if_none_match)
-    scope = await scope_for(request, principal, None, None)
-    command = Command[DeleteNote](
-        scope=scope,
-        expected_version=expected,
-        payload=DeleteNote(note_id=note_id),
-        **envelope(request, principal),
-    )
-    return await _written(request, await runtime_of(request).dispatch(command), note_id, 200)
+    return await _change(request, principal, DeleteNote(note_id=note_id), if_match, if_none_match)
 
 
 @router.get("/notes", response_model=NotePage, responses=problem_responses(*AUTHENTICATED))
