@@ -42,8 +42,6 @@ class Runtime:
     parking: ParkingStore
     bus: CommandBus
     domains: tuple[Domain, ...]
-    views: dict[str, ViewStore]
-    """The view store of every projector's resource kind."""
     runners: dict[str, ProjectorRunner]
     """One runner per projector, by projector name."""
     loops: dict[str, FeedLoop]
@@ -161,7 +159,6 @@ async def bootstrap(
             parking,
             bus,
             tuple(domains),
-            views,
             runners,
             loops,
             verifier,
