@@ -154,6 +154,34 @@ async def test_a_database_locked_by_another_process_is_unavailable_then_recovers
         await backend.aclose()
 
 
+async def test_a_write_waiting_for_another_process_lock_leaves_the_loop_serving(
+    tmp_path: Path,
+) -> None:
+    """The writer commits on the event loop's thread, but never waits for a lock there:
+    while another process holds the write lock, the loop keeps running, the waiting
+    group and the ones queued behind it commit, in order, once the lock is free."""
+    path = tmp_path / "waiting.db"
+    connections = Connections(sqlite=SqliteConnection(path=str(path), busy_timeout_ms=5000))
+    backend = await open_backend(connections, tmp_path)
+    try:
+        store = await backend.event_store(lab_route("spine"))
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        first = asyncio.create_task(store.append("notes/t1/lab/a", [make_event()], NO_STREAM))
+        await asyncio.sleep(0.05)
+        second = asyncio.create_task(store.append("notes/t1/lab/a", [make_event()], 1))
+        # a loop blocked in the lock wait would have failed `first` by its busy timeout
+        assert await store.read_stream("notes/t1/lab/a") == []
+        assert not first.done()
+        assert not second.done()
+        other.execute("ROLLBACK")
+        other.close()
+        assert (await first).last_seq == 1
+        assert (await second).last_seq == 2
+    finally:
+        await backend.aclose()
+
+
 async def test_the_lab_feed_refuses_a_spine_that_is_not_on_its_database(
     sqlite: SqliteBackend, tmp_path: Path
 ) -> None:
@@ -215,7 +243,7 @@ async def test_a_writer_whose_batch_blows_up_answers_it_and_goes_on_with_a_new_c
     sqlite: SqliteBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = await sqlite.event_store(lab_route("spine"))
-    real = sqlite.db._run_batch
+    real = sqlite.db._run_open_batch
     calls = 0
 
     def once(conn: Any, batch: Any) -> Any:
@@ -225,7 +253,7 @@ async def test_a_writer_whose_batch_blows_up_answers_it_and_goes_on_with_a_new_c
             raise sqlite3.DatabaseError("database disk image is malformed")
         return real(conn, batch)
 
-    monkeypatch.setattr(sqlite.db, "_run_batch", once)
+    monkeypatch.setattr(sqlite.db, "_run_open_batch", once)
     with pytest.raises(BackendUnavailable, match="writer failed"):
         await store.append("notes/t1/lab/a", [make_event()], NO_STREAM)
 

@@ -1,14 +1,20 @@
-"""One SQLite database file: a single writer thread with group commit, and readers.
+"""One SQLite database file: group commit on the event loop's thread, and readers.
 
-Every write is a *job*: a function run on the writer's connection. The writer takes
-every job that is waiting (up to ``max_batch``) into one transaction and commits once;
-a job that fails is undone alone (see ``_run_batch``), the others still commit.
-Many callers' writes thus share one fsync, and each is still atomic and answered on its
-own. Because there is one writer and rows are numbered inside its transaction, commit
-order is position order.
+Every write is a *job*: a function run on the writer's connection. The jobs that arrive
+during one turn of the event loop run together in one transaction on the loop's own
+thread, at the start of the next turn, and commit once (up to ``max_batch`` jobs; the
+rest go on at the turn after). A job that fails is undone alone (see ``_run_jobs``);
+the others still commit. Many callers' writes thus share one fsync, each is still
+atomic and answered on its own, and no write crosses to another thread and back
+(that hop used to cost more than the write). Because there is one writer connection and
+rows are numbered inside its transaction, commit order is position order.
+
+The writer's connection waits for no lock on the loop (``busy_timeout`` 0): when
+another process holds the write lock, that group is handed to a thread that waits
+``busy_timeout_ms`` for it, and the loop goes on serving; later groups queue behind it.
 
 Reads run on a small pool of threads, each with its own connection (WAL lets readers
-proceed while the writer writes). Nothing here blocks the event loop.
+proceed while the writer writes).
 """
 
 from __future__ import annotations
@@ -16,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
@@ -30,8 +35,9 @@ T = TypeVar("T")
 Job = Callable[[sqlite3.Connection], Any]
 _Queued = tuple[Job, "asyncio.Future[Any]", str]
 """A job, the future its caller awaits, and the route its errors name."""
+_Outcome = tuple[bool, Any]
+"""``(True, result)`` or ``(False, exception)``."""
 
-_STOP: Final = object()
 #: How many values one ``IN (...)`` list binds (SQLite allows 32,766 variables).
 IN_CHUNK: Final = 500
 
@@ -42,6 +48,10 @@ def translate(route: str, exc: sqlite3.Error) -> EnginesError:
     error = BackendUnavailable(route, "sqlite", f"{type(exc).__name__}: {exc}")
     error.__cause__ = exc
     return error
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY
 
 
 Route = str | None
@@ -55,7 +65,7 @@ class SqliteDatabase:
         path: Path,
         *,
         synchronous: str = "FULL",
-        max_batch: int = 1000,
+        max_batch: int = 200,
         readers: int = 2,
         busy_timeout_ms: int = 10_000,
     ) -> None:
@@ -63,8 +73,13 @@ class SqliteDatabase:
         self.synchronous = synchronous
         self.max_batch = max_batch
         self.busy_timeout_ms = busy_timeout_ms
-        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._writer: threading.Thread | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._open = False
+        self._pending: list[_Queued] = []
+        self._scheduled = False
+        self._waiting_for_lock: asyncio.Future[Any] | None = None
+        """The group a thread is running because another process held the write lock."""
+        self._lock_waiter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-lock")
         self._reader_pool = ThreadPoolExecutor(
             max_workers=readers, thread_name_prefix="sqlite-reader", initializer=self._open_reader
         )
@@ -77,11 +92,12 @@ class SqliteDatabase:
 
     # -- life cycle -------------------------------------------------------------------
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, busy_timeout_ms: int | None = None) -> sqlite3.Connection:
+        timeout = self.busy_timeout_ms if busy_timeout_ms is None else busy_timeout_ms
         conn = sqlite3.connect(
             self.path, isolation_level=None, check_same_thread=False, cached_statements=256
         )
-        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+        conn.execute(f"PRAGMA busy_timeout = {int(timeout)}")
         conn.execute(f"PRAGMA synchronous = {self.synchronous}")
         return conn
 
@@ -93,23 +109,25 @@ class SqliteDatabase:
             os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
 
     async def open(self, *, create: bool = True) -> None:
-        """Create the file (unless told not to), then start the writer."""
+        """Create the file (unless told not to), then open the writer's connection."""
         self._loop = asyncio.get_running_loop()
         try:
             if create:
                 await asyncio.to_thread(self._create_private)
-            conn = await asyncio.to_thread(self._connect)
-            conn.execute("PRAGMA journal_mode = WAL")
+            conn = await asyncio.to_thread(self._connect, 0)
+            # Switching to WAL needs the write lock once: wait for it off the loop.
+            await asyncio.to_thread(self._enable_wal, conn)
         except OSError as exc:
             raise BackendUnavailable(str(self.path), "sqlite", str(exc)) from exc
         except sqlite3.Error as exc:
             raise translate(str(self.path), exc) from exc
-        ready: asyncio.Future[None] = self._loop.create_future()
-        self._writer = threading.Thread(
-            target=self._run_writer, args=(conn, ready), name="sqlite-writer", daemon=True
-        )
-        self._writer.start()
-        await ready
+        self._conn = conn
+        self._open = True
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> None:
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA busy_timeout = 0")
 
     async def write_script(self, statements: list[str], *, route: Route = None) -> None:
         def run(conn: sqlite3.Connection) -> None:
@@ -119,11 +137,18 @@ class SqliteDatabase:
         await self.write(run, route=route)
 
     async def aclose(self) -> None:
-        writer, self._writer = self._writer, None  # refuse new writes from here on
-        if writer is not None:
-            self._jobs.put(_STOP)
-            await asyncio.to_thread(writer.join)
-            self._fail_queued("the database was closed")
+        if not self._open and self._loop is None:
+            return
+        self._open = False  # refuse new writes from here on
+        while self._waiting_for_lock is not None or self._scheduled:
+            if self._waiting_for_lock is not None:
+                await asyncio.wait({self._waiting_for_lock})
+            else:
+                await asyncio.sleep(0)
+        self._fail_pending("the database was closed")
+        self._discard(self._conn)
+        self._conn = None
+        self._lock_waiter.shutdown(wait=True)
         await asyncio.to_thread(self._reader_pool.shutdown, True)
         with self._lock:
             for conn in self._reader_conns:
@@ -142,57 +167,94 @@ class SqliteDatabase:
         before this returns."""
         loop = self.check_writer()
         future: asyncio.Future[T] = loop.create_future()
-        self._jobs.put((job, future, self._route(route)))
+        self._pending.append((job, future, self._route(route)))
+        if not self._scheduled and self._waiting_for_lock is None:
+            self._scheduled = True
+            loop.call_soon(self._flush)
         return await future
 
     def check_writer(self) -> asyncio.AbstractEventLoop:
         """The loop writes are answered on; :class:`BackendUnavailable` if the database
-        is not open or its writer has stopped."""
-        if self._writer is None or self._loop is None:
+        is not open."""
+        if not self._open or self._loop is None:
             raise BackendUnavailable(str(self.path), "sqlite", "the database is not open")
-        if not self._writer.is_alive():
-            raise BackendUnavailable(str(self.path), "sqlite", "the writer thread has stopped")
         return self._loop
 
-    def _run_writer(self, opened: sqlite3.Connection, ready: asyncio.Future[None]) -> None:
-        loop = self._loop
-        assert loop is not None
-        conn: sqlite3.Connection | None = opened
-        loop.call_soon_threadsafe(ready.set_result, None)
-        stop = False
-        while not stop:
-            first = self._jobs.get()
-            if first is _STOP:
-                break
-            batch = [first]
-            while len(batch) < self.max_batch:
-                try:
-                    item = self._jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stop = True
-                    break
-                batch.append(item)
+    def _flush(self) -> None:
+        """Run the next group of pending jobs in one transaction, on the loop's thread."""
+        self._scheduled = False
+        if not self._pending or self._waiting_for_lock is not None:
+            return
+        batch = self._pending[: self.max_batch]
+        del self._pending[: self.max_batch]
+        try:
+            if self._conn is None:
+                self._conn = self._connect(0)
             try:
-                if conn is None:
-                    conn = self._connect()
-                outcomes = self._run_batch(conn, batch)
-            except BaseException as exc:  # never leave a caller waiting for ever
-                failed = [
-                    (False, BackendUnavailable(route, "sqlite", f"writer failed: {exc!r}"))
-                    for _, _, route in batch
-                ]
-                loop.call_soon_threadsafe(self._deliver, batch, failed)
-                if not isinstance(exc, Exception):
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
                     raise
-                # The connection may be unusable (the file replaced, a disk error): the
-                # next batch opens a new one, so the service recovers without a restart.
-                self._discard(conn)
-                conn = None
-                continue
-            loop.call_soon_threadsafe(self._deliver, batch, outcomes)
-        self._discard(conn)
+                self._wait_for_lock(batch)
+                return
+            outcomes = self._run_open_batch(self._conn, batch)
+        except BaseException as exc:  # never leave a caller waiting for ever
+            self._writer_failed(batch, exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            self._deliver(batch, outcomes)
+        self._next()
+
+    def _next(self) -> None:
+        if self._pending and not self._scheduled and self._waiting_for_lock is None:
+            assert self._loop is not None
+            self._scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _wait_for_lock(self, batch: list[_Queued]) -> None:
+        """Another process holds the write lock: run this group in a thread that waits
+        for it (up to ``busy_timeout_ms``); later groups queue until it is done."""
+        assert self._loop is not None
+        assert self._conn is not None
+        conn = self._conn
+
+        def run() -> list[_Outcome]:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+            try:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                except sqlite3.Error as exc:
+                    return [(False, translate(route, exc)) for _, _, route in batch]
+                return self._run_open_batch(conn, batch)
+            finally:
+                conn.execute("PRAGMA busy_timeout = 0")
+
+        waiting = self._loop.run_in_executor(self._lock_waiter, run)
+        self._waiting_for_lock = waiting
+
+        def done(task: asyncio.Future[list[_Outcome]]) -> None:
+            self._waiting_for_lock = None
+            exc = task.exception()
+            if exc is not None:
+                self._writer_failed(batch, exc)
+            else:
+                self._deliver(batch, task.result())
+            self._next()
+
+        waiting.add_done_callback(done)
+
+    def _writer_failed(self, batch: list[_Queued], exc: BaseException) -> None:
+        """Answer every job of a group that blew up, and drop the connection: it may be
+        unusable (the file replaced, a disk error); the next group opens a new one, so
+        the service recovers without a restart."""
+        failed: list[_Outcome] = [
+            (False, BackendUnavailable(route, "sqlite", f"writer failed: {exc!r}"))
+            for _, _, route in batch
+        ]
+        self._deliver(batch, failed)
+        self._discard(self._conn)
+        self._conn = None
 
     @staticmethod
     def _discard(conn: sqlite3.Connection | None) -> None:
@@ -200,29 +262,24 @@ class SqliteDatabase:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
 
-    def _fail_queued(self, why: str) -> None:
-        """Answer every job still queued (behind the stop) with an error."""
-        while True:
-            try:
-                item = self._jobs.get_nowait()
-            except queue.Empty:
-                return
-            if item is not _STOP:
-                _, future, route = item
-                if not future.done():
-                    future.set_exception(BackendUnavailable(route, "sqlite", why))
+    def _fail_pending(self, why: str) -> None:
+        """Answer every job still pending with an error."""
+        pending, self._pending = self._pending, []
+        for _, future, route in pending:
+            if not future.done():
+                future.set_exception(BackendUnavailable(route, "sqlite", why))
 
-    def _run_batch(self, conn: sqlite3.Connection, batch: list[_Queued]) -> list[tuple[bool, Any]]:
-        """One transaction for the whole batch. Jobs first run back to back; a job that
-        refuses (raises one of our errors) having written nothing needs no undo. Any other
-        failure rolls the transaction back and reruns the batch with a SAVEPOINT around
-        each job, so each job's failure, a driver error included, undoes that job alone."""
+    def _run_open_batch(self, conn: sqlite3.Connection, batch: list[_Queued]) -> list[_Outcome]:
+        """The whole group in the transaction just begun. Jobs first run back to back; a
+        job that refuses (raises one of our errors) having written nothing needs no undo.
+        Any other failure rolls the transaction back and reruns the group with a
+        SAVEPOINT around each job, so each job's failure, a driver error included, undoes
+        that job alone."""
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("SAVEPOINT grp")  # to undo the first pass without the lock
             outcomes = self._run_jobs(conn, batch, savepoints=False)
             if outcomes is None:
-                conn.execute("ROLLBACK")
-                conn.execute("BEGIN IMMEDIATE")
+                conn.execute("ROLLBACK TO grp")
                 outcomes = self._run_jobs(conn, batch, savepoints=True)
                 assert outcomes is not None
             conn.execute("COMMIT")
@@ -234,8 +291,8 @@ class SqliteDatabase:
 
     def _run_jobs(
         self, conn: sqlite3.Connection, batch: list[_Queued], *, savepoints: bool
-    ) -> list[tuple[bool, Any]] | None:
-        outcomes: list[tuple[bool, Any]] = []
+    ) -> list[_Outcome] | None:
+        outcomes: list[_Outcome] = []
         for job, _, route in batch:
             if savepoints:
                 conn.execute("SAVEPOINT job")
@@ -264,7 +321,7 @@ class SqliteDatabase:
                 outcomes.append((True, result))
         return outcomes
 
-    def _deliver(self, batch: list[_Queued], outcomes: list[tuple[bool, Any]]) -> None:
+    def _deliver(self, batch: list[_Queued], outcomes: list[_Outcome]) -> None:
         for (_, future, _), (ok, value) in zip(batch, outcomes, strict=True):
             if future.done():
                 continue
