@@ -4,7 +4,7 @@ Imports nothing of ours. See :mod:`spine.store` for the protocol and its guarant
 """
 
 from spine.appending import check_expected_version, validate_append
-from spine.codec import decode, decode_many, encode, seal, verify_chain
+from spine.codec import decode, encode, load, load_many, seal, verify_chain
 from spine.errors import (
     AlreadyExists,
     BackendUnavailable,
@@ -87,8 +87,9 @@ __all__ = [
     "UpcastingEventStore",
     "check_expected_version",
     "decode",
-    "decode_many",
     "encode",
+    "load",
+    "load_many",
     "new_id",
     "parse_stream_id",
     "seal",

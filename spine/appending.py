@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
+from spine.codec import trusted
 from spine.errors import ConcurrencyError, InvalidAppend, InvalidInput
-from spine.events import ANY, NO_STREAM, EventEnvelope, ExpectedVersion, NewEvent, StreamState
+from spine.events import (
+    ANY,
+    NO_STREAM,
+    AppendResult,
+    EventEnvelope,
+    ExpectedVersion,
+    NewEvent,
+    StreamState,
+)
 from spine.streams import parse_stream_id
 
 #: How deeply a payload may nest. Every reader must be able to decode what is stored
@@ -17,15 +26,15 @@ MAX_SEQ: Final = 2**62
 
 
 def _too_deep(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests deeper than ``limit`` (only containers are visited)."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
         if depth > limit:
             return True
-        if isinstance(item, dict):
-            stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list | tuple):
-            stack.extend((v, depth + 1) for v in item)
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, dict | list | tuple):
+                stack.append((child, depth + 1))
     return False
 
 
@@ -68,8 +77,10 @@ def validate_append(
             )
     command_ids = {e.command_id for e in batch}
     if len(command_ids) != 1:
+        shown = sorted(command_ids)
         raise InvalidAppend(
-            f"the events of one append must share one command_id, got {sorted(command_ids)}"
+            f"the events of one append must share one command_id, got {len(shown)}: "
+            f"{', '.join(shown[:3])}{', ...' if len(shown) > 3 else ''}"
         )
     return command_ids.pop(), batch
 
@@ -94,3 +105,20 @@ def check_expected_version(stream_id: str, expected: ExpectedVersion, actual: in
         return
     if expected != actual:
         raise ConcurrencyError(stream_id, expected, actual)
+
+
+def appended(
+    stream_id: str, events: Sequence[EventEnvelope], *, deduplicated: bool = False
+) -> AppendResult:
+    """The result of an append whose sealed (or, deduplicated, original) events these are:
+    built without validation, the events being ours and valid already."""
+    return trusted(
+        AppendResult,
+        {
+            "stream_id": stream_id,
+            "first_seq": events[0].seq,
+            "last_seq": events[-1].seq,
+            "events": tuple(events),
+            "deduplicated": deduplicated,
+        },
+    )

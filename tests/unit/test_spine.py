@@ -12,7 +12,17 @@ import pytest
 from pydantic import ValidationError
 
 from spine.appending import check_expected_version
-from spine.codec import ADDED_LATER, decode, decode_many, encode, seal, timestamp_text, verify_chain
+from spine.codec import (
+    ADDED_LATER,
+    StoredFormError,
+    decode,
+    encode,
+    load,
+    load_many,
+    seal,
+    timestamp_text,
+    verify_chain,
+)
 from spine.errors import ConcurrencyError, IntegrityError, InvalidStreamId, UpcastError
 from spine.events import ANY, GENESIS_HASH, NO_STREAM, EventEnvelope, uuid7
 from spine.streams import parse_stream_id, stream_id
@@ -76,16 +86,80 @@ def _chain(n: int) -> list[EventEnvelope]:
             prev_hash=prev,
             recorded_at=datetime.now(UTC),
         )
-        assert decode(body) == env
+        assert load("notes/t1/lab/x", seq, body) == env
+        assert decode(body, stream_id="notes/t1/lab/x", seq=seq) == env
         prev = env.hash
         out.append(env)
     return out
 
 
+def _rows(events: list[EventEnvelope]) -> list[tuple[str, int, bytes]]:
+    return [(e.stream_id, e.seq, encode(e)) for e in events]
+
+
 def test_sealed_events_round_trip_through_their_stored_form() -> None:
     events = _chain(3)
-    assert decode_many([encode(e) for e in events]) == events
-    assert verify_chain(decode_many([encode(e) for e in events])) == 3
+    assert load_many(_rows(events)) == events
+    assert verify_chain(load_many(_rows(events))) == 3
+
+
+def test_the_stored_form_leaves_out_keys_constants_and_absent_fields() -> None:
+    (event,) = _chain(1)
+    stored = orjson.loads(encode(event))
+    assert "stream_id" not in stored
+    assert "seq" not in stored
+    assert "route" not in stored
+    assert None not in stored.values()
+    assert stored["hash"] == event.hash
+    assert stored["prev_hash"] == GENESIS_HASH
+
+
+def test_a_body_in_the_full_canonical_form_loads_as_well() -> None:
+    (event,) = _chain(1)
+    full = orjson.dumps(event.model_dump(mode="json"))
+    assert load(event.stream_id, event.seq, full) == event
+    assert verify_chain([load(event.stream_id, event.seq, full)]) == 1
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"{broken",
+        b"[1, 2]",
+        b'{"hash": "x"}',
+        b"null",
+        "{}",
+    ],
+)
+def test_a_stored_body_that_is_not_an_envelope_does_not_load(body: bytes | str) -> None:
+    with pytest.raises(StoredFormError, match="cannot be decoded"):
+        load("notes/t1/lab/x", 1, body)
+
+
+def test_a_stored_body_with_unknown_fields_or_a_bad_payload_does_not_load() -> None:
+    (event,) = _chain(1)
+    stored = orjson.loads(encode(event))
+    with pytest.raises(StoredFormError, match="surprise"):
+        load("notes/t1/lab/x", 1, orjson.dumps({**stored, "surprise": 1}))
+    with pytest.raises(StoredFormError, match="payload is not an object"):
+        load("notes/t1/lab/x", 1, orjson.dumps({**stored, "payload": [1]}))
+    with pytest.raises(StoredFormError, match=r"missing \['event_type'\]"):
+        load(
+            "notes/t1/lab/x",
+            1,
+            orjson.dumps({k: v for k, v in stored.items() if k != "event_type"}),
+        )
+    with pytest.raises(StoredFormError, match="cannot be decoded"):
+        load("notes/t1/lab/x", 1, orjson.dumps({**stored, "recorded_at": "yesterday"}))
+
+
+def test_the_store_keys_a_body_is_loaded_under_are_covered_by_the_chain() -> None:
+    """A body moved to another stream or seq behind the store's back no longer
+    verifies: the keys come from where it is stored and the hash covers them."""
+    (event,) = _chain(1)
+    assert verify_chain([load("notes/t1/lab/x", 1, encode(event))]) == 1
+    with pytest.raises(IntegrityError):
+        verify_chain([load("notes/t1/lab/y", 1, encode(event))])
 
 
 @pytest.mark.parametrize(
@@ -126,12 +200,13 @@ def test_events_sealed_before_agent_id_existed_still_verify() -> None:
     first = sealed_the_old_way(1, GENESIS_HASH)
     second = sealed_the_old_way(2, orjson.loads(first)["hash"])
 
-    events = decode_many([first, second])
+    events = [decode(first), decode(second)]
 
     assert [e.agent_id for e in events] == [None, None]
     assert verify_chain(events) == 2
-    # re-encoded, they hold the same fields: no agent_id appears
-    assert [orjson.loads(encode(e)) for e in events] == [orjson.loads(first), orjson.loads(second)]
+    # re-encoded, no agent_id appears
+    assert ["agent_id" in orjson.loads(encode(e)) for e in events] == [False, False]
+    assert verify_chain([load(e.stream_id, e.seq, encode(e)) for e in events]) == 2
 
 
 def test_a_set_agent_id_is_covered_by_the_chain() -> None:
@@ -143,7 +218,7 @@ def test_a_set_agent_id_is_covered_by_the_chain() -> None:
         recorded_at=datetime.now(UTC),
     )
     assert orjson.loads(body)["agent_id"] == "summarizer"
-    assert verify_chain([decode(body)]) == 1
+    assert verify_chain([load("notes/t1/lab/x", 1, body)]) == 1
     with pytest.raises(IntegrityError):
         verify_chain([env.model_copy(update={"agent_id": "impostor"})])
     with pytest.raises(IntegrityError):
@@ -158,7 +233,7 @@ def test_absent_run_and_step_ids_are_stored_and_verified_as_absent() -> None:
         prev_hash=GENESIS_HASH,
         recorded_at=datetime.now(UTC),
     )
-    stored = decode(body)
+    stored = load("notes/t1/lab/x", 1, body)
     assert (stored.run_id, stored.step_id, "agent_id" in orjson.loads(body)) == (None, None, False)
     assert verify_chain([stored]) == 1
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pydantic import ValidationError
-
-from spine.codec import decode, decode_many
+from spine.codec import StoredFormError, load, load_many
 from spine.errors import IntegrityError
 from spine.events import EventEnvelope
 from spine.feed import Unreadable
@@ -18,20 +16,18 @@ def q(name: str) -> str:
 
 
 def decode_rows(rows: Sequence[tuple[str, int, bytes]]) -> list[EventEnvelope | Unreadable]:
-    """Decode ``(stream_id, seq, body)`` rows; a body that does not decode becomes
+    """Load ``(stream_id, seq, body)`` rows; a body that does not load becomes
     :class:`Unreadable` rather than failing the rest."""
     try:
-        return list(decode_many([row[2] for row in rows]))
-    except (ValidationError, ValueError):
+        return list(load_many(rows))
+    except StoredFormError:
         pass
     out: list[EventEnvelope | Unreadable] = []
     for stream_id, seq, body in rows:
         try:
-            event = decode(body)
-        except (ValidationError, ValueError) as exc:
-            out.append(
-                Unreadable(stream_id, seq, f"stored event cannot be decoded: {_first_line(exc)}")
-            )
+            event = load(stream_id, seq, body)
+        except StoredFormError as exc:
+            out.append(Unreadable(stream_id, seq, str(exc)))
             continue
         out.append(event)
     return out
@@ -43,9 +39,7 @@ def decode_strict(rows: Sequence[tuple[str, int, bytes]]) -> list[EventEnvelope]
     events: list[EventEnvelope] = []
     for event in decode_rows(rows):
         if isinstance(event, Unreadable):
-            raise IntegrityError(
-                f"{event.stream_id} seq {event.seq}: stored event cannot be decoded: {event.error}"
-            )
+            raise IntegrityError(f"{event.stream_id} seq {event.seq}: {event.error}")
         events.append(event)
     return events
 
@@ -56,8 +50,3 @@ class UnreadableEvent(IntegrityError):
     def __init__(self, event: Unreadable) -> None:
         self.event = event
         super().__init__(f"{event.stream_id} seq {event.seq}: {event.error}")
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return " ".join(text[:3])[:500] if text else type(exc).__name__

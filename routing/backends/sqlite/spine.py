@@ -9,12 +9,16 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from functools import partial
 
-from pydantic import ValidationError
-
 from routing.backends.sqlite.common import decode_strict, q
 from routing.backends.sqlite.db import SqliteDatabase
-from spine.appending import MAX_SEQ, check_expected_version, check_seq_range, validate_append
-from spine.codec import decode_many, seal, timestamp_text
+from spine.appending import (
+    MAX_SEQ,
+    appended,
+    check_expected_version,
+    check_seq_range,
+    validate_append,
+)
+from spine.codec import seal, timestamp_text
 from spine.errors import ConcurrencyError
 from spine.events import GENESIS_HASH, AppendResult, EventEnvelope, ExpectedVersion, NewEvent
 from spine.streams import parse_stream_id
@@ -59,9 +63,6 @@ class SqliteEventStore:
         self._sql_insert = (
             f"INSERT INTO {t} (stream_id, seq, command_id, hash, body) VALUES (?, ?, ?, ?, ?)"
         )
-        self._sql_read_bodies = (
-            f"SELECT body FROM {t} WHERE stream_id = ? AND seq BETWEEN ? AND ? ORDER BY seq"
-        )
         self._sql_read = (
             f"SELECT stream_id, seq, body FROM {t} WHERE stream_id = ? AND seq BETWEEN ? AND ?"
             " ORDER BY seq"
@@ -83,13 +84,7 @@ class SqliteEventStore:
                 original = decode_strict(
                     conn.execute(self._sql_dedup, (stream_id, command_id)).fetchall()
                 )
-                return AppendResult(
-                    stream_id=stream_id,
-                    first_seq=original[0].seq,
-                    last_seq=original[-1].seq,
-                    events=tuple(original),
-                    deduplicated=True,
-                )
+                return appended(stream_id, original, deduplicated=True)
             actual, prev_hash = (head[0], head[1]) if head else (0, GENESIS_HASH)
             check_expected_version(stream_id, expected_version, actual)
             now = datetime.now(UTC)
@@ -115,12 +110,7 @@ class SqliteEventStore:
                     conn.executemany(self._sql_insert, rows)
             except sqlite3.IntegrityError as exc:  # another process won the race
                 raise ConcurrencyError(stream_id, expected_version, actual) from exc
-            return AppendResult(
-                stream_id=stream_id,
-                first_seq=envelopes[0].seq,
-                last_seq=envelopes[-1].seq,
-                events=tuple(envelopes),
-            )
+            return appended(stream_id, envelopes)
 
         return await self.db.write(job, route=self.table)
 
@@ -134,13 +124,8 @@ class SqliteEventStore:
         return await self.db.read(partial(self._read, args=args), route=self.table)
 
     def _read(self, conn: sqlite3.Connection, args: tuple[object, ...]) -> list[EventEnvelope]:
-        """A stream's range, decoded in the reader thread (off the event loop): the bodies
-        in one call, or, if one does not decode, row by row to name it."""
-        bodies = [row[0] for row in conn.execute(self._sql_read_bodies, args)]
-        try:
-            return decode_many(bodies)
-        except (ValidationError, ValueError):
-            return decode_strict(conn.execute(self._sql_read, args).fetchall())
+        """A stream's range, loaded in the reader thread (off the event loop)."""
+        return decode_strict(conn.execute(self._sql_read, args).fetchall())
 
     async def scan(
         self, *, prefix: str = "", batch_size: int = 1000
