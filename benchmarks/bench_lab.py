@@ -431,7 +431,8 @@ def shared(sync: str, per_writer: int) -> list[Row]:
             sync,
             "ev/s",
             ours["rate"],
-            note=f"{ours['per_commit']:.1f} appends/commit; timer late p99 {ours['lag_p99']:.1f}ms",
+            note=f"{ours['per_commit']:.1f} appends/commit;"
+            f" 1 ms timer late p99 {ours['lag_p99']:.1f} ms",
         )
     ]
 
@@ -517,7 +518,10 @@ def show(value: float | None, unit: str) -> str:
     return f"{value:.2f} ms" if unit == "ms" else f"{value:,.0f} ev/s"
 
 
-def cells(r: Row) -> tuple[str, ...]:
+LINE = "{:<36} {:<6} {:>12}  {:>12} {:>6}  {:>12} {:>6}  {:<22} {}"
+
+
+def print_row(r: Row) -> None:
     def times(base: float | None) -> str:
         x = ratio(r, base)
         return "-" if x is None else f"{x:.2f}x"
@@ -527,40 +531,14 @@ def cells(r: Row) -> tuple[str, ...]:
             return f">={bound:g}x {kind}"
         return f"<={bound:g} ms" if r.unit == "ms" else f">={bound:,.0f}"
 
+    ours, lib, raw = (show(x, r.unit) for x in (r.ours, r.lib, r.raw))
     targets = ", ".join(target(kind, bound) for kind, bound in r.targets) or "-"
     verdict = {None: "-", True: "yes", False: "NO"}[met(r)]
-    lib, raw = show(r.lib, r.unit), show(r.raw, r.unit)
-    return (
-        r.figure,
-        r.sync,
-        show(r.ours, r.unit),
-        lib,
-        times(r.lib),
-        raw,
-        times(r.raw),
-        targets,
-        verdict,
+    print(
+        LINE.format(r.figure, r.sync, ours, lib, times(r.lib), raw, times(r.raw), targets, verdict)
     )
-
-
-def print_rows(rows: list[Row]) -> None:
-    head = ("figure", "sync", "ours", "lib", "vs lib", "raw", "vs raw", "target", "met")
-    table = [cells(r) for r in rows]
-    widths = [max(map(len, column)) for column in zip(head, *table, strict=True)]
-
-    def line(texts: tuple[str, ...]) -> str:
-        aligned = [
-            text.ljust(w) if i in (0, 1, 7, 8) else text.rjust(w)
-            for i, (text, w) in enumerate(zip(texts, widths, strict=True))
-        ]
-        return "  ".join(aligned).rstrip()
-
-    print(line(head))
-    print("-" * len(line(head)))
-    for r, texts in zip(rows, table, strict=True):
-        print(line(texts))
-        if r.note:
-            print(f"      {r.note}")
+    if r.note:
+        print(f"      {r.note}")
 
 
 def main() -> int:
@@ -571,7 +549,7 @@ def main() -> int:
         "--synchronous", type=str.upper, choices=("FULL", "NORMAL", "BOTH"), default="BOTH"
     )
     p.add_argument(
-        "--only", default=",".join(SCENARIOS), help="NAME[,NAME]: " + ", ".join(SCENARIOS)
+        "--only", metavar="NAME[,NAME]", default=",".join(SCENARIOS), help=", ".join(SCENARIOS)
     )
     p.add_argument("--profile", metavar="NAME", choices=[n for n in SCENARIOS if n != "http"])
     args = p.parse_args()
@@ -603,7 +581,10 @@ def main() -> int:
     )
     print("lib = eventsourcing on SQLite, raw = plain sqlite3 (the ceiling), both at the same")
     print("synchronous; vs lib / vs raw = how many times better ours is (>1: ours is faster).\n")
-    print_rows(rows)
+    head = LINE.format("figure", "sync", "ours", "lib", "vs lib", "raw", "vs raw", "target", "met")
+    print(f"{head}\n{'-' * len(head)}")
+    for row in rows:
+        print_row(row)
     judged = [r for r in rows if met(r) is not None]
     missed = [f"{r.figure.strip()} [{r.sync}]" for r in judged if not met(r)]
     print(f"\n{len(judged) - len(missed)} of {len(judged)} targets met in {elapsed:.0f} s.")
