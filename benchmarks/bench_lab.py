@@ -9,13 +9,16 @@ Each figure runs on a fresh database in a fresh temporary directory, at each
 the same run at the same setting. Events are note events of about 300 B of payload.
 
 single   awaited single-event appends, one after another (streams of 100, exact
-         expected versions). Raw: one INSERT per transaction.
+         expected versions). Lib: ``app.save`` of one event. Raw: one INSERT per
+         transaction.
 writers  100 asyncio tasks, each appending single events to its own stream with exact
          expected versions; beside it, the p99 delay of a 1 ms timer on the event loop
-         meanwhile. Raw: 100 single-row INSERTs (one per stream) per transaction.
+         meanwhile. Lib: its single-save rate. Raw: 100 single-row INSERTs (one per
+         stream) per transaction.
 shared   as ``writers`` but onto 10 shared streams with ``ANY`` (hot streams inside one
          group). No baseline, no target.
-batch    awaited 100-event appends, a new stream each. Raw: executemany of 100 rows.
+batch    awaited 100-event appends, a new stream each. Lib: ``app.save`` of a new
+         100-event aggregate. Raw: one executemany of 100 rows per transaction.
 catchup  the notes projector catching up from an empty checkpoint over notes of 10
          events appended in rounds (so notes interleave in the feed). Lib: its pull
          path (select_notifications, to_domain_event) into a minimal view.
@@ -23,8 +26,9 @@ read     ``read_stream`` of a 1,000-event stream; lib: ``repository.get`` of 1,0
 http     ``engines serve`` (uvicorn subprocess, real TCP): sequential POST /notes, each
          answered once the notes view has it; GET /healthz on the same client is the floor.
 
-``--profile NAME`` runs one scenario with cProfile on the event-loop thread during our
-timed section only (not the SQLite writer's or readers' threads; not ``http``).
+``--profile NAME`` runs one scenario at the first ``--synchronous`` with cProfile on
+the event-loop thread during our timed sections only (not the SQLite writer's or
+readers' threads, not the baselines; not ``http``, whose server is a subprocess).
 """
 
 from __future__ import annotations
