@@ -71,13 +71,20 @@ def _rows(streams: int, per_stream: int, body: int) -> list[tuple[Any, ...]]:
 _INSERT = "INSERT INTO spine (stream_id, seq, command_id, hash, body) VALUES (?, ?, ?, ?, ?)"
 
 
+_HEAD = "SELECT seq, hash FROM spine WHERE stream_id = ? ORDER BY seq DESC LIMIT 1"
+_KNOWN = "SELECT 1 FROM spine WHERE stream_id = ? AND command_id = ?"
+
+
 def _transactions(sync: str, transactions: list[list[tuple[Any, ...]]]) -> float:
-    """Rows/s writing each list of rows as BEGIN, one INSERT per row, COMMIT."""
+    """Rows/s writing each list of rows as BEGIN, then per row what any append must do
+    (read the stream's head, look for its command id, insert), then COMMIT."""
     conn = _raw(sync)
     started = time.perf_counter()
     for rows in transactions:
         conn.execute("BEGIN")
         for row in rows:
+            conn.execute(_HEAD, row[:1]).fetchone()
+            conn.execute(_KNOWN, (row[0], row[2])).fetchone()
             conn.execute(_INSERT, row)
         conn.execute("COMMIT")
     elapsed = time.perf_counter() - started

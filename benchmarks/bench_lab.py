@@ -9,12 +9,12 @@ Each figure runs on a fresh database in a fresh temporary directory, at each
 the same run at the same setting. Events are note events of about 300 B of payload.
 
 single   awaited single-event appends, one after another (streams of 100, exact
-         expected versions). Lib: ``app.save`` of one event. Raw: one INSERT per
-         transaction.
+         expected versions). Lib: ``app.save`` of one event. Raw: per transaction,
+         what any append must run (read the head, look up the command id, INSERT).
 writers  100 asyncio tasks, each appending single events to its own stream with exact
          expected versions; beside it, the p99 delay of a 1 ms timer on the event loop
-         meanwhile. Lib: its single-save rate. Raw: 100 single-row INSERTs (one per
-         stream) per transaction.
+         meanwhile. Lib: its single-save rate. Raw: 100 appends' statements (head,
+         command id, INSERT; one stream each) per transaction.
 shared   as ``writers`` but onto 10 shared streams with ``ANY`` (hot streams inside one
          group). No baseline, no target.
 batch    awaited 100-event appends, a new stream each. Lib: ``app.save`` of a new
@@ -27,8 +27,9 @@ http     ``engines serve`` (uvicorn subprocess, real TCP): sequential POST /note
          answered once the notes view has it; GET /healthz on the same client is the floor.
 
 ``--profile NAME`` runs one scenario at the first ``--synchronous`` with cProfile on
-the event-loop thread during our timed sections only (not the SQLite writer's or
-readers' threads, not the baselines; not ``http``, whose server is a subprocess).
+the event-loop thread during our timed sections only (which is where the SQLite writer
+runs; not the readers' threads, not the baselines; not ``http``, whose server is a
+subprocess).
 """
 
 from __future__ import annotations
@@ -196,11 +197,13 @@ async def ours_writers(
                 *(store.append(s, [note_event(n, 1)], NO_STREAM) for n, s in notes)
             )
         commits = backend.db.commits
+        gc.freeze()  # as `engines serve` does: earlier scenarios' objects are not ours
         probe = asyncio.create_task(lateness(delays))
         started = tick()
         await asyncio.gather(*(writer(w) for w in range(WRITERS)))
         elapsed = tock(started)
         probe.cancel()
+        gc.unfreeze()
         commits = backend.db.commits - commits
         lengths = {len(await store.read_stream(sid)) for _, sid in notes}
     total = WRITERS * per_writer

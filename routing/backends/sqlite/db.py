@@ -27,15 +27,16 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Generic, TypeVar, cast
 
 from spine.errors import BackendUnavailable, EnginesError
 
 T = TypeVar("T")
+Item = TypeVar("Item")
 Job = Callable[[sqlite3.Connection], Any]
 _Queued = tuple[Job, "asyncio.Future[Any]", str]
 """A job, the future its caller awaits, and the route its errors name."""
-_Outcome = tuple[bool, Any]
+Outcome = tuple[bool, Any]
 """``(True, result)`` or ``(False, exception)``."""
 
 #: How many values one ``IN (...)`` list binds (SQLite allows 32,766 variables).
@@ -52,6 +53,31 @@ def translate(route: str, exc: sqlite3.Error) -> EnginesError:
 
 def _is_busy(exc: sqlite3.Error) -> bool:
     return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY
+
+
+class Grouped(Generic[Item, T]):
+    """A job that runs in one call with the jobs of its kind queued right behind it in
+    the same group: ``run_many(conn, items)`` answers each item, in order, with
+    ``(True, result)`` or ``(False, exception)``, and writes nothing for an item it
+    refuses. If it raises, every item of the group is redone alone (``run_many`` with
+    one item) under its own savepoint, so one item's failure undoes that item only."""
+
+    __slots__ = ("item", "run_many")
+
+    def __init__(
+        self, run_many: Callable[[sqlite3.Connection, list[Item]], list[Outcome]], item: Item
+    ) -> None:
+        self.run_many = run_many
+        self.item = item
+
+    def joins(self, other: object) -> bool:
+        return isinstance(other, Grouped) and other.run_many == self.run_many
+
+    def __call__(self, conn: sqlite3.Connection) -> T:
+        ((ok, value),) = self.run_many(conn, [self.item])
+        if not ok:
+            raise value
+        return cast(T, value)
 
 
 Route = str | None
@@ -219,7 +245,7 @@ class SqliteDatabase:
         assert self._conn is not None
         conn = self._conn
 
-        def run() -> list[_Outcome]:
+        def run() -> list[Outcome]:
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
             try:
                 try:
@@ -233,7 +259,7 @@ class SqliteDatabase:
         waiting = self._loop.run_in_executor(self._lock_waiter, run)
         self._waiting_for_lock = waiting
 
-        def done(task: asyncio.Future[list[_Outcome]]) -> None:
+        def done(task: asyncio.Future[list[Outcome]]) -> None:
             self._waiting_for_lock = None
             exc = task.exception()
             if exc is not None:
@@ -248,7 +274,7 @@ class SqliteDatabase:
         """Answer every job of a group that blew up, and drop the connection: it may be
         unusable (the file replaced, a disk error); the next group opens a new one, so
         the service recovers without a restart."""
-        failed: list[_Outcome] = [
+        failed: list[Outcome] = [
             (False, BackendUnavailable(route, "sqlite", f"writer failed: {exc!r}"))
             for _, _, route in batch
         ]
@@ -269,7 +295,7 @@ class SqliteDatabase:
             if not future.done():
                 future.set_exception(BackendUnavailable(route, "sqlite", why))
 
-    def _run_open_batch(self, conn: sqlite3.Connection, batch: list[_Queued]) -> list[_Outcome]:
+    def _run_open_batch(self, conn: sqlite3.Connection, batch: list[_Queued]) -> list[Outcome]:
         """The whole group in the transaction just begun. Jobs first run back to back; a
         job that refuses (raises one of our errors) having written nothing needs no undo.
         Any other failure rolls the transaction back and reruns the group with a
@@ -291,9 +317,24 @@ class SqliteDatabase:
 
     def _run_jobs(
         self, conn: sqlite3.Connection, batch: list[_Queued], *, savepoints: bool
-    ) -> list[_Outcome] | None:
-        outcomes: list[_Outcome] = []
-        for job, _, route in batch:
+    ) -> list[Outcome] | None:
+        outcomes: list[Outcome] = []
+        index = 0
+        while index < len(batch):
+            job, _, route = batch[index]
+            if not savepoints and isinstance(job, Grouped):
+                # this job and the ones of its kind queued right behind it, in one call
+                end = index + 1
+                while end < len(batch) and job.joins(batch[end][0]):
+                    end += 1
+                items = [cast(Grouped[Any, Any], queued[0]).item for queued in batch[index:end]]
+                try:
+                    outcomes += job.run_many(conn, items)
+                except Exception:
+                    return None  # redo the batch, each item alone under its savepoint
+                index = end
+                continue
+            index += 1
             if savepoints:
                 conn.execute("SAVEPOINT job")
             before = conn.total_changes
@@ -321,7 +362,7 @@ class SqliteDatabase:
                 outcomes.append((True, result))
         return outcomes
 
-    def _deliver(self, batch: list[_Queued], outcomes: list[_Outcome]) -> None:
+    def _deliver(self, batch: list[_Queued], outcomes: list[Outcome]) -> None:
         for (_, future, _), (ok, value) in zip(batch, outcomes, strict=True):
             if future.done():
                 continue

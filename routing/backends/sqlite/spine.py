@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 
+import orjson
+
 from routing.backends.sqlite.common import decode_strict, q
-from routing.backends.sqlite.db import SqliteDatabase
+from routing.backends.sqlite.db import Grouped, Outcome, SqliteDatabase
 from spine.appending import (
     MAX_SEQ,
     appended,
@@ -19,7 +22,7 @@ from spine.appending import (
     validate_append,
 )
 from spine.codec import seal, timestamp_text
-from spine.errors import ConcurrencyError
+from spine.errors import ConcurrencyError, EnginesError
 from spine.events import GENESIS_HASH, AppendResult, EventEnvelope, ExpectedVersion, NewEvent
 from spine.streams import parse_stream_id
 
@@ -44,6 +47,14 @@ def spine_schema(table: str) -> list[str]:
     ]
 
 
+@dataclass(frozen=True, slots=True)
+class _Append:
+    stream_id: str
+    command_id: str
+    events: tuple[NewEvent, ...]
+    expected: ExpectedVersion
+
+
 class SqliteEventStore:
     """:class:`spine.EventStore` on one SQLite table."""
 
@@ -51,10 +62,15 @@ class SqliteEventStore:
         self.db = db
         self.table = table
         t = q(table)
-        # the stream's head, and whether it holds the command already, in one statement
-        self._sql_head = (
-            f"SELECT seq, hash, EXISTS (SELECT 1 FROM {t} WHERE stream_id = ?1"
-            f" AND command_id = ?2) FROM {t} WHERE stream_id = ?1 ORDER BY seq DESC LIMIT 1"
+        # for each (stream, command) pair: the stream's head, and whether the stream
+        # holds the command already; each an index seek
+        self._sql_heads = (
+            "WITH w (sid, cmd) AS (SELECT json_extract(value, '$[0]'),"
+            " json_extract(value, '$[1]') FROM json_each(?1))"
+            f" SELECT w.sid, w.cmd, h.seq, h.hash, EXISTS (SELECT 1 FROM {t}"
+            " WHERE stream_id = w.sid AND command_id = w.cmd)"
+            f" FROM w LEFT JOIN {t} AS h ON h.stream_id = w.sid"
+            f" AND h.seq = (SELECT max(seq) FROM {t} WHERE stream_id = w.sid)"
         )
         self._sql_dedup = (
             f"SELECT stream_id, seq, body FROM {t} WHERE stream_id = ? AND command_id = ?"
@@ -77,42 +93,74 @@ class SqliteEventStore:
         self, stream_id: str, events: Sequence[NewEvent], expected_version: ExpectedVersion
     ) -> AppendResult:
         command_id, events = validate_append(stream_id, events, expected_version)
-
-        def job(conn: sqlite3.Connection) -> AppendResult:
-            head = conn.execute(self._sql_head, (stream_id, command_id)).fetchone()
-            if head is not None and head[2]:
-                original = decode_strict(
-                    conn.execute(self._sql_dedup, (stream_id, command_id)).fetchall()
-                )
-                return appended(stream_id, original, deduplicated=True)
-            actual, prev_hash = (head[0], head[1]) if head else (0, GENESIS_HASH)
-            check_expected_version(stream_id, expected_version, actual)
-            now = datetime.now(UTC)
-            now_text = timestamp_text(now)
-            envelopes: list[EventEnvelope] = []
-            rows: list[tuple[str, int, str, str, bytes]] = []
-            for offset, event in enumerate(events, start=1):
-                envelope, body = seal(
-                    event,
-                    stream_id=stream_id,
-                    seq=actual + offset,
-                    prev_hash=prev_hash,
-                    recorded_at=now,
-                    recorded_text=now_text,
-                )
-                prev_hash = envelope.hash
-                envelopes.append(envelope)
-                rows.append((stream_id, envelope.seq, command_id, envelope.hash, body))
-            try:
-                if len(rows) == 1:
-                    conn.execute(self._sql_insert, rows[0])
-                else:
-                    conn.executemany(self._sql_insert, rows)
-            except sqlite3.IntegrityError as exc:  # another process won the race
-                raise ConcurrencyError(stream_id, expected_version, actual) from exc
-            return appended(stream_id, envelopes)
-
+        request = _Append(stream_id, command_id, events, expected_version)
+        job: Grouped[_Append, AppendResult] = Grouped(self._append_many, request)
         return await self.db.write(job, route=self.table)
+
+    def _append_many(self, conn: sqlite3.Connection, requests: list[_Append]) -> list[Outcome]:
+        """Every append queued in one group: one query for the heads and the commands
+        already stored, the checks in Python, one ``executemany`` for all rows. An append
+        that is refused writes nothing and the others go on; if the insert itself fails,
+        the writer redoes each append alone (see :class:`Grouped`)."""
+        pairs = orjson.dumps([(r.stream_id, r.command_id) for r in requests])
+        heads: dict[str, tuple[int, str]] = {}
+        stored: set[tuple[str, str]] = set()
+        for sid, command, seq, digest, known in conn.execute(self._sql_heads, (pairs,)):
+            if seq is not None:
+                heads[sid] = (seq, digest)
+            if known:
+                stored.add((sid, command))
+        now = datetime.now(UTC)
+        now_text = timestamp_text(now)
+        outcomes: list[Outcome] = []
+        sealed: dict[tuple[str, str], list[EventEnvelope]] = {}
+        rows: list[tuple[str, int, str, str, bytes]] = []
+        for request in requests:
+            key = (request.stream_id, request.command_id)
+            try:
+                if key in sealed:  # the same command twice in one group
+                    result = appended(request.stream_id, sealed[key], deduplicated=True)
+                elif key in stored:
+                    original = decode_strict(conn.execute(self._sql_dedup, key).fetchall())
+                    result = appended(request.stream_id, original, deduplicated=True)
+                else:
+                    actual, prev_hash = heads.get(request.stream_id, (0, GENESIS_HASH))
+                    check_expected_version(request.stream_id, request.expected, actual)
+                    envelopes: list[EventEnvelope] = []
+                    bodies: list[bytes] = []
+                    for offset, event in enumerate(request.events, start=1):
+                        envelope, body = seal(
+                            event,
+                            stream_id=request.stream_id,
+                            seq=actual + offset,
+                            prev_hash=prev_hash,
+                            recorded_at=now,
+                            recorded_text=now_text,
+                        )
+                        prev_hash = envelope.hash
+                        envelopes.append(envelope)
+                        bodies.append(body)
+                    rows += [
+                        (e.stream_id, e.seq, e.command_id, e.hash, body)
+                        for e, body in zip(envelopes, bodies, strict=True)
+                    ]
+                    heads[request.stream_id] = (envelopes[-1].seq, prev_hash)
+                    sealed[key] = envelopes
+                    result = appended(request.stream_id, envelopes)
+            except EnginesError as exc:
+                outcomes.append((False, exc))
+            else:
+                outcomes.append((True, result))
+        if rows:
+            try:
+                conn.executemany(self._sql_insert, rows)
+            except sqlite3.IntegrityError as exc:  # a seq taken: only another writer does that
+                if len(requests) > 1:
+                    raise  # each append alone names its own
+                (request,) = requests
+                actual = heads[request.stream_id][0] - len(request.events)
+                raise ConcurrencyError(request.stream_id, request.expected, actual) from exc
+        return outcomes
 
     async def read_stream(
         self, stream_id: str, from_seq: int = 1, to_seq: int | None = None
