@@ -258,3 +258,46 @@ async def test_a_read_range_out_of_bounds_is_invalid_input(
 ) -> None:
     with pytest.raises(InvalidInput, match="seq"):
         await store.read_stream(sid, from_seq, to_seq)
+
+
+async def test_appends_made_together_are_each_answered_on_their_own(
+    store: EventStore, unique: str
+) -> None:
+    """Appends issued at once (one group commit on the lab backend) each get their own
+    answer: two to one stream chain, a conflict and an unencodable payload are refused
+    alone and write nothing, and a command repeated while the first is in flight is
+    answered with the first's events."""
+
+    def sid(name: str) -> str:
+        return stream_id("notes", "t1", "lab", f"{unique}-{name}")
+
+    first, second = make_event(command_id="a-1"), make_event(command_id="a-2")
+    repeated = make_event(command_id="c-1")
+    results = await asyncio.gather(
+        store.append(sid("a"), [first], NO_STREAM),
+        store.append(sid("a"), [second], 1),
+        store.append(sid("b"), [make_event()], 5),
+        store.append(sid("c"), [repeated], NO_STREAM),
+        store.append(sid("c"), [repeated], NO_STREAM),
+        store.append(sid("d"), [make_event(payload={"n": 2**70})], NO_STREAM),
+        store.append(sid("e"), [make_event(), make_event()][:1], ANY),
+        return_exceptions=True,
+    )
+    a1, a2, b, c1, c2, d, e = results
+    assert not isinstance(a1, BaseException)
+    assert not isinstance(a2, BaseException)
+    assert (a1.last_seq, a2.last_seq) == (1, 2)
+    assert isinstance(b, ConcurrencyError)
+    assert not isinstance(c1, BaseException)
+    assert not isinstance(c2, BaseException)
+    assert sorted([c1.deduplicated, c2.deduplicated]) == [False, True]
+    assert c1.events == c2.events
+    assert isinstance(d, InvalidAppend)
+    assert not isinstance(e, BaseException)
+    assert e.last_seq == 1
+    a = await store.read_stream(sid("a"))
+    assert [x.command_id for x in a] == ["a-1", "a-2"]
+    assert verify_chain(a) == 2
+    assert await store.read_stream(sid("b")) == []
+    assert len(await store.read_stream(sid("c"))) == 1
+    assert await store.read_stream(sid("d")) == []

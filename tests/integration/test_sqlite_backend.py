@@ -131,6 +131,33 @@ async def test_a_write_racing_close_is_refused_not_left_hanging(tmp_path: Path) 
     await closing
 
 
+async def test_an_append_whose_insert_fails_in_a_group_fails_alone(
+    sqlite: SqliteBackend,
+) -> None:
+    """The group's appends are inserted in one statement; when it fails, each append is
+    redone alone under its own savepoint, so only the one that cannot be written fails."""
+    store = await sqlite.event_store(lab_route("spine"))
+    await sqlite.db.write_script(
+        [
+            "CREATE TRIGGER boom BEFORE INSERT ON spine WHEN NEW.stream_id = 'notes/t1/lab/boom'"
+            " BEGIN SELECT RAISE(ABORT, 'boom'); END"
+        ]
+    )
+    names = ["ok1", "boom", "ok2"]
+    results = await asyncio.gather(
+        *(store.append(f"notes/t1/lab/{n}", [make_event()], NO_STREAM) for n in names),
+        return_exceptions=True,
+    )
+    assert [type(r).__name__ for r in results] == [
+        "AppendResult",
+        "BackendUnavailable",
+        "AppendResult",
+    ]
+    assert "boom" in str(results[1])
+    for name, length in zip(names, [1, 0, 1], strict=True):
+        assert len(await store.read_stream(f"notes/t1/lab/{name}")) == length
+
+
 async def test_a_database_locked_by_another_process_is_unavailable_then_recovers(
     tmp_path: Path,
 ) -> None:

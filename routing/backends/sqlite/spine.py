@@ -155,8 +155,8 @@ class SqliteEventStore:
             try:
                 conn.executemany(self._sql_insert, rows)
             except sqlite3.IntegrityError as exc:  # a seq taken: only another writer does that
-                if len(requests) > 1:
-                    raise  # each append alone names its own
+                if len(requests) > 1 or "UNIQUE" not in str(exc):
+                    raise  # each append alone names its own; not a conflict at all
                 (request,) = requests
                 actual = heads[request.stream_id][0] - len(request.events)
                 raise ConcurrencyError(request.stream_id, request.expected, actual) from exc
