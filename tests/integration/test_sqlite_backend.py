@@ -288,3 +288,21 @@ async def test_a_writer_whose_batch_blows_up_answers_it_and_goes_on_with_a_new_c
 
     assert result.last_seq == 1
     await sqlite.ping()
+
+
+async def test_the_wal_starts_over_while_a_writer_keeps_writing(tmp_path: Path) -> None:
+    """The writer leaves checkpoints to a thread of their own; the WAL must still be
+    copied back and started over while appends keep coming (without that, 2,000
+    appends of 1 KB grow it past 30 MB)."""
+    path = tmp_path / "wal.db"
+    backend = await open_backend(Connections(sqlite=SqliteConnection(path=str(path))), tmp_path)
+    try:
+        store = await backend.event_store(lab_route("spine"))
+        for i in range(2_000):
+            event = make_event(payload={"text": "x" * 1_000})
+            await store.append(f"notes/t1/lab/s{i}", [event], NO_STREAM)
+        wal = path.with_name(path.name + "-wal").stat().st_size
+        assert wal < 8 * 2**20, f"the WAL grew to {wal} bytes"
+        assert len([e async for e in store.scan(prefix="notes/")]) == 2_000
+    finally:
+        await backend.aclose()

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import sqlite3
 import threading
@@ -46,6 +47,10 @@ Outcome = tuple[bool, Any]
 
 #: How many values one ``IN (...)`` list binds (SQLite allows 32,766 variables).
 IN_CHUNK: Final = 500
+#: How many commits may pass before the WAL is checkpointed (off the writer's path).
+CHECKPOINT_EVERY: Final = 100
+
+log = logging.getLogger(__name__)
 
 
 def translate(route: str, exc: sqlite3.Error) -> EnginesError:
@@ -122,6 +127,12 @@ class SqliteDatabase:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._commit_waiters: set[asyncio.Future[None]] = set()
         self.commits = 0
+        self._checkpointer = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="sqlite-checkpoint", initializer=self._open_reader
+        )
+        self._checkpoint: asyncio.Future[Any] | None = None
+        self._checkpointed_at = 0
+        self._finish_checkpoint = False
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -132,6 +143,13 @@ class SqliteDatabase:
         )
         conn.execute(f"PRAGMA busy_timeout = {int(timeout)}")
         conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        return conn
+
+    def _connect_writer(self) -> sqlite3.Connection:
+        """The writer's connection: it waits for no lock (see the module), and it leaves
+        checkpoints to the checkpointer, so no commit pays for copying the WAL back."""
+        conn = self._connect(0)
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
         return conn
 
     def _create_private(self) -> None:
@@ -147,7 +165,7 @@ class SqliteDatabase:
         try:
             if create:
                 await asyncio.to_thread(self._create_private)
-            conn = await asyncio.to_thread(self._connect, 0)
+            conn = await asyncio.to_thread(self._connect_writer)
             # Switching to WAL needs the write lock once: wait for it off the loop.
             await asyncio.to_thread(self._enable_wal, conn)
         except OSError as exc:
@@ -179,9 +197,12 @@ class SqliteDatabase:
             else:
                 await asyncio.sleep(0)
         self._fail_pending("the database was closed")
+        if self._checkpoint is not None:
+            await asyncio.wait({self._checkpoint})
         self._discard(self._conn)
         self._conn = None
         self._writer_thread.shutdown(wait=True)
+        await asyncio.to_thread(self._checkpointer.shutdown, True)
         await asyncio.to_thread(self._reader_pool.shutdown, True)
         with self._lock:
             for conn in self._reader_conns:
@@ -223,7 +244,8 @@ class SqliteDatabase:
         del self._pending[: self.max_batch]
         try:
             if self._conn is None:
-                self._conn = self._connect(0)
+                self._conn = self._connect_writer()
+            self._finish(self._conn)
             if len(batch) >= self.thread_from:
                 self._on_writer_thread(batch)
                 return
@@ -242,6 +264,15 @@ class SqliteDatabase:
         else:
             self._deliver(batch, outcomes)
         self._next()
+
+    def _finish(self, conn: sqlite3.Connection) -> None:
+        """The writer's end of a checkpoint (see :meth:`_start_checkpoint`)."""
+        if self._finish_checkpoint:
+            self._finish_checkpoint = False
+            try:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            except sqlite3.Error as exc:
+                log.warning("sqlite %s: checkpoint failed: %r", self.path, exc)
 
     def _next(self) -> None:
         if self._pending and not self._scheduled and self._in_flight is None:
@@ -388,6 +419,34 @@ class SqliteDatabase:
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(None)
+            if self.commits - self._checkpointed_at >= CHECKPOINT_EVERY:
+                self._start_checkpoint()
+
+    def _start_checkpoint(self) -> None:
+        """Copy the WAL back into the database on the checkpointer's thread (PASSIVE: it
+        waits for no reader or writer, and the writer goes on appending meanwhile).
+
+        SQLite starts the WAL over only when a write transaction begins with every frame
+        copied back, which a writer that keeps writing never sees after a checkpoint of
+        another connection. So the writer then copies the few frames added meanwhile
+        itself, before its next group (:meth:`_finish`), and the WAL starts over."""
+        if self._checkpoint is not None or self._loop is None:
+            return
+        self._checkpointed_at = self.commits
+
+        def checkpoint() -> None:
+            conn: sqlite3.Connection = self._local.conn
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+        def done(task: asyncio.Future[None]) -> None:
+            self._checkpoint = None
+            if not task.cancelled() and task.exception() is not None:
+                log.warning("sqlite %s: checkpoint failed: %r", self.path, task.exception())
+            else:
+                self._finish_checkpoint = True
+
+        self._checkpoint = self._loop.run_in_executor(self._checkpointer, checkpoint)
+        self._checkpoint.add_done_callback(done)
 
     async def wait_for_commit(self, timeout: float, *, unless_past: int | None = None) -> None:
         """Wait (at most ``timeout`` seconds) for this process's next commit; return at once
