@@ -54,7 +54,7 @@ def _raw(sync: str) -> sqlite3.Connection:
         " seq INTEGER NOT NULL, command_id TEXT NOT NULL, hash TEXT NOT NULL,"
         " body BLOB NOT NULL, UNIQUE (stream_id, seq))"
     )
-    conn.execute("CREATE INDEX spine_command ON spine (stream_id, command_id)")
+    conn.execute("CREATE INDEX spine_command_id ON spine (command_id, stream_id)")
     return conn
 
 

@@ -306,3 +306,33 @@ async def test_the_wal_starts_over_while_a_writer_keeps_writing(tmp_path: Path) 
         assert len([e async for e in store.scan(prefix="notes/")]) == 2_000
     finally:
         await backend.aclose()
+
+
+async def test_a_spine_with_the_old_command_index_gets_the_new_one_and_still_dedupes(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "old.db"
+    connections = Connections(sqlite=SqliteConnection(path=str(path)))
+    backend = await open_backend(connections, tmp_path)
+    store = await backend.event_store(lab_route("spine"))
+    event = make_event(command_id="cmd-1")
+    await store.append("notes/t1/lab/a", [event], NO_STREAM)
+    await backend.aclose()
+    conn = sqlite3.connect(path)
+    with conn:  # the index as an earlier build made it
+        conn.execute('DROP INDEX "spine_command_id"')
+        conn.execute('CREATE INDEX "spine_command" ON spine (stream_id, command_id)')
+    conn.close()
+
+    backend = await open_backend(connections, tmp_path)
+    try:
+        store = await backend.event_store(lab_route("spine"))
+        again = await store.append("notes/t1/lab/a", [event], NO_STREAM)
+        assert again.deduplicated
+        indexes = await backend.db.fetchall(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'spine'"
+            " AND sql IS NOT NULL"
+        )
+        assert indexes == [("spine_command_id",)]
+    finally:
+        await backend.aclose()
