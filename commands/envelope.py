@@ -5,11 +5,25 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from spine.events import EventEnvelope, Identifier, NewEvent, Provenance, Scope, Source, new_id
+from spine.codec import trusted
+from spine.events import (
+    EventEnvelope,
+    EventType,
+    Identifier,
+    NewEvent,
+    Provenance,
+    Scope,
+    Source,
+    new_id,
+)
 
 P = TypeVar("P", bound=BaseModel)
+
+_EVENT_TYPE: TypeAdapter[str] = TypeAdapter(EventType)
+_EVENT_TYPES: set[str] = set()
+"""The event types seen valid already."""
 
 Grants = Mapping[str, frozenset[str]]
 """What a caller may act in: each granted surface, with the projects granted on it."""
@@ -52,17 +66,29 @@ class Command(BaseModel, Generic[P]):
         """An event produced by this command, carrying its scope and provenance as given
         (absent provenance stays absent)."""
         s = scope or self.scope
-        return NewEvent(
-            event_type=event_type,
-            tenant_id=s.tenant_id,
-            mode=s.mode,
-            user_id=s.user_id,
-            surface_id=s.surface_id,
-            project_id=s.project_id,
-            source=self.source,
-            command_id=self.command_id,
-            payload=payload,
-            **self.provenance.model_dump(),
+        if event_type not in _EVENT_TYPES:  # a decider's constant: checked once
+            _EVENT_TYPE.validate_python(event_type)
+            _EVENT_TYPES.add(event_type)
+        if type(payload) is not dict:
+            raise TypeError(f"an event payload is a dict, not {type(payload).__name__}")
+        # Every other value comes from this command, validated when it was made.
+        return trusted(
+            NewEvent,
+            {
+                "event_id": new_id(),
+                "event_type": event_type,
+                "family": "domain",
+                "schema_version": 1,
+                "tenant_id": s.tenant_id,
+                "mode": s.mode,
+                "user_id": s.user_id,
+                "surface_id": s.surface_id,
+                "project_id": s.project_id,
+                **self.provenance.__dict__,
+                "source": self.source,
+                "command_id": self.command_id,
+                "payload": payload,
+            },
         )
 
 

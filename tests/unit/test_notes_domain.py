@@ -14,7 +14,7 @@ from commands.handler import fold
 from commands.notes import CreateNote, DeleteNote, NoteBody, NotesDecider, UpdateNote
 from spine.codec import seal
 from spine.errors import AlreadyExists, InvalidField, NotFound, ScopeMismatch
-from spine.events import GENESIS_HASH, EventEnvelope, Provenance, Scope
+from spine.events import GENESIS_HASH, EventEnvelope, NewEvent, Provenance, Scope
 
 ALICE = Scope(tenant_id="t1", mode="lab", user_id="alice", surface_id="chat")
 BOB = ALICE.model_copy(update={"user_id": "bob"})
@@ -277,3 +277,21 @@ def test_a_title_is_one_visible_line(title: str) -> None:
 
 def test_a_title_may_hold_any_printable_text() -> None:
     assert CreateNote(note_id="n1", title="Plan ✓ — étape 2 (العربية)").title.startswith("Plan")
+
+
+def test_an_event_a_command_makes_equals_the_validated_one() -> None:
+    """Command.event builds its NewEvent without re-validating what the command holds;
+    the result must be the event validation would have made."""
+    scope = Scope(tenant_id="t1", mode="lab", user_id="u1", surface_id="s", project_id="p")
+    command = Command[CreateNote](
+        scope=scope,
+        source="agent",
+        provenance=Provenance(agent_id="a", run_id="r", trace_id="x"),
+        payload=CreateNote(note_id="n", title="t"),
+    )
+    event = command.event("note.created", {"title": "t"})
+    expected = NewEvent.model_validate({**event.model_dump(), "event_id": event.event_id})
+    assert event == expected
+    assert set(event.__dict__) == set(NewEvent.model_fields)
+    with pytest.raises(ValueError, match="pattern"):
+        command.event("Not A Type", {})
