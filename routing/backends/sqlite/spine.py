@@ -78,6 +78,11 @@ class SqliteEventStore:
         )
         # the original events of a repeated command, by the command index (`+` keeps
         # the planner off the stream's index, which would scan the whole stream)
+        self._sql_head = (  # no row: no stream (so no command either)
+            "SELECT ?1, ?2, seq, hash, EXISTS (SELECT 1 FROM"
+            f" {t} WHERE command_id = ?2 AND stream_id = ?1) FROM {t} WHERE stream_id = ?1"
+            " ORDER BY seq DESC LIMIT 1"
+        )
         self._sql_dedup = (
             f"SELECT stream_id, seq, body FROM {t} WHERE +stream_id = ? AND command_id = ?"
             " ORDER BY seq"
@@ -108,10 +113,16 @@ class SqliteEventStore:
         already stored, the checks in Python, one ``executemany`` for all rows. An append
         that is refused writes nothing and the others go on; if the insert itself fails,
         the writer redoes each append alone (see :class:`Grouped`)."""
-        pairs = orjson.dumps([(r.stream_id, r.command_id) for r in requests])
+        if len(requests) == 1:  # a lone append: two plain index seeks are cheaper
+            rows = conn.execute(
+                self._sql_head, (requests[0].stream_id, requests[0].command_id)
+            ).fetchall()
+        else:
+            pairs = orjson.dumps([(r.stream_id, r.command_id) for r in requests])
+            rows = conn.execute(self._sql_heads, (pairs,)).fetchall()
         heads: dict[str, tuple[int, str]] = {}
         stored: set[tuple[str, str]] = set()
-        for sid, command, seq, digest, known in conn.execute(self._sql_heads, (pairs,)):
+        for sid, command, seq, digest, known in rows:
             if seq is not None:
                 heads[sid] = (seq, digest)
             if known:
