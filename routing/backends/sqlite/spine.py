@@ -114,15 +114,15 @@ class SqliteEventStore:
         that is refused writes nothing and the others go on; if the insert itself fails,
         the writer redoes each append alone (see :class:`Grouped`)."""
         if len(requests) == 1:  # a lone append: two plain index seeks are cheaper
-            rows = conn.execute(
+            found = conn.execute(
                 self._sql_head, (requests[0].stream_id, requests[0].command_id)
             ).fetchall()
         else:
             pairs = orjson.dumps([(r.stream_id, r.command_id) for r in requests])
-            rows = conn.execute(self._sql_heads, (pairs,)).fetchall()
+            found = conn.execute(self._sql_heads, (pairs,)).fetchall()
         heads: dict[str, tuple[int, str]] = {}
         stored: set[tuple[str, str]] = set()
-        for sid, command, seq, digest, known in rows:
+        for sid, command, seq, digest, known in found:
             if seq is not None:
                 heads[sid] = (seq, digest)
             if known:
