@@ -8,15 +8,16 @@ Many callers' writes thus share one fsync, and each is still atomic and answered
 own. Because there is one writer connection and rows are numbered inside its
 transaction, commit order is position order.
 
-Where a group runs: a small one (fewer than ``thread_from`` jobs: a lone request, a few
-at once) on the loop's own thread, since crossing to another thread and back cost more
-than the write (sequential appends at NORMAL went from ~10k to ~15k a second); a large
-one on the writer's thread, where SQLite works without the GIL while the loop goes on
-(the 1 ms timer's p99 lateness under 100 writers fell from 12-19 ms to 2-5 ms, for the
-same throughput). The writer's connection never waits for a lock on the loop
-(``busy_timeout`` 0): a group that finds another process holding the write lock goes to
-the writer's thread too and waits there (``busy_timeout_ms``). One group at a time:
-the next queues until the one in flight is done.
+Where a group runs: a light one (weighing less than ``thread_from``, a job weighing
+about the rows it writes: a lone request, a few at once) on the loop's own thread,
+since crossing to another thread and back cost more than the write (sequential appends
+at NORMAL went from ~10k to ~15k a second); a heavy one on the writer's thread, where
+SQLite works without the GIL while the loop goes on (the 1 ms timer's p99 lateness
+under 100 writers fell from 12-19 ms to 2-5 ms, for the same throughput). The
+writer's connection never waits for a lock on the loop (``busy_timeout`` 0): a group
+that finds another process holding the write lock goes to the writer's thread too and
+waits there (``busy_timeout_ms``). One group at a time: the next queues until the one
+in flight is done.
 
 Reads run on a small pool of threads, each with its own connection (WAL lets readers
 proceed while the writer writes).
@@ -40,8 +41,8 @@ from spine.errors import BackendUnavailable, EnginesError
 T = TypeVar("T")
 Item = TypeVar("Item")
 Job = Callable[[sqlite3.Connection], Any]
-_Queued = tuple[Job, "asyncio.Future[Any]", str]
-"""A job, the future its caller awaits, and the route its errors name."""
+_Queued = tuple[Job, "asyncio.Future[Any]", str, int]
+"""A job, the future its caller awaits, the route its errors name, and its weight."""
 Outcome = tuple[bool, Any]
 """``(True, result)`` or ``(False, exception)``."""
 
@@ -215,13 +216,16 @@ class SqliteDatabase:
     def _route(self, route: Route) -> str:
         return route if route is not None else str(self.path)
 
-    async def write(self, job: Callable[[sqlite3.Connection], T], *, route: Route = None) -> T:
+    async def write(
+        self, job: Callable[[sqlite3.Connection], T], *, route: Route = None, weight: int = 1
+    ) -> T:
         """Run ``job`` atomically in the writer's next transaction; return its result or
         raise its exception. The transaction is committed (durably, per ``synchronous``)
-        before this returns."""
+        before this returns. ``weight``: about how many rows it writes (a group weighing
+        ``thread_from`` or more runs on the writer's thread)."""
         loop = self.check_writer()
         future: asyncio.Future[T] = loop.create_future()
-        self._pending.append((job, future, self._route(route)))
+        self._pending.append((job, future, self._route(route), weight))
         if not self._scheduled and self._in_flight is None:
             self._scheduled = True
             loop.call_soon(self._flush)
@@ -246,7 +250,7 @@ class SqliteDatabase:
             if self._conn is None:
                 self._conn = self._connect_writer()
             self._finish(self._conn)
-            if len(batch) >= self.thread_from:
+            if sum(queued[3] for queued in batch) >= self.thread_from:
                 self._on_writer_thread(batch)
                 return
             try:
@@ -294,7 +298,7 @@ class SqliteDatabase:
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
-                return [(False, translate(route, exc)) for _, _, route in batch]
+                return [(False, translate(route, exc)) for _, _, route, _ in batch]
             finally:
                 conn.execute("PRAGMA busy_timeout = 0")
             return self._run_open_batch(conn, batch)
@@ -319,7 +323,7 @@ class SqliteDatabase:
         the service recovers without a restart."""
         failed: list[Outcome] = [
             (False, BackendUnavailable(route, "sqlite", f"writer failed: {exc!r}"))
-            for _, _, route in batch
+            for _, _, route, _ in batch
         ]
         self._deliver(batch, failed)
         self._discard(self._conn)
@@ -334,7 +338,7 @@ class SqliteDatabase:
     def _fail_pending(self, why: str) -> None:
         """Answer every job still pending with an error."""
         pending, self._pending = self._pending, []
-        for _, future, route in pending:
+        for _, future, route, _ in pending:
             if not future.done():
                 future.set_exception(BackendUnavailable(route, "sqlite", why))
 
@@ -355,7 +359,7 @@ class SqliteDatabase:
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            return [(False, translate(route, exc)) for _, _, route in batch]
+            return [(False, translate(route, exc)) for _, _, route, _ in batch]
         return outcomes
 
     def _run_jobs(
@@ -364,7 +368,7 @@ class SqliteDatabase:
         outcomes: list[Outcome] = []
         index = 0
         while index < len(batch):
-            job, _, route = batch[index]
+            job, _, route, _ = batch[index]
             if not savepoints and isinstance(job, Grouped):
                 # this job and the ones of its kind queued right behind it, in one call
                 end = index + 1
@@ -406,7 +410,7 @@ class SqliteDatabase:
         return outcomes
 
     def _deliver(self, batch: list[_Queued], outcomes: list[Outcome]) -> None:
-        for (_, future, _), (ok, value) in zip(batch, outcomes, strict=True):
+        for (_, future, _, _), (ok, value) in zip(batch, outcomes, strict=True):
             if future.done():
                 continue
             if ok:
