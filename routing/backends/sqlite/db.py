@@ -9,15 +9,15 @@ own. Because there is one writer connection and rows are numbered inside its
 transaction, commit order is position order.
 
 Where a group runs: a light one (weighing less than ``thread_from``, a job weighing
-about the rows it writes: a lone request, a few at once) on the loop's own thread,
-since crossing to another thread and back cost more than the write (sequential appends
-at NORMAL went from ~10k to ~15k a second); a heavy one on the writer's thread, where
-SQLite works without the GIL while the loop goes on (the 1 ms timer's p99 lateness
-under 100 writers fell from 12-19 ms to 2-5 ms, for the same throughput). The
-writer's connection never waits for a lock on the loop (``busy_timeout`` 0): a group
-that finds another process holding the write lock goes to the writer's thread too and
-waits there (``busy_timeout_ms``). One group at a time: the next queues until the one
-in flight is done.
+about what it costs in single appends: a lone request, a few at once) on the loop's
+own thread, since crossing to another thread and back cost more than the write
+(sequential appends at NORMAL went from ~10k to ~15k a second); a heavy one on the
+writer's thread, where SQLite works without the GIL while the loop goes on (the 1 ms
+timer's p99 lateness under 100 writers fell from 12-19 ms to 2-5 ms, for the same
+throughput). The writer's connection never waits for a lock on the loop
+(``busy_timeout`` 0): a group that finds another process holding the write lock goes
+to the writer's thread too and waits there (``busy_timeout_ms``). One group at a time:
+the next queues until the one in flight is done.
 
 Reads run on a small pool of threads, each with its own connection (WAL lets readers
 proceed while the writer writes).
@@ -221,8 +221,8 @@ class SqliteDatabase:
     ) -> T:
         """Run ``job`` atomically in the writer's next transaction; return its result or
         raise its exception. The transaction is committed (durably, per ``synchronous``)
-        before this returns. ``weight``: about how many rows it writes (a group weighing
-        ``thread_from`` or more runs on the writer's thread)."""
+        before this returns. ``weight``: about what it costs, in single appends (a group
+        weighing ``thread_from`` or more runs on the writer's thread)."""
         loop = self.check_writer()
         future: asyncio.Future[T] = loop.create_future()
         self._pending.append((job, future, self._route(route), weight))

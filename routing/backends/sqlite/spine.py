@@ -106,7 +106,8 @@ class SqliteEventStore:
         command_id, events = validate_append(stream_id, events, expected_version)
         request = _Append(stream_id, command_id, events, expected_version)
         job: Grouped[_Append, AppendResult] = Grouped(self._append_many, request)
-        return await self.db.write(job, route=self.table)
+        # an event costs ~10 µs to seal and insert, an append ~40 µs more around it
+        return await self.db.write(job, route=self.table, weight=1 + len(events) // 32)
 
     def _append_many(self, conn: sqlite3.Connection, requests: list[_Append]) -> list[Outcome]:
         """Every append queued in one group: one query for the heads and the commands
