@@ -258,6 +258,45 @@ async def test_a_stale_cache_never_moves_a_view_back(notes: Notes) -> None:
     assert await notes.views.applied("notes", ["notes/t1/lab/a"]) == {"notes/t1/lab/a": 3}
 
 
+async def test_one_stale_stream_in_a_batch_is_redone_while_the_others_commit_at_once(
+    notes: Notes,
+) -> None:
+    """The batch's writes go to the store together; the one stream whose conditions no
+    longer hold (another runner moved it) is refused alone, reloaded and redone in the
+    same call, and the others land in the first commit."""
+    for name in "abc":
+        await notes.do(CreateNote(note_id=name, title=name))
+    firsts = [e async for e in notes.spine.scan(prefix="notes/")]
+    assert await notes.runner.apply(firsts) == 3  # caches each record at version 1
+    for name in "abc":
+        await notes.do(UpdateNote(note_id=name, title=name + "2"))
+    b = await notes.spine.read_stream("notes/t1/lab/b")
+    assert await notes.new_runner().apply(b) == 1  # the other process: b is at 2 now
+    await notes.do(UpdateNote(note_id="b", title="b3"))
+    events = [e async for e in notes.spine.scan(prefix="notes/")]
+    commits: list[tuple[list[str], list[str]]] = []
+    real_commit = notes.views.commit
+
+    async def recorded(projector: str, writes: Sequence[ViewWrite]) -> list[str]:
+        refused = await real_commit(projector, writes)
+        commits.append(([w.stream_id for w in writes], refused))
+        return refused
+
+    notes.views.commit = recorded  # type: ignore[method-assign]
+    try:
+        taken = await notes.runner.apply(events)
+    finally:
+        notes.views.commit = real_commit  # type: ignore[method-assign]
+
+    a, b_, c = (f"notes/t1/lab/{n}" for n in "abc")
+    assert commits == [([a, b_, c], [b_]), ([b_], [])]
+    assert taken == 3  # a's and c's updates, and b's last (its first came from elsewhere)
+    for name, version, title in (("a", 2, "a2"), ("b", 3, "b3"), ("c", 2, "c2")):
+        record = await notes.view(name)
+        assert (record.version, record.data["title"]) == (version, title)
+    assert await notes.views.applied("notes", [a, b_, c]) == {a: 2, b_: 3, c: 2}
+
+
 async def test_two_runners_racing_over_the_same_events_apply_each_once(notes: Notes) -> None:
     scopes = [ALICE.model_copy(update={"tenant_id": f"t{i % 3}"}) for i in range(30)]
     for i, scope in enumerate(scopes):
