@@ -6,7 +6,7 @@ partition. A crash between the two replays the batch, which the runner takes as 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from projections.parking import ParkingStore
 from projections.runner import ProjectorRunner
@@ -82,7 +82,8 @@ class FeedLoop:
             await self.checkpoint()
             return 0
         await self.runner.apply(batch.events)
-        self._applied[batch.partition] = batch
+        # what a checkpoint needs is the token: let the events go now, not a batch later
+        self._applied[batch.partition] = replace(batch, events=())
         now = time.monotonic()
         if batch.read < self.batch_size or now - self._checkpointed >= self.checkpoint_seconds:
             await self.checkpoint()
