@@ -138,6 +138,21 @@ async def test_a_gap_is_repaired_from_the_spine(notes: Notes) -> None:
     assert notes.runner.gaps_repaired == 1
 
 
+async def test_gaps_between_delivered_events_are_each_repaired_in_order(notes: Notes) -> None:
+    await notes.do(CreateNote(note_id="a", title="A"))
+    for i in range(2, 7):
+        await notes.do(UpdateNote(note_id="a", title=f"A{i}", tags=[f"seq-{i}"]))
+    events = await notes.spine.read_stream("notes/t1/lab/a")
+
+    # seqs 1, 3, 4 and 6 delivered: 2 and 5 are read from the spine, in their places
+    assert await notes.runner.apply([events[0], events[2], events[3], events[5]]) == 6
+
+    a = await notes.view("a")
+    assert (a.version, a.data["title"], a.data["tags"]) == (6, "A6", ["seq-6"])
+    assert notes.runner.gaps_repaired == 2
+    assert await notes.views.applied("notes", ["notes/t1/lab/a"]) == {"notes/t1/lab/a": 6}
+
+
 async def test_events_the_view_has_applied_are_passed_over(notes: Notes) -> None:
     await notes.do(CreateNote(note_id="a", title="A"))
     await notes.do(UpdateNote(note_id="a", title="A2"))
