@@ -44,14 +44,12 @@ class NotesProjector:
                 f"{event.stream_id} seq {event.seq}: {event.event_type} comes before the "
                 "note's note.created (the stream does not begin with a creation)"
             )
+        # the next version of the record: its fields as they are, and the changes (all
+        # valid already), in one dict
         if event.event_type == "note.updated":
             data = {**view.data, **event.payload, "updated_at": at}
-            return (_next(view, event.seq, data=data),)
+            return (trusted(ViewRecord, {**view.__dict__, "version": event.seq, "data": data}),)
         if event.event_type == "note.deleted":
-            return (_next(view, event.seq, deleted=True),)
-        return (_next(view, event.seq),)  # not ours to show: the version still moves
-
-
-def _next(view: ViewRecord, version: int, **changes: Any) -> ViewRecord:
-    """``view`` at ``version`` with ``changes`` (all valid already)."""
-    return trusted(ViewRecord, {**view.__dict__, "version": version, **changes})
+            return (trusted(ViewRecord, {**view.__dict__, "version": event.seq, "deleted": True}),)
+        # not ours to show: the version still moves
+        return (trusted(ViewRecord, {**view.__dict__, "version": event.seq}),)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -62,16 +61,20 @@ class _Poison(Exception):
         super().__init__(self.error)
 
 
-@dataclass(slots=True)
 class _Stream:
     """One stream's part of a call to ``apply``."""
 
-    stream_id: str
-    applied: int
-    events: list[EventEnvelope]
-    """Each event to apply, readable and current."""
-    write: ViewWrite | None = None
-    poison: _Poison | None = None
+    __slots__ = ("applied", "events", "next_seq", "poison", "stream_id", "write")
+
+    def __init__(self, stream_id: str, applied: int) -> None:
+        self.stream_id = stream_id
+        self.applied = applied
+        self.next_seq = applied + 1
+        """The seq of the next event to take."""
+        self.events: list[EventEnvelope] = []
+        """Each event to apply, readable and current."""
+        self.write: ViewWrite | None = None
+        self.poison: _Poison | None = None
 
 
 class _RecordCache:
@@ -87,15 +90,17 @@ class _RecordCache:
 
     def put(self, record: ViewRecord) -> None:
         key = record.key
-        self.drop(key)
+        records, sizes = self.records, self.sizes
+        if records.pop(key, None) is not None:
+            self.size -= sizes.pop(key)
         size = len(orjson.dumps(record.data)) + len(key) + 400  # data, key and overhead
         if size > self.max_bytes:
             return
-        self.records[key] = record
-        self.sizes[key] = size
+        records[key] = record
+        sizes[key] = size
         self.size += size
         while self.size > self.max_bytes:
-            self.drop(next(iter(self.records)))
+            self.drop(next(iter(records)))
 
     def drop(self, key: str) -> None:
         if self.records.pop(key, None) is not None:
@@ -127,6 +132,16 @@ class _ProgressCache:
 
     def clear(self) -> None:
         self.seqs.clear()
+
+
+def _latest(changed: list[tuple[ViewRecord, int]]) -> list[tuple[ViewRecord, int]]:
+    """One entry per key of ``changed`` (in the order keys first come): its last record,
+    and the stored version its first one replaces."""
+    first: dict[str, tuple[ViewRecord, int]] = {}
+    for record, replaced in changed:
+        earlier = first.get(record.key)
+        first[record.key] = (record, replaced if earlier is None else earlier[1])
+    return list(first.values())
 
 
 def _split(keys: Iterable[str], cached: Mapping[str, T]) -> tuple[dict[str, T], list[str]]:
@@ -177,25 +192,22 @@ class ProjectorRunner:
         by_stream: dict[str, list[Delivered]] = {}
         mine = self._prefixes
         for event in events:
-            if event.stream_id.startswith(mine):
-                by_stream.setdefault(event.stream_id, []).append(event)
+            group = by_stream.get(event.stream_id)
+            if group is not None:
+                group.append(event)
+            elif event.stream_id.startswith(mine):
+                by_stream[event.stream_id] = [event]
         await self._hold_back(by_stream)
         applied = 0
         for attempt in range(1, COMMIT_ATTEMPTS + 1):
             if not by_stream:
                 break
             streams, keys = await self._prepare(by_stream)
-            await self._decide(streams, keys)
-            writes = [s.write for s in streams if s.write is not None]
+            writes = self._decide(streams, await self._load(keys))
             refused = set(await self.views.commit(self.name, writes)) if writes else set()
+            applied += self._settle(streams, refused)
             for s in streams:
-                if s.stream_id in refused:
-                    self._forget(s)
-                    continue
-                if s.write is not None:
-                    applied += s.write.applied_to - s.write.applied_from
-                    self._remember(s.write)
-                if s.poison is not None:
+                if s.poison is not None and s.stream_id not in refused:
                     await self._park(s.poison)
             by_stream = {sid: by_stream[sid] for sid in refused}
             if refused and attempt == COMMIT_ATTEMPTS:
@@ -211,6 +223,8 @@ class ProjectorRunner:
         held-back events are then read from the spine as a gap)."""
         if self._parked is None:
             self._parked = {p.stream_id: p for p in await self.parking.parked(self.name)}
+        if not self._parked:
+            return
         held = [sid for sid in by_stream if sid in self._parked]
         if not held:
             return
@@ -230,46 +244,66 @@ class ProjectorRunner:
         progress = await self.applied(list(by_stream))
         keys: set[str] = set()
         streams: list[_Stream] = []
+        take = self._take
         for sid, delivered in by_stream.items():
-            stream = _Stream(sid, progress.get(sid, 0), [])
-            expected = stream.applied + 1
-            for event in delivered:
-                if event.seq < expected:
-                    continue  # applied before: redelivery or replay
-                if event.seq > expected:
-                    missing, broken = await self._read_spine(sid, expected, event.seq - 1)
-                    self.gaps_repaired += 1
-                    log.warning(
-                        "projector %s repairs a gap in %s: seq %d..%d read from the spine",
-                        self.name,
-                        sid,
-                        expected,
-                        event.seq - 1,
-                    )
-                    if not self._take(stream, missing, keys):
-                        break
-                    if broken is not None:
-                        stream.poison = _Poison(broken, broken.error)
-                        break
-                if not self._take(stream, (event,), keys):
-                    break
-                expected = event.seq + 1
+            stream = _Stream(sid, progress.get(sid, 0))
+            rest = take(stream, delivered, keys)
+            while rest and await self._repair(stream, rest[0].seq - 1, keys):
+                rest = take(stream, rest, keys)
             if stream.events or stream.poison:
                 streams.append(stream)
         return streams, keys
 
-    def _take(self, stream: _Stream, events: Iterable[Delivered], keys: set[str]) -> bool:
-        """Add ``events`` to ``stream``'s and the keys they read to ``keys``; False, the
-        stream poisoned, if one of them is not readable."""
+    def _take(
+        self, stream: _Stream, events: Sequence[Delivered], keys: set[str]
+    ) -> Sequence[Delivered]:
+        """Add ``events`` that ``stream`` has not applied to its own (readable, upcast)
+        and the keys they read to ``keys``, up to the first that comes after a gap;
+        return the events from that one on (none: all taken, or the stream poisoned)."""
+        expected = stream.next_seq
+        taken = stream.events
+        keys_of = self.projector.keys
+        add_keys = keys.update
+        upcasters = self.upcasters
+        n = -1
         for event in events:
+            n += 1
+            if event.seq != expected:
+                if event.seq < expected:
+                    continue  # applied before: redelivery or replay
+                stream.next_seq = expected
+                return events[n:]
             try:
-                env = self._readable(event)
-                keys.update(self.projector.keys(env))
+                if isinstance(event, Unreadable):
+                    raise IntegrityError(event.error)
+                env = upcasters.upcast(event) if upcasters is not None else event
+                add_keys(keys_of(env))
             except Exception as exc:
                 stream.poison = _Poison(event, exc)
-                return False
-            stream.events.append(env)
-        return True
+                break
+            taken.append(env)
+            expected += 1
+        stream.next_seq = expected
+        return ()
+
+    async def _repair(self, stream: _Stream, last: int, keys: set[str]) -> bool:
+        """Take ``stream``'s events from its next seq to ``last`` (a gap in what was
+        delivered) from the spine; False, the stream poisoned, if one of them is missing
+        or not readable."""
+        first = stream.next_seq
+        found, broken = await self._read_spine(stream.stream_id, first, last)
+        self.gaps_repaired += 1
+        log.warning(
+            "projector %s repairs a gap in %s: seq %d..%d read from the spine",
+            self.name,
+            stream.stream_id,
+            first,
+            last,
+        )
+        self._take(stream, found, keys)  # contiguous from ``first``: no gap
+        if stream.poison is None and broken is not None:
+            stream.poison = _Poison(broken, broken.error)
+        return stream.poison is None
 
     async def _read_spine(
         self, stream_id: str, first: int, last: int, *, to_the_end: bool = True
@@ -301,60 +335,55 @@ class ProjectorRunner:
     def _missing(stream_id: str, seq: int) -> Unreadable:
         return Unreadable(stream_id, seq, f"the spine holds no seq {seq} of {stream_id}")
 
-    async def _decide(self, streams: list[_Stream], keys: set[str]) -> None:
-        """Apply every stream's events to the records they touch (pure, in memory) and
-        leave each stream's :class:`ViewWrite` on it."""
-        current = await self._load(keys)
-        step = self._step
+    def _decide(self, streams: list[_Stream], current: dict[str, ViewRecord]) -> list[ViewWrite]:
+        """Apply every stream's events to ``current``, the records they touch (pure, in
+        memory); leave each stream's :class:`ViewWrite` on it and return them all."""
+        apply = self.projector.apply
+        writes: list[ViewWrite] = []
         for stream in streams:
-            changed: dict[str, ViewRecord] = {}
-            replaces: dict[str, int] = {}
+            changed: list[tuple[ViewRecord, int]] = []
             last = stream.applied
             for env in stream.events:
                 try:
-                    records = step(env, current)
-                except _Poison as poison:
-                    stream.poison = poison
-                    break
+                    records = apply(env, current)
+                except BackendUnavailable:
+                    raise
+                except Exception as exc:
+                    try:
+                        records = self._retry(env, current, exc)
+                    except _Poison as poison:
+                        stream.poison = poison
+                        break
                 for record in records:
-                    key = record.key
-                    before = current.get(key)
-                    if before is not None and record.version <= before.version:
+                    before = current.get(record.key)
+                    if before is None:
+                        changed.append((record, 0))
+                    elif record.version > before.version:
+                        changed.append((record, before.version))
+                    else:
                         continue  # the view has this already (progress was read stale)
-                    if key not in replaces:
-                        replaces[key] = before.version if before is not None else 0
-                    current[key] = changed[key] = record
+                    current[record.key] = record
                 last = env.seq
             if last > stream.applied:
-                stream.write = ViewWrite(
-                    stream.stream_id,
-                    stream.applied,
-                    last,
-                    [(r, replaces[k]) for k, r in changed.items()],
-                )
+                if len(changed) > 1:
+                    changed = _latest(changed)
+                stream.write = ViewWrite(stream.stream_id, stream.applied, last, changed)
+                writes.append(stream.write)
+        return writes
 
-    def _readable(self, event: Delivered) -> EventEnvelope:
-        if isinstance(event, Unreadable):
-            raise IntegrityError(event.error)
-        return self.upcasters.upcast(event) if self.upcasters is not None else event
-
-    def _step(
-        self, event: EventEnvelope, records: Mapping[str, ViewRecord]
+    def _retry(
+        self, event: EventEnvelope, records: Mapping[str, ViewRecord], failure: Exception
     ) -> Sequence[ViewRecord]:
-        """The projector's records for ``event``, tried a few times; :class:`_Poison` if
-        it keeps failing. ``records`` holds (at least) every record under the event's
-        keys that exists."""
-        failure: BaseException | None = None
-        for _ in range(self.max_attempts):
+        """The projector's records for ``event``, which failed once with ``failure``,
+        tried up to ``max_attempts`` times in all; :class:`_Poison` if it keeps failing.
+        ``records`` holds (at least) every record under the event's keys that exists."""
+        for _ in range(self.max_attempts - 1):
             try:
-                produced = self.projector.apply(event, records)
+                return self.projector.apply(event, records)
             except BackendUnavailable:
                 raise
             except Exception as exc:
                 failure = exc
-                continue
-            return produced
-        assert failure is not None
         raise _Poison(event, failure, self.max_attempts) from failure
 
     async def _load(self, keys: set[str]) -> dict[str, ViewRecord]:
@@ -364,22 +393,34 @@ class ProjectorRunner:
         found, missing = _split(keys, self._records.records)
         if missing:
             loaded = await self.views.get_many(missing, include_deleted=True)
+            put = self._records.put
             for key, record in loaded.items():
                 found[key] = record
-                self._records.put(record)
+                put(record)
         return found
 
-    def _remember(self, write: ViewWrite) -> None:
-        self._progress.put(write.stream_id, write.applied_to)
-        for record, _ in write.records:
-            self._records.put(record)
-        self._wake(write.stream_id, write.applied_to)
-
-    def _forget(self, stream: _Stream) -> None:
-        self._progress.drop(stream.stream_id)
-        if stream.write is not None:
-            for record, _ in stream.write.records:
-                self._records.drop(record.key)
+    def _settle(self, streams: list[_Stream], refused: set[str]) -> int:
+        """After a commit: remember what was written (and wake whoever waits for it),
+        forget what a refused stream read; return how many events the view took."""
+        taken = 0
+        progress = self._progress
+        put, drop = self._records.put, self._records.drop
+        for stream in streams:
+            write = stream.write
+            if write is None:
+                continue
+            if stream.stream_id in refused:
+                progress.drop(stream.stream_id)
+                for record, _ in write.records:
+                    drop(record.key)
+            else:
+                taken += write.applied_to - write.applied_from
+                progress.put(write.stream_id, write.applied_to)
+                for record, _ in write.records:
+                    put(record)
+                if self._waiters:
+                    self._wake(write.stream_id, write.applied_to)
+        return taken
 
     async def _park(self, poison: _Poison) -> None:
         event = poison.event

@@ -116,7 +116,7 @@ def decode_cursor(cursor: str) -> tuple[Any, str]:
     return value, key
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ViewWrite:
     """What applying some events of one stream changed: atomic, and conditional.
 

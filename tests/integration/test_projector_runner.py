@@ -138,6 +138,21 @@ async def test_a_gap_is_repaired_from_the_spine(notes: Notes) -> None:
     assert notes.runner.gaps_repaired == 1
 
 
+async def test_gaps_between_delivered_events_are_each_repaired_in_order(notes: Notes) -> None:
+    await notes.do(CreateNote(note_id="a", title="A"))
+    for i in range(2, 7):
+        await notes.do(UpdateNote(note_id="a", title=f"A{i}", tags=[f"seq-{i}"]))
+    events = await notes.spine.read_stream("notes/t1/lab/a")
+
+    # seqs 1, 3, 4 and 6 delivered: 2 and 5 are read from the spine, in their places
+    assert await notes.runner.apply([events[0], events[2], events[3], events[5]]) == 6
+
+    a = await notes.view("a")
+    assert (a.version, a.data["title"], a.data["tags"]) == (6, "A6", ["seq-6"])
+    assert notes.runner.gaps_repaired == 2
+    assert await notes.views.applied("notes", ["notes/t1/lab/a"]) == {"notes/t1/lab/a": 6}
+
+
 async def test_events_the_view_has_applied_are_passed_over(notes: Notes) -> None:
     await notes.do(CreateNote(note_id="a", title="A"))
     await notes.do(UpdateNote(note_id="a", title="A2"))
@@ -256,6 +271,45 @@ async def test_a_stale_cache_never_moves_a_view_back(notes: Notes) -> None:
     a = await notes.view("a")
     assert (a.version, a.data["title"]) == (3, "A3")
     assert await notes.views.applied("notes", ["notes/t1/lab/a"]) == {"notes/t1/lab/a": 3}
+
+
+async def test_one_stale_stream_in_a_batch_is_redone_while_the_others_commit_at_once(
+    notes: Notes,
+) -> None:
+    """The batch's writes go to the store together; the one stream whose conditions no
+    longer hold (another runner moved it) is refused alone, reloaded and redone in the
+    same call, and the others land in the first commit."""
+    for name in "abc":
+        await notes.do(CreateNote(note_id=name, title=name))
+    firsts = [e async for e in notes.spine.scan(prefix="notes/")]
+    assert await notes.runner.apply(firsts) == 3  # caches each record at version 1
+    for name in "abc":
+        await notes.do(UpdateNote(note_id=name, title=name + "2"))
+    b = await notes.spine.read_stream("notes/t1/lab/b")
+    assert await notes.new_runner().apply(b) == 1  # the other process: b is at 2 now
+    await notes.do(UpdateNote(note_id="b", title="b3"))
+    events = [e async for e in notes.spine.scan(prefix="notes/")]
+    commits: list[tuple[list[str], list[str]]] = []
+    real_commit = notes.views.commit
+
+    async def recorded(projector: str, writes: Sequence[ViewWrite]) -> list[str]:
+        refused = await real_commit(projector, writes)
+        commits.append(([w.stream_id for w in writes], refused))
+        return refused
+
+    notes.views.commit = recorded  # type: ignore[method-assign]
+    try:
+        taken = await notes.runner.apply(events)
+    finally:
+        notes.views.commit = real_commit  # type: ignore[method-assign]
+
+    a, b_, c = (f"notes/t1/lab/{n}" for n in "abc")
+    assert commits == [([a, b_, c], [b_]), ([b_], [])]
+    assert taken == 3  # a's and c's updates, and b's last (its first came from elsewhere)
+    for name, version, title in (("a", 2, "a2"), ("b", 3, "b3"), ("c", 2, "c2")):
+        record = await notes.view(name)
+        assert (record.version, record.data["title"]) == (version, title)
+    assert await notes.views.applied("notes", [a, b_, c]) == {a: 2, b_: 3, c: 2}
 
 
 async def test_two_runners_racing_over_the_same_events_apply_each_once(notes: Notes) -> None:
