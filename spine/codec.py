@@ -22,6 +22,7 @@ read and every projected event; only their shape is checked. Anything from outsi
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -133,8 +134,12 @@ def decode(
     return EventEnvelope.model_validate(values)
 
 
+@functools.lru_cache(maxsize=4096)
 def timestamp_text(value: datetime) -> str:
-    """The one text form of a timestamp inside the hash chain (UTC, microseconds)."""
+    """The one text form of a timestamp inside the hash chain (UTC, microseconds).
+
+    Remembered: the events of one group commit share their time, and formatting it was a
+    fifth of a projector's own work an event."""
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
@@ -186,19 +191,21 @@ def seal(
 
 
 M = TypeVar("M", bound=BaseModel)
-_FIELD_NAMES: dict[type[BaseModel], frozenset[str]] = {}
+_FIELD_SETS: dict[type[BaseModel], set[str]] = {}
 
 
 def trusted(model: type[M], values: dict[str, Any]) -> M:
     """An instance built from values that are valid already (they come from a validated
     model or from our own store), with every field given: what ``model_construct`` does,
     minus its per-field Python loop, which dominated appends and projection."""
-    names = _FIELD_NAMES.get(model)
+    names = _FIELD_SETS.get(model)
     if names is None:
-        names = _FIELD_NAMES[model] = frozenset(model.model_fields)
+        names = _FIELD_SETS[model] = set(model.model_fields)
     instance = model.__new__(model)
     object.__setattr__(instance, "__dict__", values)
-    object.__setattr__(instance, "__pydantic_fields_set__", set(names))
+    # One set per model, shared: it holds every field, so marking a field set changes
+    # nothing, and pydantic copies it before a model_copy adds to it.
+    object.__setattr__(instance, "__pydantic_fields_set__", names)
     object.__setattr__(instance, "__pydantic_extra__", None)
     object.__setattr__(instance, "__pydantic_private__", None)
     return instance

@@ -166,7 +166,7 @@ class SqliteViewStore:
             conn.executemany(self._sql_put, rows)
             return conn.total_changes - before
 
-        return await self.db.write(job, route=self.table)
+        return await self.db.write(job, route=self.table, weight=1 + len(rows) // 10)
 
     async def delete(self, key: str, scope: Scope, version: int) -> bool:
         return await self.put(ViewRecord(key=key, scope=scope, version=version, deleted=True))
@@ -223,7 +223,8 @@ class SqliteViewStore:
             conn.execute("RELEASE view_commit")
             return refused
 
-        return await self.db.write(job, route=self.table)
+        # a row costs ~4 µs, a tenth of an append (the writer's unit of weight)
+        return await self.db.write(job, route=self.table, weight=1 + expected // 10)
 
     def _one_by_one(
         self, conn: sqlite3.Connection, projector: str, writes: Sequence[ViewWrite]
