@@ -38,7 +38,6 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
-import gc
 import importlib.metadata
 import os
 import pstats
@@ -59,7 +58,7 @@ import yaml
 from commands.handler import fold
 from commands.notes import NotesDecider
 from engines.auth import mint_lab_token
-from engines.runtime import bootstrap
+from engines.runtime import bootstrap, serving_gc
 from engines.settings import Settings, load_settings
 from routing.backends.sqlite import SqliteBackend, SqliteEventStore, open_backend
 from routing.config import Connections, Route, SqliteConnection
@@ -197,13 +196,12 @@ async def ours_writers(
                 *(store.append(s, [note_event(n, 1)], NO_STREAM) for n, s in notes)
             )
         commits = backend.db.commits
-        gc.freeze()  # as `engines serve` does: earlier scenarios' objects are not ours
-        probe = asyncio.create_task(lateness(delays))
-        started = tick()
-        await asyncio.gather(*(writer(w) for w in range(WRITERS)))
-        elapsed = tock(started)
-        probe.cancel()
-        gc.unfreeze()
+        with serving_gc():  # as `engines serve` runs
+            probe = asyncio.create_task(lateness(delays))
+            started = tick()
+            await asyncio.gather(*(writer(w) for w in range(WRITERS)))
+            elapsed = tock(started)
+            probe.cancel()
         commits = backend.db.commits - commits
         lengths = {len(await store.read_stream(sid)) for _, sid in notes}
     total = WRITERS * per_writer
@@ -250,11 +248,10 @@ async def ours_catchup(d: Path, sync: str, notes: int) -> dict[str, float]:
             await asyncio.gather(
                 *(runtime.spine.append(s, [note_event(n, v + 1)], expected(v)) for n, s in ids)
             )
-        gc.freeze()  # as `engines serve` does once started: full collections skip set-up
-        started = tick()
-        read = await runtime.catch_up()
-        elapsed = tock(started)
-        gc.unfreeze()
+        with serving_gc():  # as `engines serve` runs
+            started = tick()
+            read = await runtime.catch_up()
+            elapsed = tock(started)
         status = await runtime.status("notes")
     if read != notes * 10 or status.lag or status.parked:
         raise RuntimeError(f"catch-up read {read} of {notes * 10}: {status}")
@@ -271,18 +268,17 @@ async def ours_read(d: Path, sync: str, repeats: int) -> dict[str, float]:
             await store.append(sid, events, expected(start))
         if fold(decider, await store.read_stream(sid)).version != 1_000:
             raise RuntimeError("the stream does not fold to version 1,000")
-        gc.freeze()
         reads, folds = [], []
-        started = tick()
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            stream = await store.read_stream(sid)
-            t1 = time.perf_counter()
-            fold(decider, stream)
-            reads.append(t1 - t0)
-            folds.append(time.perf_counter() - t0)
-        tock(started)
-        gc.unfreeze()
+        with serving_gc():  # as `engines serve` runs
+            started = tick()
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                stream = await store.read_stream(sid)
+                t1 = time.perf_counter()
+                fold(decider, stream)
+                reads.append(t1 - t0)
+                folds.append(time.perf_counter() - t0)
+            tock(started)
     return {"p50": pct(reads, 50), "p99": pct(reads, 99), "fold_p50": pct(folds, 50)}
 
 

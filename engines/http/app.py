@@ -13,7 +13,6 @@ its OpenAPI document. Every response of a server with lab routes carries
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -29,7 +28,7 @@ from engines.http.gate import Gate
 from engines.http.identity import refusals_of, runtime_of
 from engines.http.jsonbody import StrictJsonRoute
 from engines.http.responses import OrjsonResponse
-from engines.runtime import Runtime, bootstrap
+from engines.runtime import Runtime, bootstrap, serving_gc
 from engines.settings import Settings
 
 if TYPE_CHECKING:
@@ -168,9 +167,7 @@ def create_app(settings: Settings, data_dir: Path) -> FastAPI:
         async with bootstrap(settings, data_dir) as runtime:
             app.state.runtime = runtime
             log.warning("%s", runtime.banner())
-            # Everything built so far lives as long as the process: keep it out of the
-            # collector's full passes, which otherwise stall requests for tens of ms.
-            gc.freeze()
-            yield
+            with serving_gc():
+                yield
 
     return build_app(lifespan=lifespan)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import pytest
 
+from engines.runtime import SERVING_GC_THRESHOLDS, serving_gc
 from engines.settings import load_settings
 from spine.errors import RoutingError
 
@@ -69,3 +71,12 @@ def test_a_routes_file_that_is_not_text_is_a_clear_error(tmp_path: Path) -> None
 
     with pytest.raises(RoutingError, match="not UTF-8"):
         load_settings(path)
+
+
+def test_the_service_runs_the_collector_with_its_thresholds_and_restores_them() -> None:
+    before = gc.get_threshold()
+    with serving_gc():
+        assert gc.get_threshold() == SERVING_GC_THRESHOLDS
+        assert gc.get_freeze_count() > 0
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
