@@ -36,6 +36,7 @@ import orjson
 from projections.parking import Parked, ParkingStore, error_text
 from projections.projector import Projector
 from projections.views import ViewRecord, ViewStore, ViewWrite
+from spine.codec import expected_hash
 from spine.errors import BackendUnavailable, IntegrityError
 from spine.events import EventEnvelope
 from spine.feed import Delivered, Unreadable
@@ -276,6 +277,12 @@ class ProjectorRunner:
             try:
                 if isinstance(event, Unreadable):
                     raise IntegrityError(event.error)
+                if expected_hash(event) != event.hash:
+                    raise IntegrityError(
+                        f"{event.stream_id} seq {event.seq}: the stored event does not match "
+                        "its hash (changed behind the spine's back?): "
+                        "`engines spine read STREAM --verify` says more"
+                    )
                 env = upcasters.upcast(event) if upcasters is not None else event
                 add_keys(keys_of(env))
             except Exception as exc:

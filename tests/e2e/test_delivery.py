@@ -8,11 +8,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 
 from engines.cli import main
 from engines.runtime import Runtime, bootstrap
 from engines.settings import Settings
+from spine.codec import encode
 from spine.errors import BackendUnavailable
 from tests.conftest import make_event
 from tests.e2e.support import Mint, client_for, note_stream_id
@@ -66,6 +68,34 @@ async def test_one_undecodable_event_does_not_stop_other_tenants_views(
     assert fetched.status_code == 200
     assert (parked.stream_id, parked.seq) == (note_stream_id("poisoned", tenant_id="t9"), 1)
     assert (status.lag, status.parked) == (0, 1)
+
+
+async def test_an_event_changed_behind_the_spine_is_parked_not_served(
+    settings: Settings, tmp_path: Path, mint: Mint
+) -> None:
+    """A row planted with the right shape but a payload the view cannot serve (and a hash
+    that does not match) is parked, so the note and the tenant's list keep answering."""
+    async with bootstrap(settings, tmp_path, run_projectors=False) as rt:
+        async with client_for(rt, mint()) as client:
+            note = (await client.post("/notes", json={"title": "kept"})).json()
+            other = (await client.post("/notes", json={"title": "other"})).json()
+            await rt.catch_up()
+            sid = note_stream_id(note["note_id"])
+            (stored,) = await rt.spine.read_stream(sid)
+            forged = orjson.loads(encode(stored))
+            forged.update(event_type="note.updated", payload={"title": 12345, "tags": "abc"})
+            plant(tmp_path, sid, 2, orjson.dumps(forged))
+            await rt.catch_up()
+            fetched = await client.get(f"/notes/{note['note_id']}")
+            listed = await client.get("/notes")
+        (parked,) = await rt.parking.parked("notes")
+
+    assert fetched.status_code == 200
+    assert fetched.json()["title"] == "kept"
+    assert listed.status_code == 200
+    assert {n["note_id"] for n in listed.json()["items"]} == {note["note_id"], other["note_id"]}
+    assert (parked.stream_id, parked.seq) == (sid, 2)
+    assert "does not match its hash" in parked.error
 
 
 async def test_readyz_answers_200_when_every_backend_answers(
