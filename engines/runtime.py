@@ -43,6 +43,7 @@ def serving_gc() -> Iterator[None]:
     lives as long as the process) frozen out of the full passes, which otherwise stall
     requests for tens of ms, and :data:`SERVING_GC_THRESHOLDS`. Restored on exit."""
     thresholds = gc.get_threshold()
+    gc.collect()  # start-up's garbage goes now, not frozen for ever
     gc.freeze()
     gc.set_threshold(*SERVING_GC_THRESHOLDS)
     try:
