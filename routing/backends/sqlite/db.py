@@ -239,8 +239,8 @@ class SqliteDatabase:
         return self._loop
 
     def _flush(self) -> None:
-        """Run the next group of pending jobs in one transaction: a small group on the
-        loop's thread, a large one (or one that must wait for the lock) on the writer's."""
+        """Run the next group of pending jobs in one transaction: a light group on the
+        loop's thread, a heavy one (or one that must wait for the lock) on the writer's."""
         self._scheduled = False
         if not self._pending or self._in_flight is not None:
             return
@@ -308,7 +308,7 @@ class SqliteDatabase:
 
         def done(task: asyncio.Future[list[Outcome]]) -> None:
             self._in_flight = None
-            exc = task.exception()
+            exc = asyncio.CancelledError() if task.cancelled() else task.exception()
             if exc is not None:
                 self._writer_failed(batch, exc)
             else:

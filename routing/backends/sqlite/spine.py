@@ -76,13 +76,14 @@ class SqliteEventStore:
             f" FROM w LEFT JOIN {t} AS h ON h.stream_id = w.sid"
             f" AND h.seq = (SELECT max(seq) FROM {t} WHERE stream_id = w.sid)"
         )
-        # the original events of a repeated command, by the command index (`+` keeps
-        # the planner off the stream's index, which would scan the whole stream)
-        self._sql_head = (  # no row: no stream (so no command either)
+        # the same for one pair, in the same shape (no row: no stream, so no command)
+        self._sql_head = (
             "SELECT ?1, ?2, seq, hash, EXISTS (SELECT 1 FROM"
             f" {t} WHERE command_id = ?2 AND stream_id = ?1) FROM {t} WHERE stream_id = ?1"
             " ORDER BY seq DESC LIMIT 1"
         )
+        # the original events of a repeated command, by the command index (`+` keeps
+        # the planner off the stream's index, which would scan the whole stream)
         self._sql_dedup = (
             f"SELECT stream_id, seq, body FROM {t} WHERE +stream_id = ? AND command_id = ?"
             " ORDER BY seq"
@@ -172,7 +173,7 @@ class SqliteEventStore:
         if rows:
             try:
                 conn.executemany(self._sql_insert, rows)
-            except sqlite3.IntegrityError as exc:  # a seq taken: only another writer does that
+            except sqlite3.IntegrityError as exc:  # a seq taken: only another writer could
                 if len(requests) > 1 or "UNIQUE" not in str(exc):
                     raise  # each append alone names its own; not a conflict at all
                 (request,) = requests
