@@ -181,6 +181,38 @@ async def test_a_database_locked_by_another_process_is_unavailable_then_recovers
         await backend.aclose()
 
 
+async def test_a_write_waits_for_a_lock_at_most_the_busy_timeout_even_behind_another(
+    tmp_path: Path,
+) -> None:
+    """A write queued behind a group that is waiting for another process's lock does not
+    wait that group's timeout and then its own: both end within one busy timeout of
+    being asked."""
+    path = tmp_path / "bounded.db"
+    connections = Connections(sqlite=SqliteConnection(path=str(path), busy_timeout_ms=1000))
+    backend = await open_backend(connections, tmp_path)
+    try:
+        store = await backend.event_store(lab_route("spine"))
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        loop = asyncio.get_running_loop()
+
+        async def timed(name: str) -> float:
+            started = loop.time()
+            with pytest.raises(BackendUnavailable, match="locked"):
+                await store.append(f"notes/t1/lab/{name}", [make_event()], NO_STREAM)
+            return loop.time() - started
+
+        first = asyncio.create_task(timed("a"))
+        await asyncio.sleep(0.5)
+        second = await timed("b")
+        await first
+        other.execute("ROLLBACK")
+        other.close()
+        assert second < 1.35, f"waited {second:.2f} s for a lock with a 1 s busy timeout"
+    finally:
+        await backend.aclose()
+
+
 async def test_a_write_waiting_for_another_process_lock_leaves_the_loop_serving(
     tmp_path: Path,
 ) -> None:

@@ -33,6 +33,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Generic, TypeVar, cast
 
@@ -41,8 +42,6 @@ from spine.errors import BackendUnavailable, EnginesError
 T = TypeVar("T")
 Item = TypeVar("Item")
 Job = Callable[[sqlite3.Connection], Any]
-_Queued = tuple[Job, "asyncio.Future[Any]", str, int]
-"""A job, the future its caller awaits, the route its errors name, and its weight."""
 Outcome = tuple[bool, Any]
 """``(True, result)`` or ``(False, exception)``."""
 
@@ -94,6 +93,19 @@ class Grouped(Generic[Item, T]):
 Route = str | None
 """What a call is for: the physical name of the route's table, named in its errors
 (``None``: the database file)."""
+
+
+@dataclass(slots=True)
+class _Queued:
+    job: Job
+    future: asyncio.Future[Any]
+    """What the caller awaits."""
+    route: str
+    """What its errors name."""
+    weight: int
+    since: float
+    """When it was queued (the loop's clock): a lock is waited for at most
+    ``busy_timeout_ms`` from then, however many groups wait before it."""
 
 
 class SqliteDatabase:
@@ -225,7 +237,7 @@ class SqliteDatabase:
         weighing ``thread_from`` or more runs on the writer's thread)."""
         loop = self.check_writer()
         future: asyncio.Future[T] = loop.create_future()
-        self._pending.append((job, future, self._route(route), weight))
+        self._pending.append(_Queued(job, future, self._route(route), weight, loop.time()))
         if not self._scheduled and self._in_flight is None:
             self._scheduled = True
             loop.call_soon(self._flush)
@@ -250,7 +262,7 @@ class SqliteDatabase:
             if self._conn is None:
                 self._conn = self._connect_writer()
             self._finish(self._conn)
-            if sum(queued[3] for queued in batch) >= self.thread_from:
+            if sum(queued.weight for queued in batch) >= self.thread_from:
                 self._on_writer_thread(batch)
                 return
             try:
@@ -285,20 +297,23 @@ class SqliteDatabase:
             self._loop.call_soon(self._flush)
 
     def _on_writer_thread(self, batch: list[_Queued]) -> None:
-        """Run this group on the writer's thread, waiting there (up to
-        ``busy_timeout_ms``) for a lock another process holds; the loop goes on, and
-        the next group queues until this one is done. The driver lets go of the GIL
-        while SQLite works, so the loop's Python work overlaps the group's SQL."""
+        """Run this group on the writer's thread, waiting there for a lock another
+        process holds (until its oldest job has waited ``busy_timeout_ms``); the loop
+        goes on, and the next group queues until this one is done. The driver lets go
+        of the GIL while SQLite works, so the loop's Python work overlaps the group's
+        SQL."""
         assert self._loop is not None
         assert self._conn is not None
         conn = self._conn
+        waited_ms = (self._loop.time() - min(queued.since for queued in batch)) * 1000
+        wait_ms = max(0, int(self.busy_timeout_ms - waited_ms))
 
         def run() -> list[Outcome]:
-            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+            conn.execute(f"PRAGMA busy_timeout = {wait_ms}")
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
-                return [(False, translate(route, exc)) for _, _, route, _ in batch]
+                return [(False, translate(queued.route, exc)) for queued in batch]
             finally:
                 conn.execute("PRAGMA busy_timeout = 0")
             return self._run_open_batch(conn, batch)
@@ -322,8 +337,8 @@ class SqliteDatabase:
         unusable (the file replaced, a disk error); the next group opens a new one, so
         the service recovers without a restart."""
         failed: list[Outcome] = [
-            (False, BackendUnavailable(route, "sqlite", f"writer failed: {exc!r}"))
-            for _, _, route, _ in batch
+            (False, BackendUnavailable(queued.route, "sqlite", f"writer failed: {exc!r}"))
+            for queued in batch
         ]
         self._deliver(batch, failed)
         self._discard(self._conn)
@@ -338,9 +353,9 @@ class SqliteDatabase:
     def _fail_pending(self, why: str) -> None:
         """Answer every job still pending with an error."""
         pending, self._pending = self._pending, []
-        for _, future, route, _ in pending:
-            if not future.done():
-                future.set_exception(BackendUnavailable(route, "sqlite", why))
+        for queued in pending:
+            if not queued.future.done():
+                queued.future.set_exception(BackendUnavailable(queued.route, "sqlite", why))
 
     def _run_open_batch(self, conn: sqlite3.Connection, batch: list[_Queued]) -> list[Outcome]:
         """The whole group in the transaction just begun. Jobs first run back to back; a
@@ -359,7 +374,7 @@ class SqliteDatabase:
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            return [(False, translate(route, exc)) for _, _, route, _ in batch]
+            return [(False, translate(queued.route, exc)) for queued in batch]
         return outcomes
 
     def _run_jobs(
@@ -368,13 +383,13 @@ class SqliteDatabase:
         outcomes: list[Outcome] = []
         index = 0
         while index < len(batch):
-            job, _, route, _ = batch[index]
+            job, route = batch[index].job, batch[index].route
             if not savepoints and isinstance(job, Grouped):
                 # this job and the ones of its kind queued right behind it, in one call
                 end = index + 1
-                while end < len(batch) and job.joins(batch[end][0]):
+                while end < len(batch) and job.joins(batch[end].job):
                     end += 1
-                items = [cast(Grouped[Any, Any], queued[0]).item for queued in batch[index:end]]
+                items = [cast(Grouped[Any, Any], queued.job).item for queued in batch[index:end]]
                 try:
                     outcomes += job.run_many(conn, items)
                 except Exception:
@@ -410,7 +425,8 @@ class SqliteDatabase:
         return outcomes
 
     def _deliver(self, batch: list[_Queued], outcomes: list[Outcome]) -> None:
-        for (_, future, _, _), (ok, value) in zip(batch, outcomes, strict=True):
+        for queued, (ok, value) in zip(batch, outcomes, strict=True):
+            future = queued.future
             if future.done():
                 continue
             if ok:
