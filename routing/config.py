@@ -15,6 +15,9 @@ PhysicalName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_.-
 
 
 class RouteOptions(BaseModel):
+    """Options a kind may honour (``routing.kinds.KIND_OPTIONS``); one set on a route to
+    a kind that does not is refused with the routes file."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     ttl_seconds: int | None = Field(default=None, gt=0)

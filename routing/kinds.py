@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Final
 
 #: Kinds whose records are read views materialized by projectors.
@@ -40,6 +41,34 @@ RESERVED_KINDS: Final[frozenset[str]] = frozenset(
         "connector_execution",
     }
 )
+
+
+#: Kinds that keep every record they are given: nothing in them ever expires.
+APPEND_ONLY_KINDS: Final[frozenset[str]] = frozenset(
+    {"event_spine", "budget_store", "strategy_lock_store", "audit_store"}
+)
+
+#: The route options (``routing.config.RouteOptions``) each kind honours. An option on a
+#: route to any other kind is a routes-file error, never silently ignored.
+KIND_OPTIONS: Final[Mapping[str, frozenset[str]]] = {
+    "memory_store": frozenset({"ttl_seconds"}),  # session memory: keys may expire
+    "blackboard_store": frozenset({"max_value_bytes"}),  # the per-key size limit
+}
+
+
+def option_problems(kind: str, options: Iterable[str]) -> list[str]:
+    """Why each of ``options`` (the ones a route sets) does not apply to ``kind``."""
+    problems = []
+    for option in sorted(options):
+        if option in KIND_OPTIONS.get(kind, frozenset()):
+            continue
+        if option == "ttl_seconds" and kind in APPEND_ONLY_KINDS:
+            why = "this kind is append-only: its records never expire"
+        else:
+            honoured_by = sorted(k for k, names in KIND_OPTIONS.items() if option in names)
+            why = f"only {', '.join(honoured_by) or 'no kind'} honours it"
+        problems.append(f"{kind}: option {option} does not apply ({why})")
+    return problems
 
 
 def required_kinds(mode: str) -> frozenset[str]:

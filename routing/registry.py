@@ -20,7 +20,7 @@ from projections.parking import ParkingStore
 from projections.views import ViewStore
 from routing.catalog import BACKENDS, BackendSpec
 from routing.config import Connections, Route, RoutesFile
-from routing.kinds import ACTIVE_KINDS, RESERVED_KINDS, required_kinds
+from routing.kinds import ACTIVE_KINDS, RESERVED_KINDS, option_problems, required_kinds
 from spine.errors import (
     BackendUnavailable,
     EnginesError,
@@ -87,6 +87,11 @@ def check_routes(config: RoutesFile, kinds: Iterable[str] | None = None) -> list
             continue
         if route.lab and not spec.lab_only:
             problems.append(f"{kind}: `lab: true` on a route to non-lab backend {route.backend!r}")
+            continue
+        set_options = [name for name, value in route.options if value is not None]
+        refused_options = option_problems(kind, set_options)
+        if refused_options:
+            problems += refused_options
             continue
         resolved.append(ResolvedRoute(kind, route, spec))
     needed = required_kinds(config.mode) if kinds is None else frozenset(kinds)

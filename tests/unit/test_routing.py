@@ -177,3 +177,57 @@ async def test_concurrent_first_uses_open_a_backend_once(tmp_path: Path) -> None
         assert len({id(backend) for _, backend in results}) == 1
     finally:
         await registry.aclose()
+
+
+@pytest.mark.parametrize(
+    "kind", ["event_spine", "budget_store", "strategy_lock_store", "audit_store"]
+)
+def test_a_ttl_on_an_append_only_kind_is_refused_not_ignored(kind: str) -> None:
+    route = {"backend": "sqlite", "name": kind, "lab": True, "options": {"ttl_seconds": 60}}
+    with pytest.raises(RouteNotAllowed, match=f"{kind}: option ttl_seconds .*append-only"):
+        check_routes(config("lab", lab_routes(**{kind: route})))
+
+
+def test_an_option_a_kind_does_not_honour_is_refused_naming_where_it_applies() -> None:
+    routes = lab_routes(
+        notes_store={"backend": "sqlite", "name": "n", "lab": True, "options": {"ttl_seconds": 5}},
+        flow_store={
+            "backend": "sqlite",
+            "name": "f",
+            "lab": True,
+            "options": {"max_value_bytes": 10},
+        },
+    )
+    with pytest.raises(RouteNotAllowed) as info:
+        check_routes(config("lab", routes))
+    message = str(info.value)
+    assert (
+        "notes_store: option ttl_seconds does not apply (only memory_store honours it)" in message
+    )
+    assert "flow_store: option max_value_bytes does not apply (only blackboard_store" in message
+
+
+def test_the_options_a_kind_honours_are_accepted() -> None:
+    routes = lab_routes(
+        memory_store={
+            "backend": "sqlite",
+            "name": "m",
+            "lab": True,
+            "options": {"ttl_seconds": 3600},
+        },
+        blackboard_store={
+            "backend": "sqlite",
+            "name": "b",
+            "lab": True,
+            "options": {"max_value_bytes": 65536},
+        },
+        notes_store={
+            "backend": "sqlite",
+            "name": "n",
+            "lab": True,
+            "options": {"ttl_seconds": None},
+        },
+    )
+    resolved = {r.kind: r.route for r in check_routes(config("lab", routes))}
+    assert resolved["memory_store"].options.ttl_seconds == 3600
+    assert resolved["blackboard_store"].options.max_value_bytes == 65536
