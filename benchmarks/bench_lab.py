@@ -27,9 +27,9 @@ http     ``engines serve`` (uvicorn subprocess, real TCP): sequential POST /note
          answered once the notes view has it; GET /healthz on the same client is the floor.
 
 ``--profile NAME`` runs one scenario at the first ``--synchronous`` with cProfile on
-the event-loop thread during our timed sections only (which is where the SQLite writer
-runs; not the readers' threads, not the baselines; not ``http``, whose server is a
-subprocess).
+the event-loop thread during our timed sections only: light write groups run there,
+heavy ones (100 writers, catch-up commits) on the SQLite writer's thread, which is not
+profiled, nor are the readers' threads, the baselines, or ``http`` (a subprocess).
 """
 
 from __future__ import annotations
