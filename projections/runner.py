@@ -207,9 +207,9 @@ class ProjectorRunner:
             writes = self._decide(streams, await self._load(keys))
             refused = set(await self.views.commit(self.name, writes)) if writes else set()
             applied += self._settle(streams, refused)
-            for s in streams:
-                if s.poison is not None and s.stream_id not in refused:
-                    await self._park(s.poison)
+            poisoned = [s for s in streams if s.poison is not None and s.stream_id not in refused]
+            if poisoned:
+                refused |= await self._park_unless_passed(poisoned)
             by_stream = {sid: by_stream[sid] for sid in refused}
             if refused and attempt == COMMIT_ATTEMPTS:
                 why = f"the view refused this stream's writes {COMMIT_ATTEMPTS} times"
@@ -218,6 +218,21 @@ class ProjectorRunner:
                         stuck = Unreadable(s.stream_id, s.applied + 1, why)
                         await self._park(_Poison(stuck, why, COMMIT_ATTEMPTS))
         return applied
+
+    async def _park_unless_passed(self, poisoned: list[_Stream]) -> set[str]:
+        """Park each poisoned stream's event, unless the view store says the stream has
+        moved past it meanwhile (an operator's ``skip`` or another process): then this
+        runner's progress was stale, and the stream is returned to be redone."""
+        stored = await self.views.applied(self.name, [s.stream_id for s in poisoned])
+        redo: set[str] = set()
+        for s in poisoned:
+            assert s.poison is not None
+            if stored.get(s.stream_id, 0) >= s.poison.event.seq:
+                self._progress.drop(s.stream_id)
+                redo.add(s.stream_id)
+            else:
+                await self._park(s.poison)
+        return redo
 
     async def _hold_back(self, by_stream: dict[str, list[Delivered]]) -> None:
         """Drop the streams that are parked; a stream released since is let through (its
@@ -234,8 +249,9 @@ class ProjectorRunner:
             if sid in still:
                 self._parked[sid] = still[sid]
                 del by_stream[sid]
-            else:
+            else:  # released, perhaps past its event: read its progress afresh
                 del self._parked[sid]
+                self._progress.drop(sid)
 
     async def _prepare(
         self, by_stream: dict[str, list[Delivered]]

@@ -3,6 +3,7 @@ holds a poison event, readiness, and the operator's projection commands."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -96,6 +97,37 @@ async def test_an_event_changed_behind_the_spine_is_parked_not_served(
     assert {n["note_id"] for n in listed.json()["items"]} == {note["note_id"], other["note_id"]}
     assert (parked.stream_id, parked.seq) == (sid, 2)
     assert "does not match its hash" in parked.error
+
+
+async def test_a_skip_beside_a_running_server_holds_for_the_next_write(
+    settings: Settings, tmp_path: Path, mint: Mint
+) -> None:
+    """An operator skips a parked event with the CLI while the server runs; the server's
+    runner had the stream's progress cached from before, and must not park the skipped
+    event again when the next write arrives."""
+    async with bootstrap(settings, tmp_path, run_projectors=False) as rt:
+        async with client_for(rt, mint()) as client:
+            note = (await client.post("/notes", json={"title": "one"})).json()
+            await rt.catch_up()
+            sid = note_stream_id(note["note_id"])
+            (stored,) = await rt.spine.read_stream(sid)
+            forged = orjson.loads(encode(stored))
+            forged.update(event_type="note.updated", payload={"title": "forged"})
+            plant(tmp_path, sid, 2, orjson.dumps(forged))
+            await rt.catch_up()
+            assert [p.seq for p in await rt.parking.parked("notes")] == [2]
+
+            args = ["projections", "skip", "notes", sid, "--data-dir", str(tmp_path)]
+            assert await asyncio.to_thread(main, args) == 0  # as another process would
+
+            updated = await client.put(f"/notes/{note['note_id']}", json={"title": "three"})
+            await rt.catch_up()
+            fetched = await client.get(f"/notes/{note['note_id']}")
+        parked = await rt.parking.parked("notes")
+
+    assert updated.status_code in (200, 202), updated.text
+    assert parked == []
+    assert (fetched.json()["title"], fetched.json()["version"]) == ("three", 3)
 
 
 async def test_readyz_answers_200_when_every_backend_answers(
