@@ -11,6 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from spine.errors import RoutingError
 from spine.events import Mode
 
+#: The largest number a route option takes (every store holds it as a 32-bit int).
+MAX_OPTION = 2**31 - 1
+
 PhysicalName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,62}$")]
 
 
@@ -20,10 +23,10 @@ class RouteOptions(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    ttl_seconds: int | None = Field(default=None, gt=0)
+    ttl_seconds: int | None = Field(default=None, gt=0, le=MAX_OPTION, strict=True)
     """For session memory (not built yet): records expire this long after their last
     write. The ViewStore already honours a record's ``expires_at``."""
-    max_value_bytes: int | None = Field(default=None, gt=0)
+    max_value_bytes: int | None = Field(default=None, gt=0, le=MAX_OPTION, strict=True)
     """For the blackboard (not built yet): the per-key size limit."""
 
 
@@ -45,7 +48,7 @@ class SqliteConnection(BaseModel):
     """The database file, relative to the data directory unless absolute."""
     synchronous: str = Field(default="FULL", pattern="^(FULL|NORMAL|EXTRA)$")
     """SQLite's durability setting (WAL journal). FULL survives power loss."""
-    busy_timeout_ms: int = Field(default=10_000, ge=0, le=600_000)
+    busy_timeout_ms: int = Field(default=10_000, ge=0, le=600_000, strict=True)
     """How long a write waits for another process's lock before the backend is reported
     unavailable."""
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from engines.settings import load_settings
 from routing.config import RoutesFile
@@ -231,3 +232,10 @@ def test_the_options_a_kind_honours_are_accepted() -> None:
     resolved = {r.kind: r.route for r in check_routes(config("lab", routes))}
     assert resolved["memory_store"].options.ttl_seconds == 3600
     assert resolved["blackboard_store"].options.max_value_bytes == 65536
+
+
+@pytest.mark.parametrize("value", ["60", True, 60.0, 2**31, 0, -1])
+def test_a_route_option_is_a_plain_positive_integer(value: Any) -> None:
+    route = {"backend": "sqlite", "name": "m", "lab": True, "options": {"ttl_seconds": value}}
+    with pytest.raises(ValidationError):
+        config("lab", lab_routes(memory_store=route))
