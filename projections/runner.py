@@ -294,10 +294,9 @@ class ProjectorRunner:
                 if isinstance(event, Unreadable):
                     raise IntegrityError(event.error)
                 if expected_hash(event) != event.hash:
-                    raise IntegrityError(
-                        f"{event.stream_id} seq {event.seq}: the stored event does not match "
-                        "its hash (changed behind the spine's back?): "
-                        "`engines spine read STREAM --verify` says more"
+                    raise IntegrityError(  # the parked record names the stream and seq
+                        "the stored event does not match its hash (changed behind the "
+                        "spine's back?): `engines spine read STREAM --verify` says more"
                     )
                 env = upcasters.upcast(event) if upcasters is not None else event
                 add_keys(keys_of(env))
