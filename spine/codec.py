@@ -52,10 +52,6 @@ _ABSENT: Final = {
 
 
 _FIELD_COUNT: Final = len(_FIELDS)
-_FIELDS_SET: Final = set(_FIELDS)
-"""Shared by every loaded envelope: pydantic copies a model's set before changing it."""
-_new_envelope = EventEnvelope.__new__
-_set = object.__setattr__
 _from_iso = datetime.fromisoformat
 
 
@@ -109,12 +105,7 @@ def load(stream_id: str, seq: int, body: bytes | str) -> EventEnvelope:
             )
     if type(values["payload"]) is not dict:
         raise StoredFormError("stored event cannot be decoded: its payload is not an object")
-    envelope = _new_envelope(EventEnvelope)
-    _set(envelope, "__dict__", values)
-    _set(envelope, "__pydantic_fields_set__", _FIELDS_SET)
-    _set(envelope, "__pydantic_extra__", None)
-    _set(envelope, "__pydantic_private__", None)
-    return envelope
+    return trusted(EventEnvelope, values)
 
 
 def load_many(rows: Iterable[tuple[str, int, bytes | str]]) -> list[EventEnvelope]:
