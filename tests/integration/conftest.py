@@ -1,7 +1,10 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,3 +25,28 @@ async def sqlite(tmp_path: Path) -> AsyncIterator[SqliteBackend]:
         yield backend
     finally:
         await backend.aclose()
+
+
+@contextlib.asynccontextmanager
+async def lab_database(path: Path, **sqlite: Any) -> AsyncIterator[SqliteBackend]:
+    """A lab backend on the database file at ``path`` (``sqlite``: its connection
+    settings, e.g. ``busy_timeout_ms``), closed when the block ends."""
+    connections = Connections(sqlite=SqliteConnection(path=str(path), **sqlite))
+    backend = await open_sqlite(connections, path.parent)
+    try:
+        yield backend
+    finally:
+        await backend.aclose()
+
+
+@contextlib.contextmanager
+def write_lock_held(path: Path, begin: str = "BEGIN IMMEDIATE") -> Iterator[None]:
+    """The database's write lock, held by a connection of its own (as another process
+    would) until the block ends."""
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        other.execute(begin)
+        yield
+        other.execute("ROLLBACK")
+    finally:
+        other.close()

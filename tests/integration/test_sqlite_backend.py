@@ -18,7 +18,7 @@ from spine.errors import BackendUnavailable, EnginesError, RoutingError
 from spine.events import NO_STREAM
 from spine.streams import stream_id
 from tests.conftest import make_event
-from tests.integration.conftest import lab_route
+from tests.integration.conftest import lab_database, lab_route, write_lock_held
 
 
 def _all_subclasses(cls: type) -> list[type]:
@@ -162,23 +162,16 @@ async def test_a_database_locked_by_another_process_is_unavailable_then_recovers
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "locked.db"
-    connections = Connections(sqlite=SqliteConnection(path=str(path), busy_timeout_ms=200))
-    backend = await open_backend(connections, tmp_path)
-    try:
+    async with lab_database(path, busy_timeout_ms=200) as backend:
         store = await backend.event_store(lab_route("spine"))
-        other = sqlite3.connect(path, isolation_level=None)
-        other.execute("BEGIN EXCLUSIVE")  # another process holds the write lock
-        try:
-            with pytest.raises(BackendUnavailable, match="locked"):
-                await store.append("notes/t1/lab/a", [make_event()], NO_STREAM)
-        finally:
-            other.execute("ROLLBACK")
-            other.close()
+        with (
+            write_lock_held(path, "BEGIN EXCLUSIVE"),
+            pytest.raises(BackendUnavailable, match="locked"),
+        ):
+            await store.append("notes/t1/lab/a", [make_event()], NO_STREAM)
         assert await store.read_stream("notes/t1/lab/a") == []
         result = await store.append("notes/t1/lab/a", [make_event()], NO_STREAM)
         assert result.last_seq == 1
-    finally:
-        await backend.aclose()
 
 
 async def test_a_write_waits_for_a_lock_at_most_the_busy_timeout_even_behind_another(
@@ -188,12 +181,8 @@ async def test_a_write_waits_for_a_lock_at_most_the_busy_timeout_even_behind_ano
     wait that group's timeout and then its own: both end within one busy timeout of
     being asked."""
     path = tmp_path / "bounded.db"
-    connections = Connections(sqlite=SqliteConnection(path=str(path), busy_timeout_ms=1000))
-    backend = await open_backend(connections, tmp_path)
-    try:
+    async with lab_database(path, busy_timeout_ms=1000) as backend:
         store = await backend.event_store(lab_route("spine"))
-        other = sqlite3.connect(path, isolation_level=None)
-        other.execute("BEGIN IMMEDIATE")
         loop = asyncio.get_running_loop()
 
         async def timed(name: str) -> float:
@@ -202,15 +191,12 @@ async def test_a_write_waits_for_a_lock_at_most_the_busy_timeout_even_behind_ano
                 await store.append(f"notes/t1/lab/{name}", [make_event()], NO_STREAM)
             return loop.time() - started
 
-        first = asyncio.create_task(timed("a"))
-        await asyncio.sleep(0.5)
-        second = await timed("b")
-        await first
-        other.execute("ROLLBACK")
-        other.close()
+        with write_lock_held(path):
+            first = asyncio.create_task(timed("a"))
+            await asyncio.sleep(0.5)
+            second = await timed("b")
+            await first
         assert second < 1.35, f"waited {second:.2f} s for a lock with a 1 s busy timeout"
-    finally:
-        await backend.aclose()
 
 
 async def test_a_write_waiting_for_another_process_lock_leaves_the_loop_serving(
@@ -220,25 +206,18 @@ async def test_a_write_waiting_for_another_process_lock_leaves_the_loop_serving(
     while another process holds the write lock, the loop keeps running, the waiting
     group and the ones queued behind it commit, in order, once the lock is free."""
     path = tmp_path / "waiting.db"
-    connections = Connections(sqlite=SqliteConnection(path=str(path), busy_timeout_ms=5000))
-    backend = await open_backend(connections, tmp_path)
-    try:
+    async with lab_database(path, busy_timeout_ms=5000) as backend:
         store = await backend.event_store(lab_route("spine"))
-        other = sqlite3.connect(path, isolation_level=None)
-        other.execute("BEGIN IMMEDIATE")
-        first = asyncio.create_task(store.append("notes/t1/lab/a", [make_event()], NO_STREAM))
-        await asyncio.sleep(0.05)
-        second = asyncio.create_task(store.append("notes/t1/lab/a", [make_event()], 1))
-        # a loop blocked in the lock wait would have failed `first` by its busy timeout
-        assert await store.read_stream("notes/t1/lab/a") == []
-        assert not first.done()
-        assert not second.done()
-        other.execute("ROLLBACK")
-        other.close()
+        with write_lock_held(path):
+            first = asyncio.create_task(store.append("notes/t1/lab/a", [make_event()], NO_STREAM))
+            await asyncio.sleep(0.05)
+            second = asyncio.create_task(store.append("notes/t1/lab/a", [make_event()], 1))
+            # a loop blocked in the lock wait would have failed `first` by its busy timeout
+            assert await store.read_stream("notes/t1/lab/a") == []
+            assert not first.done()
+            assert not second.done()
         assert (await first).last_seq == 1
         assert (await second).last_seq == 2
-    finally:
-        await backend.aclose()
 
 
 async def test_the_lab_feed_refuses_a_spine_that_is_not_on_its_database(
@@ -327,8 +306,7 @@ async def test_the_wal_starts_over_while_a_writer_keeps_writing(tmp_path: Path) 
     copied back and started over while appends keep coming (without that, 2,000
     appends of 1 KB grow it past 30 MB)."""
     path = tmp_path / "wal.db"
-    backend = await open_backend(Connections(sqlite=SqliteConnection(path=str(path))), tmp_path)
-    try:
+    async with lab_database(path) as backend:
         store = await backend.event_store(lab_route("spine"))
         for i in range(2_000):
             event = make_event(payload={"text": "x" * 1_000})
@@ -336,28 +314,23 @@ async def test_the_wal_starts_over_while_a_writer_keeps_writing(tmp_path: Path) 
         wal = path.with_name(path.name + "-wal").stat().st_size
         assert wal < 8 * 2**20, f"the WAL grew to {wal} bytes"
         assert len([e async for e in store.scan(prefix="notes/")]) == 2_000
-    finally:
-        await backend.aclose()
 
 
 async def test_a_spine_with_the_old_command_index_gets_the_new_one_and_still_dedupes(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "old.db"
-    connections = Connections(sqlite=SqliteConnection(path=str(path)))
-    backend = await open_backend(connections, tmp_path)
-    store = await backend.event_store(lab_route("spine"))
     event = make_event(command_id="cmd-1")
-    await store.append("notes/t1/lab/a", [event], NO_STREAM)
-    await backend.aclose()
+    async with lab_database(path) as backend:
+        store = await backend.event_store(lab_route("spine"))
+        await store.append("notes/t1/lab/a", [event], NO_STREAM)
     conn = sqlite3.connect(path)
     with conn:  # the index as an earlier build made it
         conn.execute('DROP INDEX "spine_command_id"')
         conn.execute('CREATE INDEX "spine_command" ON spine (stream_id, command_id)')
     conn.close()
 
-    backend = await open_backend(connections, tmp_path)
-    try:
+    async with lab_database(path) as backend:
         store = await backend.event_store(lab_route("spine"))
         again = await store.append("notes/t1/lab/a", [event], NO_STREAM)
         assert again.deduplicated
@@ -366,5 +339,3 @@ async def test_a_spine_with_the_old_command_index_gets_the_new_one_and_still_ded
             " AND sql IS NOT NULL"
         )
         assert indexes == [("spine_command_id",)]
-    finally:
-        await backend.aclose()

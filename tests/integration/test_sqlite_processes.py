@@ -11,13 +11,11 @@ import sys
 import textwrap
 from pathlib import Path
 
-from routing.backends.sqlite import SqliteBackend, open_backend
-from routing.config import Connections, SqliteConnection
 from spine.codec import verify_chain
 from spine.errors import ConcurrencyError
 from spine.events import ANY, NO_STREAM
 from tests.conftest import make_event
-from tests.integration.conftest import lab_route
+from tests.integration.conftest import lab_database, lab_route
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -69,17 +67,11 @@ def _writer(
     return [sys.executable, "-c", WRITER, *args], env
 
 
-async def _open(path: Path) -> SqliteBackend:
-    connections = Connections(sqlite=SqliteConnection(path=str(path)))
-    return await open_backend(connections, path.parent)
-
-
 async def test_two_processes_appending_to_one_database_lose_nothing_and_chain(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "shared.db"
-    backend = await _open(path)
-    try:
+    async with lab_database(path) as backend:
         store = await backend.event_store(lab_route("spine"))
         command, env = _writer(path, "child", 512, 16)
         child = await asyncio.create_subprocess_exec(
@@ -119,14 +111,11 @@ async def test_two_processes_appending_to_one_database_lose_nothing_and_chain(
         finally:
             conn.close()
         assert count == distinct == 25 * 16 + 512
-    finally:
-        await backend.aclose()
 
 
 async def test_an_exact_version_taken_by_another_process_is_a_conflict(tmp_path: Path) -> None:
     path = tmp_path / "race.db"
-    backend = await _open(path)
-    try:
+    async with lab_database(path) as backend:
         store = await backend.event_store(lab_route("spine"))
         await store.append("notes/t1/lab/child-0", [make_event()], NO_STREAM)
         # the child's first append to child-0 expects NO_STREAM: the stream refutes it
@@ -139,8 +128,6 @@ async def test_an_exact_version_taken_by_another_process_is_a_conflict(tmp_path:
         assert b"ConcurrencyError" in err
         result = await store.append("notes/t1/lab/child-0", [make_event()], 1)
         assert result.last_seq == 2
-    finally:
-        await backend.aclose()
 
 
 async def test_every_acknowledged_append_survives_the_process_being_killed(
@@ -149,9 +136,8 @@ async def test_every_acknowledged_append_survives_the_process_being_killed(
     """A writer is killed (SIGKILL) while appending; every append it had acknowledged is
     in the database afterwards, and every stream still verifies."""
     path = tmp_path / "killed.db"
-    backend = await _open(path)
-    await backend.event_store(lab_route("spine"))  # creates the table the writer needs
-    await backend.aclose()
+    async with lab_database(path) as backend:  # creates the table the writer needs
+        await backend.event_store(lab_route("spine"))
     command, env = _writer(path, "victim", 100_000, 32)
     victim = await asyncio.create_subprocess_exec(
         *command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
@@ -169,8 +155,7 @@ async def test_every_acknowledged_append_survives_the_process_being_killed(
         sid, seq = line.split()
         acknowledged.append((sid, int(seq)))
 
-    backend = await _open(path)
-    try:
+    async with lab_database(path) as backend:
         store = await backend.event_store(lab_route("spine"))
         heads: dict[str, int] = {}
         for sid, seq in acknowledged:
@@ -179,5 +164,3 @@ async def test_every_acknowledged_append_survives_the_process_being_killed(
             events = await store.read_stream(sid)
             assert len(events) >= head, f"{sid}: acknowledged seq {head}, stored {len(events)}"
             assert verify_chain(events) == len(events)
-    finally:
-        await backend.aclose()
