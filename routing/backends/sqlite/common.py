@@ -42,11 +42,3 @@ def decode_strict(rows: Sequence[tuple[str, int, bytes]]) -> list[EventEnvelope]
             raise IntegrityError(f"{event.stream_id} seq {event.seq}: {event.error}")
         events.append(event)
     return events
-
-
-class UnreadableEvent(IntegrityError):
-    """A stored event that a reader needs cannot be decoded."""
-
-    def __init__(self, event: Unreadable) -> None:
-        self.event = event
-        super().__init__(f"{event.stream_id} seq {event.seq}: {event.error}")
