@@ -5,12 +5,15 @@
     EnginesError
     ├── InvalidInput                 bad input; nothing was written
     │   ├── InvalidField             names the field (``loc``) that is wrong or missing
+    │   ├── PreconditionRequired     a write that must name a version named none (HTTP 428)
+    │   ├── ValueTooLarge            over a route's size limit (HTTP 413)
     │   ├── InvalidStreamId
     │   └── InvalidAppend            empty append, mixed command ids, over a backend limit
     ├── ConcurrencyError             stale expected version; nothing was written
     ├── NotFound                     no such entity (or not the caller's to see)
     │   └── StreamNotFound
     ├── AlreadyExists                a create for an entity that exists
+    ├── LimitExceeded                a debit over its budget's limit (HTTP 402; recorded)
     ├── IntegrityError               a stored hash chain does not verify
     ├── UpcastError                  no path from a stored schema version to the current one
     ├── RoutingError
@@ -19,7 +22,8 @@
     │   └── RouteNotAllowed          a lab backend outside lab mode, or an unmarked lab route
     ├── IdentityError
     │   ├── Unauthenticated          missing or bad token (HTTP 401)
-    │   └── ScopeMismatch            a header or parameter disagrees with the token (HTTP 403)
+    │   ├── ScopeMismatch            a header or parameter disagrees with the token (HTTP 403)
+    │   └── RoleRequired             the token lacks the role the operation needs (HTTP 403)
     └── BackendUnavailable           the store behind a route is down or failing; names both
 
 A backend translates its driver's exceptions into this tree in one place and keeps the
@@ -44,6 +48,15 @@ class InvalidField(InvalidInput):
     def __init__(self, loc: tuple[str, ...], message: str) -> None:
         self.loc = loc
         super().__init__(message)
+
+
+class PreconditionRequired(InvalidInput):
+    """A write that must name the version it replaces (``If-Match``) or that the record
+    must not exist (``If-None-Match: *``) named neither; nothing was written."""
+
+
+class ValueTooLarge(InvalidInput):
+    """A value is over a configured size limit (a route's ``max_value_bytes``)."""
 
 
 class InvalidStreamId(InvalidInput):
@@ -75,6 +88,11 @@ class NotFound(EnginesError):
 
 class AlreadyExists(EnginesError):
     """A create names an entity that already exists."""
+
+
+class LimitExceeded(EnginesError):
+    """A debit would take a budget over its limit. The refusal itself is recorded on the
+    spine; nothing was debited."""
 
 
 class StreamNotFound(NotFound):
@@ -141,6 +159,10 @@ class ScopeMismatch(IdentityError):
     not grant. ``principal`` is the verified caller, when the token itself verified."""
 
     principal: object | None = None
+
+
+class RoleRequired(IdentityError):
+    """The caller's token lacks the role this operation needs (``admin``, ``auditor``)."""
 
 
 class BackendUnavailable(EnginesError):

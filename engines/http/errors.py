@@ -36,10 +36,13 @@ from spine.errors import (
     IdentityError,
     InvalidField,
     InvalidInput,
+    LimitExceeded,
     NotFound,
+    PreconditionRequired,
     RoutingError,
     ScopeMismatch,
     Unauthenticated,
+    ValueTooLarge,
 )
 
 log = logging.getLogger(__name__)
@@ -71,11 +74,14 @@ STATUS_BY_ERROR: tuple[tuple[type[EnginesError], int], ...] = (
     (IdentityError, 403),
     (MalformedRequest, 400),
     (BodyTooLarge, 413),
+    (ValueTooLarge, 413),
+    (PreconditionRequired, 428),
     (UnsupportedMediaType, 415),
     (InvalidInput, 422),
     (Gone, 410),
     (NotFound, 404),
     (AlreadyExists, 409),
+    (LimitExceeded, 402),
     (ConcurrencyError, 409),
     (BackendUnavailable, 503),
     (RoutingError, 500),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -28,22 +28,14 @@ from engines.auth import Principal
 from engines.http.errors import AUTHENTICATED, problem_responses
 from engines.http.identity import Auth, requested, runtime_of, scope_for
 from engines.http.jsonbody import StrictJsonRoute
-from engines.http.provenance import provenance_of
 from engines.http.responses import OrjsonResponse, etag, expected_version
-from engines.http.writes import written
+from engines.http.writes import IdempotencyKey, IfMatch, IfNoneMatch, envelope, written
 from projections.views import Filter, Grant, ViewQuery, ViewRecord
 from spine.errors import ConcurrencyError, NotFound
 from spine.events import Identifier, Mode, Provenance
 
 #: The projector whose view (``notes_store``) answers every read here.
 VIEW = "notes"
-
-IdempotencyKey = Annotated[
-    str | None,
-    Header(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$", description="visible ASCII"),
-]
-IfMatch = Annotated[str | None, Header(description='"<version>" (strong) or *')]
-IfNoneMatch = Annotated[str | None, Header(description="* : only if the note does not exist")]
 
 
 class NoteIn(NoteBody):
@@ -114,15 +106,6 @@ def note_out(record: ViewRecord) -> dict[str, Any]:
             "timestamps": {"created_at": data["created_at"], "updated_at": data["updated_at"]},
         }
     ).model_dump()
-
-
-def envelope(request: Request, principal: Principal, *given: Provenance | None) -> dict[str, Any]:
-    """The command fields every write takes from its caller and request."""
-    return {
-        "source": principal.source,
-        "provenance": provenance_of(request, *given),
-        "grants": principal.grants,
-    }
 
 
 async def _written(

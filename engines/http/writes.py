@@ -1,17 +1,40 @@
-"""What every write endpoint does after its command: wait, bounded, for the domain's
-view to reflect the write, then answer with the record as the view has it, or ``202``."""
+"""What every write endpoint shares: the precondition and idempotency headers, the
+command fields taken from the caller, and the answer: wait, bounded, for the domain's
+view to reflect the write, then the record as the view has it, or ``202``."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
+from fastapi import Header, Request
 from fastapi.responses import Response
 
 from commands.envelope import CommandResult
+from engines.auth import Principal
 from engines.http.errors import Gone
+from engines.http.provenance import provenance_of
 from engines.http.responses import OrjsonResponse, etag
 from projections.views import ViewRecord
+from spine.events import Provenance
+
+IdempotencyKey = Annotated[
+    str | None,
+    Header(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$", description="visible ASCII"),
+]
+IfMatch = Annotated[str | None, Header(description='"<version>" (strong) or *')]
+IfNoneMatch = Annotated[str | None, Header(description="* : only if the record does not exist")]
+
+
+def envelope(request: Request, principal: Principal, *given: Provenance | None) -> dict[str, Any]:
+    """The command fields every write takes from its caller and request: the principal's
+    kind as the source, the provenance (headers, then ``given``), the grants."""
+    return {
+        "source": principal.source,
+        "provenance": provenance_of(request, *given),
+        "grants": principal.grants,
+    }
+
 
 if TYPE_CHECKING:
     from engines.runtime import Runtime
