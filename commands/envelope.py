@@ -11,6 +11,7 @@ from spine.codec import trusted
 from spine.events import (
     EventEnvelope,
     EventType,
+    Family,
     Identifier,
     NewEvent,
     Provenance,
@@ -61,10 +62,15 @@ class Command(BaseModel, Generic[P]):
     payload: P
 
     def event(
-        self, event_type: str, payload: dict[str, Any], *, scope: Scope | None = None
+        self,
+        event_type: str,
+        payload: dict[str, Any],
+        *,
+        scope: Scope | None = None,
+        family: Family = "domain",
     ) -> NewEvent:
         """An event produced by this command, carrying its scope and provenance as given
-        (absent provenance stays absent)."""
+        (absent provenance stays absent), in ``family``."""
         s = scope or self.scope
         if event_type not in _EVENT_TYPES:  # a decider's constant: checked once
             _EVENT_TYPE.validate_python(event_type)
@@ -77,7 +83,7 @@ class Command(BaseModel, Generic[P]):
             {
                 "event_id": new_id(),
                 "event_type": event_type,
-                "family": "domain",
+                "family": family,
                 "schema_version": 1,
                 "tenant_id": s.tenant_id,
                 "mode": s.mode,

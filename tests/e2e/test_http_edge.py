@@ -307,6 +307,18 @@ ANSWERS: dict[tuple[str, str], set[int]] = {
     ("get", "/notes/{note_id}"): {200, 404} | AUTHENTICATED,
     ("put", "/notes/{note_id}"): {200, 202, 404, 409, 412, 415} | AUTHENTICATED,
     ("delete", "/notes/{note_id}"): {200, 202, 404, 409, 412} | AUTHENTICATED,
+    **{
+        op: statuses
+        for base in ("/flows", "/graphs", "/overlays")
+        for op, statuses in {
+            ("post", base): {201, 202, 409, 410, 412, 415} | AUTHENTICATED,
+            ("get", base): {200} | AUTHENTICATED,
+            ("get", base + "/{id}"): {200, 404} | AUTHENTICATED,
+            ("get", base + "/{id}/versions"): {200, 404} | AUTHENTICATED,
+            ("put", base + "/{id}"): {200, 202, 404, 409, 412, 415} | AUTHENTICATED,
+            ("delete", base + "/{id}"): {200, 202, 404, 409, 412} | AUTHENTICATED,
+        }.items()
+    },
 }
 
 

@@ -1,0 +1,96 @@
+"""Flows, graphs and overlays: the seed's tabular documents, one stream per document,
+``{flows|graphs|overlays}/{tenant}/{mode}/{id}``, each a versioned entity
+(:mod:`commands.entities`) owned by the user who created it.
+
+A document is ``{id, scope, json_blob, version, timestamps}``; an overlay also names
+the app it belongs to (``app_id``, set at creation for good, filterable in lists).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, Self
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from commands.entities import DeleteEntity, EntityKind, PutEntity
+from spine.events import Identifier
+
+#: The largest ``json_blob``, encoded: well inside every backend's item limit (DynamoDB's
+#: 400 KB is the smallest) with room for the envelope.
+MAX_BLOB_BYTES: Final = 256 * 1024
+
+
+class DocumentBody(BaseModel):
+    """A flow's or a graph's content: any JSON value."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    json_blob: Any = Field(description=f"any JSON value, at most {MAX_BLOB_BYTES} bytes encoded")
+
+    @model_validator(mode="after")
+    def _fits(self) -> Self:
+        try:
+            size = len(orjson.dumps(self.json_blob))
+        except TypeError as exc:
+            raise ValueError(f"json_blob is not JSON: {exc}") from exc
+        if size > MAX_BLOB_BYTES:
+            raise ValueError(f"json_blob is {size} bytes encoded; the limit is {MAX_BLOB_BYTES}")
+        return self
+
+
+class OverlayBody(DocumentBody):
+    """An overlay's content and the app it belongs to (set at creation for good)."""
+
+    app_id: Identifier
+
+
+FLOWS = EntityKind(
+    domain="flows",
+    entity="flow",
+    path=("id",),
+    created="flow.created",
+    updated="flow.updated",
+    deleted="flow.deleted",
+)
+GRAPHS = EntityKind(
+    domain="graphs",
+    entity="graph",
+    path=("id",),
+    created="graph.created",
+    updated="graph.updated",
+    deleted="graph.deleted",
+)
+OVERLAYS = EntityKind(
+    domain="overlays",
+    entity="overlay",
+    path=("id",),
+    created="overlay.created",
+    updated="overlay.updated",
+    deleted="overlay.deleted",
+    fixed=("app_id",),
+)
+
+
+class PutFlow(PutEntity):
+    pass
+
+
+class DeleteFlow(DeleteEntity):
+    pass
+
+
+class PutGraph(PutEntity):
+    pass
+
+
+class DeleteGraph(DeleteEntity):
+    pass
+
+
+class PutOverlay(PutEntity):
+    pass
+
+
+class DeleteOverlay(DeleteEntity):
+    pass

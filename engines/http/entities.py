@@ -1,0 +1,346 @@
+"""Versioned entities over HTTP, written once (:mod:`commands.entities`): read the latest
+or a given version, page the history, list, put and delete, each under the request's
+identity and preconditions. A domain's router parses its own paths and bodies and calls
+these.
+
+Answers:
+
+* a record: its path fields, its body fields, ``version``, ``scope`` (tenant, mode,
+  user, surface, project) and ``timestamps``, with ``ETag: "<version>"``;
+* a history entry: the same, for one version, plus ``event_type`` and ``deleted``;
+* anything the caller may not see: 404, as if absent.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, create_model
+
+from commands.entities import (
+    Creation,
+    DeleteEntity,
+    EntityKind,
+    PutEntity,
+    can_see,
+    refuse_reused_key,
+)
+from commands.envelope import Command
+from engines.auth import Principal
+from engines.http.identity import runtime_of
+from engines.http.responses import OrjsonResponse, etag, expected_version
+from engines.http.writes import envelope, written
+from projections.entities import VERSION, version_key
+from projections.views import Filter, Grant, ViewQuery, ViewRecord
+from spine.errors import ConcurrencyError, NotFound, PreconditionRequired
+from spine.events import Mode, Provenance, Scope
+
+
+class ScopeOut(BaseModel):
+    tenant_id: str
+    mode: Mode
+    user_id: str | None
+    surface_id: str | None
+    project_id: str | None
+
+
+class Timestamps(BaseModel):
+    created_at: str
+    updated_at: str
+
+
+def _scope_out(scope: Scope) -> dict[str, Any]:
+    return scope.model_dump()
+
+
+@dataclass(frozen=True)
+class EntityApi:
+    """What a domain's router needs to serve its entities."""
+
+    kind: EntityKind
+    view: str
+    """The projector (an :class:`projections.entities.EntityProjector`) answering reads."""
+    put_type: type[PutEntity]
+    delete_type: type[DeleteEntity] | None
+    body: type[BaseModel]
+    """The body model: its fields are what a record shows besides path and scope."""
+    base_path: str
+    """The URL of the collection (``/flows``); an entity's is ``{base_path}/{path...}``."""
+    require_precondition: bool = False
+    """A change must say what it replaces (``If-Match``) or that there is nothing
+    (``If-None-Match: *``); neither is refused (428): no silent overwrite."""
+
+    @property
+    def path_fields(self) -> tuple[str, ...]:
+        return self.kind.path
+
+    # -- models for OpenAPI ---------------------------------------------------------------
+
+    def out_model(self) -> type[BaseModel]:
+        fields: dict[str, Any] = dict.fromkeys(self.path_fields, (str, ...))
+        fields.update(
+            {name: (info.annotation, None) for name, info in self.body.model_fields.items()}
+        )
+        fields.update(
+            {"version": (int, ...), "scope": (ScopeOut, ...), "timestamps": (Timestamps, ...)}
+        )
+        name = self.body.__name__.removesuffix("Body") + "Out"
+        return create_model(name, __config__=ConfigDict(extra="forbid"), **fields)
+
+    def version_model(self) -> type[BaseModel]:
+        fields: dict[str, Any] = dict.fromkeys(self.path_fields, (str, ...))
+        fields.update(dict.fromkeys(self.body.model_fields, (Any, None)))
+        fields.update(
+            {
+                "version": (int, ...),
+                "event_type": (str, ...),
+                "deleted": (bool, ...),
+                "scope": (ScopeOut, ...),
+                "recorded_at": (str, ...),
+            }
+        )
+        name = self.body.__name__.removesuffix("Body") + "Version"
+        return create_model(name, **fields)
+
+    # -- rendering -------------------------------------------------------------------------
+
+    def render(self, record: ViewRecord) -> dict[str, Any]:
+        data = record.data
+        return {
+            **{name: data[name] for name in self.path_fields},
+            **{name: data.get(name) for name in self.body.model_fields},
+            "version": record.version,
+            "scope": _scope_out(record.scope),
+            "timestamps": {"created_at": data["created_at"], "updated_at": data["updated_at"]},
+        }
+
+    def render_version(self, record: ViewRecord) -> dict[str, Any]:
+        data = record.data
+        return {
+            **{name: data[name] for name in self.path_fields},
+            **{name: data.get(name) for name in self.body.model_fields},
+            "version": data["seq"],
+            "event_type": data["event_type"],
+            "deleted": data["deleted"],
+            "scope": _scope_out(record.scope),
+            "recorded_at": data["recorded_at"],
+        }
+
+    def location(self, path: tuple[str, ...]) -> str:
+        return "/".join((self.base_path, *path))
+
+    def _visible(self, principal: Principal, record: ViewRecord) -> bool:
+        return can_see(self.kind.access, record.scope, principal.user_id, principal.grants)
+
+    def _name(self, path: tuple[str, ...]) -> str:
+        return f"{self.kind.entity} {'/'.join(path)!r}"
+
+    # -- reads -----------------------------------------------------------------------------
+
+    async def read(
+        self,
+        request: Request,
+        principal: Principal,
+        scope: Scope,
+        path: tuple[str, ...],
+        version: int | None = None,
+    ) -> Response:
+        """The entity as it stands, or as it was at ``version`` (deleted since or not)."""
+        sid = self.kind.stream_id(scope, path)
+        view = runtime_of(request).view_of(self.view)
+        if version is None:
+            record = await view.get(sid)
+        else:
+            record = await view.get(version_key(sid, version))
+        if record is None or not self._visible(principal, record):
+            raise NotFound(f"{self._name(path)} not found")
+        if version is None:
+            return OrjsonResponse(self.render(record), headers={"ETag": etag(record.version)})
+        if record.data.get("deleted"):
+            raise NotFound(f"{self._name(path)} was deleted at version {version}")
+        return OrjsonResponse(self.render_version(record), headers={"ETag": etag(version)})
+
+    async def history(
+        self,
+        request: Request,
+        principal: Principal,
+        scope: Scope,
+        path: tuple[str, ...],
+        cursor: str | None,
+        limit: int,
+    ) -> dict[str, Any]:
+        """A page of the entity's versions, oldest first."""
+        sid = self.kind.stream_id(scope, path)
+        page = (
+            await runtime_of(request)
+            .view_of(self.view)
+            .query(
+                ViewQuery(
+                    tenant_id=scope.tenant_id,
+                    mode=scope.mode,
+                    user_id=principal.user_id if self.kind.access == "owner" else None,
+                    where=(
+                        Filter(field="entry", value=VERSION),
+                        Filter(field="stream_id", value=sid),
+                    ),
+                    order_by="seq",
+                    descending=False,
+                    limit=limit,
+                    cursor=cursor,
+                )
+            )
+        )
+        items = [r for r in page.items if self._visible(principal, r)]
+        if not items and cursor is None:
+            raise NotFound(f"{self._name(path)} not found")
+        return {"items": [self.render_version(r) for r in items], "next_cursor": page.next_cursor}
+
+    async def list(
+        self,
+        request: Request,
+        principal: Principal,
+        scope: Scope,
+        *,
+        surface_id: str | None = None,
+        project_id: str | None = None,
+        where: tuple[Filter, ...] = (),
+        order_by: str = "created_at",
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> dict[str, Any]:
+        """A page of the live entities the caller may see, newest created first (the order
+        never changes, so a walk of the pages sees every entity that existed when it
+        began). Owned entities are the caller's own within their grants."""
+        owner = self.kind.access == "owner"
+        grants = None
+        if owner:
+            grants = tuple(
+                Grant(surface_id=s, project_ids=tuple(sorted(projects)))
+                for s, projects in sorted(principal.grants.items())
+                if surface_id is None or s == surface_id
+            )
+        page = (
+            await runtime_of(request)
+            .view_of(self.view)
+            .query(
+                ViewQuery(
+                    tenant_id=scope.tenant_id,
+                    mode=scope.mode,
+                    user_id=principal.user_id if owner else None,
+                    surface_id=surface_id,
+                    project_id=project_id,
+                    grants=grants,
+                    where=(Filter(field="entry", value="latest"), *where),
+                    order_by=order_by,
+                    limit=limit,
+                    cursor=cursor,
+                )
+            )
+        )
+        items = [self.render(r) for r in page.items if self._visible(principal, r)]
+        return {"items": items, "next_cursor": page.next_cursor}
+
+    # -- writes ----------------------------------------------------------------------------
+
+    async def put(
+        self,
+        request: Request,
+        principal: Principal,
+        scope: Scope,
+        path: tuple[str, ...],
+        body: dict[str, Any],
+        *,
+        create: Creation,
+        if_match: str | None,
+        if_none_match: str | None,
+        command_id: str | None = None,
+        provenance: Provenance | None = None,
+        status: int | None = None,
+    ) -> Response:
+        """Create or replace an entity under the request's preconditions: ``If-Match``
+        needs it as it is (and never creates); ``If-None-Match: *`` needs it absent.
+        ``command_id`` (from an ``Idempotency-Key``): a retry answers as the first did."""
+        expected = self._preconditions(if_match, if_none_match)
+        if if_match is not None:
+            create = "never"
+        elif if_none_match is not None:
+            create, expected = "must", None  # absent, whatever the stream's version
+        extra: dict[str, Any] = {} if command_id is None else {"command_id": command_id}
+        command = Command[Any](
+            scope=scope,
+            expected_version=expected,
+            payload=self.put_type(path=path, body=body, create=create),
+            **extra,
+            **envelope(request, principal, provenance),
+        )
+        result = await runtime_of(request).dispatch(command)
+        if result.deduplicated:
+            refuse_reused_key(result.events, command)
+            if if_none_match is not None:
+                raise ConcurrencyError(
+                    result.stream_id, "absent (If-None-Match: *)", result.version
+                )
+        created = bool(result.events) and result.events[0].event_type == self.kind.created
+        answer = status or (201 if created else 200)
+        return await written(
+            runtime_of(request),
+            result,
+            projector=self.view,
+            key=result.stream_id,
+            ident=dict(zip(self.path_fields, path, strict=True)),
+            render=self.render,
+            status=answer,
+            location=self.location(path) if answer == 201 else None,
+            replay=result.deduplicated,
+        )
+
+    async def delete(
+        self,
+        request: Request,
+        principal: Principal,
+        scope: Scope,
+        path: tuple[str, ...],
+        *,
+        if_match: str | None,
+        if_none_match: str | None,
+        provenance: Provenance | None = None,
+    ) -> Response:
+        """Delete an entity (a tombstone: history and spine keep it)."""
+        assert self.delete_type is not None, f"{self.kind.entity} cannot be deleted"
+        expected = self._preconditions(if_match, if_none_match)
+        command = Command[Any](
+            scope=scope,
+            expected_version=expected,
+            payload=self.delete_type(path=path),
+            **envelope(request, principal, provenance),
+        )
+        result = await runtime_of(request).dispatch(command)
+        return await written(
+            runtime_of(request),
+            result,
+            projector=self.view,
+            key=result.stream_id,
+            ident=dict(zip(self.path_fields, path, strict=True)),
+            render=self.render,
+            status=200,
+        )
+
+    def _preconditions(self, if_match: str | None, if_none_match: str | None) -> int | None:
+        expected = expected_version(if_match, if_none_match)  # validates both headers
+        if self.require_precondition and if_match is None and if_none_match is None:
+            raise PreconditionRequired(
+                f"a {self.kind.entity} is never overwritten blindly: send If-Match with the "
+                'version you read (its ETag, e.g. "3"), or If-None-Match: * to create one'
+            )
+        return expected
+
+
+def idempotent_id(scope: Scope, domain: str, key: str) -> str:
+    """An id derived from an ``Idempotency-Key``, per tenant, mode, user and domain: a
+    retried request names the same entity and the same command."""
+    name = f"{domain}:{scope.tenant_id}/{scope.mode}/{scope.user_id}/{key}"
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, "engines:" + name))

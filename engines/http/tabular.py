@@ -1,0 +1,290 @@
+"""Flows, graphs and overlays over HTTP: one router per document kind, made by one
+function. Thin: parse, resolve identity, and leave the rest to
+:class:`engines.http.entities.EntityApi`.
+
+(No ``from __future__ import annotations`` here: FastAPI reads the endpoint's
+annotations at run time, and the body models are this function's arguments.)
+"""
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from commands.entities import DeleteEntity, EntityKind, PutEntity
+from commands.tabular import (
+    FLOWS,
+    GRAPHS,
+    OVERLAYS,
+    DeleteFlow,
+    DeleteGraph,
+    DeleteOverlay,
+    DocumentBody,
+    OverlayBody,
+    PutFlow,
+    PutGraph,
+    PutOverlay,
+)
+from engines.http.entities import EntityApi, idempotent_id
+from engines.http.errors import AUTHENTICATED, problem_responses
+from engines.http.identity import Auth, requested, scope_for
+from engines.http.jsonbody import StrictJsonRoute
+from engines.http.writes import IdempotencyKey, IfMatch, IfNoneMatch
+from projections.views import Filter
+from spine.events import Identifier, Provenance, new_id
+
+Cursor = Annotated[str | None, Query(max_length=512)]
+Limit = Annotated[int, Query(ge=1, le=200)]
+Version = Annotated[int | None, Query(ge=1, le=2**62, description="a past version")]
+
+
+class Accepted(BaseModel):
+    id: str
+    version: int
+    status: str = Field(default="accepted", description="the view does not reflect it yet")
+
+
+class Deleted(BaseModel):
+    id: str
+    version: int
+    deleted: bool = True
+
+
+def document_router(api: EntityApi, *, filter_by_app: bool = False) -> APIRouter:
+    """The routes of one document kind at ``api.base_path``."""
+    base, tag, entity = api.base_path, api.kind.domain, api.kind.entity
+    body_model = api.body
+    Out = api.out_model()
+    VersionOut = api.version_model()
+
+    class Create(body_model):  # type: ignore[valid-type,misc]
+        surface_id: Identifier | None = None
+        project_id: Identifier | None = None
+        provenance: Provenance | None = None
+
+    class Replace(body_model):  # type: ignore[valid-type,misc]
+        provenance: Provenance | None = None
+
+    Create.__name__ = Create.__qualname__ = f"{Out.__name__.removesuffix('Out')}In"
+    Replace.__name__ = Replace.__qualname__ = f"{Out.__name__.removesuffix('Out')}Update"
+
+    class Page(BaseModel):
+        items: list[Out]  # type: ignore[valid-type]
+        next_cursor: str | None
+
+    class History(BaseModel):
+        items: list[VersionOut]  # type: ignore[valid-type]
+        next_cursor: str | None
+
+    Page.__name__ = Page.__qualname__ = f"{Out.__name__.removesuffix('Out')}Page"
+    History.__name__ = History.__qualname__ = f"{Out.__name__.removesuffix('Out')}History"
+
+    router = APIRouter(tags=[tag], route_class=StrictJsonRoute)
+
+    def body_fields(body: BaseModel) -> dict[str, Any]:
+        return body.model_dump(mode="json", include=set(body_model.model_fields))
+
+    @router.post(
+        base,
+        status_code=201,
+        response_model=Out,
+        responses={
+            202: {"model": Accepted},
+            **problem_responses(*AUTHENTICATED, 409, 410, 412, 415),
+        },
+        summary=f"Create a {entity}",
+    )
+    async def create(
+        request: Request,
+        body: Create,
+        principal: Auth,
+        idempotency_key: IdempotencyKey = None,
+        if_none_match: IfNoneMatch = None,
+    ) -> Response:
+        """With ``Idempotency-Key``, a retry answers with the same document (410 if it
+        was deleted since); ``If-None-Match: *`` refuses a retry (412)."""
+        scope = await scope_for(
+            request, principal, body.surface_id, body.project_id, require_surface=True
+        )
+        if idempotency_key is None:
+            entity_id, command_id = new_id(), None
+        else:
+            entity_id = idempotent_id(scope, tag, idempotency_key)
+            command_id = f"create:{entity_id}"
+        return await api.put(
+            request,
+            principal,
+            scope,
+            (entity_id,),
+            body_fields(body),
+            create="must",
+            if_match=None,
+            if_none_match=if_none_match,
+            command_id=command_id,
+            provenance=body.provenance,
+            status=201,
+        )
+
+    @router.get(
+        base + "/{id}/versions",
+        response_model=History,
+        responses=problem_responses(*AUTHENTICATED, 404),
+        summary=f"A {entity}'s versions, oldest first",
+    )
+    async def versions(
+        request: Request,
+        id: Identifier,
+        principal: Auth,
+        cursor: Cursor = None,
+        limit: Limit = 50,
+    ) -> dict[str, Any]:
+        """Every version, a deleted document's too (its last entry says so)."""
+        scope = await scope_for(request, principal, None, None)
+        return await api.history(request, principal, scope, (id,), cursor, limit)
+
+    @router.get(
+        base + "/{id:path}",
+        response_model=Out,
+        responses=problem_responses(*AUTHENTICATED, 404),
+        summary=f"A {entity}: the latest, or a given version",
+    )
+    async def read(
+        request: Request, id: Identifier, principal: Auth, version: Version = None
+    ) -> Response:
+        """``?version=N`` reads version N (a past version's body, whether or not the
+        document has changed or been deleted since)."""
+        scope = await scope_for(request, principal, None, None)
+        return await api.read(request, principal, scope, (id,), version)
+
+    @router.put(
+        base + "/{id:path}",
+        response_model=Out,
+        responses={
+            202: {"model": Accepted},
+            **problem_responses(*AUTHENTICATED, 404, 409, 412, 415),
+        },
+        summary=f"Replace a {entity}",
+    )
+    async def replace(
+        request: Request,
+        id: Identifier,
+        body: Replace,
+        principal: Auth,
+        if_match: IfMatch = None,
+    ) -> Response:
+        """``If-Match: "N"`` replaces version N only (412 otherwise)."""
+        scope = await scope_for(request, principal, None, None)
+        return await api.put(
+            request,
+            principal,
+            scope,
+            (id,),
+            body_fields(body),
+            create="never",
+            if_match=if_match,
+            if_none_match=None,
+            provenance=body.provenance,
+        )
+
+    @router.delete(
+        base + "/{id:path}",
+        response_model=Deleted,
+        responses={202: {"model": Accepted}, **problem_responses(*AUTHENTICATED, 404, 409, 412)},
+        summary=f"Delete a {entity}",
+    )
+    async def delete(
+        request: Request, id: Identifier, principal: Auth, if_match: IfMatch = None
+    ) -> Response:
+        """A tombstone: the document leaves reads and lists; its history stays readable."""
+        scope = await scope_for(request, principal, None, None)
+        return await api.delete(
+            request, principal, scope, (id,), if_match=if_match, if_none_match=None
+        )
+
+    async def page(
+        request: Request,
+        principal: Any,
+        surface_id: str | None,
+        project_id: str | None,
+        app_id: str | None,
+        cursor: str | None,
+        limit: int,
+    ) -> dict[str, Any]:
+        scope = await scope_for(request, principal, surface_id, project_id)
+        where = (Filter(field="app_id", value=app_id),) if app_id is not None else ()
+        return await api.list(
+            request,
+            principal,
+            scope,
+            surface_id=requested(request, "surface_id", surface_id),
+            project_id=requested(request, "project_id", project_id),
+            where=where,
+            cursor=cursor,
+            limit=limit,
+        )
+
+    if filter_by_app:
+
+        @router.get(
+            base,
+            response_model=Page,
+            responses=problem_responses(*AUTHENTICATED),
+            summary=f"The caller's {entity}s, newest created first",
+        )
+        async def list_by_app(
+            request: Request,
+            principal: Auth,
+            surface_id: Identifier | None = None,
+            project_id: Identifier | None = None,
+            app_id: Identifier | None = None,
+            cursor: Cursor = None,
+            limit: Limit = 50,
+        ) -> dict[str, Any]:
+            return await page(request, principal, surface_id, project_id, app_id, cursor, limit)
+
+    else:
+
+        @router.get(
+            base,
+            response_model=Page,
+            responses=problem_responses(*AUTHENTICATED),
+            summary=f"The caller's {entity}s, newest created first",
+        )
+        async def list_documents(
+            request: Request,
+            principal: Auth,
+            surface_id: Identifier | None = None,
+            project_id: Identifier | None = None,
+            cursor: Cursor = None,
+            limit: Limit = 50,
+        ) -> dict[str, Any]:
+            return await page(request, principal, surface_id, project_id, None, cursor, limit)
+
+    return router
+
+
+def document_api(
+    kind: EntityKind,
+    view: str,
+    put: type[PutEntity],
+    delete: type[DeleteEntity],
+    body: type[BaseModel],
+) -> EntityApi:
+    return EntityApi(
+        kind=kind,
+        view=view,
+        put_type=put,
+        delete_type=delete,
+        body=body,
+        base_path="/" + kind.domain,
+    )
+
+
+FLOWS_API = document_api(FLOWS, "flows", PutFlow, DeleteFlow, DocumentBody)
+GRAPHS_API = document_api(GRAPHS, "graphs", PutGraph, DeleteGraph, DocumentBody)
+OVERLAYS_API = document_api(OVERLAYS, "overlays", PutOverlay, DeleteOverlay, OverlayBody)
+
+flows_router = document_router(FLOWS_API)
+graphs_router = document_router(GRAPHS_API)
+overlays_router = document_router(OVERLAYS_API, filter_by_app=True)
