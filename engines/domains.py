@@ -8,14 +8,18 @@ import functools
 
 from fastapi import APIRouter
 
+from commands import memory as memory_commands
 from commands import notes as notes_commands
 from commands.entities import EntityDecider
+from engines.cli import memory as memory_cli
 from engines.cli import notes as notes_cli
 from engines.cli.entities import entity_group
 from engines.domain import Domain
+from engines.http import memory as memory_http
 from engines.http import notes as notes_http
 from engines.http import tabular as tabular_http
 from engines.http.entities import EntityApi
+from projections import memory as memory_projections
 from projections import notes as notes_projections
 from projections import tabular as tabular_views
 from projections.entities import EntityProjector
@@ -67,5 +71,14 @@ DOMAINS: tuple[Domain, ...] = (
         tabular_views.OVERLAYS_VIEW,
         tabular_http.overlays_router,
         command="overlays",
+    ),
+    Domain(
+        name=memory_commands.DOMAIN,
+        decider=memory_commands.MemoryDecider(),
+        commands=(memory_commands.SetMemory, memory_commands.DeleteMemory),
+        projectors=(memory_projections.MemoryProjector(),),
+        reads="memory",
+        router=memory_http.router,
+        cli=memory_cli.register,
     ),
 )

@@ -319,6 +319,10 @@ ANSWERS: dict[tuple[str, str], set[int]] = {
             ("delete", base + "/{id}"): {200, 202, 404, 409, 412} | AUTHENTICATED,
         }.items()
     },
+    ("get", "/memory/{session_id}"): {200} | AUTHENTICATED,
+    ("get", "/memory/{session_id}/{key}"): {200, 404} | AUTHENTICATED,
+    ("put", "/memory/{session_id}/{key}"): {200, 202, 409, 410, 412, 415} | AUTHENTICATED,
+    ("delete", "/memory/{session_id}/{key}"): {200, 202, 404, 409, 412} | AUTHENTICATED,
 }
 
 

@@ -1,0 +1,127 @@
+"""``engines memory``: what the session memory view holds, as tables for an operator.
+
+``list`` shows keys (never values) of a tenant, optionally of one user and session;
+``show`` one key's record and value. Expired and deleted keys are absent, as over HTTP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+import orjson
+
+from commands.memory import memory_stream
+from engines.cli.common import (
+    LAB_NOTICE,
+    add_common,
+    data_dir_of,
+    err,
+    positive_int,
+    settings_of,
+    shown,
+)
+from engines.runtime import bootstrap
+from projections.memory import record_key
+from projections.views import Filter, ViewQuery, ViewRecord
+from spine.codec import timestamp_text
+from spine.errors import NotFound
+from spine.events import Scope
+
+VIEW = "memory"
+
+
+def _expires(record: ViewRecord) -> str:
+    return timestamp_text(record.expires_at) if record.expires_at else "-"
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    async def body() -> int:
+        settings = settings_of(args)
+        async with bootstrap(settings, data_dir_of(args), run_projectors=False, create=False) as rt:
+            if rt.lab_routes:
+                err(LAB_NOTICE)
+            where = (Filter(field="session_id", value=args.session),) if args.session else ()
+            page = await rt.view_of(VIEW).query(
+                ViewQuery(
+                    tenant_id=args.tenant,
+                    mode=settings.mode,
+                    user_id=args.user,
+                    project_id=args.project,
+                    where=where,
+                    order_by="updated_at",
+                    limit=args.limit,
+                )
+            )
+            print(
+                f"{'user':<12} {'session':<16} {'project':<10} {'key':<24} {'version':>7} "
+                f"{'expires_at':<28} updated_at"
+            )
+            for r in page.items:
+                d = r.data
+                print(
+                    f"{shown(d['user_id']):<12} {shown(d['session_id']):<16} "
+                    f"{shown(d['project_id']):<10} {shown(d['key']):<24} {r.version:>7} "
+                    f"{_expires(r):<28} {shown(d['updated_at'])}"
+                )
+            if page.next_cursor:
+                err(f"(more than {args.limit}; raise --limit)")
+        return 0
+
+    return asyncio.run(body())
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    async def body() -> int:
+        settings = settings_of(args)
+        async with bootstrap(settings, data_dir_of(args), run_projectors=False, create=False) as rt:
+            if rt.lab_routes:
+                err(LAB_NOTICE)
+            scope = Scope(
+                tenant_id=args.tenant,
+                mode=settings.mode,
+                user_id=args.user,
+                project_id=args.project,
+            )
+            stream = memory_stream(scope, args.session)
+            record = await rt.view_of(VIEW).get(record_key(stream, args.key))
+            if record is None:
+                raise NotFound(f"key {args.key!r} of {stream} not found (or expired, or deleted)")
+            d = record.data
+            rows = [
+                ("stream", stream),
+                ("key", d["key"]),
+                ("version", record.version),
+                ("surface", d["surface_id"]),
+                ("ttl_seconds", d["ttl_seconds"]),
+                ("expires_at", _expires(record)),
+                ("created_at", d["created_at"]),
+                ("updated_at", d["updated_at"]),
+            ]
+            for name, value in rows:
+                print(f"{name:<12} {shown(value)}")
+            print(f"{'value':<12} {shown(orjson.dumps(d['value']).decode())}")
+        return 0
+
+    return asyncio.run(body())
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    mm = sub.add_parser("memory", help="the session memory view")
+    msub = mm.add_subparsers(dest="memory_command", required=True)
+    ml = msub.add_parser("list", help="a tenant's live keys, most recently updated first")
+    add_common(ml)
+    ml.add_argument("--tenant", required=True)
+    ml.add_argument("--user", default=None, help="only this user's keys")
+    ml.add_argument("--session", default=None, help="only this session's keys")
+    ml.add_argument("--project", default=None, help="only keys of this project")
+    ml.add_argument("--limit", type=positive_int, default=50)
+    ml.set_defaults(func=cmd_list)
+    ms = msub.add_parser("show", help="one key of a session: its record and value")
+    add_common(ms)
+    ms.add_argument("--tenant", required=True)
+    ms.add_argument("--user", required=True)
+    ms.add_argument("--session", required=True)
+    ms.add_argument("--key", required=True)
+    ms.add_argument("--project", default=None, help="the session's project, if it has one")
+    ms.set_defaults(func=cmd_show)
