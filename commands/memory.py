@@ -8,7 +8,7 @@ The stream is the caller's own: it is named by their user id, so nobody else's c
 can reach it.
 
 Expiry counts from the recorded time of the event that set the key
-(``recorded_at + ttl_seconds``: :func:`expiry`), here and in the view, so folding the
+(``recorded_at + ttl_seconds``: :func:`spine.events.expiry`), here and in the view, so folding the
 same events again (a rebuild) always gives the same expiry and never revives a key. The
 decider is pure, so "now" comes in the command (``at``, the server's time of the
 request): a key whose expiry is at or before ``at`` is absent, exactly as a deleted one.
@@ -24,14 +24,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Annotated, Any, Final
 
 import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
 
 from commands.envelope import Command, CommandResult, granted
-from routing.config import MAX_OPTION
 from spine.errors import (
     AlreadyExists,
     ConcurrencyError,
@@ -40,7 +39,15 @@ from spine.errors import (
     ScopeMismatch,
     ValueTooLarge,
 )
-from spine.events import EventEnvelope, Identifier, NewEvent, Scope, new_id
+from spine.events import (
+    MAX_TTL_SECONDS,
+    EventEnvelope,
+    Identifier,
+    NewEvent,
+    Scope,
+    expiry,
+    new_id,
+)
 from spine.streams import stream_id
 
 DOMAIN: Final = "memory"
@@ -50,7 +57,7 @@ DELETED: Final = "memory.deleted"
 #: The largest value a key holds, as encoded JSON (above it: 413, nothing written).
 MAX_VALUE_BYTES: Final = 256 * 1024
 
-TtlSeconds = Annotated[int, Field(gt=0, le=MAX_OPTION, strict=True)]
+TtlSeconds = Annotated[int, Field(gt=0, le=MAX_TTL_SECONDS, strict=True)]
 """A time to live: whole seconds, at least 1 (a float or a boolean is refused)."""
 
 
@@ -82,12 +89,6 @@ class DeleteMemory(BaseModel):
     key: Identifier
     at: AwareDatetime
     expected_key_version: int | None = Field(default=None, ge=0)
-
-
-def expiry(recorded_at: datetime, ttl_seconds: int | None) -> datetime | None:
-    """When a key set by an event recorded at ``recorded_at`` expires (``None``: never).
-    The one rule, used by the decider and the view alike."""
-    return None if ttl_seconds is None else recorded_at + timedelta(seconds=ttl_seconds)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,8 @@ from typing import Any, Final, Self
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from commands.entities import DeleteEntity, EntityKind, PutEntity
+from commands.entities import DeleteEntity, PutEntity
+from spine.entities import EntityKind
 from spine.events import Identifier
 
 #: The largest ``json_blob``, encoded: well inside every backend's item limit (DynamoDB's

@@ -21,14 +21,15 @@ from engines.http import tabular as tabular_http
 from engines.http.entities import EntityApi
 from projections import memory as memory_projections
 from projections import notes as notes_projections
-from projections import tabular as tabular_views
 from projections.entities import EntityProjector
 
 
 def _entities(
-    api: EntityApi, projector: EntityProjector, router: APIRouter, *, command: str
+    api: EntityApi, router: APIRouter, *, store: str, command: str, history: bool = True
 ) -> Domain:
-    """A domain of versioned entities (:mod:`commands.entities`)."""
+    """A domain of versioned entities (:mod:`commands.entities`): its view in ``store``
+    (with the version history unless ``history`` is false), its CLI group ``command``."""
+    projector = EntityProjector(api.kind, name=api.view, resource_kind=store, history=history)
     cli = functools.partial(
         entity_group,
         command=command,
@@ -58,18 +59,15 @@ DOMAINS: tuple[Domain, ...] = (
         cli=notes_cli.register,
     ),
     _entities(
-        tabular_http.FLOWS_API, tabular_views.FLOWS_VIEW, tabular_http.flows_router, command="flows"
+        tabular_http.FLOWS_API, tabular_http.flows_router, store="flow_store", command="flows"
     ),
     _entities(
-        tabular_http.GRAPHS_API,
-        tabular_views.GRAPHS_VIEW,
-        tabular_http.graphs_router,
-        command="graphs",
+        tabular_http.GRAPHS_API, tabular_http.graphs_router, store="graph_store", command="graphs"
     ),
     _entities(
         tabular_http.OVERLAYS_API,
-        tabular_views.OVERLAYS_VIEW,
         tabular_http.overlays_router,
+        store="overlay_store",
         command="overlays",
     ),
     Domain(

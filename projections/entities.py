@@ -1,5 +1,5 @@
-"""The view of versioned entities (:mod:`commands.entities`), written once for every
-domain built on them: the latest record of each entity, and (if the domain keeps one)
+"""The view of versioned entities (:mod:`spine.entities`), written once for every domain
+built on them: the latest record of each entity, and (if the domain keeps one)
 its version history, both in the domain's routed store.
 
 * **latest**: keyed by the stream id, version = the seq of the last event applied;
@@ -18,9 +18,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from commands.entities import EntityKind
 from projections.views import ViewRecord
 from spine.codec import timestamp_text
+from spine.entities import EntityKind
 from spine.errors import IntegrityError
 from spine.events import EventEnvelope
 from spine.streams import parse_stream_id

@@ -2,7 +2,7 @@
 
 A record's key is :func:`record_key` (the session's stream id, ``#``, the memory key),
 its version the seq of the event that last set or deleted the key, and its
-``expires_at`` the expiry of that event (:func:`commands.memory.expiry`: counted from
+``expires_at`` the expiry of that event (:func:`spine.events.expiry`: counted from
 the event's recorded time), so a rebuild from the spine gives every record the expiry
 it had, and a key that has expired stays absent. A delete leaves a tombstone.
 """
@@ -13,11 +13,14 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from commands.memory import DELETED, DOMAIN, SET, expiry
 from projections.views import ViewRecord
 from spine.codec import timestamp_text, trusted
-from spine.events import EventEnvelope
+from spine.events import EventEnvelope, expiry
 from spine.streams import parse_stream_id
+
+DOMAIN: Final = "memory"
+SET: Final = "memory.set"
+DELETED: Final = "memory.deleted"
 
 #: The longest key a view record takes (``ViewRecord.key``).
 MAX_RECORD_KEY: Final = 512

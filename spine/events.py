@@ -11,7 +11,7 @@ import enum
 import os
 import time
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -31,6 +31,16 @@ Identifier = Annotated[str, StringConstraints(pattern=IDENTIFIER_PATTERN)]
 EventType = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")]
 
 GENESIS_HASH: Final = "0" * 64
+
+#: The longest time to live a record may have: every store holds it as a 32-bit int.
+MAX_TTL_SECONDS: Final = 2**31 - 1
+
+
+def expiry(recorded_at: datetime, ttl_seconds: int | None) -> datetime | None:
+    """When a record written by an event recorded at ``recorded_at`` with a time to live
+    of ``ttl_seconds`` expires (``None``: never). Counted from the event's recorded time,
+    never from when it is applied, so a decider and a view (and a rebuild of it) agree."""
+    return None if ttl_seconds is None else recorded_at + timedelta(seconds=ttl_seconds)
 
 
 def uuid7() -> uuid.UUID:

@@ -10,7 +10,6 @@ from collections.abc import Callable
 
 import orjson
 
-from commands.entities import EntityKind
 from engines.cli.common import (
     LAB_NOTICE,
     add_common,
@@ -23,6 +22,7 @@ from engines.cli.common import (
 from engines.runtime import Runtime, bootstrap
 from projections.entities import LATEST, VERSION
 from projections.views import Filter, ViewQuery, ViewRecord
+from spine.entities import EntityKind
 from spine.errors import NotFound
 
 SubParsers = "argparse._SubParsersAction[argparse.ArgumentParser]"

@@ -24,7 +24,6 @@ from pydantic import BaseModel, ConfigDict, create_model
 from commands.entities import (
     Creation,
     DeleteEntity,
-    EntityKind,
     PutEntity,
     can_see,
     refuse_reused_key,
@@ -36,6 +35,7 @@ from engines.http.responses import OrjsonResponse, etag, expected_version
 from engines.http.writes import envelope, written
 from projections.entities import VERSION, version_key
 from projections.views import Filter, Grant, ViewQuery, ViewRecord
+from spine.entities import EntityKind
 from spine.errors import ConcurrencyError, NotFound, PreconditionRequired
 from spine.events import Mode, Provenance, Scope
 

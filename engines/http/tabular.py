@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from commands.entities import DeleteEntity, EntityKind, PutEntity
+from commands.entities import DeleteEntity, PutEntity
 from commands.tabular import (
     FLOWS,
     GRAPHS,
@@ -32,6 +32,7 @@ from engines.http.identity import Auth, requested, scope_for
 from engines.http.jsonbody import StrictJsonRoute
 from engines.http.writes import IdempotencyKey, IfMatch, IfNoneMatch
 from projections.views import Filter
+from spine.entities import EntityKind
 from spine.events import Identifier, Provenance, new_id
 
 Cursor = Annotated[str | None, Query(max_length=512)]

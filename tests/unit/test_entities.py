@@ -11,7 +11,6 @@ import pytest
 from commands.entities import (
     DeleteEntity,
     EntityDecider,
-    EntityKind,
     PutEntity,
     can_see,
 )
@@ -20,6 +19,7 @@ from commands.handler import fold
 from projections.entities import EntityProjector, version_key
 from projections.views import ViewRecord
 from spine.codec import seal
+from spine.entities import EntityKind
 from spine.errors import ConcurrencyError, IntegrityError, InvalidField, NotFound, ScopeMismatch
 from spine.events import GENESIS_HASH, EventEnvelope, Scope
 
