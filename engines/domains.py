@@ -13,9 +13,11 @@ from commands.entities import EntityDecider
 from engines.cli import notes as notes_cli
 from engines.cli.entities import entity_group
 from engines.domain import Domain
+from engines.http import blackboard as blackboard_http
 from engines.http import notes as notes_http
 from engines.http import tabular as tabular_http
 from engines.http.entities import EntityApi
+from projections import blackboard as blackboard_views
 from projections import notes as notes_projections
 from projections import tabular as tabular_views
 from projections.entities import EntityProjector
@@ -67,5 +69,11 @@ DOMAINS: tuple[Domain, ...] = (
         tabular_views.OVERLAYS_VIEW,
         tabular_http.overlays_router,
         command="overlays",
+    ),
+    _entities(
+        blackboard_http.API,
+        blackboard_views.BLACKBOARD_VIEW,
+        blackboard_http.router,
+        command="blackboard",
     ),
 )
