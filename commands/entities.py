@@ -98,7 +98,14 @@ class EntityDecider:
         self.kind = kind
 
     def stream_id(self, command: Command[Any]) -> str:
-        return self.kind.stream_id(command.scope, command.payload.path)
+        path, names = command.payload.path, self.kind.path
+        if len(path) != len(names):
+            raise InvalidField(
+                ("path",),
+                f"a {self.kind.entity} is named by {', '.join(names)}: {len(names)} "
+                f"parts, not {len(path)}",
+            )
+        return self.kind.stream_id(command.scope, path)
 
     def initial(self) -> EntityState:
         return EntityState()
@@ -118,6 +125,15 @@ class EntityDecider:
     def decide(self, state: EntityState, command: Command[Any]) -> Sequence[NewEvent]:
         kind, payload = self.kind, command.payload
         name = f"{kind.entity} {'/'.join(payload.path)!r}"
+        if "project_id" in kind.path:
+            # a project's stream holds only that project's records: who may see them
+            # follows the project of their scope
+            project = payload.path[kind.path.index("project_id")]
+            if project != command.scope.project_id:
+                raise ScopeMismatch(
+                    f"{name} is in project {project!r}; the command's scope is in project "
+                    f"{command.scope.project_id!r}"
+                )
         seen = state.live and state.scope is not None and self._visible(state.scope, command)
         if isinstance(payload, PutEntity):
             if not seen:

@@ -15,6 +15,7 @@ from engines.cli import memory as memory_cli
 from engines.cli import notes as notes_cli
 from engines.cli.entities import entity_group
 from engines.domain import Domain
+from engines.http import blackboard as blackboard_http
 from engines.http import memory as memory_http
 from engines.http import notes as notes_http
 from engines.http import tabular as tabular_http
@@ -78,5 +79,11 @@ DOMAINS: tuple[Domain, ...] = (
         reads="memory",
         router=memory_http.router,
         cli=memory_cli.register,
+    ),
+    _entities(
+        blackboard_http.API,
+        blackboard_http.router,
+        store="blackboard_store",
+        command="blackboard",
     ),
 )

@@ -71,8 +71,9 @@ class EntityApi:
     base_path: str
     """The URL of the collection (``/flows``); an entity's is ``{base_path}/{path...}``."""
     require_precondition: bool = False
-    """A change must say what it replaces (``If-Match``) or that there is nothing
-    (``If-None-Match: *``); neither is refused (428): no silent overwrite."""
+    """A change must say which version it replaces (``If-Match: "N"``) or that there is
+    nothing (``If-None-Match: *``); neither, or ``If-Match: *`` (which names no version),
+    is refused (428): no silent overwrite."""
 
     @property
     def path_fields(self) -> tuple[str, ...]:
@@ -209,12 +210,14 @@ class EntityApi:
         project_id: str | None = None,
         where: tuple[Filter, ...] = (),
         order_by: str = "created_at",
+        descending: bool = True,
         cursor: str | None = None,
         limit: int = 50,
     ) -> dict[str, Any]:
-        """A page of the live entities the caller may see, newest created first (the order
-        never changes, so a walk of the pages sees every entity that existed when it
-        began). Owned entities are the caller's own within their grants."""
+        """A page of the live entities the caller may see, by ``order_by`` (newest created
+        first by default: the order never changes, so a walk of the pages sees every
+        entity that existed when it began). Owned entities are the caller's own within
+        their grants."""
         owner = self.kind.access == "owner"
         grants = None
         if owner:
@@ -236,6 +239,7 @@ class EntityApi:
                     grants=grants,
                     where=(Filter(field="entry", value="latest"), *where),
                     order_by=order_by,
+                    descending=descending,
                     limit=limit,
                     cursor=cursor,
                 )
@@ -331,7 +335,7 @@ class EntityApi:
 
     def _preconditions(self, if_match: str | None, if_none_match: str | None) -> int | None:
         expected = expected_version(if_match, if_none_match)  # validates both headers
-        if self.require_precondition and if_match is None and if_none_match is None:
+        if self.require_precondition and expected is None:  # neither, or If-Match: *
             raise PreconditionRequired(
                 f"a {self.kind.entity} is never overwritten blindly: send If-Match with the "
                 'version you read (its ETag, e.g. "3"), or If-None-Match: * to create one'

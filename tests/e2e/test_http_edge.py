@@ -298,6 +298,7 @@ async def test_an_unexpected_failure_is_a_500_problem_that_tells_nothing(
 # -- every status declared in OpenAPI ------------------------------------------------------
 
 AUTHENTICATED = {400, 401, 403, 413, 422, 500, 503}
+BLACKBOARD = "/blackboard/{project_id}/{run_id}"
 #: What each operation can answer (its own statuses, and the gate's and FastAPI's).
 ANSWERS: dict[tuple[str, str], set[int]] = {
     ("get", "/healthz"): {200, 400, 413, 500},
@@ -323,6 +324,11 @@ ANSWERS: dict[tuple[str, str], set[int]] = {
     ("get", "/memory/{session_id}/{key}"): {200, 404} | AUTHENTICATED,
     ("put", "/memory/{session_id}/{key}"): {200, 202, 409, 410, 412, 415} | AUTHENTICATED,
     ("delete", "/memory/{session_id}/{key}"): {200, 202, 404, 409, 412} | AUTHENTICATED,
+    ("get", BLACKBOARD): {200, 404} | AUTHENTICATED,
+    ("get", BLACKBOARD + "/{key}"): {200, 404} | AUTHENTICATED,
+    ("get", BLACKBOARD + "/{key}/versions"): {200, 404} | AUTHENTICATED,
+    ("put", BLACKBOARD + "/{key}"): {200, 201, 202, 404, 409, 410, 412, 415, 428} | AUTHENTICATED,
+    ("delete", BLACKBOARD + "/{key}"): {200, 202, 404, 412, 428} | AUTHENTICATED,
 }
 
 
