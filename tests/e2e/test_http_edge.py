@@ -307,6 +307,11 @@ ANSWERS: dict[tuple[str, str], set[int]] = {
     ("get", "/notes/{note_id}"): {200, 404} | AUTHENTICATED,
     ("put", "/notes/{note_id}"): {200, 202, 404, 409, 412, 415} | AUTHENTICATED,
     ("delete", "/notes/{note_id}"): {200, 202, 404, 409, 412} | AUTHENTICATED,
+    ("put", "/budgets/{budget_id}/limit"): {200, 202, 409, 412, 415} | AUTHENTICATED,
+    ("post", "/budgets/{budget_id}/debits"): {201, 202, 402, 404, 409, 415} | AUTHENTICATED,
+    ("post", "/budgets/{budget_id}/credits"): {201, 202, 404, 409, 415} | AUTHENTICATED,
+    ("get", "/budgets/{budget_id}"): {200, 404} | AUTHENTICATED,
+    ("get", "/budgets/{budget_id}/ledger"): {200, 404} | AUTHENTICATED,
 }
 
 
