@@ -300,7 +300,9 @@ async def debit(
     """Spend from the budget. Decided on the budget's stream and appended with its exact
     version, so concurrent debits never overspend: one that would take ``spent`` over the
     limit answers 402 (naming limit, spent and requested) and is recorded. 404: no such
-    budget (its limit was never set)."""
+    budget (its limit was never set). 409: the Idempotency-Key was used for another
+    request; or the budget is so contended that this debit lost every retry (nothing was
+    written: retry it)."""
     payload = DebitBudget(budget_id=budget_id, **body.model_dump(exclude={"provenance"}))
     return await _move(request, principal, payload, idempotency_key, body.provenance)
 
