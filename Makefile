@@ -26,6 +26,7 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_lab.py
+	$(BIN)/python benchmarks/bench_domains.py
 
 clean:
 	rm -rf $(VENV) .engines .pytest_cache .mypy_cache .ruff_cache

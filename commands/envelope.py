@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -25,6 +25,7 @@ P = TypeVar("P", bound=BaseModel)
 _EVENT_TYPE: TypeAdapter[str] = TypeAdapter(EventType)
 _EVENT_TYPES: set[str] = set()
 """The event types seen valid already."""
+_FAMILIES: frozenset[str] = frozenset(get_args(Family))
 
 Grants = Mapping[str, frozenset[str]]
 """What a caller may act in: each granted surface, with the projects granted on it."""
@@ -70,11 +71,14 @@ class Command(BaseModel, Generic[P]):
         family: Family = "domain",
     ) -> NewEvent:
         """An event produced by this command, carrying its scope and provenance as given
-        (absent provenance stays absent), in ``family``."""
+        (absent provenance stays absent), in ``family`` (DESIGN §3: ``budget`` events are
+        their own family; most domains' are ``domain``)."""
         s = scope or self.scope
         if event_type not in _EVENT_TYPES:  # a decider's constant: checked once
             _EVENT_TYPE.validate_python(event_type)
             _EVENT_TYPES.add(event_type)
+        if family not in _FAMILIES:
+            raise ValueError(f"{family!r} is not an event family: one of {sorted(_FAMILIES)}")
         if type(payload) is not dict:
             raise TypeError(f"an event payload is a dict, not {type(payload).__name__}")
         # Every other value comes from this command, validated when it was made.

@@ -8,18 +8,22 @@ import functools
 
 from fastapi import APIRouter
 
+from commands import budget as budget_commands
 from commands import memory as memory_commands
 from commands import notes as notes_commands
 from commands.entities import EntityDecider
+from engines.cli import budget as budget_cli
 from engines.cli import memory as memory_cli
 from engines.cli import notes as notes_cli
 from engines.cli.entities import entity_group
 from engines.domain import Domain
 from engines.http import blackboard as blackboard_http
+from engines.http import budget as budget_http
 from engines.http import memory as memory_http
 from engines.http import notes as notes_http
 from engines.http import tabular as tabular_http
 from engines.http.entities import EntityApi
+from projections import budget as budget_projections
 from projections import memory as memory_projections
 from projections import notes as notes_projections
 from projections.entities import EntityProjector
@@ -85,5 +89,18 @@ DOMAINS: tuple[Domain, ...] = (
         blackboard_http.router,
         store="blackboard_store",
         command="blackboard",
+    ),
+    Domain(
+        name=budget_commands.DOMAIN,
+        decider=budget_commands.BudgetDecider(),
+        commands=(
+            budget_commands.SetLimit,
+            budget_commands.DebitBudget,
+            budget_commands.CreditBudget,
+        ),
+        projectors=(budget_projections.BudgetProjector(),),
+        reads="budgets",
+        router=budget_http.router,
+        cli=budget_cli.register,
     ),
 )

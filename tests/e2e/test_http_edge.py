@@ -329,6 +329,11 @@ ANSWERS: dict[tuple[str, str], set[int]] = {
     ("get", BLACKBOARD + "/{key}/versions"): {200, 404} | AUTHENTICATED,
     ("put", BLACKBOARD + "/{key}"): {200, 201, 202, 404, 409, 410, 412, 415, 428} | AUTHENTICATED,
     ("delete", BLACKBOARD + "/{key}"): {200, 202, 404, 412, 428} | AUTHENTICATED,
+    ("put", "/budgets/{budget_id}/limit"): {200, 202, 409, 412, 415} | AUTHENTICATED,
+    ("post", "/budgets/{budget_id}/debits"): {201, 202, 402, 404, 409, 415} | AUTHENTICATED,
+    ("post", "/budgets/{budget_id}/credits"): {201, 202, 404, 409, 415} | AUTHENTICATED,
+    ("get", "/budgets/{budget_id}"): {200, 404} | AUTHENTICATED,
+    ("get", "/budgets/{budget_id}/ledger"): {200, 404} | AUTHENTICATED,
 }
 
 
