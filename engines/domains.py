@@ -14,9 +14,11 @@ from engines.cli import notes as notes_cli
 from engines.cli.entities import entity_group
 from engines.domain import Domain
 from engines.http import notes as notes_http
+from engines.http import strategy_locks as strategy_locks_http
 from engines.http import tabular as tabular_http
 from engines.http.entities import EntityApi
 from projections import notes as notes_projections
+from projections import strategy_locks as strategy_locks_views
 from projections import tabular as tabular_views
 from projections.entities import EntityProjector
 
@@ -67,5 +69,11 @@ DOMAINS: tuple[Domain, ...] = (
         tabular_views.OVERLAYS_VIEW,
         tabular_http.overlays_router,
         command="overlays",
+    ),
+    _entities(
+        strategy_locks_http.STRATEGY_LOCKS_API,
+        strategy_locks_views.STRATEGY_LOCKS_VIEW,
+        strategy_locks_http.router,
+        command="strategy-locks",
     ),
 )

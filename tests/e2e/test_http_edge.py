@@ -319,6 +319,10 @@ ANSWERS: dict[tuple[str, str], set[int]] = {
             ("delete", base + "/{id}"): {200, 202, 404, 409, 412} | AUTHENTICATED,
         }.items()
     },
+    ("post", "/strategy-locks/{strategy_id}/snapshots"): {201, 202, 404, 409, 412, 415}
+    | AUTHENTICATED,
+    ("get", "/strategy-locks/{strategy_id}"): {200, 404} | AUTHENTICATED,
+    ("get", "/strategy-locks/{strategy_id}/history"): {200, 404} | AUTHENTICATED,
 }
 
 
@@ -391,6 +395,9 @@ def test_the_write_operations_document_their_headers_and_bearer_auth(spec: dict[
     assert {"if-match", "if-none-match"} <= headers["put", "/notes/{note_id}"]
     assert {"if-match", "if-none-match"} <= headers["delete", "/notes/{note_id}"]
     assert ops["get", "/notes"]["security"] == [{"HTTPBearer": []}]
+    snapshots = ("post", "/strategy-locks/{strategy_id}/snapshots")
+    assert {"idempotency-key", "if-match", "if-none-match", "x-project-id"} <= headers[snapshots]
+    assert "x-project-id" in headers["get", "/strategy-locks/{strategy_id}"]
 
 
 async def test_the_statuses_actually_answered_are_the_declared_ones(
