@@ -14,7 +14,7 @@ import pytest
 
 from engines.cli import main
 from engines.runtime import Runtime, bootstrap
-from engines.settings import Settings, load_settings
+from engines.settings import Settings
 from spine.codec import verify_chain
 from spine.errors import MissingRoutes, RouteNotAllowed
 from tests.e2e.support import (
@@ -26,8 +26,10 @@ from tests.e2e.support import (
     audit_events,
     client_for,
     field_paths,
+    lab_routes_with,
     problem,
     spine_events,
+    start,
 )
 
 SNAPSHOT = {
@@ -500,29 +502,11 @@ async def test_a_locked_database_answers_503_writes_nothing_and_the_service_reco
     assert (up.status_code, up.json()["version"]) == (201, 1)
 
 
-def lab_routes_without(tmp_path: Path, kind: str, replacement: str = "") -> Path:
-    """The packaged lab configuration, with ``kind``'s route replaced (or removed)."""
-    from importlib import resources
-
-    text = resources.files("engines").joinpath("lab.yaml").read_text(encoding="utf-8")
-    lines = [
-        replacement if line.strip().startswith(f"{kind}:") else line for line in text.splitlines()
-    ]
-    path = tmp_path / "routes.yaml"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
-
-
-async def start(routes: Path, data_dir: Path) -> None:
-    async with bootstrap(load_settings(routes)[0], data_dir):
-        raise AssertionError("the service started")
-
-
 async def test_without_a_strategy_lock_store_route_the_service_refuses_to_start(
     tmp_path: Path,
 ) -> None:
     with pytest.raises(MissingRoutes, match="strategy_lock_store"):
-        await start(lab_routes_without(tmp_path, "strategy_lock_store"), tmp_path)
+        await start(lab_routes_with(tmp_path, "strategy_lock_store"), tmp_path)
 
 
 async def test_a_ttl_on_the_strategy_lock_store_route_refuses_start_up(tmp_path: Path) -> None:
@@ -532,7 +516,7 @@ async def test_a_ttl_on_the_strategy_lock_store_route_refuses_start_up(tmp_path:
     )
 
     with pytest.raises(RouteNotAllowed, match=r"strategy_lock_store: option ttl_seconds .*append"):
-        await start(lab_routes_without(tmp_path, "strategy_lock_store", route), tmp_path)
+        await start(lab_routes_with(tmp_path, "strategy_lock_store", route), tmp_path)
 
 
 def test_the_cli_lists_shows_and_pages_the_history_of_strategy_locks(
