@@ -14,10 +14,12 @@ from engines.cli import notes as notes_cli
 from engines.cli.entities import entity_group
 from engines.domain import Domain
 from engines.http import notes as notes_http
+from engines.http import seo_config as seo_config_http
 from engines.http import strategy_locks as strategy_locks_http
 from engines.http import tabular as tabular_http
 from engines.http.entities import EntityApi
 from projections import notes as notes_projections
+from projections import seo_config as seo_config_views
 from projections import strategy_locks as strategy_locks_views
 from projections import tabular as tabular_views
 from projections.entities import EntityProjector
@@ -75,5 +77,11 @@ DOMAINS: tuple[Domain, ...] = (
         strategy_locks_views.STRATEGY_LOCKS_VIEW,
         strategy_locks_http.router,
         command="strategy-locks",
+    ),
+    _entities(
+        seo_config_http.SEO_CONFIG_API,
+        seo_config_views.SEO_CONFIG_VIEW,
+        seo_config_http.router,
+        command="seo-config",
     ),
 )
