@@ -91,6 +91,16 @@ def can_see(
     return scope.surface_id is not None and scope.surface_id in grants
 
 
+def may_create(access: Access, scope: Scope, grants: Mapping[str, frozenset[str]]) -> bool:
+    """Whether a caller with ``grants`` may create an entity scoped ``scope``: within its
+    surface and project (an owned or project-shared entity: :func:`commands.envelope.granted`),
+    or, for a per-surface entity, on its surface whatever projects are granted there (it
+    belongs to no project)."""
+    if access == "surface":
+        return scope.surface_id is not None and scope.surface_id in grants
+    return granted(grants, scope)
+
+
 class EntityDecider:
     """The pure decider of one :class:`EntityKind`."""
 
@@ -182,7 +192,9 @@ class EntityDecider:
                 raise InvalidField(
                     ("body", "surface_id"), f"a {self.kind.entity} needs a surface_id"
                 )
-            if command.grants is not None and not granted(command.grants, scope):
+            if command.grants is not None and not may_create(
+                self.kind.access, scope, command.grants
+            ):
                 raise ScopeMismatch(
                     f"surface {scope.surface_id!r} and project {scope.project_id!r} are not "
                     "granted to the caller"

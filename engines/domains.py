@@ -21,6 +21,8 @@ from engines.http import blackboard as blackboard_http
 from engines.http import budget as budget_http
 from engines.http import memory as memory_http
 from engines.http import notes as notes_http
+from engines.http import seo_config as seo_config_http
+from engines.http import strategy_locks as strategy_locks_http
 from engines.http import tabular as tabular_http
 from engines.http.entities import EntityApi
 from projections import budget as budget_projections
@@ -102,5 +104,17 @@ DOMAINS: tuple[Domain, ...] = (
         reads="budgets",
         router=budget_http.router,
         cli=budget_cli.register,
+    ),
+    _entities(
+        strategy_locks_http.STRATEGY_LOCKS_API,
+        strategy_locks_http.router,
+        store="strategy_lock_store",
+        command="strategy-locks",
+    ),
+    _entities(
+        seo_config_http.SEO_CONFIG_API,
+        seo_config_http.router,
+        store="seo_config_store",
+        command="seo-config",
     ),
 )

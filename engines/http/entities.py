@@ -8,6 +8,8 @@ Answers:
 * a record: its path fields, its body fields, ``version``, ``scope`` (tenant, mode,
   user, surface, project) and ``timestamps``, with ``ETag: "<version>"``;
 * a history entry: the same, for one version, plus ``event_type`` and ``deleted``;
+* a body field a record does not hold: ``null``, or (``sparse``) left out, so a body
+  stored exactly as given is answered exactly as given;
 * anything the caller may not see: 404, as if absent.
 """
 
@@ -15,7 +17,8 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import urlencode
 
 from fastapi import Request
 from fastapi.responses import Response
@@ -28,7 +31,7 @@ from commands.entities import (
     can_see,
     refuse_reused_key,
 )
-from commands.envelope import Command
+from commands.envelope import Command, CommandResult
 from engines.auth import Principal
 from engines.http.identity import runtime_of
 from engines.http.responses import OrjsonResponse, etag, expected_version
@@ -74,6 +77,16 @@ class EntityApi:
     """A change must say which version it replaces (``If-Match: "N"``) or that there is
     nothing (``If-None-Match: *``); neither, or ``If-Match: *`` (which names no version),
     is refused (428): no silent overwrite."""
+    sparse: bool = False
+    """Answer only the body fields a record holds (a field never given is left out, not
+    shown as ``null``): for a body stored exactly as given, with no defaults."""
+    answers: Literal["latest", "version"] = "latest"
+    """What a put answers: the entity as it then stands (``latest``), or the version that
+    put made (``version``: a snapshot, whatever was appended after it)."""
+    url_fields: tuple[str, ...] | None = None
+    """The path fields an entity's URL names, in order (default: all of them); the others
+    come from the request's scope (a strategy lock's project) and are named in the
+    query of a ``Location``."""
 
     @property
     def path_fields(self) -> tuple[str, ...]:
@@ -84,7 +97,10 @@ class EntityApi:
     def out_model(self) -> type[BaseModel]:
         fields: dict[str, Any] = dict.fromkeys(self.path_fields, (str, ...))
         fields.update(
-            {name: (info.annotation, None) for name, info in self.body.model_fields.items()}
+            {
+                name: (info.annotation, ... if info.is_required() else None)
+                for name, info in self.body.model_fields.items()
+            }
         )
         fields.update(
             {"version": (int, ...), "scope": (ScopeOut, ...), "timestamps": (Timestamps, ...)}
@@ -109,11 +125,18 @@ class EntityApi:
 
     # -- rendering -------------------------------------------------------------------------
 
+    def body_of(self, data: dict[str, Any]) -> dict[str, Any]:
+        """The body fields of a record's ``data``: each one (``null`` if absent), or with
+        ``sparse`` only those it holds."""
+        if self.sparse:
+            return {name: data[name] for name in self.body.model_fields if name in data}
+        return {name: data.get(name) for name in self.body.model_fields}
+
     def render(self, record: ViewRecord) -> dict[str, Any]:
         data = record.data
         return {
             **{name: data[name] for name in self.path_fields},
-            **{name: data.get(name) for name in self.body.model_fields},
+            **self.body_of(data),
             "version": record.version,
             "scope": _scope_out(record.scope),
             "timestamps": {"created_at": data["created_at"], "updated_at": data["updated_at"]},
@@ -123,7 +146,7 @@ class EntityApi:
         data = record.data
         return {
             **{name: data[name] for name in self.path_fields},
-            **{name: data.get(name) for name in self.body.model_fields},
+            **self.body_of(data),
             "version": data["seq"],
             "event_type": data["event_type"],
             "deleted": data["deleted"],
@@ -131,8 +154,15 @@ class EntityApi:
             "recorded_at": data["recorded_at"],
         }
 
-    def location(self, path: tuple[str, ...]) -> str:
-        return "/".join((self.base_path, *path))
+    def location(self, path: tuple[str, ...], version: int | None = None) -> str:
+        """The URL of the entity at ``path`` (of its ``version``, if given)."""
+        named = dict(zip(self.path_fields, path, strict=True))
+        in_url = self.path_fields if self.url_fields is None else self.url_fields
+        query = [(name, named[name]) for name in self.path_fields if name not in in_url]
+        if version is not None:
+            query.append(("version", str(version)))
+        url = "/".join((self.base_path, *(named[name] for name in in_url)))
+        return f"{url}?{urlencode(query)}" if query else url
 
     def _visible(self, principal: Principal, record: ViewRecord) -> bool:
         return can_see(self.kind.access, record.scope, principal.user_id, principal.grants)
@@ -290,6 +320,8 @@ class EntityApi:
                 )
         created = bool(result.events) and result.events[0].event_type == self.kind.created
         answer = status or (201 if created else 200)
+        if self.answers == "version":
+            return await self._written_version(request, result, path, answer)
         return await written(
             runtime_of(request),
             result,
@@ -332,6 +364,33 @@ class EntityApi:
             render=self.render,
             status=200,
         )
+
+    async def _written_version(
+        self, request: Request, result: CommandResult, path: tuple[str, ...], status: int
+    ) -> Response:
+        """Answer a put with the version it made, once the view's history holds it (a
+        history entry never changes, so it is exactly what the put wrote); ``202`` if the
+        view does not reflect it within the configured wait."""
+        runtime = runtime_of(request)
+        headers = {"ETag": etag(result.version)}
+        reflected = await runtime.wait_for(
+            self.view, result.stream_id, result.version, runtime.settings.write_wait_seconds
+        )
+        record = None
+        if reflected:
+            record = await runtime.view_of(self.view).get(
+                version_key(result.stream_id, result.version)
+            )
+        if record is None:
+            ident = dict(zip(self.path_fields, path, strict=True))
+            return OrjsonResponse(
+                {**ident, "version": result.version, "status": "accepted"},
+                status_code=202,
+                headers=headers,
+            )
+        if status == 201:
+            headers["Location"] = self.location(path, result.version)
+        return OrjsonResponse(self.render_version(record), status_code=status, headers=headers)
 
     def _preconditions(self, if_match: str | None, if_none_match: str | None) -> int | None:
         expected = expected_version(if_match, if_none_match)  # validates both headers

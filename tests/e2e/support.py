@@ -4,6 +4,8 @@ problem details."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -11,7 +13,8 @@ from fastapi import FastAPI
 
 from engines.http import build_app
 from engines.http.identity import refusals_of
-from engines.runtime import Runtime
+from engines.runtime import Runtime, bootstrap
+from engines.settings import load_settings
 from spine.events import EventEnvelope
 
 TENANT = "t1"
@@ -89,3 +92,19 @@ def problem(response: httpx.Response, status: int) -> dict[str, Any]:
 def field_paths(response: httpx.Response) -> list[tuple[str | int, ...]]:
     """The ``loc`` of every field a 422 problem names."""
     return [tuple(err["loc"]) for err in problem(response, 422)["errors"]]
+
+
+def lab_routes_with(directory: Path, kind: str, route: str = "") -> Path:
+    """A routes file: the packaged lab configuration with ``kind``'s route line replaced
+    by ``route`` (removed if empty), written in ``directory``."""
+    text = resources.files("engines").joinpath("lab.yaml").read_text(encoding="utf-8")
+    lines = [route if line.strip().startswith(f"{kind}:") else line for line in text.splitlines()]
+    path = directory / "routes.yaml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+async def start(routes: Path, data_dir: Path) -> None:
+    """Start the service on the routes file ``routes``; it must refuse to."""
+    async with bootstrap(load_settings(routes)[0], data_dir):
+        raise AssertionError("the service started")

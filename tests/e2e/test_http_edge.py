@@ -334,6 +334,13 @@ ANSWERS: dict[tuple[str, str], set[int]] = {
     ("post", "/budgets/{budget_id}/credits"): {201, 202, 404, 409, 415} | AUTHENTICATED,
     ("get", "/budgets/{budget_id}"): {200, 404} | AUTHENTICATED,
     ("get", "/budgets/{budget_id}/ledger"): {200, 404} | AUTHENTICATED,
+    ("post", "/strategy-locks/{strategy_id}/snapshots"): {201, 202, 404, 409, 412, 415}
+    | AUTHENTICATED,
+    ("get", "/strategy-locks/{strategy_id}"): {200, 404} | AUTHENTICATED,
+    ("get", "/strategy-locks/{strategy_id}/history"): {200, 404} | AUTHENTICATED,
+    ("put", "/seo-config/{surface_id}"): {200, 201, 202, 404, 409, 412, 415} | AUTHENTICATED,
+    ("get", "/seo-config/{surface_id}"): {200, 404} | AUTHENTICATED,
+    ("get", "/seo-config/{surface_id}/history"): {200, 404} | AUTHENTICATED,
 }
 
 
@@ -406,6 +413,10 @@ def test_the_write_operations_document_their_headers_and_bearer_auth(spec: dict[
     assert {"if-match", "if-none-match"} <= headers["put", "/notes/{note_id}"]
     assert {"if-match", "if-none-match"} <= headers["delete", "/notes/{note_id}"]
     assert ops["get", "/notes"]["security"] == [{"HTTPBearer": []}]
+    snapshots = ("post", "/strategy-locks/{strategy_id}/snapshots")
+    assert {"idempotency-key", "if-match", "if-none-match", "x-project-id"} <= headers[snapshots]
+    assert "x-project-id" in headers["get", "/strategy-locks/{strategy_id}"]
+    assert {"if-match", "if-none-match"} <= headers["put", "/seo-config/{surface_id}"]
 
 
 async def test_the_statuses_actually_answered_are_the_declared_ones(

@@ -7,19 +7,22 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
 from commands.entities import (
     DeleteEntity,
     EntityDecider,
     PutEntity,
     can_see,
+    may_create,
 )
 from commands.envelope import Command
 from commands.handler import fold
+from engines.http.entities import EntityApi
 from projections.entities import EntityProjector, version_key
 from projections.views import ViewRecord
 from spine.codec import seal
-from spine.entities import EntityKind
+from spine.entities import Access, EntityKind
 from spine.errors import ConcurrencyError, IntegrityError, InvalidField, NotFound, ScopeMismatch
 from spine.events import GENESIS_HASH, EventEnvelope, Scope
 
@@ -257,3 +260,88 @@ def test_a_deletion_before_any_creation_is_an_integrity_error() -> None:
     projector = EntityProjector(OWNED, name="v", resource_kind="flow_store")
     with pytest.raises(IntegrityError):
         projector.apply(events[1], {})
+
+
+# -- what a domain chooses: creation by access, URLs, sparse bodies ---------------------
+
+ON_CHAT_P1 = Scope(tenant_id="t1", mode="lab", user_id="u1", surface_id="chat", project_id="p1")
+ON_CHAT = ON_CHAT_P1.model_copy(update={"project_id": None})
+
+
+@pytest.mark.parametrize(
+    ("access", "grants", "scope", "allowed"),
+    [
+        ("owner", {"chat": frozenset({"p1"})}, ON_CHAT_P1, True),
+        ("owner", {"chat": frozenset({"p1"})}, ON_CHAT, False),
+        ("project", {"chat": frozenset({"p2"})}, ON_CHAT_P1, False),
+        ("project", {"chat": frozenset({"p1"})}, ON_CHAT_P1, True),
+        # a per-surface entity belongs to no project: the surface is what is granted
+        ("surface", {"chat": frozenset({"p1"})}, ON_CHAT, True),
+        ("surface", {"chat": frozenset()}, ON_CHAT, True),
+        ("surface", {"canvas": frozenset()}, ON_CHAT, False),
+    ],
+)
+def test_what_a_caller_may_create_follows_the_kinds_access(
+    access: Access, grants: dict[str, frozenset[str]], scope: Scope, allowed: bool
+) -> None:
+    assert may_create(access, scope, grants) is allowed
+
+
+class Body(BaseModel):
+    title: str | None = None
+    tags: list[str] | None = None
+
+
+def thing_api(**options: Any) -> EntityApi:
+    kind = EntityKind(
+        domain="things",
+        entity="thing",
+        path=("project_id", "thing_id"),
+        created="thing.created",
+        updated="thing.updated",
+    )
+    return EntityApi(
+        kind=kind,
+        view="things",
+        put_type=PutEntity,
+        delete_type=None,
+        body=Body,
+        base_path="/things",
+        **options,
+    )
+
+
+def test_an_entitys_location_names_every_path_field_by_default() -> None:
+    assert thing_api().location(("p1", "x")) == "/things/p1/x"
+
+
+def test_path_fields_outside_the_url_are_named_in_the_query_with_the_version() -> None:
+    things = thing_api(url_fields=("thing_id",))
+
+    assert things.location(("p1", "x")) == "/things/x?project_id=p1"
+    assert things.location(("p1", "x"), 3) == "/things/x?project_id=p1&version=3"
+
+
+def thing_record(**body: Any) -> ViewRecord:
+    data = {
+        "project_id": "p1",
+        "thing_id": "x",
+        **body,
+        "created_at": "2026-01-01T00:00:00Z",
+        "updated_at": "2026-01-01T00:00:00Z",
+        "seq": 1,
+        "event_type": "thing.created",
+        "deleted": False,
+        "recorded_at": "2026-01-01T00:00:00Z",
+    }
+    return ViewRecord(key="things/t1/lab/p1/x", scope=ON_CHAT_P1, version=1, data=data)
+
+
+def test_a_body_field_never_given_is_answered_as_null_unless_the_api_is_sparse() -> None:
+    given = thing_record(title="t")
+
+    assert thing_api().render(given)["tags"] is None
+    sparse = thing_api(sparse=True)
+    for answer in (sparse.render(given), sparse.render_version(given)):
+        assert answer["title"] == "t"
+        assert "tags" not in answer
