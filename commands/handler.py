@@ -11,6 +11,12 @@ It keeps each recent stream's folded state (bounded, least recently used first o
 and reads only the events appended since, so a command on a long stream does not
 re-read the whole stream, nor does each retry. The cache is only a shortcut: every
 decision is appended with the exact version it was folded at.
+
+Commands on one stream take turns within a process (a lock per stream, held from the
+load to the append): fifty concurrent debits of one budget are decided one after
+another on the state the previous one left, instead of all folding the same version
+and all but one losing the append, round after round. Other processes, and commands on
+other streams, are not held up; a conflict with another process is retried as before.
 """
 
 from __future__ import annotations
@@ -82,6 +88,14 @@ class _Folded(Generic[S]):
         return _Folded(events[-1].seq, state, recent, complete)
 
 
+@dataclass
+class _Turn:
+    """The commands of one stream in this process, one at a time."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    waiting: int = 0
+
+
 class CommandHandler(Generic[S, C]):
     """Handles the commands of one decider against ``store``."""
 
@@ -98,9 +112,23 @@ class CommandHandler(Generic[S, C]):
         self.cache_size = cache_size
         self.max_attempts = max_attempts
         self._cache: OrderedDict[str, _Folded[S]] = OrderedDict()
+        self._turns: dict[str, _Turn] = {}
 
     async def __call__(self, command: C) -> CommandResult:
         stream_id = self.decider.stream_id(command)
+        turn = self._turns.get(stream_id)
+        if turn is None:
+            turn = self._turns[stream_id] = _Turn()
+        turn.waiting += 1
+        try:
+            async with turn.lock:
+                return await self._handle(stream_id, command)
+        finally:
+            turn.waiting -= 1
+            if not turn.waiting:
+                del self._turns[stream_id]
+
+    async def _handle(self, stream_id: str, command: C) -> CommandResult:
         for attempt in range(1, self.max_attempts + 1):
             folded = await self._load(stream_id)
             if (done := folded.recent.get(command.command_id)) is not None:

@@ -95,6 +95,58 @@ async def test_concurrent_unpinned_updates_all_land_in_order(spine: EventStore) 
     assert sorted(r.version for r in results) == list(range(2, 12))
 
 
+class RefusalCounter:
+    """Counts the appends the spine refuses as stale."""
+
+    def __init__(self, inner: EventStore) -> None:
+        self.inner, self.refused = inner, 0
+
+    async def read_stream(self, *a: Any) -> Any:
+        return await self.inner.read_stream(*a)
+
+    def scan(self, **kw: Any) -> Any:
+        return self.inner.scan(**kw)
+
+    async def append(self, *a: Any) -> Any:
+        try:
+            return await self.inner.append(*a)
+        except ConcurrencyError:
+            self.refused += 1
+            raise
+
+
+async def test_one_process_s_commands_on_one_stream_take_turns_and_never_conflict(
+    spine: EventStore,
+) -> None:
+    counted = RefusalCounter(spine)
+    handler = CommandHandler(counted, NotesDecider())
+    await handler(cmd(CreateNote(note_id="n", title="t")))
+
+    results = await asyncio.gather(
+        *(handler(cmd(UpdateNote(note_id="n", title=f"u{i}"))) for i in range(50)),
+        handler(cmd(CreateNote(note_id="other", title="t"))),  # another stream: no wait
+    )
+
+    assert sorted(r.version for r in results[:50]) == list(range(2, 52))
+    assert counted.refused == 0
+    assert handler._turns == {}  # nothing kept for streams no command is waiting on
+
+
+async def test_a_failing_command_gives_the_next_one_its_turn(spine: EventStore) -> None:
+    handler = CommandHandler(spine, NotesDecider())
+    await handler(cmd(CreateNote(note_id="n", title="t")))
+
+    stale, fine = await asyncio.gather(
+        handler(cmd(UpdateNote(note_id="n", title="x"), expected_version=7)),
+        handler(cmd(UpdateNote(note_id="n", title="y"))),
+        return_exceptions=True,
+    )
+
+    assert isinstance(stale, ConcurrencyError)
+    assert not isinstance(fine, BaseException)
+    assert fine.version == 2
+
+
 # -- the state cache ----------------------------------------------------------------------
 
 
