@@ -14,6 +14,12 @@ budget    debits of one budget by ``runtime.dispatch``: one writer after another
           are off: this is the command path (load, fold, decide, append).
 http      the same over HTTP in-process (httpx ASGI transport, projectors on): each
           answer waits for the budget view, as a client sees it.
+board     blackboard writes, 20 writers, every write naming the version it replaces
+          (``If-Match``): on 20 distinct keys (a writer's own key: never a conflict),
+          then all on one key (a writer whose version is stale is refused, 412, and
+          tries again on the version the refusal names: its ETag). By
+          ``runtime.dispatch`` and over HTTP, beside 20 concurrent note creates on the
+          same path.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from typing import Any
 
 import httpx
 
+from commands.blackboard import PutBlackboardKey
 from commands.budget import DebitBudget, SetLimit, budget_command, budget_stream
 from commands.envelope import Command
 from commands.handler import CommandHandler
@@ -44,7 +51,9 @@ from spine.errors import ConcurrencyError
 from spine.events import Scope
 
 WRITERS = 50
+BOARD_WRITERS = 20
 SCOPE = Scope(tenant_id="t1", mode="lab", user_id="u1", surface_id="s1")
+ON_P1 = SCOPE.model_copy(update={"project_id": "p1"})
 LIMIT = 10**15  # never reached: every debit is accepted, so each is one append
 
 
@@ -236,6 +245,138 @@ async def http_rows(n: int) -> list[Row]:
     return rows
 
 
+def board_write(key: str, value: int, version: int) -> Command[Any]:
+    """Write ``key`` of run r1 if it is at ``version`` (0: create it)."""
+    payload = PutBlackboardKey(
+        path=("p1", "r1", key), body={"value": value}, create="must" if version == 0 else "never"
+    )
+    return Command[Any](scope=ON_P1, expected_version=version or None, payload=payload)
+
+
+async def board_writes(
+    write: Callable[[str, int, int], Awaitable[tuple[bool, int]]], n: int, one_key: bool
+) -> tuple[float, int]:
+    """Seconds for :data:`BOARD_WRITERS` writers to make ``n`` writes in all; and how
+    many writes were refused as stale. ``write(key, value, version)`` answers whether it
+    was written, and the key's version (the new one, or the one that made it stale).
+    Every key is at version 1 to begin with."""
+    per = n // BOARD_WRITERS
+    refused = 0
+
+    async def writer(w: int) -> None:
+        nonlocal refused
+        key = "hot" if one_key else f"k{w}"
+        version = 1
+        for i in range(per):
+            done = False
+            while not done:
+                done, version = await write(key, w * per + i, version)
+                refused += not done
+
+    with serving_gc():
+        started = time.perf_counter()
+        await asyncio.gather(*(writer(w) for w in range(BOARD_WRITERS)))
+        return time.perf_counter() - started, refused
+
+
+async def board_bus_rows(n: int) -> list[Row]:
+    async with fresh_runtime(projectors=False) as rt:
+        seconds, _ = await timed(rt, note, n, BOARD_WRITERS)
+        base = n / seconds
+    rows = [Row(f"note creates, {BOARD_WRITERS} concurrent (baseline)", n, seconds)]
+    for one_key in (False, True):
+        async with fresh_runtime(projectors=False) as rt:
+            keys = ["hot"] if one_key else [f"k{w}" for w in range(BOARD_WRITERS)]
+            for key in keys:
+                await rt.dispatch(board_write(key, -1, 0))
+
+            async def write(key: str, value: int, version: int) -> tuple[bool, int]:
+                try:
+                    return True, (await rt.dispatch(board_write(key, value, version))).version
+                except ConcurrencyError as stale:
+                    return False, stale.actual
+
+            seconds, refused = await board_writes(write, n, one_key)
+            streams = ["/".join(("blackboard", "t1", "lab", "p1", "r1", k)) for k in keys]
+            written = sum([len(await rt.spine.read_stream(s)) for s in streams]) - len(keys)
+        if written != n:
+            raise RuntimeError(f"{written} blackboard writes recorded, not {n}")
+        where = "one key" if one_key else f"{BOARD_WRITERS} keys"
+        rows.append(
+            Row(
+                f"blackboard writes, {BOARD_WRITERS} writers, {where}",
+                n,
+                seconds,
+                baseline=base,
+                conflicts=refused,
+                note=f"{refused / n:.1f} refused (412) per write" if one_key else "",
+            )
+        )
+    return rows
+
+
+async def board_http_rows(n: int) -> list[Row]:
+    rows: list[Row] = []
+    for one_key in (False, True):
+        async with fresh_runtime(projectors=True) as rt:
+            token = mint_lab_token(
+                rt.data_dir,
+                tenant_id="t1",
+                user_id="u1",
+                surfaces=["s1"],
+                projects=["p1"],
+                ttl_seconds=3600,
+            )
+            transport = httpx.ASGITransport(app=build_app(rt))
+            headers = {"Authorization": f"Bearer {token}"}
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://bench", headers=headers
+            ) as client:
+                if not rows:
+
+                    def note_post(i: int) -> Awaitable[httpx.Response]:
+                        body = {"title": f"n{i}", "content": "x" * 200}
+                        return client.post("/notes", json=body)
+
+                    seconds, _ = await posted(note_post, n, BOARD_WRITERS)
+                    rows.append(
+                        Row(f"HTTP POST /notes, {BOARD_WRITERS} concurrent (baseline)", n, seconds)
+                    )
+                base = rows[0].rate
+                keys = ["hot"] if one_key else [f"k{w}" for w in range(BOARD_WRITERS)]
+                for key in keys:
+                    made = await client.put(
+                        f"/blackboard/p1/r1/{key}",
+                        json={"value": -1},
+                        headers={"If-None-Match": "*"},
+                    )
+                    assert made.status_code == 201, made.text
+
+                async def write(key: str, value: int, version: int) -> tuple[bool, int]:
+                    response = await client.put(
+                        f"/blackboard/p1/r1/{key}",
+                        json={"value": value},
+                        headers={"If-Match": f'"{version}"'},
+                    )
+                    if response.status_code not in (200, 412):
+                        raise RuntimeError(response.text)
+                    return response.status_code == 200, int(response.headers["ETag"].strip('"'))
+
+                seconds, refused = await board_writes(write, n, one_key)
+        where = "one key" if one_key else f"{BOARD_WRITERS} keys"
+        rows.append(
+            Row(
+                f"HTTP PUT blackboard, {BOARD_WRITERS} clients, {where}",
+                n,
+                seconds,
+                baseline=base,
+                conflicts=refused,
+                note=f"{refused / n:.1f} refused (412) per write" if one_key else "",
+            )
+        )
+    return rows
+
+
 def show(rows: Sequence[Row]) -> None:
     head = (
         f"{'scenario':<44} {'done':>6} {'ops/s':>9} {'vs base':>8} {'conflicts':>9} "
@@ -264,10 +405,17 @@ def main() -> int:
     if not args.no_http:
         print("http ...", file=sys.stderr, flush=True)
         rows += asyncio.run(http_rows(n_http))
+    print("board ...", file=sys.stderr, flush=True)
+    board = asyncio.run(board_bus_rows(n))
+    if not args.no_http:
+        board += asyncio.run(board_http_rows(n_http))
     print("Budget debits beside note creates through the same path, same run (lab SQLite).")
     print("vs base = debits/s over the baseline's ops/s; conflicts = stale appends retried;")
     print("gave up = commands still in conflict at the handler's last attempt (HTTP 409).\n")
     show(rows)
+    print("\nBlackboard writes beside note creates through the same path, same run.")
+    print("conflicts = writes refused as stale (412), each followed by a read and a retry.\n")
+    show(board)
     print(f"\n{time.perf_counter() - started:.0f} s.")
     return 0
 

@@ -111,6 +111,11 @@ class Problem(BaseModel):
     errors: list[FieldError] | None = Field(
         default=None, description="for 422: each field that is wrong, and why"
     )
+    current_version: int | None = Field(
+        default=None,
+        description="for a version conflict (409, 412): the version the record is at, "
+        "also sent as the ETag",
+    )
 
 
 def _slug(name: str) -> str:
@@ -146,11 +151,20 @@ def problem(
 
 def problem_for(exc: EnginesError, *, preconditioned: bool = False) -> Response:
     """The problem answering ``exc``. ``preconditioned``: the request carried If-Match or
-    If-None-Match, so a version conflict is a failed precondition (412)."""
+    If-None-Match, so a version conflict is a failed precondition (412). A version
+    conflict also says the version the record is at (``current_version``, and as the
+    ``ETag``), so a client can re-read or retry without another request to learn it (it
+    is only raised once the caller may see the record)."""
     status = status_for(exc)
     kind = _slug(type(exc).__name__)
-    if isinstance(exc, ConcurrencyError) and preconditioned:
-        status, kind = 412, "precondition-failed"
+    headers: dict[str, str] | None = None
+    extensions: dict[str, Any] | None = None
+    if isinstance(exc, ConcurrencyError):
+        if preconditioned:
+            status, kind = 412, "precondition-failed"
+        if isinstance(exc.actual, int) and exc.actual >= 1:
+            headers = {"ETag": f'"{exc.actual}"'}
+            extensions = {"current_version": exc.actual}
     if status == 503:
         log.warning("request refused: %s", exc)  # a store down: its error says which
     elif status >= 500:
@@ -158,7 +172,9 @@ def problem_for(exc: EnginesError, *, preconditioned: bool = False) -> Response:
     errors = None
     if isinstance(exc, InvalidField):
         errors = [{"loc": list(exc.loc), "msg": str(exc), "type": "invalid"}]
-    return problem(status, str(exc), kind=kind, errors=errors)
+    return problem(
+        status, str(exc), kind=kind, errors=errors, headers=headers, extensions=extensions
+    )
 
 
 def install(app: FastAPI) -> None:

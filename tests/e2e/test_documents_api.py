@@ -117,7 +117,8 @@ async def test_a_stale_if_match_is_412_and_writes_nothing(
     stale = await client.put(url, json=body(base, {"v": 3}), headers={"If-Match": '"1"'})
     weak = await client.put(url, json=body(base, {"v": 3}), headers={"If-Match": 'W/"2"'})
 
-    problem(stale, 412)
+    assert problem(stale, 412)["current_version"] == 2  # what to name instead
+    assert stale.headers["ETag"] == '"2"'
     problem(weak, 412)
     assert await spine_events(runtime) == before
 
