@@ -204,30 +204,29 @@ class EntityApi:
         cursor: str | None,
         limit: int,
     ) -> dict[str, Any]:
-        """A page of the entity's versions, oldest first."""
+        """A page of the entity's versions, oldest first; 404, whatever the cursor, if
+        the caller may not see the entity (its first version says whose it is)."""
         sid = self.kind.stream_id(scope, path)
-        page = (
-            await runtime_of(request)
-            .view_of(self.view)
-            .query(
-                ViewQuery(
-                    tenant_id=scope.tenant_id,
-                    mode=scope.mode,
-                    user_id=principal.user_id if self.kind.access == "owner" else None,
-                    where=(
-                        Filter(field="entry", value=VERSION),
-                        Filter(field="stream_id", value=sid),
-                    ),
-                    order_by="seq",
-                    descending=False,
-                    limit=limit,
-                    cursor=cursor,
-                )
+        view = runtime_of(request).view_of(self.view)
+        first = await view.get(version_key(sid, 1))
+        if first is None or not self._visible(principal, first):
+            raise NotFound(f"{self._name(path)} not found")
+        page = await view.query(
+            ViewQuery(
+                tenant_id=scope.tenant_id,
+                mode=scope.mode,
+                user_id=principal.user_id if self.kind.access == "owner" else None,
+                where=(
+                    Filter(field="entry", value=VERSION),
+                    Filter(field="stream_id", value=sid),
+                ),
+                order_by="seq",
+                descending=False,
+                limit=limit,
+                cursor=cursor,
             )
         )
         items = [r for r in page.items if self._visible(principal, r)]
-        if not items and cursor is None:
-            raise NotFound(f"{self._name(path)} not found")
         return {"items": [self.render_version(r) for r in items], "next_cursor": page.next_cursor}
 
     async def list(

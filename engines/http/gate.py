@@ -3,10 +3,11 @@
 For every HTTP request it resolves the client address (``X-Forwarded-For`` is believed
 only from ``http.trusted_proxies``), refuses a declared body over
 ``http.max_body_bytes`` (413) and caps a streamed one as it is read, refuses repeated
-single-valued headers (400), and, outside :data:`PUBLIC_PATHS`, verifies the bearer
-token and the tenant, mode and user the client states (401/403, audited), handing the
-principal to the route in ``request.state.principal``. A refused request's body is
-never read.
+single-valued headers and repeated query parameters (400; the scope's own, which a
+client may state as claims, are :mod:`engines.http.identity`'s to settle), and,
+outside :data:`PUBLIC_PATHS`, verifies the bearer token and the tenant, mode and user
+the client states (401/403, audited), handing the principal to the route in
+``request.state.principal``. A refused request's body is never read.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 from typing import Final
+from urllib.parse import parse_qsl
 
 from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection
@@ -33,6 +35,10 @@ SINGLE_VALUED: Final = frozenset(
     {b"authorization", b"if-match", b"if-none-match", b"idempotency-key", b"traceparent"}
     | {h.encode() for h in PROVENANCE_HEADERS.values()}
 )
+
+#: Query parameters that are claims of the caller's scope: repeated, they are compared
+#: (and a disagreement refused, audited) by identity, not refused here.
+SCOPE_PARAMETERS: Final = frozenset({"tenant_id", "mode", "user_id", "surface_id", "project_id"})
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -84,6 +90,16 @@ def _check_headers(scope: Scope, max_body_bytes: int) -> None:
                 raise BodyTooLarge(f"the body is over the limit of {max_body_bytes} bytes")
 
 
+def _check_query(scope: Scope) -> None:
+    """Refuse a query parameter given more than once: ``?version=1&version=3`` would
+    otherwise mean whichever one the framework happens to keep."""
+    seen: set[str] = set()
+    for name, _ in parse_qsl(scope.get("query_string", b"").decode("latin-1"), True):
+        if name in seen and name not in SCOPE_PARAMETERS:
+            raise MalformedRequest(f"the query parameter {name[:64]!r} is given more than once")
+        seen.add(name)
+
+
 def _capped(receive: Receive, limit: int) -> Receive:
     """``receive``, refusing (413) a body that grows past ``limit`` bytes as it streams."""
     received = 0
@@ -115,6 +131,7 @@ class Gate:
         state["client_address"] = client_address(scope, http.trusted_proxies)
         try:
             _check_headers(scope, http.max_body_bytes)
+            _check_query(scope)
             if scope["path"] not in PUBLIC_PATHS:
                 state["principal"] = await authenticate(HTTPConnection(scope))
         except EnginesError as exc:

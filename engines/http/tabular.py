@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
 from commands.entities import DeleteEntity, PutEntity
 from commands.tabular import (
@@ -30,9 +30,11 @@ from engines.http.entities import EntityApi, idempotent_id
 from engines.http.errors import AUTHENTICATED, problem_responses
 from engines.http.identity import Auth, requested, scope_for
 from engines.http.jsonbody import StrictJsonRoute
+from engines.http.responses import expected_version
 from engines.http.writes import IdempotencyKey, IfMatch, IfNoneMatch
 from projections.views import Filter
 from spine.entities import EntityKind
+from spine.errors import ConcurrencyError
 from spine.events import Identifier, Provenance, new_id
 
 Cursor = Annotated[str | None, Query(max_length=512)]
@@ -56,30 +58,26 @@ def document_router(api: EntityApi, *, filter_by_app: bool = False) -> APIRouter
     """The routes of one document kind at ``api.base_path``."""
     base, tag, entity = api.base_path, api.kind.domain, api.kind.entity
     body_model = api.body
-    Out = api.out_model()
-    VersionOut = api.version_model()
+    Out: Any = api.out_model()
+    VersionOut: Any = api.version_model()
 
-    class Create(body_model):  # type: ignore[valid-type,misc]
-        surface_id: Identifier | None = None
-        project_id: Identifier | None = None
-        provenance: Provenance | None = None
-
-    class Replace(body_model):  # type: ignore[valid-type,misc]
-        provenance: Provenance | None = None
-
-    Create.__name__ = Create.__qualname__ = f"{Out.__name__.removesuffix('Out')}In"
-    Replace.__name__ = Replace.__qualname__ = f"{Out.__name__.removesuffix('Out')}Update"
-
-    class Page(BaseModel):
-        items: list[Out]  # type: ignore[valid-type]
-        next_cursor: str | None
-
-    class History(BaseModel):
-        items: list[VersionOut]  # type: ignore[valid-type]
-        next_cursor: str | None
-
-    Page.__name__ = Page.__qualname__ = f"{Out.__name__.removesuffix('Out')}Page"
-    History.__name__ = History.__qualname__ = f"{Out.__name__.removesuffix('Out')}History"
+    stem = Out.__name__.removesuffix("Out")
+    # Named models (not classes local to this function), so each kind's OpenAPI schemas
+    # read FlowIn, GraphIn, ... rather than the function's qualified name.
+    Create: Any = create_model(
+        f"{stem}In",
+        __base__=body_model,
+        surface_id=(Identifier | None, None),
+        project_id=(Identifier | None, None),
+        provenance=(Provenance | None, None),
+    )
+    Replace: Any = create_model(
+        f"{stem}Update", __base__=body_model, provenance=(Provenance | None, None)
+    )
+    Page = create_model(f"{stem}Page", items=(list[Out], ...), next_cursor=(str | None, ...))
+    History = create_model(
+        f"{stem}History", items=(list[VersionOut], ...), next_cursor=(str | None, ...)
+    )
 
     router = APIRouter(tags=[tag], route_class=StrictJsonRoute)
 
@@ -101,12 +99,18 @@ def document_router(api: EntityApi, *, filter_by_app: bool = False) -> APIRouter
         body: Create,
         principal: Auth,
         idempotency_key: IdempotencyKey = None,
+        if_match: IfMatch = None,
         if_none_match: IfNoneMatch = None,
     ) -> Response:
         """With ``Idempotency-Key``, a retry answers with the same document (410 if it
-        was deleted since); ``If-None-Match: *`` refuses a retry (412)."""
+        was deleted since); ``If-None-Match: *`` refuses a retry (412). ``If-Match``
+        names a version of a document that does not exist yet: 412."""
+        if if_match is not None:
+            expected_version(if_match, if_none_match)  # a malformed header is still 422
+            raise ConcurrencyError(base, "a version of an existing document (If-Match)", 0)
+        given: Any = body  # a model made above: its fields are not known statically
         scope = await scope_for(
-            request, principal, body.surface_id, body.project_id, require_surface=True
+            request, principal, given.surface_id, given.project_id, require_surface=True
         )
         if idempotency_key is None:
             entity_id, command_id = new_id(), None
@@ -123,7 +127,7 @@ def document_router(api: EntityApi, *, filter_by_app: bool = False) -> APIRouter
             if_match=None,
             if_none_match=if_none_match,
             command_id=command_id,
-            provenance=body.provenance,
+            provenance=given.provenance,
             status=201,
         )
 
@@ -146,7 +150,7 @@ def document_router(api: EntityApi, *, filter_by_app: bool = False) -> APIRouter
 
     @router.get(
         base + "/{id:path}",
-        response_model=Out,
+        response_model=Out | VersionOut,
         responses=problem_responses(*AUTHENTICATED, 404),
         summary=f"A {entity}: the latest, or a given version",
     )
@@ -173,8 +177,11 @@ def document_router(api: EntityApi, *, filter_by_app: bool = False) -> APIRouter
         body: Replace,
         principal: Auth,
         if_match: IfMatch = None,
+        if_none_match: IfNoneMatch = None,
     ) -> Response:
-        """``If-Match: "N"`` replaces version N only (412 otherwise)."""
+        """``If-Match: "N"`` replaces version N only (412 otherwise); ``If-None-Match: *``
+        only a document that does not exist (so never: 412, or 404 if it is not yours)."""
+        given: Any = body
         scope = await scope_for(request, principal, None, None)
         return await api.put(
             request,
@@ -184,8 +191,8 @@ def document_router(api: EntityApi, *, filter_by_app: bool = False) -> APIRouter
             body_fields(body),
             create="never",
             if_match=if_match,
-            if_none_match=None,
-            provenance=body.provenance,
+            if_none_match=if_none_match,
+            provenance=given.provenance,
         )
 
     @router.delete(
@@ -195,12 +202,17 @@ def document_router(api: EntityApi, *, filter_by_app: bool = False) -> APIRouter
         summary=f"Delete a {entity}",
     )
     async def delete(
-        request: Request, id: Identifier, principal: Auth, if_match: IfMatch = None
+        request: Request,
+        id: Identifier,
+        principal: Auth,
+        if_match: IfMatch = None,
+        if_none_match: IfNoneMatch = None,
     ) -> Response:
-        """A tombstone: the document leaves reads and lists; its history stays readable."""
+        """A tombstone: the document leaves reads and lists; its history stays readable.
+        ``If-None-Match: *`` (only if it does not exist) always fails: 412."""
         scope = await scope_for(request, principal, None, None)
         return await api.delete(
-            request, principal, scope, (id,), if_match=if_match, if_none_match=None
+            request, principal, scope, (id,), if_match=if_match, if_none_match=if_none_match
         )
 
     async def page(

@@ -362,3 +362,47 @@ async def test_the_cli_lists_shows_and_pages_the_history_of_a_document(
     assert [row.split()[:2] for row in history[1:]] == [[doc["id"], "1"], [doc["id"], "2"]]
     assert missing != 0
     assert "not found" in capsys.readouterr().err
+
+
+async def test_every_conditional_header_a_write_is_sent_is_honoured_never_ignored(
+    client: httpx.AsyncClient, runtime: Runtime, base: str
+) -> None:
+    doc = await create(client, base)
+    url = f"{base}/{doc['id']}"
+    before = await spine_events(runtime)
+
+    put = await client.put(url, json=body(base, {"v": 2}), headers={"If-None-Match": "*"})
+    delete = await client.delete(url, headers={"If-None-Match": "*"})
+    post = await client.post(base, json=body(base), headers={"If-Match": '"1"'})
+
+    problem(put, 412)  # it exists
+    problem(delete, 412)
+    problem(post, 412)  # a new document has no version to match
+    assert await spine_events(runtime) == before
+    assert (await client.get(url)).json()["version"] == 1
+
+
+async def test_a_history_cursor_does_not_open_a_document_the_caller_may_not_see(
+    client: httpx.AsyncClient, runtime: Runtime, mint: Mint, base: str
+) -> None:
+    doc = await create(client, base)
+    url = f"{base}/{doc['id']}"
+    await client.put(url, json=body(base, {"v": 2}))
+    cursor = (await client.get(f"{url}/versions", params={"limit": 1})).json()["next_cursor"]
+    assert cursor is not None
+
+    for token in (mint(projects=["p2"]), mint(user_id="u2")):
+        async with client_for(runtime, token) as other:
+            problem(await other.get(f"{url}/versions", params={"cursor": cursor}), 404)
+    problem(await client.get(f"{base}/nope/versions", params={"cursor": cursor}), 404)
+
+
+async def test_a_query_parameter_given_twice_is_refused_not_resolved(
+    client: httpx.AsyncClient, base: str
+) -> None:
+    doc = await create(client, base)
+    url = f"{base}/{doc['id']}"
+
+    for query in ("version=1&version=2", "limit=1&limit=500", "cursor=a&cursor=b"):
+        target = f"{url}?{query}" if "version" in query else f"{base}?{query}"
+        assert "given more than once" in problem(await client.get(target), 400)["detail"]
