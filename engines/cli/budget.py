@@ -7,36 +7,21 @@ first). Amounts are shown in major units at each budget's scale.
 from __future__ import annotations
 
 import argparse
-import asyncio
-from collections.abc import Awaitable, Callable
 
 from commands.budget import budget_stream, format_minor
 from engines.cli.common import (
-    LAB_NOTICE,
     add_common,
-    data_dir_of,
     err,
     positive_int,
-    settings_of,
     shown,
+    with_runtime,
 )
-from engines.runtime import Runtime, bootstrap
+from engines.runtime import Runtime
 from projections.views import Filter, ViewQuery, ViewRecord
 from spine.errors import NotFound
 from spine.events import Scope
 
 VIEW = "budgets"
-
-
-def _run(args: argparse.Namespace, body: Callable[[Runtime], Awaitable[int]]) -> int:
-    async def main() -> int:
-        settings = settings_of(args)
-        async with bootstrap(settings, data_dir_of(args), run_projectors=False, create=False) as rt:
-            if rt.lab_routes:
-                err(LAB_NOTICE)
-            return await body(rt)
-
-    return asyncio.run(main())
 
 
 def _money(record: ViewRecord, field: str) -> str:
@@ -74,7 +59,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             err(f"(more than {args.limit}; raise --limit)")
         return 0
 
-    return _run(args, body)
+    return with_runtime(args, body)
 
 
 async def _budget(rt: Runtime, args: argparse.Namespace) -> ViewRecord:
@@ -92,7 +77,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(_totals_row(record))
         return 0
 
-    return _run(args, body)
+    return with_runtime(args, body)
 
 
 def cmd_ledger(args: argparse.Namespace) -> int:
@@ -126,7 +111,7 @@ def cmd_ledger(args: argparse.Namespace) -> int:
             err(f"(more than {args.limit}; raise --limit)")
         return 0
 
-    return _run(args, body)
+    return with_runtime(args, body)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

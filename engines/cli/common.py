@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import re
 import sys
 from collections.abc import Awaitable, Callable
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import orjson
 
+from engines.runtime import Runtime, bootstrap
 from engines.settings import Settings, load_settings
 from routing.registry import Registry
 from spine.errors import EnginesError, IntegrityError, InvalidInput, RoutingError
@@ -92,6 +94,20 @@ async def with_registry(
         return await body(registry)
     finally:
         await registry.aclose()
+
+
+def with_runtime(args: argparse.Namespace, body: Callable[[Runtime], Awaitable[int]]) -> int:
+    """Run ``body`` on the runtime over ``args``' data directory and routes: existing
+    stores only, projectors off (a tool beside a running service), lab routes labelled."""
+
+    async def main() -> int:
+        settings = settings_of(args)
+        async with bootstrap(settings, data_dir_of(args), run_projectors=False, create=False) as rt:
+            if rt.lab_routes:
+                err(LAB_NOTICE)
+            return await body(rt)
+
+    return asyncio.run(main())
 
 
 def positive_int(text: str) -> int:

@@ -5,21 +5,18 @@ tables for an operator. One function serves every domain built on
 from __future__ import annotations
 
 import argparse
-import asyncio
-from collections.abc import Callable
 
 import orjson
 
 from engines.cli.common import (
-    LAB_NOTICE,
     add_common,
-    data_dir_of,
     err,
     positive_int,
     settings_of,
     shown,
+    with_runtime,
 )
-from engines.runtime import Runtime, bootstrap
+from engines.runtime import Runtime
 from projections.entities import LATEST, VERSION
 from projections.views import Filter, ViewQuery, ViewRecord
 from spine.entities import EntityKind
@@ -31,20 +28,6 @@ SubParsers = "argparse._SubParsersAction[argparse.ArgumentParser]"
 def _summary(record: ViewRecord, body_fields: tuple[str, ...], width: int = 60) -> str:
     body = {name: record.data.get(name) for name in body_fields if name in record.data}
     return shown(orjson.dumps(body).decode())[:width]
-
-
-def _run(args: argparse.Namespace, work: Callable[[Runtime], object]) -> int:
-    async def body() -> int:
-        settings = settings_of(args)
-        async with bootstrap(settings, data_dir_of(args), run_projectors=False, create=False) as rt:
-            if rt.lab_routes:
-                err(LAB_NOTICE)
-            result = work(rt)
-            if asyncio.iscoroutine(result):
-                await result
-        return 0
-
-    return asyncio.run(body())
 
 
 def entity_group(
@@ -80,7 +63,7 @@ def entity_group(
         )
 
     def cmd_list(args: argparse.Namespace) -> int:
-        async def work(rt: Runtime) -> None:
+        async def work(rt: Runtime) -> int:
             where = (Filter(field="entry", value=LATEST),)
             page = await rt.view_of(view).query(query(args, where, "updated_at", True))
             print(f"{columns}  {'version':>7}  {'user':<12} {'surface':<10} body")
@@ -88,8 +71,9 @@ def entity_group(
                 print(row(r, r.version))
             if page.next_cursor:
                 err(f"(more than {args.limit}; raise --limit)")
+            return 0
 
-        return _run(args, work)
+        return with_runtime(args, work)
 
     def stream_of(args: argparse.Namespace) -> str:
         from spine.events import Scope
@@ -98,16 +82,17 @@ def entity_group(
         return kind.stream_id(scope, args.path)
 
     def cmd_show(args: argparse.Namespace) -> int:
-        async def work(rt: Runtime) -> None:
+        async def work(rt: Runtime) -> int:
             record = await rt.view_of(view).get(stream_of(args))
             if record is None:
                 raise NotFound(f"{kind.entity} {'/'.join(args.path)!r} not found")
             print(orjson.dumps(record.model_dump(mode="json"), option=orjson.OPT_INDENT_2).decode())
+            return 0
 
-        return _run(args, work)
+        return with_runtime(args, work)
 
     def cmd_history(args: argparse.Namespace) -> int:
-        async def work(rt: Runtime) -> None:
+        async def work(rt: Runtime) -> int:
             where = (
                 Filter(field="entry", value=VERSION),
                 Filter(field="stream_id", value=stream_of(args)),
@@ -121,8 +106,9 @@ def entity_group(
                 print(row(r, int(r.data["seq"])) + mark)
             if page.next_cursor:
                 err(f"(more than {args.limit}; raise --limit)")
+            return 0
 
-        return _run(args, work)
+        return with_runtime(args, work)
 
     group = sub.add_parser(command, help=f"the {kind.entity} view")
     gsub = group.add_subparsers(dest=f"{command}_command", required=True)

@@ -7,21 +7,18 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 
 import orjson
 
 from commands.memory import memory_stream
 from engines.cli.common import (
-    LAB_NOTICE,
     add_common,
-    data_dir_of,
     err,
     positive_int,
-    settings_of,
     shown,
+    with_runtime,
 )
-from engines.runtime import bootstrap
+from engines.runtime import Runtime
 from projections.memory import record_key
 from projections.views import Filter, ViewQuery, ViewRecord
 from spine.codec import timestamp_text
@@ -36,74 +33,66 @@ def _expires(record: ViewRecord) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    async def body() -> int:
-        settings = settings_of(args)
-        async with bootstrap(settings, data_dir_of(args), run_projectors=False, create=False) as rt:
-            if rt.lab_routes:
-                err(LAB_NOTICE)
-            where = (Filter(field="session_id", value=args.session),) if args.session else ()
-            page = await rt.view_of(VIEW).query(
-                ViewQuery(
-                    tenant_id=args.tenant,
-                    mode=settings.mode,
-                    user_id=args.user,
-                    project_id=args.project,
-                    where=where,
-                    order_by="updated_at",
-                    limit=args.limit,
-                )
+    async def body(rt: Runtime) -> int:
+        where = (Filter(field="session_id", value=args.session),) if args.session else ()
+        page = await rt.view_of(VIEW).query(
+            ViewQuery(
+                tenant_id=args.tenant,
+                mode=rt.settings.mode,
+                user_id=args.user,
+                project_id=args.project,
+                where=where,
+                order_by="updated_at",
+                limit=args.limit,
             )
+        )
+        print(
+            f"{'user':<12} {'session':<16} {'project':<10} {'key':<24} {'version':>7} "
+            f"{'expires_at':<28} updated_at"
+        )
+        for r in page.items:
+            d = r.data
             print(
-                f"{'user':<12} {'session':<16} {'project':<10} {'key':<24} {'version':>7} "
-                f"{'expires_at':<28} updated_at"
+                f"{shown(d['user_id']):<12} {shown(d['session_id']):<16} "
+                f"{shown(d['project_id']):<10} {shown(d['key']):<24} {r.version:>7} "
+                f"{_expires(r):<28} {shown(d['updated_at'])}"
             )
-            for r in page.items:
-                d = r.data
-                print(
-                    f"{shown(d['user_id']):<12} {shown(d['session_id']):<16} "
-                    f"{shown(d['project_id']):<10} {shown(d['key']):<24} {r.version:>7} "
-                    f"{_expires(r):<28} {shown(d['updated_at'])}"
-                )
-            if page.next_cursor:
-                err(f"(more than {args.limit}; raise --limit)")
+        if page.next_cursor:
+            err(f"(more than {args.limit}; raise --limit)")
         return 0
 
-    return asyncio.run(body())
+    return with_runtime(args, body)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    async def body() -> int:
-        settings = settings_of(args)
-        async with bootstrap(settings, data_dir_of(args), run_projectors=False, create=False) as rt:
-            if rt.lab_routes:
-                err(LAB_NOTICE)
-            scope = Scope(
-                tenant_id=args.tenant,
-                mode=settings.mode,
-                user_id=args.user,
-                project_id=args.project,
-            )
-            stream = memory_stream(scope, args.session)
-            record = await rt.view_of(VIEW).get(record_key(stream, args.key))
-            if record is None:
-                raise NotFound(f"key {args.key!r} of {stream} not found (or expired, or deleted)")
-            d = record.data
-            rows = [
-                ("stream", stream),
-                ("key", d["key"]),
-                ("version", record.version),
-                ("surface", d["surface_id"]),
-                ("ttl_seconds", d["ttl_seconds"]),
-                ("expires_at", _expires(record)),
-                ("created_at", d["created_at"]),
-                ("updated_at", d["updated_at"]),
-            ]
-            for name, value in rows:
-                print(f"{name:<12} {shown(value)}")
-            print(f"{'value':<12} {shown(orjson.dumps(d['value']).decode())}")
+    async def body(rt: Runtime) -> int:
+        scope = Scope(
+            tenant_id=args.tenant,
+            mode=rt.settings.mode,
+            user_id=args.user,
+            project_id=args.project,
+        )
+        stream = memory_stream(scope, args.session)
+        record = await rt.view_of(VIEW).get(record_key(stream, args.key))
+        if record is None:
+            raise NotFound(f"key {args.key!r} of {stream} not found (or expired, or deleted)")
+        d = record.data
+        rows = [
+            ("stream", stream),
+            ("key", d["key"]),
+            ("version", record.version),
+            ("surface", d["surface_id"]),
+            ("ttl_seconds", d["ttl_seconds"]),
+            ("expires_at", _expires(record)),
+            ("created_at", d["created_at"]),
+            ("updated_at", d["updated_at"]),
+        ]
+        for name, value in rows:
+            print(f"{name:<12} {shown(value)}")
+        print(f"{'value':<12} {shown(orjson.dumps(d['value']).decode())}")
         return 0
 
-    return asyncio.run(body())
+    return with_runtime(args, body)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

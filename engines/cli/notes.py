@@ -3,48 +3,41 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 
 from engines.cli.common import (
-    LAB_NOTICE,
     add_common,
-    data_dir_of,
     err,
     positive_int,
-    settings_of,
     shown,
+    with_runtime,
 )
-from engines.runtime import bootstrap
+from engines.runtime import Runtime
 from projections.views import ViewQuery
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    async def body() -> int:
-        settings = settings_of(args)
-        async with bootstrap(settings, data_dir_of(args), run_projectors=False, create=False) as rt:
-            if rt.lab_routes:
-                err(LAB_NOTICE)
-            page = await rt.view_of("notes").query(
-                ViewQuery(
-                    tenant_id=args.tenant,
-                    mode=settings.mode,
-                    user_id=args.user,
-                    order_by="updated_at",
-                    limit=args.limit,
-                )
+    async def body(rt: Runtime) -> int:
+        page = await rt.view_of("notes").query(
+            ViewQuery(
+                tenant_id=args.tenant,
+                mode=rt.settings.mode,
+                user_id=args.user,
+                order_by="updated_at",
+                limit=args.limit,
             )
-            print(f"{'note_id':<38} {'version':>7} {'user':<12} {'surface':<10} title")
-            for r in page.items:
-                d = r.data
-                print(
-                    f"{shown(d['note_id']):<38} {r.version:>7} {shown(d.get('user_id')):<12} "
-                    f"{shown(d.get('surface_id')):<10} {shown(d.get('title', ''))[:60]}"
-                )
-            if page.next_cursor:
-                err(f"(more than {args.limit}; raise --limit)")
+        )
+        print(f"{'note_id':<38} {'version':>7} {'user':<12} {'surface':<10} title")
+        for r in page.items:
+            d = r.data
+            print(
+                f"{shown(d['note_id']):<38} {r.version:>7} {shown(d.get('user_id')):<12} "
+                f"{shown(d.get('surface_id')):<10} {shown(d.get('title', ''))[:60]}"
+            )
+        if page.next_cursor:
+            err(f"(more than {args.limit}; raise --limit)")
         return 0
 
-    return asyncio.run(body())
+    return with_runtime(args, body)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -8,25 +8,11 @@ stream and applies it from the spine; ``skip`` passes over the parked event firs
 from __future__ import annotations
 
 import argparse
-import asyncio
-from collections.abc import Awaitable, Callable
 
-from engines.cli.common import LAB_NOTICE, add_common, data_dir_of, err, settings_of, shown
-from engines.runtime import Runtime, bootstrap
+from engines.cli.common import add_common, err, shown, with_runtime
+from engines.runtime import Runtime
 from projections.parking import Parked
 from spine.errors import InvalidInput
-
-
-def _run(args: argparse.Namespace, body: Callable[[Runtime], Awaitable[int]]) -> int:
-    async def main() -> int:
-        async with bootstrap(
-            settings_of(args), data_dir_of(args), run_projectors=False, create=False
-        ) as rt:
-            if rt.lab_routes:
-                err(LAB_NOTICE)
-            return await body(rt)
-
-    return asyncio.run(main())
 
 
 def _named(rt: Runtime, name: str | None) -> list[str]:
@@ -51,7 +37,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 )
         return 0
 
-    return _run(args, body)
+    return with_runtime(args, body)
 
 
 def _parked_row(p: Parked) -> str:
@@ -74,7 +60,7 @@ def cmd_failures(args: argparse.Namespace) -> int:
         err(f"{len(parked)} parked stream(s)")
         return 0
 
-    return _run(args, body)
+    return with_runtime(args, body)
 
 
 def _release(args: argparse.Namespace, *, skip: bool) -> int:
@@ -96,7 +82,7 @@ def _release(args: argparse.Namespace, *, skip: bool) -> int:
                 print(f"{stream_id}: parked again at seq {again.seq}: {again.error}")
         return 1 if failed else 0
 
-    return _run(args, body)
+    return with_runtime(args, body)
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
