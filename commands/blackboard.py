@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from typing import Any, Final, Self
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from commands.entities import DeleteEntity, PutEntity
+from commands.sizes import encoded_size
 from spine.entities import EntityKind
 from spine.errors import ValueTooLarge
 
@@ -51,23 +51,15 @@ class BlackboardBody(BaseModel):
 
     @model_validator(mode="after")
     def _is_json(self) -> Self:
-        value_size(self.value)
+        encoded_size(self.value, "value")
         return self
-
-
-def value_size(value: Any) -> int:
-    """The size of ``value`` encoded as JSON, in bytes."""
-    try:
-        return len(orjson.dumps(value))
-    except TypeError as exc:
-        raise ValueError(f"value is not JSON: {exc}") from exc
 
 
 def check_value_size(value: Any, limit: int | None) -> None:
     """Refuse (:class:`ValueTooLarge`) a value over ``limit`` bytes encoded (``None``: the
     route sets none, so :data:`DEFAULT_MAX_VALUE_BYTES`)."""
     limit = DEFAULT_MAX_VALUE_BYTES if limit is None else limit
-    size = value_size(value)
+    size = encoded_size(value, "value")
     if size > limit:
         raise ValueTooLarge(
             f"value is {size} bytes encoded; a blackboard key holds at most {limit} bytes"

@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Annotated, Any, Final
 
-import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
 
 from commands.envelope import Command, CommandResult, granted
+from commands.sizes import encoded_size
 from spine.errors import (
     AlreadyExists,
     ConcurrencyError,
@@ -124,10 +124,6 @@ def memory_stream(scope: Scope, session_id: str) -> str:
     return stream_id(DOMAIN, scope.tenant_id, scope.mode, *parts)
 
 
-def encoded_size(value: Any) -> int:
-    return len(orjson.dumps(value))
-
-
 class MemoryDecider:
     def stream_id(self, command: Command[Any]) -> str:
         return memory_stream(command.scope, command.payload.session_id)
@@ -156,7 +152,7 @@ class MemoryDecider:
             )
         current = state.version_of(payload.key, payload.at)
         if isinstance(payload, SetMemory):
-            size = encoded_size(payload.value)
+            size = encoded_size(payload.value, "value")
             if size > MAX_VALUE_BYTES:
                 raise ValueTooLarge(
                     f"value is {size} bytes encoded; the limit is {MAX_VALUE_BYTES}"

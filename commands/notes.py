@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from commands.envelope import Command, CommandResult, granted
+from commands.sizes import fits
 from spine.errors import AlreadyExists, InvalidField, NotFound, ScopeMismatch
 from spine.events import EventEnvelope, Identifier, NewEvent, ProvenanceValue, Scope, new_id
 from spine.streams import stream_id
@@ -111,12 +112,7 @@ class NoteBody(BaseModel):
     def _content_fits_type(self) -> Self:
         if self.content_type != "json" and not isinstance(self.content, str):
             raise ValueError(f"content must be a string when content_type is {self.content_type}")
-        try:
-            size = len(orjson.dumps(self.content))
-        except TypeError as exc:
-            raise ValueError(f"content is not JSON: {exc}") from exc
-        if size > MAX_CONTENT_BYTES:
-            raise ValueError(f"content is {size} bytes; the limit is {MAX_CONTENT_BYTES}")
+        fits(self.content, MAX_CONTENT_BYTES, "content")
         if len(set(self.tags)) != len(self.tags):
             raise ValueError("tags must not repeat")
         return self

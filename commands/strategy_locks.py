@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Final, Self
 
-import orjson
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -25,6 +24,7 @@ from pydantic import (
 )
 
 from commands.entities import PutEntity
+from commands.sizes import fits
 from spine.entities import EntityKind
 
 #: The most toggles, and the most flags, one snapshot may hold.
@@ -84,11 +84,7 @@ class StrategyLockBody(BaseModel):
 
     @model_validator(mode="after")
     def _fits(self) -> Self:
-        size = len(orjson.dumps(self.model_dump(mode="json", exclude_unset=True)))
-        if size > MAX_SNAPSHOT_BYTES:
-            raise ValueError(
-                f"the snapshot is {size} bytes encoded; the limit is {MAX_SNAPSHOT_BYTES}"
-            )
+        fits(self.model_dump(mode="json", exclude_unset=True), MAX_SNAPSHOT_BYTES, "the snapshot")
         return self
 
 

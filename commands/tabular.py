@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any, Final, Self
 
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from commands.entities import DeleteEntity, PutEntity
+from commands.sizes import fits
 from spine.entities import EntityKind
 from spine.events import Identifier
 
@@ -31,12 +31,7 @@ class DocumentBody(BaseModel):
 
     @model_validator(mode="after")
     def _fits(self) -> Self:
-        try:
-            size = len(orjson.dumps(self.json_blob))
-        except TypeError as exc:
-            raise ValueError(f"json_blob is not JSON: {exc}") from exc
-        if size > MAX_BLOB_BYTES:
-            raise ValueError(f"json_blob is {size} bytes encoded; the limit is {MAX_BLOB_BYTES}")
+        fits(self.json_blob, MAX_BLOB_BYTES, "json_blob")
         return self
 
 
