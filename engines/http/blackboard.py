@@ -74,7 +74,7 @@ class KeyHistory(BaseModel):
     next_cursor: str | None
 
 
-class Accepted(BaseModel):
+class BlackboardKeyAccepted(BaseModel):
     project_id: str
     run_id: str
     key: str
@@ -82,7 +82,7 @@ class Accepted(BaseModel):
     status: str = Field(default="accepted", description="the view does not reflect it yet")
 
 
-class Deleted(BaseModel):
+class BlackboardKeyDeleted(BaseModel):
     project_id: str
     run_id: str
     key: str
@@ -192,7 +192,7 @@ async def read_key(
     status_code=200,
     responses={
         201: {"model": KeyOut, "description": "Created (If-None-Match: *)"},
-        202: {"model": Accepted},
+        202: {"model": BlackboardKeyAccepted},
         **problem_responses(*AUTHENTICATED, 404, 409, 410, 412, 415, 428),
     },
     summary="Write a blackboard key: If-Match replaces, If-None-Match: * creates",
@@ -232,8 +232,11 @@ async def put_key(
 
 @router.delete(
     _KEY_PATH,
-    response_model=Deleted,
-    responses={202: {"model": Accepted}, **problem_responses(*AUTHENTICATED, 404, 412, 428)},
+    response_model=BlackboardKeyDeleted,
+    responses={
+        202: {"model": BlackboardKeyAccepted},
+        **problem_responses(*AUTHENTICATED, 404, 412, 428),
+    },
     summary="Delete a blackboard key (If-Match required)",
 )
 async def delete_key(

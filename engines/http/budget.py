@@ -120,7 +120,7 @@ class LedgerPage(BaseModel):
     next_cursor: str | None
 
 
-class Accepted(BaseModel):
+class BudgetAccepted(BaseModel):
     budget_id: str
     version: int
     status: str = Field(default="accepted", description="the view does not reflect it yet")
@@ -206,7 +206,7 @@ async def _written(
 @router.put(
     "/budgets/{budget_id:path}/limit",
     response_model=BudgetOut,
-    responses={202: {"model": Accepted}, **problem_responses(*AUTHENTICATED, 409, 412, 415)},
+    responses={202: {"model": BudgetAccepted}, **problem_responses(*AUTHENTICATED, 409, 412, 415)},
 )
 async def set_limit(
     request: Request,
@@ -286,7 +286,7 @@ async def _move(
     status_code=201,
     response_model=MovementOut,
     responses={
-        202: {"model": Accepted},
+        202: {"model": BudgetAccepted},
         **problem_responses(*AUTHENTICATED, 402, 404, 409, 415),
     },
 )
@@ -311,7 +311,7 @@ async def debit(
     "/budgets/{budget_id:path}/credits",
     status_code=201,
     response_model=MovementOut,
-    responses={202: {"model": Accepted}, **problem_responses(*AUTHENTICATED, 404, 409, 415)},
+    responses={202: {"model": BudgetAccepted}, **problem_responses(*AUTHENTICATED, 404, 409, 415)},
 )
 async def credit(
     request: Request,

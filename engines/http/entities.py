@@ -34,7 +34,7 @@ from commands.entities import (
 from commands.envelope import Command, CommandResult
 from engines.auth import Principal
 from engines.http.identity import runtime_of
-from engines.http.responses import OrjsonResponse, etag, expected_version
+from engines.http.responses import OrjsonResponse, Timestamps, etag, expected_version
 from engines.http.writes import envelope, written
 from projections.entities import VERSION, version_key
 from projections.views import Filter, Grant, ViewQuery, ViewRecord
@@ -49,11 +49,6 @@ class ScopeOut(BaseModel):
     user_id: str | None
     surface_id: str | None
     project_id: str | None
-
-
-class Timestamps(BaseModel):
-    created_at: str
-    updated_at: str
 
 
 def _scope_out(scope: Scope) -> dict[str, Any]:
@@ -92,6 +87,11 @@ class EntityApi:
     def path_fields(self) -> tuple[str, ...]:
         return self.kind.path
 
+    @property
+    def model_stem(self) -> str:
+        """The stem of this kind's OpenAPI model names: ``Flow``, ``BlackboardKey``."""
+        return "".join(word[:1].upper() + word[1:].lower() for word in self.kind.entity.split())
+
     # -- models for OpenAPI ---------------------------------------------------------------
 
     def out_model(self) -> type[BaseModel]:
@@ -105,7 +105,7 @@ class EntityApi:
         fields.update(
             {"version": (int, ...), "scope": (ScopeOut, ...), "timestamps": (Timestamps, ...)}
         )
-        name = self.body.__name__.removesuffix("Body") + "Out"
+        name = self.model_stem + "Out"
         return create_model(name, __config__=ConfigDict(extra="forbid"), **fields)
 
     def version_model(self) -> type[BaseModel]:
@@ -120,7 +120,7 @@ class EntityApi:
                 "recorded_at": (str, ...),
             }
         )
-        name = self.body.__name__.removesuffix("Body") + "Version"
+        name = self.model_stem + "Version"
         return create_model(name, **fields)
 
     # -- rendering -------------------------------------------------------------------------

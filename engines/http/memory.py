@@ -75,7 +75,7 @@ class MemoryIn(BaseModel):
     provenance: Provenance | None = None
 
 
-class Timestamps(BaseModel):
+class KeyTimestamps(BaseModel):
     created_at: str = Field(description="when the key was set in its current life")
     updated_at: str
 
@@ -94,7 +94,7 @@ class MemoryOut(BaseModel):
     user_id: str
     surface_id: str | None
     project_id: str | None
-    timestamps: Timestamps
+    timestamps: KeyTimestamps
 
 
 class MemoryKey(BaseModel):
@@ -105,7 +105,7 @@ class MemoryKey(BaseModel):
     ttl_seconds: int | None
     expires_at: str | None
     surface_id: str | None
-    timestamps: Timestamps
+    timestamps: KeyTimestamps
 
 
 class MemoryPage(BaseModel):
@@ -114,14 +114,14 @@ class MemoryPage(BaseModel):
     next_cursor: str | None
 
 
-class Accepted(BaseModel):
+class MemoryAccepted(BaseModel):
     session_id: str
     key: str
     version: int
     status: str = Field(default="accepted", description="the view does not reflect it yet")
 
 
-class Deleted(BaseModel):
+class MemoryDeleted(BaseModel):
     session_id: str
     key: str
     version: int
@@ -302,7 +302,7 @@ async def get_key(
     "/memory/{session_id}/{key:path}",
     response_model=MemoryOut,
     responses={
-        202: {"model": Accepted},
+        202: {"model": MemoryAccepted},
         **problem_responses(*AUTHENTICATED, 409, 410, 412, 415),
     },
 )
@@ -340,9 +340,9 @@ async def put_key(
 
 @router.delete(
     "/memory/{session_id}/{key:path}",
-    response_model=Deleted,
+    response_model=MemoryDeleted,
     responses={
-        202: {"model": Accepted},
+        202: {"model": MemoryAccepted},
         **problem_responses(*AUTHENTICATED, 404, 409, 412),
     },
 )

@@ -28,7 +28,7 @@ from engines.auth import Principal
 from engines.http.errors import AUTHENTICATED, problem_responses
 from engines.http.identity import Auth, requested, runtime_of, scope_for
 from engines.http.jsonbody import StrictJsonRoute
-from engines.http.responses import OrjsonResponse, etag, expected_version
+from engines.http.responses import OrjsonResponse, Timestamps, etag, expected_version
 from engines.http.writes import IdempotencyKey, IfMatch, IfNoneMatch, envelope, written
 from projections.views import Filter, Grant, ViewQuery, ViewRecord
 from spine.errors import ConcurrencyError, NotFound
@@ -55,11 +55,6 @@ class NoteUpdate(NoteBody):
     provenance: Provenance | None = None
 
 
-class Timestamps(BaseModel):
-    created_at: str
-    updated_at: str
-
-
 class NoteOut(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -78,7 +73,7 @@ class NoteOut(BaseModel):
     timestamps: Timestamps
 
 
-class Accepted(BaseModel):
+class NoteAccepted(BaseModel):
     note_id: str
     version: int
     status: str = Field(default="accepted", description="the view does not reflect it yet")
@@ -89,7 +84,7 @@ class NotePage(BaseModel):
     next_cursor: str | None
 
 
-class Deleted(BaseModel):
+class NoteDeleted(BaseModel):
     note_id: str
     version: int
     deleted: bool = True
@@ -132,7 +127,7 @@ router = APIRouter(tags=["notes"], route_class=StrictJsonRoute)
     status_code=201,
     response_model=NoteOut,
     responses={
-        202: {"model": Accepted},
+        202: {"model": NoteAccepted},
         **problem_responses(*AUTHENTICATED, 409, 410, 412, 415),
     },
 )
@@ -208,7 +203,10 @@ async def _change(
 @router.put(
     "/notes/{note_id:path}",
     response_model=NoteOut,
-    responses={202: {"model": Accepted}, **problem_responses(*AUTHENTICATED, 404, 409, 412, 415)},
+    responses={
+        202: {"model": NoteAccepted},
+        **problem_responses(*AUTHENTICATED, 404, 409, 412, 415),
+    },
 )
 async def update_note(
     request: Request,
@@ -224,8 +222,8 @@ async def update_note(
 
 @router.delete(
     "/notes/{note_id:path}",
-    response_model=Deleted,
-    responses={202: {"model": Accepted}, **problem_responses(*AUTHENTICATED, 404, 409, 412)},
+    response_model=NoteDeleted,
+    responses={202: {"model": NoteAccepted}, **problem_responses(*AUTHENTICATED, 404, 409, 412)},
 )
 async def delete_note(
     request: Request,

@@ -8,6 +8,7 @@ from typing import Any, Final
 
 import orjson
 from fastapi.responses import Response
+from pydantic import BaseModel
 
 from spine.appending import MAX_SEQ
 from spine.errors import InvalidField
@@ -60,3 +61,10 @@ def expected_version(if_match: str | None, if_none_match: str | None) -> int | N
     if _ENTITY_TAG.match(value):  # weak, or not a tag we made: strong comparison fails
         return NEVER_MATCHES
     raise InvalidField(("header", "if-match"), 'If-Match: expected an ETag such as "3", or *')
+
+
+class Timestamps(BaseModel):
+    """When a record was created and last changed (the recorded times of its events)."""
+
+    created_at: str
+    updated_at: str

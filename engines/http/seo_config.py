@@ -54,7 +54,7 @@ class SeoConfigHistory(BaseModel):
     next_cursor: str | None
 
 
-class Accepted(BaseModel):
+class SeoConfigAccepted(BaseModel):
     surface_id: str
     version: int
     status: str = Field(default="accepted", description="the view does not reflect it yet")
@@ -76,7 +76,7 @@ async def _surface_scope(request: Request, principal: Principal, surface_id: str
     status_code=200,
     responses={
         201: {"model": Out, "description": "Created"},
-        202: {"model": Accepted},
+        202: {"model": SeoConfigAccepted},
         **problem_responses(*AUTHENTICATED, 404, 409, 412, 415),
     },
     summary="Put a surface's SEO config",

@@ -78,7 +78,7 @@ class StrategyLockHistory(BaseModel):
     next_cursor: str | None
 
 
-class Accepted(BaseModel):
+class StrategyLockAccepted(BaseModel):
     project_id: str
     strategy_id: str
     version: int
@@ -117,7 +117,7 @@ async def _read_scope(
     status_code=201,
     response_model=Snapshot,
     responses={
-        202: {"model": Accepted},
+        202: {"model": StrategyLockAccepted},
         **problem_responses(*AUTHENTICATED, 404, 409, 412, 415),
     },
     summary="Take a snapshot of a strategy's toggles and flags",

@@ -8,7 +8,7 @@ annotations at run time, and the body models are this function's arguments.)
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field, create_model
 
@@ -42,13 +42,13 @@ Limit = Annotated[int, Query(ge=1, le=200)]
 Version = Annotated[int | None, Query(ge=1, le=2**62, description="a past version")]
 
 
-class Accepted(BaseModel):
+class DocumentAccepted(BaseModel):
     id: str
     version: int
     status: str = Field(default="accepted", description="the view does not reflect it yet")
 
 
-class Deleted(BaseModel):
+class DocumentDeleted(BaseModel):
     id: str
     version: int
     deleted: bool = True
@@ -61,7 +61,7 @@ def document_router(api: EntityApi, *, filter_by_app: bool = False) -> APIRouter
     Out: Any = api.out_model()
     VersionOut: Any = api.version_model()
 
-    stem = Out.__name__.removesuffix("Out")
+    stem = api.model_stem
     # Named models (not classes local to this function), so each kind's OpenAPI schemas
     # read FlowIn, GraphIn, ... rather than the function's qualified name.
     Create: Any = create_model(
@@ -89,7 +89,7 @@ def document_router(api: EntityApi, *, filter_by_app: bool = False) -> APIRouter
         status_code=201,
         response_model=Out,
         responses={
-            202: {"model": Accepted},
+            202: {"model": DocumentAccepted},
             **problem_responses(*AUTHENTICATED, 409, 410, 412, 415),
         },
         summary=f"Create a {entity}",
@@ -166,7 +166,7 @@ def document_router(api: EntityApi, *, filter_by_app: bool = False) -> APIRouter
         base + "/{id:path}",
         response_model=Out,
         responses={
-            202: {"model": Accepted},
+            202: {"model": DocumentAccepted},
             **problem_responses(*AUTHENTICATED, 404, 409, 412, 415),
         },
         summary=f"Replace a {entity}",
@@ -197,8 +197,11 @@ def document_router(api: EntityApi, *, filter_by_app: bool = False) -> APIRouter
 
     @router.delete(
         base + "/{id:path}",
-        response_model=Deleted,
-        responses={202: {"model": Accepted}, **problem_responses(*AUTHENTICATED, 404, 409, 412)},
+        response_model=DocumentDeleted,
+        responses={
+            202: {"model": DocumentAccepted},
+            **problem_responses(*AUTHENTICATED, 404, 409, 412),
+        },
         summary=f"Delete a {entity}",
     )
     async def delete(
@@ -215,14 +218,29 @@ def document_router(api: EntityApi, *, filter_by_app: bool = False) -> APIRouter
             request, principal, scope, (id,), if_match=if_match, if_none_match=if_none_match
         )
 
-    async def page(
+    async def by_app(app_id: Identifier | None = None) -> str | None:
+        """``?app_id=``: only this app's documents (overlays)."""
+        return app_id
+
+    async def no_app() -> None:
+        return None
+
+    AppFilter = Annotated[str | None, Depends(by_app if filter_by_app else no_app)]
+
+    @router.get(
+        base,
+        response_model=Page,
+        responses=problem_responses(*AUTHENTICATED),
+        summary=f"The caller's {entity}s, newest created first",
+    )
+    async def list_documents(
         request: Request,
-        principal: Any,
-        surface_id: str | None,
-        project_id: str | None,
-        app_id: str | None,
-        cursor: str | None,
-        limit: int,
+        principal: Auth,
+        app_id: AppFilter,
+        surface_id: Identifier | None = None,
+        project_id: Identifier | None = None,
+        cursor: Cursor = None,
+        limit: Limit = 50,
     ) -> dict[str, Any]:
         scope = await scope_for(request, principal, surface_id, project_id)
         where = (Filter(field="app_id", value=app_id),) if app_id is not None else ()
@@ -236,43 +254,6 @@ def document_router(api: EntityApi, *, filter_by_app: bool = False) -> APIRouter
             cursor=cursor,
             limit=limit,
         )
-
-    if filter_by_app:
-
-        @router.get(
-            base,
-            response_model=Page,
-            responses=problem_responses(*AUTHENTICATED),
-            summary=f"The caller's {entity}s, newest created first",
-        )
-        async def list_by_app(
-            request: Request,
-            principal: Auth,
-            surface_id: Identifier | None = None,
-            project_id: Identifier | None = None,
-            app_id: Identifier | None = None,
-            cursor: Cursor = None,
-            limit: Limit = 50,
-        ) -> dict[str, Any]:
-            return await page(request, principal, surface_id, project_id, app_id, cursor, limit)
-
-    else:
-
-        @router.get(
-            base,
-            response_model=Page,
-            responses=problem_responses(*AUTHENTICATED),
-            summary=f"The caller's {entity}s, newest created first",
-        )
-        async def list_documents(
-            request: Request,
-            principal: Auth,
-            surface_id: Identifier | None = None,
-            project_id: Identifier | None = None,
-            cursor: Cursor = None,
-            limit: Limit = 50,
-        ) -> dict[str, Any]:
-            return await page(request, principal, surface_id, project_id, None, cursor, limit)
 
     return router
 
