@@ -24,10 +24,10 @@ class RouteOptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     ttl_seconds: int | None = Field(default=None, gt=0, le=MAX_OPTION, strict=True)
-    """For session memory (not built yet): records expire this long after their last
-    write. The ViewStore already honours a record's ``expires_at``."""
+    """For session memory: the time to live of a key when its write names none, and the
+    most a write may name. Counted from the write's recorded time."""
     max_value_bytes: int | None = Field(default=None, gt=0, le=MAX_OPTION, strict=True)
-    """For the blackboard (not built yet): the per-key size limit."""
+    """For the blackboard: the most bytes a key's value may take, encoded (413 above)."""
 
 
 class Route(BaseModel):
