@@ -42,7 +42,7 @@ from pydantic import (
 )
 
 from commands.envelope import Command, CommandResult
-from spine.errors import AlreadyExists, InvalidField, InvalidInput, NotFound
+from spine.errors import AlreadyExists, ConcurrencyError, InvalidField, InvalidInput, NotFound
 from spine.events import EventEnvelope, Family, Identifier, NewEvent, Scope, new_id
 from spine.streams import stream_id
 
@@ -163,6 +163,9 @@ class MovementBody(AmountBody):
 
 class SetLimit(LimitBody):
     budget_id: Identifier
+    existing: bool = False
+    """The caller names a version of the budget (``If-Match``): it must exist already, a
+    first limit is refused as a failed precondition."""
 
 
 class DebitBudget(MovementBody):
@@ -262,6 +265,10 @@ class BudgetDecider:
     ) -> Sequence[NewEvent]:
         scale = DEFAULT_SCALE if payload.scale is None else payload.scale
         currency = payload.currency
+        if payload.existing and not state.exists:
+            raise ConcurrencyError(
+                self.stream_id(command), f"budget {payload.budget_id!r} to exist (If-Match)", 0
+            )
         if state.exists:
             if payload.scale is not None and payload.scale != state.scale:
                 raise BudgetConflict(

@@ -224,7 +224,11 @@ async def set_limit(
     await require_role(request, principal, "admin")
     expected = expected_version(if_match, if_none_match)
     scope = await scope_for(request, principal, None, None)
-    payload = SetLimit(budget_id=budget_id, **body.model_dump(exclude={"provenance"}))
+    payload = SetLimit(
+        budget_id=budget_id,
+        existing=if_match is not None,
+        **body.model_dump(exclude={"provenance"}),
+    )
     command = budget_command(
         scope,
         payload,

@@ -569,6 +569,19 @@ async def test_if_none_match_star_only_creates_a_budget(admin: httpx.AsyncClient
 # -- the store down ----------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("if_match", ["*", '"0"', '"1"'])
+async def test_if_match_never_creates_a_budget(
+    admin: httpx.AsyncClient, runtime: Runtime, if_match: str
+) -> None:
+    response = await admin.put(
+        "/budgets/new/limit", json={"amount_minor": 100}, headers={"If-Match": if_match}
+    )
+
+    problem(response, 412)  # If-Match names a version of a budget that does not exist
+    assert await budget_events(runtime) == 0
+    problem(await admin.get("/budgets/new"), 404)
+
+
 def lock_timeout(settings: Settings, ms: int) -> Settings:
     sqlite_settings = settings.connections.sqlite.model_copy(update={"busy_timeout_ms": ms})
     connections = settings.connections.model_copy(update={"sqlite": sqlite_settings})
