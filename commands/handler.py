@@ -17,6 +17,8 @@ load to the append): fifty concurrent debits of one budget are decided one after
 another on the state the previous one left, instead of all folding the same version
 and all but one losing the append, round after round. Other processes, and commands on
 other streams, are not held up; a conflict with another process is retried as before.
+A command that finds the store unavailable fails the commands queued behind it with the
+same error, rather than have each wait out the store's timeout in turn.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 from commands.envelope import Command, CommandResult
-from spine.errors import ConcurrencyError, EnginesError
+from spine.errors import BackendUnavailable, ConcurrencyError, EnginesError
 from spine.events import NO_STREAM, EventEnvelope, NewEvent
 from spine.store import EventStore
 
@@ -94,6 +96,10 @@ class _Turn:
 
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     waiting: int = 0
+    outages: int = 0
+    """How many commands found the store unavailable (a waiter compares it with what
+    it was when it began to wait)."""
+    outage: BackendUnavailable | None = None
 
 
 class CommandHandler(Generic[S, C]):
@@ -120,9 +126,20 @@ class CommandHandler(Generic[S, C]):
         if turn is None:
             turn = self._turns[stream_id] = _Turn()
         turn.waiting += 1
+        outages = turn.outages
         try:
             async with turn.lock:
-                return await self._handle(stream_id, command)
+                if turn.outages != outages and turn.outage is not None:
+                    # the store failed a command queued before this one meanwhile: say so
+                    # now, rather than wait out its timeout again
+                    failed = turn.outage
+                    raise BackendUnavailable(failed.route, failed.backend, failed.detail)
+                try:
+                    return await self._handle(stream_id, command)
+                except BackendUnavailable as exc:
+                    turn.outages += 1
+                    turn.outage = exc
+                    raise
         finally:
             turn.waiting -= 1
             if not turn.waiting:

@@ -2,8 +2,9 @@
 built on them: the latest record of each entity, and (if the domain keeps one)
 its version history, both in the domain's routed store.
 
-* **latest**: keyed by the stream id, version = the seq of the last event applied;
-  a delete leaves a tombstone (absent to reads and lists, its version kept).
+* **latest**: keyed by the stream id (:func:`latest_key`), version = the seq of the last
+  event applied; a delete leaves a tombstone (absent to reads and lists, its version
+  kept).
 * **history**: one record per event, keyed ``{stream_id}#v{seq}`` (``#`` is never part
   of a stream id), written once (version 1), never changed; a delete's entry says so.
 
@@ -18,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from projections.views import ViewRecord
+from projections.views import ViewRecord, fitted_key
 from spine.codec import timestamp_text
 from spine.entities import EntityKind
 from spine.errors import IntegrityError
@@ -29,9 +30,14 @@ LATEST = "latest"
 VERSION = "version"
 
 
+def latest_key(stream_id: str) -> str:
+    """The key of an entity's latest record: its stream id (fitted to a key's length)."""
+    return fitted_key(stream_id)
+
+
 def version_key(stream_id: str, seq: int) -> str:
-    """The key of an entity's history entry for ``seq``."""
-    return f"{stream_id}#v{seq}"
+    """The key of an entity's history entry for ``seq`` (fitted to a key's length)."""
+    return fitted_key(f"{stream_id}#v{seq}")
 
 
 class EntityProjector:
@@ -53,13 +59,14 @@ class EntityProjector:
         self.history = history
 
     def keys(self, event: EventEnvelope) -> Sequence[str]:
-        return (event.stream_id,)
+        return (latest_key(event.stream_id),)
 
     def apply(
         self, event: EventEnvelope, records: Mapping[str, ViewRecord]
     ) -> Sequence[ViewRecord]:
         kind, sid = self.kind, event.stream_id
-        latest = records.get(sid)
+        key = latest_key(sid)
+        latest = records.get(key)
         at = timestamp_text(event.recorded_at)
         parts = parse_stream_id(sid).parts
         if len(parts) != len(self.path_fields):
@@ -80,7 +87,7 @@ class EntityProjector:
             created = latest.data["created_at"] if live and latest is not None else at
             data = {**event.payload, **common, "entry": LATEST, "created_at": created}
             data["updated_at"] = at
-            out.append(ViewRecord(key=sid, scope=event.scope, version=event.seq, data=data))
+            out.append(ViewRecord(key=key, scope=event.scope, version=event.seq, data=data))
         elif event.event_type == kind.deleted:
             if latest is None:
                 raise IntegrityError(
@@ -101,6 +108,9 @@ class EntityProjector:
                 "deleted": deleted,
                 "recorded_at": at,
             }
-            key = version_key(sid, event.seq)
-            out.append(ViewRecord(key=key, scope=event.scope, version=1, data=entry))
+            out.append(
+                ViewRecord(
+                    key=version_key(sid, event.seq), scope=event.scope, version=1, data=entry
+                )
+            )
         return out

@@ -9,11 +9,10 @@ it had, and a key that has expired stays absent. A delete leaves a tombstone.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from projections.views import ViewRecord
+from projections.views import ViewRecord, fitted_key
 from spine.codec import timestamp_text, trusted
 from spine.events import EventEnvelope, expiry
 from spine.streams import parse_stream_id
@@ -22,19 +21,12 @@ DOMAIN: Final = "memory"
 SET: Final = "memory.set"
 DELETED: Final = "memory.deleted"
 
-#: The longest key a view record takes (``ViewRecord.key``).
-MAX_RECORD_KEY: Final = 512
-
 
 def record_key(stream_id: str, key: str) -> str:
     """The view record of ``key`` in the session ``stream_id``: ``{stream_id}#{key}``
-    (``#`` is in no identifier, so this never collides), or, for the few whose ids
-    together are longer than a record key may be, ``memory#`` and a digest of it (no
-    readable key is ever that shape: each begins ``memory/``)."""
-    full = f"{stream_id}#{key}"
-    if len(full) <= MAX_RECORD_KEY:
-        return full
-    return f"{DOMAIN}#" + hashlib.blake2b(full.encode(), digest_size=32).hexdigest()
+    (``#`` is in no identifier, so this never collides), fitted to a record key's length
+    (:func:`projections.views.fitted_key`)."""
+    return fitted_key(f"{stream_id}#{key}")
 
 
 class MemoryProjector:

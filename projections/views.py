@@ -22,10 +22,11 @@ Guarantees, for every backend:
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Annotated, Any, Literal, Protocol, runtime_checkable
+from typing import Annotated, Any, Final, Literal, Protocol, runtime_checkable
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -37,12 +38,26 @@ FieldName = Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_]{0,63}$")
 FilterValue = str | int | bool
 
 
+#: The longest key a view record takes.
+MAX_KEY: Final = 512
+
+
+def fitted_key(key: str) -> str:
+    """``key`` as a view record's key: itself, or, if it is longer than :data:`MAX_KEY`
+    (a stream id of several 128-character parts), its domain (the first segment), ``#``
+    and a digest of it. No readable key has that shape (each holds a ``/`` before any
+    ``#``), so the two never collide."""
+    if len(key) <= MAX_KEY:
+        return key
+    return key.split("/", 1)[0] + "#" + hashlib.blake2b(key.encode(), digest_size=32).hexdigest()
+
+
 class ViewRecord(BaseModel):
     """One materialized record of a view."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    key: str = Field(min_length=1, max_length=512)
+    key: str = Field(min_length=1, max_length=MAX_KEY)
     scope: Scope
     version: int = Field(ge=1)
     data: dict[str, Any] = Field(default_factory=dict)

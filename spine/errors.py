@@ -171,4 +171,5 @@ class BackendUnavailable(EnginesError):
     def __init__(self, route: str, backend: str, detail: str) -> None:
         self.route = route
         self.backend = backend
+        self.detail = detail
         super().__init__(f"backend {backend!r} for route {route!r} unavailable: {detail}")

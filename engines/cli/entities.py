@@ -17,7 +17,7 @@ from engines.cli.common import (
     with_runtime,
 )
 from engines.runtime import Runtime
-from projections.entities import LATEST, VERSION
+from projections.entities import LATEST, VERSION, latest_key
 from projections.views import Filter, ViewQuery, ViewRecord
 from spine.entities import EntityKind
 from spine.errors import NotFound
@@ -83,7 +83,7 @@ def entity_group(
 
     def cmd_show(args: argparse.Namespace) -> int:
         async def work(rt: Runtime) -> int:
-            record = await rt.view_of(view).get(stream_of(args))
+            record = await rt.view_of(view).get(latest_key(stream_of(args)))
             if record is None:
                 raise NotFound(f"{kind.entity} {'/'.join(args.path)!r} not found")
             print(orjson.dumps(record.model_dump(mode="json"), option=orjson.OPT_INDENT_2).decode())

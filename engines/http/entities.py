@@ -36,7 +36,7 @@ from engines.auth import Principal
 from engines.http.identity import runtime_of
 from engines.http.responses import OrjsonResponse, Timestamps, etag, expected_version
 from engines.http.writes import envelope, written
-from projections.entities import VERSION, version_key
+from projections.entities import VERSION, latest_key, version_key
 from projections.views import Filter, Grant, ViewQuery, ViewRecord
 from spine.entities import EntityKind
 from spine.errors import ConcurrencyError, NotFound, PreconditionRequired
@@ -184,7 +184,7 @@ class EntityApi:
         sid = self.kind.stream_id(scope, path)
         view = runtime_of(request).view_of(self.view)
         if version is None:
-            record = await view.get(sid)
+            record = await view.get(latest_key(sid))
         else:
             record = await view.get(version_key(sid, version))
         if record is None or not self._visible(principal, record):
@@ -325,7 +325,7 @@ class EntityApi:
             runtime_of(request),
             result,
             projector=self.view,
-            key=result.stream_id,
+            key=latest_key(result.stream_id),
             ident=dict(zip(self.path_fields, path, strict=True)),
             render=self.render,
             status=answer,
@@ -358,7 +358,7 @@ class EntityApi:
             runtime_of(request),
             result,
             projector=self.view,
-            key=result.stream_id,
+            key=latest_key(result.stream_id),
             ident=dict(zip(self.path_fields, path, strict=True)),
             render=self.render,
             status=200,

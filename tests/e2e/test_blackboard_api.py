@@ -684,3 +684,28 @@ def test_engines_blackboard_show_of_an_absent_key_fails(
 
     assert code != 0
     assert "not found" in capsys.readouterr().err
+
+
+async def test_a_key_with_every_id_at_its_longest_is_written_read_and_kept_in_history(
+    runtime: Runtime, mint: Mint
+) -> None:
+    # tenant, project, run and key of 128 characters make a stream id longer than a view
+    # record's key may be: the view must still hold the key and every version
+    tenant, project, run, key = ("t" * 128, "p" * 128, "r" * 128, "k" * 128)
+    token = mint(tenant_id=tenant, projects=[project])
+    url = f"/blackboard/{project}/{run}/{key}"
+    async with client_for(runtime, token) as client:
+        made = await client.put(url, json={"value": 0}, headers=CREATE)
+        for version in range(1, 11):
+            changed = await client.put(url, json={"value": version}, headers=at(version))
+            assert changed.status_code == 200, changed.text
+        latest = await client.get(url)
+        first = await client.get(url, params={"version": 1})
+        history = await client.get(f"{url}/versions", params={"limit": 20})
+        listed = await client.get(f"/blackboard/{project}/{run}")
+
+    assert made.status_code == 201, made.text
+    assert (latest.json()["value"], latest.headers["ETag"]) == (10, '"11"')
+    assert first.json()["value"] == 0
+    assert [v["version"] for v in history.json()["items"]] == list(range(1, 12))
+    assert [k["key"] for k in listed.json()["items"]] == [key]

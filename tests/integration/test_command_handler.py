@@ -12,7 +12,7 @@ from commands.envelope import Command
 from commands.handler import RECENT_COMMANDS, CommandHandler, execute
 from commands.notes import CreateNote, NotesDecider, UpdateNote
 from routing.backends.sqlite import SqliteBackend
-from spine.errors import ConcurrencyError
+from spine.errors import BackendUnavailable, ConcurrencyError
 from spine.events import AppendResult, ExpectedVersion, NewEvent, Scope
 from spine.store import EventStore
 from tests.integration.conftest import lab_route
@@ -145,6 +145,44 @@ async def test_a_failing_command_gives_the_next_one_its_turn(spine: EventStore) 
     assert isinstance(stale, ConcurrencyError)
     assert not isinstance(fine, BaseException)
     assert fine.version == 2
+
+
+class DownStore:
+    """A store whose appends fail as unavailable after a while, as a locked one does."""
+
+    def __init__(self, inner: EventStore) -> None:
+        self.inner, self.appends, self.down = inner, 0, True
+
+    async def read_stream(self, *a: Any) -> Any:
+        return await self.inner.read_stream(*a)
+
+    def scan(self, **kw: Any) -> Any:
+        return self.inner.scan(**kw)
+
+    async def append(self, *a: Any) -> Any:
+        self.appends += 1
+        if self.down:
+            await asyncio.sleep(0.05)  # the store's timeout
+            raise BackendUnavailable("spine", "sqlite", "database is locked")
+        return await self.inner.append(*a)
+
+
+async def test_commands_queued_behind_one_the_store_refused_fail_with_it_not_one_by_one(
+    spine: EventStore,
+) -> None:
+    store = DownStore(spine)
+    handler = CommandHandler(store, NotesDecider())
+
+    outcomes = await asyncio.gather(
+        *(handler(cmd(CreateNote(note_id="n", title=f"t{i}"))) for i in range(5)),
+        return_exceptions=True,
+    )
+
+    assert all(isinstance(o, BackendUnavailable) for o in outcomes)
+    assert "database is locked" in str(outcomes[-1])
+    assert store.appends == 1  # the queued four did not each wait out the timeout
+    store.down = False
+    assert (await handler(cmd(CreateNote(note_id="n", title="later")))).version == 1
 
 
 # -- the state cache ----------------------------------------------------------------------

@@ -345,3 +345,17 @@ def test_a_body_field_never_given_is_answered_as_null_unless_the_api_is_sparse()
     for answer in (sparse.render(given), sparse.render_version(given)):
         assert answer["title"] == "t"
         assert "tags" not in answer
+
+
+def test_a_key_longer_than_a_view_record_takes_is_fitted_and_never_collides() -> None:
+    from projections.entities import latest_key
+    from projections.views import MAX_KEY, fitted_key
+
+    short = "board/t1/lab/p1/k"
+    long = "board/" + "/".join(["x" * 128] * 4)
+    assert fitted_key(short) == short
+    assert len(fitted_key(long)) <= MAX_KEY
+    assert fitted_key(long).startswith("board#")
+    assert fitted_key(long) != fitted_key(long + "y")
+    assert len(version_key(long, 10**18)) <= MAX_KEY
+    assert latest_key(long) != version_key(long, 1)
