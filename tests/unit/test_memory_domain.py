@@ -23,8 +23,8 @@ from commands.memory import (
     memory_stream,
     same_request_or_refuse,
 )
-from projections.memory import MAX_RECORD_KEY, MemoryProjector, record_key
-from projections.views import ViewRecord
+from projections.memory import MemoryProjector, record_key
+from projections.views import MAX_KEY, ViewRecord
 from spine.codec import seal, timestamp_text
 from spine.errors import (
     AlreadyExists,
@@ -387,7 +387,7 @@ def test_ids_too_long_together_for_a_record_key_get_a_digest_key() -> None:
     short, hashed = record_key("memory/t1/lab/u/s", "k"), record_key(stream, long)
 
     assert short == "memory/t1/lab/u/s#k"
-    assert len(hashed) <= MAX_RECORD_KEY
+    assert len(hashed) <= MAX_KEY
     assert hashed.startswith("memory#")
     assert hashed != record_key(stream, long[:-1] + "y")
     (event,) = history(
