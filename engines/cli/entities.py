@@ -75,17 +75,20 @@ def entity_group(
 
         return with_runtime(args, work)
 
+    def path_of(args: argparse.Namespace) -> list[str]:
+        return [getattr(args, f"path_{name}") for name in path]
+
     def stream_of(args: argparse.Namespace) -> str:
         from spine.events import Scope
 
         scope = Scope(tenant_id=args.tenant, mode=settings_of(args).mode)
-        return kind.stream_id(scope, args.path)
+        return kind.stream_id(scope, path_of(args))
 
     def cmd_show(args: argparse.Namespace) -> int:
         async def work(rt: Runtime) -> int:
             record = await rt.view_of(view).get(latest_key(stream_of(args)))
             if record is None:
-                raise NotFound(f"{kind.entity} {'/'.join(args.path)!r} not found")
+                raise NotFound(f"{kind.entity} {'/'.join(path_of(args))!r} not found")
             print(orjson.dumps(record.model_dump(mode="json"), option=orjson.OPT_INDENT_2).decode())
             return 0
 
@@ -99,7 +102,7 @@ def entity_group(
             )
             page = await rt.view_of(view).query(query(args, where, "seq", False))
             if not page.items:
-                raise NotFound(f"{kind.entity} {'/'.join(args.path)!r} not found")
+                raise NotFound(f"{kind.entity} {'/'.join(path_of(args))!r} not found")
             print(f"{columns}  {'version':>7}  {'user':<12} {'surface':<10} body")
             for r in page.items:
                 mark = " (deleted)" if r.data.get("deleted") else ""
@@ -119,7 +122,8 @@ def entity_group(
         add_common(sp)
         sp.add_argument("--tenant", required=True)
     for sp in (gs, gh):
-        sp.add_argument("path", nargs=len(path), metavar=tuple(name.upper() for name in path))
+        for name in path:  # one positional each: argparse cannot show a tuple metavar
+            sp.add_argument(f"path_{name}", metavar=name.upper(), help=name)
     for sp in (gl, gh):
         sp.add_argument("--user", default=None, help="only this user's records")
         sp.add_argument("--limit", type=positive_int, default=50)

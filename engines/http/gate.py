@@ -15,7 +15,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 from typing import Final
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote
 
 from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection
@@ -32,7 +32,14 @@ PUBLIC_PATHS: Final = frozenset(
 
 #: Headers that mean one thing: given twice, the request is refused rather than resolved.
 SINGLE_VALUED: Final = frozenset(
-    {b"authorization", b"if-match", b"if-none-match", b"idempotency-key", b"traceparent"}
+    {
+        b"authorization",
+        b"content-type",
+        b"if-match",
+        b"if-none-match",
+        b"idempotency-key",
+        b"traceparent",
+    }
     | {h.encode() for h in PROVENANCE_HEADERS.values()}
 )
 
@@ -100,6 +107,18 @@ def _check_query(scope: Scope) -> None:
         seen.add(name)
 
 
+def _keep_encoded_slashes(scope: Scope) -> None:
+    """Route a path as the client wrote it: an encoded slash (``%2F``) stays inside its
+    segment, where the id it belongs to is refused (422 naming it: no id holds a slash),
+    instead of being decoded first and splitting the path into other segments (``run
+    r1%2Fk`` would otherwise reach run ``r1``, key ``k``)."""
+    raw = scope.get("raw_path")
+    if not raw or b"%2f" not in raw.lower():
+        return
+    text = raw.decode("utf-8", "replace").replace("%2F", "%252F").replace("%2f", "%252f")
+    scope["path"] = unquote(text)
+
+
 def _capped(receive: Receive, limit: int) -> Receive:
     """``receive``, refusing (413) a body that grows past ``limit`` bytes as it streams."""
     received = 0
@@ -132,6 +151,7 @@ class Gate:
         try:
             _check_headers(scope, http.max_body_bytes)
             _check_query(scope)
+            _keep_encoded_slashes(scope)
             if scope["path"] not in PUBLIC_PATHS:
                 state["principal"] = await authenticate(HTTPConnection(scope))
         except EnginesError as exc:

@@ -508,3 +508,33 @@ def test_every_schema_has_its_own_name_not_a_module_path(spec: dict[str, Any]) -
     # engines__http__notes__Accepted, which generated clients turn into class names.
     names = spec["components"]["schemas"]
     assert [name for name in names if "__" in name] == []
+
+
+@pytest.mark.parametrize(
+    ("method", "raw_path", "field"),
+    [
+        ("GET", "/blackboard/p1/r1%2Fslash", "run_id"),  # not key "slash" of run "r1"
+        ("GET", "/blackboard/p1/r1/slash%2Fversions", "key"),
+        ("PUT", "/blackboard/p1%2Fr1/r1/k", "project_id"),
+        ("PUT", "/blackboard/p1/r1%2Fr2/k", "run_id"),
+        ("GET", "/memory/s1%2Fa", "session_id"),
+        ("GET", "/flows/a%2fversions", "id"),
+    ],
+)
+async def test_an_encoded_slash_stays_in_its_segment_and_is_refused_naming_it(
+    client: AppClient, runtime: Runtime, method: str, raw_path: str, field: str
+) -> None:
+    url = httpx.URL("http://test").copy_with(raw_path=raw_path.encode())
+    headers = {"If-None-Match": "*"} if method == "PUT" else {}
+
+    response = await client.request(method, url, json={"value": 1}, headers=headers)
+
+    assert ("path", field) in [tuple(e["loc"]) for e in problem(response, 422)["errors"]]
+    assert await spine_events(runtime) == 0
+
+
+async def test_a_content_type_given_twice_is_refused(client: AppClient) -> None:
+    headers = [("content-type", "application/json"), ("content-type", "text/plain")]
+    response = await client.post("/notes", content=b'{"title": "t"}', headers=headers)
+
+    assert "content-type" in problem(response, 400)["detail"]
