@@ -8,7 +8,8 @@ import asyncio
 from engines.cli.common import add_common, err, event_line, positive_int, with_registry
 from routing.registry import Registry
 from spine.codec import verify_chain
-from spine.errors import StreamNotFound
+from spine.errors import IntegrityError, StreamNotFound
+from spine.events import GENESIS_HASH
 from spine.feed import MemoryCheckpoints, Unreadable
 from spine.streams import parse_stream_id
 
@@ -24,8 +25,16 @@ def cmd_read(args: argparse.Namespace) -> int:
         for event in events:
             print(event_line(event))
         if args.verify and events:
-            # from seq 1 the chain starts at the genesis hash; later, at the first read
-            checked = verify_chain(events, prev_hash=events[0].prev_hash)
+            # from seq 1 the chain starts at the genesis hash (a stream whose first events
+            # are gone does not verify); from a later seq, at the first event read
+            start = events[0].prev_hash
+            if args.from_seq <= 1:
+                if events[0].seq != 1:
+                    raise IntegrityError(
+                        f"{args.stream_id}: the stream begins at seq {events[0].seq}, not 1"
+                    )
+                start = GENESIS_HASH
+            checked = verify_chain(events, prev_hash=start)
             err(f"hash chain verified: {checked} events from seq {events[0].seq}")
         if not events:
             if args.from_seq <= 1:

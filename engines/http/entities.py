@@ -313,7 +313,11 @@ class EntityApi:
         result = await runtime_of(request).dispatch(command)
         if result.deduplicated:
             refuse_reused_key(result.events, command)
-            if if_none_match is not None:
+            # A replay under If-None-Match: * is refused (as for notes: the client asked
+            # for a create, and this one made nothing), unless every create must say
+            # If-None-Match: then a retry answers as its create did, or no create could
+            # ever be retried.
+            if if_none_match is not None and not self.require_precondition:
                 raise ConcurrencyError(
                     result.stream_id, "absent (If-None-Match: *)", result.version
                 )

@@ -5,6 +5,7 @@ view to reflect the write, then the record as the view has it, or ``202``."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Header, Request
@@ -78,10 +79,12 @@ async def written(
             headers={"ETag": etag(result.version)},
         )
     headers = {"ETag": etag(current.version)}
+    expired = current.expires_at is not None and current.expires_at <= datetime.now(UTC)
+    if replay and (current.deleted or expired):
+        made = ", ".join(f"{k}={v}" for k, v in ident.items())
+        gone = "has been deleted since" if current.deleted else "has expired since"
+        raise Gone(f"what this request made ({made}) {gone}")
     if current.deleted:
-        if replay:
-            made = ", ".join(f"{k}={v}" for k, v in ident.items())
-            raise Gone(f"what this request made ({made}) has been deleted since")
         return OrjsonResponse(
             {**ident, "version": current.version, "deleted": True}, headers=headers
         )

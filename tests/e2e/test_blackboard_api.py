@@ -503,6 +503,22 @@ async def test_an_idempotency_key_makes_a_retried_put_answer_as_the_first_did(
     assert len(await runtime.spine.read_stream(key_stream("plan"))) == 2
 
 
+async def test_a_retried_create_answers_as_the_create_did(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    # a create must say If-None-Match: * ; its retry says it too, and is the same create
+    headers = {**CREATE, "Idempotency-Key": "make-plan"}
+
+    first = await put(client, "plan", "v", headers)
+    retry = await put(client, "plan", "v", headers)
+    other = await put(client, "plan", "v", {**CREATE, "Idempotency-Key": "another"})
+
+    assert (first.status_code, retry.status_code) == (201, 201)
+    assert retry.json() == first.json()
+    problem(other, 412)  # not a retry: the key exists
+    assert len(await runtime.spine.read_stream(key_stream("plan"))) == 1
+
+
 async def test_a_retried_put_of_a_key_deleted_since_answers_410(
     client: httpx.AsyncClient, runtime: Runtime
 ) -> None:

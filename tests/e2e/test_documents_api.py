@@ -406,3 +406,25 @@ async def test_a_query_parameter_given_twice_is_refused_not_resolved(
     for query in ("version=1&version=2", "limit=1&limit=500", "cursor=a&cursor=b"):
         target = f"{url}?{query}" if "version" in query else f"{base}?{query}"
         assert "given more than once" in problem(await client.get(target), 400)["detail"]
+
+
+async def test_spine_read_verify_catches_a_stream_whose_first_event_was_removed(
+    client: httpx.AsyncClient, runtime: Runtime, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = await create(client, "/flows", blob={"v": 1})
+    for v in (2, 3):
+        await client.put(f"/flows/{doc['id']}", json={"json_blob": {"v": v}})
+    stream = f"flows/{TENANT}/lab/{doc['id']}"
+    data_dir = ["--data-dir", str(tmp_path)]
+    assert await cli(["spine", "read", stream, "--verify", *data_dir]) == 0
+    conn = sqlite3.connect(tmp_path / "engines.db")
+    with conn:  # tampering behind the service's back
+        conn.execute("DROP TRIGGER spine_events_no_delete")
+        conn.execute("DELETE FROM spine_events WHERE stream_id = ? AND seq = 1", (stream,))
+    conn.close()
+    capsys.readouterr()
+
+    code = await cli(["spine", "read", stream, "--verify", *data_dir])
+
+    assert code == 4
+    assert "begins at seq 2" in capsys.readouterr().err

@@ -358,6 +358,21 @@ async def test_the_routes_ttl_is_the_default_and_the_most_a_write_may_ask(
         assert await spine_events(runtime) == before
 
 
+async def test_a_retry_after_its_key_expired_answers_410_never_the_expired_value(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    headers = {"Idempotency-Key": "once"}
+    first = await put(client, "brief", "soon gone", ttl=1, headers=headers)
+    await asyncio.sleep(1.05)
+    before = await spine_events(runtime)
+
+    retry = await put(client, "brief", "soon gone", ttl=1, headers=headers)
+
+    assert first.status_code == 200
+    assert "expired" in problem(retry, 410)["detail"]
+    assert await spine_events(runtime) == before
+
+
 async def test_an_expired_key_is_absent_at_once_and_a_rebuild_never_revives_it(
     settings: Settings, tmp_path: Path, mint: Mint
 ) -> None:
