@@ -24,14 +24,12 @@ the stream and appended with its exact version, so concurrent debits never overs
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Annotated, Any, Final, Self
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -42,6 +40,7 @@ from pydantic import (
 )
 
 from commands.envelope import Command, CommandResult
+from commands.text import VisibleLine
 from spine.errors import AlreadyExists, ConcurrencyError, InvalidField, InvalidInput, NotFound
 from spine.events import EventEnvelope, Family, Identifier, NewEvent, Scope, new_id
 from spine.streams import stream_id
@@ -74,22 +73,7 @@ Scale = Annotated[
     StrictInt, Field(ge=0, le=MAX_SCALE, description="decimal places of a major unit")
 ]
 
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-
-
-def _one_line(reason: str) -> str:
-    if _UNPRINTABLE.search(reason):
-        raise ValueError(
-            "a reason is one line without control or bidirectional-override characters"
-        )
-    if not reason.strip():
-        raise ValueError("a reason needs a visible character")
-    return reason
-
-
-Reason = Annotated[
-    StrictStr, StringConstraints(min_length=1, max_length=500), AfterValidator(_one_line)
-]
+Reason = Annotated[StrictStr, StringConstraints(min_length=1, max_length=500), VisibleLine]
 
 
 def to_minor(amount: str, scale: int) -> int:

@@ -26,6 +26,7 @@ from pydantic import (
 
 from commands.envelope import Command, CommandResult, granted
 from commands.sizes import fits
+from commands.text import VisibleLine
 from spine.errors import AlreadyExists, InvalidField, NotFound, ScopeMismatch
 from spine.events import EventEnvelope, Identifier, NewEvent, ProvenanceValue, Scope, new_id
 from spine.streams import stream_id
@@ -47,20 +48,7 @@ Tag = Annotated[
     AfterValidator(_printable_tag),
 ]
 
-_TITLE_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
-
-
-def _printable_title(title: str) -> str:
-    if _TITLE_UNPRINTABLE.search(title):
-        raise ValueError("a title is one line without control or bidirectional-override characters")
-    if not title.strip():
-        raise ValueError("a title needs a visible character")
-    return title
-
-
-Title = Annotated[
-    str, StringConstraints(min_length=1, max_length=500), AfterValidator(_printable_title)
-]
+Title = Annotated[str, StringConstraints(min_length=1, max_length=500), VisibleLine]
 
 
 class NoteSource(BaseModel):

@@ -15,15 +15,18 @@ from typing import Annotated, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from commands.entities import PutEntity
+from commands.text import NoControls, VisibleLine
 from spine.entities import EntityKind
 
 MAX_URL_CHARS: Final = 2048
 MAX_KEYWORDS: Final = 64
 
-Text = Annotated[str, StringConstraints(min_length=1)]
-Url = Annotated[str, StringConstraints(pattern=r"^https?://[^\s]+$", max_length=MAX_URL_CHARS)]
+Text = Annotated[str, StringConstraints(min_length=1), VisibleLine]
+Url = Annotated[
+    str, StringConstraints(pattern=r"^https?://[^\s]+$", max_length=MAX_URL_CHARS), NoControls
+]
 """An absolute ``http`` or ``https`` URL, kept as written (never normalized)."""
-Keyword = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+Keyword = Annotated[str, StringConstraints(min_length=1, max_length=100), VisibleLine]
 RobotsDirective = Annotated[
     str, StringConstraints(pattern=r"^[a-z][a-z-]{0,31}(:[A-Za-z0-9-]{1,32})?$")
 ]

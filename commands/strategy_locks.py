@@ -25,6 +25,7 @@ from pydantic import (
 
 from commands.entities import PutEntity
 from commands.sizes import fits
+from commands.text import VisibleLine, free_of_controls
 from spine.entities import EntityKind
 
 #: The most toggles, and the most flags, one snapshot may hold.
@@ -40,7 +41,9 @@ Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 
 
 def _flag_value(value: object) -> object:
-    if isinstance(value, bool | int | float | str | dict):
+    if isinstance(value, str):
+        return free_of_controls(value)
+    if isinstance(value, bool | int | float | dict):
         return value
     raise ValueError(
         "a flag is a string, a number, a boolean or a JSON object (not null or an array)"
@@ -68,7 +71,7 @@ class StrategyLockBody(BaseModel):
             f"every flag by name: a string, number, boolean or JSON object; at most {MAX_ENTRIES}"
         ),
     )
-    note: str | None = Field(
+    note: Annotated[str, VisibleLine] | None = Field(
         default=None,
         min_length=1,
         max_length=MAX_NOTE_CHARS,
