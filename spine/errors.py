@@ -77,9 +77,8 @@ class ConcurrencyError(EnginesError):
         self.stream_id = stream_id
         self.expected = expected
         self.actual = actual
-        super().__init__(
-            f"stream {stream_id!r}: expected version {expected}, actual version {actual}"
-        )
+        wanted = f"version {expected}" if isinstance(expected, int) else str(expected)
+        super().__init__(f"stream {stream_id!r}: expected {wanted}, actual version {actual}")
 
 
 class NotFound(EnginesError):

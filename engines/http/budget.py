@@ -41,7 +41,13 @@ from commands.budget import (
 from commands.envelope import CommandResult
 from engines.auth import Principal
 from engines.http.access import require_role
-from engines.http.errors import AUTHENTICATED, problem, problem_responses, status_for
+from engines.http.errors import (
+    AUTHENTICATED,
+    Problem,
+    problem,
+    problem_responses,
+    status_for,
+)
 from engines.http.identity import Auth, runtime_of, scope_for
 from engines.http.jsonbody import StrictJsonRoute
 from engines.http.responses import OrjsonResponse, etag, expected_version
@@ -113,6 +119,19 @@ class LedgerLine(Entry):
 
 class MovementOut(BudgetOut):
     entry: Entry = Field(description="what this request recorded (the totals are the view's)")
+
+
+class LimitExceededProblem(Problem):
+    """A debit refused as over the limit (it is recorded: ``seq``)."""
+
+    budget_id: str
+    limit: str
+    spent: str
+    requested: str
+    limit_minor: int
+    spent_minor: int
+    requested_minor: int
+    seq: int = Field(description="the refusal's event on the budget's stream")
 
 
 class LedgerPage(BaseModel):
@@ -291,7 +310,8 @@ async def _move(
     response_model=MovementOut,
     responses={
         202: {"model": BudgetAccepted},
-        **problem_responses(*AUTHENTICATED, 402, 404, 409, 415),
+        **problem_responses(*AUTHENTICATED, 404, 409, 415),
+        402: {"model": LimitExceededProblem, "description": "Payment Required"},
     },
 )
 async def debit(

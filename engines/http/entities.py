@@ -350,7 +350,7 @@ class EntityApi:
     ) -> Response:
         """Delete an entity (a tombstone: history and spine keep it)."""
         assert self.delete_type is not None, f"{self.kind.entity} cannot be deleted"
-        expected = self._preconditions(if_match, if_none_match)
+        expected = self._preconditions(if_match, if_none_match, deleting=True)
         command = Command[Any](
             scope=scope,
             expected_version=expected,
@@ -395,12 +395,17 @@ class EntityApi:
             headers["Location"] = self.location(path, result.version)
         return OrjsonResponse(self.render_version(record), status_code=status, headers=headers)
 
-    def _preconditions(self, if_match: str | None, if_none_match: str | None) -> int | None:
+    def _preconditions(
+        self, if_match: str | None, if_none_match: str | None, *, deleting: bool = False
+    ) -> int | None:
         expected = expected_version(if_match, if_none_match)  # validates both headers
         if self.require_precondition and expected is None:  # neither, or If-Match: *
+            read = 'send If-Match with the version you read (its ETag, e.g. "3")'
+            if deleting:
+                raise PreconditionRequired(f"a {self.kind.entity} is never deleted blindly: {read}")
             raise PreconditionRequired(
-                f"a {self.kind.entity} is never overwritten blindly: send If-Match with the "
-                'version you read (its ETag, e.g. "3"), or If-None-Match: * to create one'
+                f"a {self.kind.entity} is never overwritten blindly: {read}, or "
+                "If-None-Match: * to create one"
             )
         return expected
 

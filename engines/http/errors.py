@@ -27,7 +27,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engines.audit import capped
-from engines.http.responses import OrjsonResponse
+from engines.http.responses import NEVER_MATCHES, OrjsonResponse
 from spine.errors import (
     AlreadyExists,
     BackendUnavailable,
@@ -146,6 +146,8 @@ def problem(
         body.setdefault(name, value)
     if status == 401:
         headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
+    if status == 503:  # a store down or locked: worth asking again soon
+        headers = {**(headers or {}), "Retry-After": "1"}
     return OrjsonResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
 
 
@@ -159,9 +161,16 @@ def problem_for(exc: EnginesError, *, preconditioned: bool = False) -> Response:
     kind = _slug(type(exc).__name__)
     headers: dict[str, str] | None = None
     extensions: dict[str, Any] | None = None
+    detail = str(exc)
     if isinstance(exc, ConcurrencyError):
         if preconditioned:
             status, kind = 412, "precondition-failed"
+        if exc.expected == NEVER_MATCHES:
+            detail = (
+                f"stream {exc.stream_id!r}: If-Match names no version this service handed "
+                'out (a weak tag, or a tag not of the form "3", never matches); send the '
+                "ETag as received"
+            )
         if isinstance(exc.actual, int) and exc.actual >= 1:
             headers = {"ETag": f'"{exc.actual}"'}
             extensions = {"current_version": exc.actual}
@@ -172,9 +181,7 @@ def problem_for(exc: EnginesError, *, preconditioned: bool = False) -> Response:
     errors = None
     if isinstance(exc, InvalidField):
         errors = [{"loc": list(exc.loc), "msg": str(exc), "type": "invalid"}]
-    return problem(
-        status, str(exc), kind=kind, errors=errors, headers=headers, extensions=extensions
-    )
+    return problem(status, detail, kind=kind, errors=errors, headers=headers, extensions=extensions)
 
 
 def install(app: FastAPI) -> None:
@@ -234,14 +241,17 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 def problems_in_openapi(schema: dict[str, Any]) -> dict[str, Any]:
-    """Every error response of every operation, as ``application/problem+json`` only."""
+    """Every error response of every operation, as ``application/problem+json`` only: a
+    :class:`Problem`, or the subclass of it the operation declares (with its extension
+    members, such as a refused debit's amounts)."""
+    problem_ref = {"$ref": "#/components/schemas/Problem"}
     for path in schema.get("paths", {}).values():
         for operation in path.values():
             for status, response in operation.get("responses", {}).items():
                 if status.isdigit() and int(status) >= 400:
-                    response["content"] = {
-                        PROBLEM_MEDIA_TYPE: {"schema": {"$ref": "#/components/schemas/Problem"}}
-                    }
+                    declared = response.get("content", {}).get("application/json", {})
+                    ref = declared.get("schema", problem_ref)
+                    response["content"] = {PROBLEM_MEDIA_TYPE: {"schema": ref}}
     schemas = schema.get("components", {}).get("schemas", {})
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)

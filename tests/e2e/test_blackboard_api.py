@@ -205,9 +205,10 @@ async def test_delete_needs_if_match_and_a_stale_one_answers_412(
     star = await client.delete(f"{BOARD}/plan", headers={"If-Match": "*"})
     stale = await client.delete(f"{BOARD}/plan", headers=at(1))
 
-    problem(bare, 428)
+    assert "never deleted blindly" in problem(bare, 428)["detail"]
+    assert "If-None-Match" not in problem(bare, 428)["detail"]  # no create to suggest
     problem(star, 428)
-    problem(stale, 412)
+    assert problem(stale, 412)["current_version"] == 2
     assert await spine_events(runtime) == before
     assert (await client.get(f"{BOARD}/plan")).status_code == 200
 

@@ -192,6 +192,11 @@ async def test_a_debit_over_the_limit_answers_402_and_is_recorded_as_a_budget_ev
         ("debit", 60),
         ("debit_refused", 60),
     ]
+    spec = (await client.get("/openapi.json")).json()
+    declared = spec["paths"]["/budgets/{budget_id}/debits"]["post"]["responses"]["402"]
+    ref = declared["content"]["application/problem+json"]["schema"]["$ref"]
+    schema = spec["components"]["schemas"][ref.rsplit("/", 1)[1]]
+    assert refusal.keys() <= schema["properties"].keys()  # every member documented
 
 
 async def test_a_credit_gives_back_and_a_credit_of_more_than_is_spent_is_409_writing_nothing(

@@ -333,6 +333,8 @@ async def test_readyz_answers_503_while_another_process_holds_the_write_lock_and
 
     assert locked.status_code == 503
     assert "locked" in locked.json()["backends"]["sqlite"]
+    assert "engines.db" in locked.text
+    assert str(tmp_path) not in locked.text  # anyone may ask /readyz: no machine paths
     assert recovered.status_code == 200
 
 

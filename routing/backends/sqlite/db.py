@@ -226,7 +226,9 @@ class SqliteDatabase:
     # -- writing ------------------------------------------------------------------------
 
     def _route(self, route: Route) -> str:
-        return route if route is not None else str(self.path)
+        """What an error names: the route (its table), else the database file by name
+        (never its path: errors reach clients, /readyz anyone)."""
+        return route if route is not None else self.path.name
 
     async def write(
         self, job: Callable[[sqlite3.Connection], T], *, route: Route = None, weight: int = 1
@@ -247,7 +249,7 @@ class SqliteDatabase:
         """The loop writes are answered on; :class:`BackendUnavailable` if the database
         is not open."""
         if not self._open or self._loop is None:
-            raise BackendUnavailable(str(self.path), "sqlite", "the database is not open")
+            raise BackendUnavailable(self.path.name, "sqlite", "the database is not open")
         return self._loop
 
     def _flush(self) -> None:
@@ -498,7 +500,7 @@ class SqliteDatabase:
         try:
             await asyncio.to_thread(attempt)
         except sqlite3.Error as exc:
-            raise translate(str(self.path), exc) from exc
+            raise translate(self.path.name, exc) from exc
 
     # -- reading ------------------------------------------------------------------------
 
