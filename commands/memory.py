@@ -181,7 +181,9 @@ def _check(stream: str, key: str, current: int, expected: int | None) -> None:
 def memory_command_id(scope: Scope, idempotency_key: str | None) -> str:
     """A new command id; with an idempotency key, one derived from it (per tenant, mode
     and user), so a retried request is the same command and the spine answers it with
-    the original result."""
+    the original result. The spine knows a command id per stream, so a key is
+    recognised within the session it was first used in: the same key sent for another
+    session is a new write there."""
     if idempotency_key is None:
         return new_id()
     name = f"{scope.tenant_id}/{scope.mode}/{scope.user_id}/{idempotency_key}"
