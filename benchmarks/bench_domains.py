@@ -414,7 +414,7 @@ def main() -> int:
     print("gave up = commands still in conflict at the handler's last attempt (HTTP 409).\n")
     show(rows)
     print("\nBlackboard writes beside note creates through the same path, same run.")
-    print("conflicts = writes refused as stale (412), each retried on the version the refusal names.\n")
+    print("conflicts = writes refused as stale (412), each retried on the version it names.\n")
     show(board)
     print(f"\n{time.perf_counter() - started:.0f} s.")
     return 0
