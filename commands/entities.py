@@ -135,15 +135,16 @@ class EntityDecider:
     def decide(self, state: EntityState, command: Command[Any]) -> Sequence[NewEvent]:
         kind, payload = self.kind, command.payload
         name = f"{kind.entity} {'/'.join(payload.path)!r}"
-        if "project_id" in kind.path:
-            # a project's stream holds only that project's records: who may see them
-            # follows the project of their scope
-            project = payload.path[kind.path.index("project_id")]
-            if project != command.scope.project_id:
-                raise ScopeMismatch(
-                    f"{name} is in project {project!r}; the command's scope is in project "
-                    f"{command.scope.project_id!r}"
-                )
+        for part in ("project_id", "surface_id"):
+            # a project's (a surface's) stream holds only that project's records: who may
+            # see them follows the project (surface) of their scope
+            if part in kind.path:
+                named = payload.path[kind.path.index(part)]
+                if named != getattr(command.scope, part):
+                    raise ScopeMismatch(
+                        f"{name} is in {part.removesuffix('_id')} {named!r}; the command's "
+                        f"scope is in {getattr(command.scope, part)!r}"
+                    )
         seen = state.live and state.scope is not None and self._visible(state.scope, command)
         if isinstance(payload, PutEntity):
             if not seen:
@@ -153,10 +154,10 @@ class EntityDecider:
                 return [self._event(command, kind.created, payload.body, command.scope, True)]
             if payload.create == "must":
                 raise ConcurrencyError(self.stream_id(command), f"no {kind.entity}", state.version)
-            for name, value in zip(kind.fixed, state.fixed, strict=True):
-                if payload.body.get(name) != value:
+            for field, value in zip(kind.fixed, state.fixed, strict=True):
+                if payload.body.get(field) != value:
                     raise InvalidField(
-                        ("body", name), f"{name} is {value!r}; it is set at creation for good"
+                        ("body", field), f"{field} is {value!r}; it is set at creation for good"
                     )
             if kind.skip_unchanged and body_digest(payload.body) == state.digest:
                 return []

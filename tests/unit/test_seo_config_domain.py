@@ -161,3 +161,13 @@ def test_a_config_not_exactly_the_shape_is_refused_naming_the_field(
         dumped(raw)
 
     assert [tuple(e["loc"]) for e in info.value.errors()] == [loc]
+
+
+def test_a_command_whose_scope_names_another_surface_than_its_path_is_refused() -> None:
+    # who may see a config follows its record's surface: a command on the bus scoped to
+    # one surface may not write another's stream
+    payload = PutSeoConfig(path=("canvas",), body=CONFIG)
+    command = Command[Any](scope=ADMIN, payload=payload)
+
+    with pytest.raises(ScopeMismatch, match="'canvas'"):
+        decider.decide(decider.initial(), command)
