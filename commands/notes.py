@@ -46,6 +46,7 @@ Tag = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=64),
     AfterValidator(_printable_tag),
+    VisibleLine,
 ]
 
 Title = Annotated[str, StringConstraints(min_length=1, max_length=500), VisibleLine]

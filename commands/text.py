@@ -4,14 +4,21 @@ with something visible in it. Written once for every domain."""
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from pydantic import AfterValidator
 
 #: Control characters, line and paragraph separators, and the bidirectional overrides
 #: and isolates that make text display other than it reads (``"\u202egnp.exe"``).
 _NOT_ONE_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-#: Characters that show nothing: zero-width spaces and joiners, marks, the BOM.
-_INVISIBLE = re.compile(r"[\u00ad\u034f\u200b-\u200f\u2060-\u2064\ufeff]")
+#: Letters that draw nothing (Hangul fillers, the blank Braille pattern).
+_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+
+
+def _shows(char: str) -> bool:
+    """Whether ``char`` draws something: a letter, digit, punctuation mark or symbol
+    (emoji included); never a space, a mark alone, a format or control character."""
+    return unicodedata.category(char)[0] in "LNPS" and char not in _BLANK_LETTERS
 
 
 def visible_line(text: str) -> str:
@@ -21,7 +28,7 @@ def visible_line(text: str) -> str:
         raise ValueError(
             "must be one line, without control, line-separator or bidirectional-override characters"
         )
-    if not _INVISIBLE.sub("", text).strip():
+    if not any(_shows(char) for char in text):
         raise ValueError("needs a visible character")
     return text
 

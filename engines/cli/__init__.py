@@ -13,6 +13,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from engines.auth import KINDS, ROLES, lab_projects, mint_lab_token
 from engines.cli import projections, spine
 from engines.cli.common import (
@@ -26,7 +28,7 @@ from engines.cli.common import (
 )
 from engines.settings import load_settings
 from routing.registry import check_routes
-from spine.errors import EnginesError, RoutingError
+from spine.errors import EnginesError, InvalidInput, RoutingError
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -141,6 +143,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EnginesError as exc:
         err(f"engines: {exc}")
         return exit_code_for(exc)
+    except ValidationError as exc:  # an option that is not a valid id, tenant, user...
+        wrong = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:3]
+        )
+        err(f"engines: invalid option ({wrong})")
+        return exit_code_for(InvalidInput(wrong))
     except BrokenPipeError:
         # the reader went away (`engines spine read ... | head`): stop quietly, and keep
         # the interpreter's final flush from failing on the closed pipe

@@ -87,6 +87,8 @@ def build_app(
         version="0.1.0",
         description="The durable spine: every write a command, an event and a projection.",
         lifespan=closing_refusals(lifespan),
+        # A path that is no route is 404, never a redirect built from the client's Host
+        redirect_slashes=False,
     )
     if runtime is not None:
         app.state.runtime = runtime

@@ -222,7 +222,7 @@ async def put_key(
         scope,
         (project_id, run_id, key),
         {"value": body.value},
-        create="never",
+        create="may",  # with If-None-Match (a create) or If-Match (never a create): 428 else
         if_match=if_match,
         if_none_match=if_none_match,
         command_id=command_id,

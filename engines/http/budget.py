@@ -266,11 +266,18 @@ async def _move(
     payload: DebitBudget | CreditBudget,
     idempotency_key: str | None,
     provenance: Provenance | None,
+    if_match: str | None,
+    if_none_match: str | None,
 ) -> Response:
     rt = runtime_of(request)
+    expected = expected_version(if_match, if_none_match)
     scope = await scope_for(request, principal, None, None)
     command = budget_command(
-        scope, payload, idempotency_key, **envelope(request, principal, provenance)
+        scope,
+        payload,
+        idempotency_key,
+        expected_version=expected,
+        **envelope(request, principal, provenance),
     )
     result = await rt.dispatch(command)
     same_request_or_refuse(command, result)
@@ -310,7 +317,7 @@ async def _move(
     response_model=MovementOut,
     responses={
         202: {"model": BudgetAccepted},
-        **problem_responses(*AUTHENTICATED, 404, 409, 415),
+        **problem_responses(*AUTHENTICATED, 404, 409, 412, 415),
         402: {"model": LimitExceededProblem, "description": "Payment Required"},
     },
 )
@@ -320,22 +327,30 @@ async def debit(
     body: MovementIn,
     principal: Auth,
     idempotency_key: IdempotencyKey = None,
+    if_match: IfMatch = None,
+    if_none_match: IfNoneMatch = None,
 ) -> Response:
     """Spend from the budget. Decided on the budget's stream and appended with its exact
     version, so concurrent debits never overspend: one that would take ``spent`` over the
     limit answers 402 (naming limit, spent and requested) and is recorded. 404: no such
     budget (its limit was never set). 409: the Idempotency-Key was used for another
     request; or the budget is so contended that this debit lost every retry (nothing was
-    written: retry it)."""
+    written: retry it). ``If-Match: "N"``: only if the budget is at version N (412
+    otherwise); ``If-None-Match: *`` can never hold (a debit needs a budget): 412."""
     payload = DebitBudget(budget_id=budget_id, **body.model_dump(exclude={"provenance"}))
-    return await _move(request, principal, payload, idempotency_key, body.provenance)
+    return await _move(
+        request, principal, payload, idempotency_key, body.provenance, if_match, if_none_match
+    )
 
 
 @router.post(
     "/budgets/{budget_id:path}/credits",
     status_code=201,
     response_model=MovementOut,
-    responses={202: {"model": BudgetAccepted}, **problem_responses(*AUTHENTICATED, 404, 409, 415)},
+    responses={
+        202: {"model": BudgetAccepted},
+        **problem_responses(*AUTHENTICATED, 404, 409, 412, 415),
+    },
 )
 async def credit(
     request: Request,
@@ -343,11 +358,16 @@ async def credit(
     body: MovementIn,
     principal: Auth,
     idempotency_key: IdempotencyKey = None,
+    if_match: IfMatch = None,
+    if_none_match: IfNoneMatch = None,
 ) -> Response:
     """Give back what was spent. A credit of more than is spent is refused (409): spent
-    never goes below zero, so only an admin's limit sets the headroom."""
+    never goes below zero, so only an admin's limit sets the headroom. ``If-Match`` and
+    ``If-None-Match`` as for a debit."""
     payload = CreditBudget(budget_id=budget_id, **body.model_dump(exclude={"provenance"}))
-    return await _move(request, principal, payload, idempotency_key, body.provenance)
+    return await _move(
+        request, principal, payload, idempotency_key, body.provenance, if_match, if_none_match
+    )
 
 
 # Before GET /budgets/{budget_id:path}, which would take ".../ledger" as an id.

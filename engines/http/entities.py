@@ -300,8 +300,10 @@ class EntityApi:
         expected = self._preconditions(if_match, if_none_match)
         if if_match is not None:
             create = "never"
-        elif if_none_match is not None:
+        elif if_none_match is not None and create != "never":
             create, expected = "must", None  # absent, whatever the stream's version
+        # (a replace under If-None-Match: * keeps expected version 0: 412 if it exists,
+        # 404 if it does not; it never creates)
         extra: dict[str, Any] = {} if command_id is None else {"command_id": command_id}
         command = Command[Any](
             scope=scope,

@@ -587,6 +587,23 @@ async def test_if_match_never_creates_a_budget(
     problem(await admin.get("/budgets/new"), 404)
 
 
+async def test_a_debit_or_credit_honours_its_preconditions(
+    admin: httpx.AsyncClient, client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    await set_limit(admin, amount_minor=100)
+    body = {"amount_minor": 5, "reason": "pinned"}
+    before = await budget_events(runtime)
+
+    stale = await client.post("/budgets/b1/debits", json=body, headers={"If-Match": '"7"'})
+    never = await client.post("/budgets/b1/debits", json=body, headers={"If-None-Match": "*"})
+    assert await budget_events(runtime) == before
+    pinned = await client.post("/budgets/b1/debits", json=body, headers={"If-Match": '"1"'})
+
+    assert problem(stale, 412)["current_version"] == 1
+    problem(never, 412)
+    assert (pinned.status_code, pinned.json()["version"]) == (201, 2)
+
+
 def lock_timeout(settings: Settings, ms: int) -> Settings:
     sqlite_settings = settings.connections.sqlite.model_copy(update={"busy_timeout_ms": ms})
     connections = settings.connections.model_copy(update={"sqlite": sqlite_settings})

@@ -363,6 +363,8 @@ async def test_the_cli_lists_shows_and_pages_the_history_of_a_document(
     assert [row.split()[:2] for row in history[1:]] == [[doc["id"], "1"], [doc["id"], "2"]]
     assert missing != 0
     assert "not found" in capsys.readouterr().err
+    assert await cli(["flows", "list", "--tenant", "a/b", *data_dir]) == 3
+    assert "invalid option" in capsys.readouterr().err  # not a traceback
 
 
 async def test_every_conditional_header_a_write_is_sent_is_honoured_never_ignored(
@@ -379,6 +381,9 @@ async def test_every_conditional_header_a_write_is_sent_is_honoured_never_ignore
     problem(put, 412)  # it exists
     problem(delete, 412)
     problem(post, 412)  # a new document has no version to match
+    # a PUT never creates: not a document with an id the client picks, under any header
+    chosen = await client.put(f"{base}/chosen-id", json=body(base), headers={"If-None-Match": "*"})
+    problem(chosen, 404)
     assert await spine_events(runtime) == before
     assert (await client.get(url)).json()["version"] == 1
 

@@ -330,8 +330,8 @@ ANSWERS: dict[tuple[str, str], set[int]] = {
     ("put", BLACKBOARD + "/{key}"): {200, 201, 202, 404, 409, 410, 412, 415, 428} | AUTHENTICATED,
     ("delete", BLACKBOARD + "/{key}"): {200, 202, 404, 412, 428} | AUTHENTICATED,
     ("put", "/budgets/{budget_id}/limit"): {200, 202, 409, 412, 415} | AUTHENTICATED,
-    ("post", "/budgets/{budget_id}/debits"): {201, 202, 402, 404, 409, 415} | AUTHENTICATED,
-    ("post", "/budgets/{budget_id}/credits"): {201, 202, 404, 409, 415} | AUTHENTICATED,
+    ("post", "/budgets/{budget_id}/debits"): {201, 202, 402, 404, 409, 412, 415} | AUTHENTICATED,
+    ("post", "/budgets/{budget_id}/credits"): {201, 202, 404, 409, 412, 415} | AUTHENTICATED,
     ("get", "/budgets/{budget_id}"): {200, 404} | AUTHENTICATED,
     ("get", "/budgets/{budget_id}/ledger"): {200, 404} | AUTHENTICATED,
     ("post", "/strategy-locks/{strategy_id}/snapshots"): {201, 202, 404, 409, 412, 415}
@@ -541,3 +541,16 @@ async def test_a_content_type_given_twice_is_refused(client: AppClient) -> None:
     response = await client.post("/notes", content=b'{"title": "t"}', headers=headers)
 
     assert "content-type" in problem(response, 400)["detail"]
+
+
+@pytest.mark.parametrize(
+    ("path", "status"), [("/budgets", 404), ("/notes/", 422), ("/flows/", 422)]
+)
+async def test_a_trailing_slash_is_never_redirected(
+    client: AppClient, path: str, status: int
+) -> None:
+    # a redirect would be built from the client's Host header
+    response = await client.get(path, headers={"Host": "elsewhere.example"})
+
+    problem(response, status)  # no route (404), or an empty id (422)
+    assert "location" not in response.headers

@@ -11,12 +11,25 @@ import pytest
 from engines.runtime import Runtime
 from tests.e2e.support import Mint, client_for, field_paths, spine_events
 
-BAD_LINES = ["\u200b", " ", "a\nb", "a\u2028b", "\u202egnp.exe", "a\x00b"]
+BAD_LINES = [
+    "\u200b",
+    " ",
+    "a\nb",
+    "a\u2028b",
+    "\u202egnp.exe",
+    "a\x00b",
+    "\u3164",  # a Hangul filler: a letter that draws nothing
+    "\u2800",  # the blank Braille pattern
+    "\u0301",  # a combining mark alone
+    "\U000e0041",  # a tag character
+    "\u00ad",  # a soft hyphen
+]
 
 
 def requests(text: str) -> list[tuple[str, str, dict[str, Any], dict[str, str], tuple[Any, ...]]]:
     return [
         ("post", "/notes", {"title": text}, {}, ("body", "title")),
+        ("post", "/notes", {"title": "t", "tags": [text]}, {}, ("body", "tags", 0)),
         (
             "post",
             "/budgets/b1/debits",
@@ -64,6 +77,15 @@ async def test_a_url_with_a_control_character_is_refused(
         response = await admin.put("/seo-config/s1", json=body)
     assert field in field_paths(response)
     assert await spine_events(runtime) == 0
+
+
+async def test_a_line_with_emoji_marks_and_joiners_is_visible_and_kept(
+    runtime: Runtime, mint: Mint
+) -> None:
+    title = "Plan \U0001f468\u200d\U0001f469\u200d\U0001f467 caf\u0065\u0301"
+    async with client_for(runtime, mint()) as client:
+        response = await client.post("/notes", json={"title": title})
+    assert (response.status_code, response.json()["title"]) == (201, title)
 
 
 async def test_a_flags_string_may_be_anything_but_control_characters(
