@@ -58,6 +58,7 @@ import yaml
 from commands.handler import fold
 from commands.notes import NotesDecider
 from engines.auth import mint_lab_token
+from engines.domains import DOMAINS
 from engines.runtime import bootstrap, serving_gc
 from engines.settings import Settings, load_settings
 from routing.backends.sqlite import SqliteBackend, SqliteEventStore, open_backend
@@ -240,10 +241,14 @@ def lab_settings(sync: str) -> Settings:
 
 async def ours_catchup(d: Path, sync: str, notes: int) -> dict[str, float]:
     """``notes`` notes x 10 events, appended in rounds (round r gives each note its r-th
-    event), then the runtime's projectors (notes only) catch up from empty."""
+    event), then the notes projector catches up from empty (the runtime is built with
+    the notes domain alone: each other domain's projector would read the same feed)."""
     ids = [new_note() for _ in range(notes)]
+    only_notes = [d for d in DOMAINS if d.name == "notes"]
     # the runtime keeps its database to itself: synchronous is as lab_settings says
-    async with bootstrap(lab_settings(sync), d, run_projectors=False) as runtime:
+    async with bootstrap(
+        lab_settings(sync), d, run_projectors=False, domains=only_notes
+    ) as runtime:
         for v in range(10):
             await asyncio.gather(
                 *(runtime.spine.append(s, [note_event(n, v + 1)], expected(v)) for n, s in ids)

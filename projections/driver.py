@@ -35,8 +35,10 @@ class ProjectorStatus:
 
 class FeedLoop:
     """Drives one runner from one feed. The checkpoint moves after every batch that
-    leaves the loop caught up, and at most every ``checkpoint_seconds`` while it works
-    through a backlog (a replay after a crash is harmless, a write per batch is not free).
+    leaves the loop caught up having applied something, and otherwise at most every
+    ``checkpoint_seconds`` (while it works through a backlog, or passes over other
+    domains' events) and when the feed goes idle: a replay after a crash is harmless, a
+    write per batch is not free.
 
     Batches are small on purpose: everything a batch decodes and builds (envelopes,
     records, rows) lives until its commit, and a batch of 1,000 outlives the garbage
@@ -63,7 +65,7 @@ class FeedLoop:
         self._subscription: Subscription | None = None
         self._applied: dict[str, FeedBatch] = {}
         """Per partition, the last batch applied and not yet checkpointed."""
-        self._checkpointed = 0.0
+        self._checkpointed = time.monotonic()
 
     @property
     def name(self) -> str:
@@ -87,11 +89,18 @@ class FeedLoop:
         if batch is None:
             await self.checkpoint()
             return 0
-        await self.runner.apply(batch.events)
+        if batch.events:
+            await self.runner.apply(batch.events)
         # what a checkpoint needs is the token: let the events go now, not a batch later
         self._applied[batch.partition] = replace(batch, events=())
         now = time.monotonic()
-        if batch.read < self.batch_size or now - self._checkpointed >= self.checkpoint_seconds:
+        # Caught up with something applied: checkpoint now. A batch of other domains'
+        # events only (every write wakes every projector) moves the checkpoint with the
+        # next that applies something, or within checkpoint_seconds: a replay of it after
+        # a crash costs a read, and a checkpoint written for it would cost a write per
+        # projector per request.
+        caught_up = batch.read < self.batch_size and bool(batch.events)
+        if caught_up or now - self._checkpointed >= self.checkpoint_seconds:
             await self.checkpoint()
         return batch.read
 

@@ -721,3 +721,56 @@ async def test_a_checkpoint_past_the_feeds_head_is_forgotten_not_trusted(notes: 
 
     assert (await notes.view("a")).version == 1
     assert (await notes.status()).lag == 0
+
+
+# -- other domains' events ----------------------------------------------------------------
+
+
+async def test_a_projector_is_not_woken_by_other_domains_appends(notes: Notes) -> None:
+    subscription = notes.feed.subscribe(
+        "flows-reader", notes.checkpoints, domains=frozenset({"flows"})
+    )
+    waiting = asyncio.create_task(subscription.next_batch(timeout=10))
+    await asyncio.sleep(0)  # it reads, finds nothing, and waits
+
+    await notes.do(CreateNote(note_id="a", title="A"))  # a notes append
+    await asyncio.sleep(0.05)
+    woken_by_notes = waiting.done()
+    await notes.spine.append("flows/t1/lab/f1", [make_event("flow.created")], NO_STREAM)
+    batch = await asyncio.wait_for(waiting, 5)
+
+    assert not woken_by_notes
+    assert batch is not None
+    assert [e.stream_id for e in batch.events] == ["flows/t1/lab/f1"]
+    assert batch.read == 2  # the notes event was passed over, not lost
+    await subscription.aclose()
+
+
+async def test_a_batch_of_other_domains_only_does_not_write_a_checkpoint_each_time(
+    notes: Notes,
+) -> None:
+    class Counting:
+        def __init__(self, inner: CheckpointStore) -> None:
+            self.inner, self.puts = inner, 0
+
+        async def get(self, consumer: str) -> Any:
+            return await self.inner.get(consumer)
+
+        async def put(self, *a: Any, **kw: Any) -> Any:
+            self.puts += 1
+            return await self.inner.put(*a, **kw)
+
+        async def reset(self, consumer: str) -> Any:
+            return await self.inner.reset(consumer)
+
+    counting = Counting(notes.checkpoints)
+    loop = FeedLoop(notes.runner, notes.feed, counting, checkpoint_seconds=3600)  # type: ignore[arg-type]
+    for i in range(3):
+        await notes.spine.append(f"flows/t1/lab/f{i}", [make_event("flow.created")], NO_STREAM)
+        assert await loop.step(0) == 1  # read, nothing of ours
+    assert counting.puts == 0
+
+    await notes.do(CreateNote(note_id="a", title="A"))
+    assert await loop.step(0) == 1
+    assert counting.puts == 1  # caught up having applied something: checkpointed
+    assert (await notes.status()).lag == 0  # and past the flows events too

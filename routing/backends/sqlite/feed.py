@@ -42,6 +42,7 @@ class SqliteFeed:
     """:class:`spine.feed.Feed` over a :class:`SqliteEventStore`'s table."""
 
     def __init__(self, spine: SqliteEventStore) -> None:
+        self.spine = spine
         self.db: SqliteDatabase = spine.db
         self.table = q(spine.table)
         self.route = spine.table
@@ -66,7 +67,9 @@ class SqliteFeed:
         domains: frozenset[str] | None = None,
         batch_size: int = 1000,
     ) -> SqliteSubscription:
-        return SqliteSubscription(self, consumer, checkpoints, self._sql_read(domains), batch_size)
+        return SqliteSubscription(
+            self, consumer, checkpoints, self._sql_read(domains), batch_size, domains
+        )
 
     async def head(self) -> int:
         row = await self.db.fetchone(self._sql_head, route=self.route)
@@ -101,8 +104,10 @@ class SqliteSubscription:
         checkpoints: CheckpointStore,
         sql: str,
         batch_size: int,
+        domains: frozenset[str] | None = None,
     ) -> None:
         self.feed = feed
+        self.domains = domains
         self.consumer = consumer
         self.checkpoints = checkpoints
         self.sql = sql
@@ -145,12 +150,13 @@ class SqliteSubscription:
         if not self._loaded:
             await self._load()
         after = position_of(self._token)
+        appends = self.feed.spine.appends(self.domains)
         read, last, events = await self._read(after)
         if not read and timeout > 0:
-            commits = self.feed.db.commits
-            if await self.feed.head() <= after:
-                # Woken by this process's commits; others' are seen when it times out.
-                await self.feed.db.wait_for_commit(timeout, unless_past=commits)
+            # Woken by this process's appends to the domains asked for (not by every
+            # commit: each write would wake every projector); others' are seen when it
+            # times out.
+            await self.feed.spine.wait_for_append(self.domains, timeout, unless_past=appends)
             if self._token == self._stored:
                 await self._load()  # a reset while idle is followed from here
             after = position_of(self._token)

@@ -4,7 +4,9 @@ lab feed relies on: :mod:`routing.backends.sqlite.feed`)."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -65,6 +67,9 @@ class SqliteEventStore:
     def __init__(self, db: SqliteDatabase, table: str) -> None:
         self.db = db
         self.table = table
+        self.appended: Counter[str] = Counter()
+        """Appends this process committed, per domain (what wakes the feed's readers)."""
+        self._append_waiters: list[tuple[frozenset[str] | None, asyncio.Future[None]]] = []
         t = q(table)
         # for each (stream, command) pair: the stream's head, and whether the stream
         # holds the command already; each an index seek
@@ -108,7 +113,50 @@ class SqliteEventStore:
         request = _Append(stream_id, command_id, events, expected_version)
         job: Grouped[_Append, AppendResult] = Grouped(self._append_many, request)
         # an event costs ~10 µs to seal and insert, an append ~40 µs more around it
-        return await self.db.write(job, route=self.table, weight=1 + len(events) // 32)
+        result = await self.db.write(job, route=self.table, weight=1 + len(events) // 32)
+        if not result.deduplicated:
+            self._committed(stream_id.split("/", 1)[0])
+        return result
+
+    def appends(self, domains: frozenset[str] | None) -> int:
+        """How many appends to ``domains`` (``None``: any) this process has committed."""
+        if domains is None:
+            return self.appended.total()
+        return sum(self.appended[d] for d in domains)
+
+    async def wait_for_append(
+        self, domains: frozenset[str] | None, timeout: float, *, unless_past: int
+    ) -> None:
+        """Wait (at most ``timeout`` seconds) for this process's next append to one of
+        ``domains`` (``None``: any); return at once if :meth:`appends` has moved past
+        ``unless_past``. Other processes' appends are not seen: a reader finds them when
+        this times out."""
+        if self.appends(domains) != unless_past:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (domains, waiter)
+        self._append_waiters.append(entry)
+        try:
+            # Not asyncio.wait_for: on Python 3.11 it can swallow a cancellation that
+            # races with the waiter's result.
+            await asyncio.wait({waiter}, timeout=timeout)
+        finally:
+            if entry in self._append_waiters:
+                self._append_waiters.remove(entry)
+
+    def _committed(self, domain: str) -> None:
+        self.appended[domain] += 1
+        waiting = self._append_waiters
+        if not waiting:
+            return
+        still: list[tuple[frozenset[str] | None, asyncio.Future[None]]] = []
+        for domains, waiter in waiting:
+            if domains is None or domain in domains:
+                if not waiter.done():
+                    waiter.set_result(None)
+            else:
+                still.append((domains, waiter))
+        self._append_waiters = still
 
     def _append_many(self, conn: sqlite3.Connection, requests: list[_Append]) -> list[Outcome]:
         """Every append queued in one group: one query for the heads and the commands
