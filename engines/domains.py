@@ -1,6 +1,8 @@
 """The domain registry: one entry per domain. Adding a domain means writing its own
 modules (``commands/<d>.py``, ``projections/<d>.py``, ``engines/http/<d>.py``,
-``engines/cli/<d>.py``) and adding one entry here."""
+``engines/cli/<d>.py``) and adding one entry here. A domain of versioned entities
+(:mod:`commands.entities`) needs only ``commands/<d>.py`` and ``engines/http/<d>.py``:
+its entry, ``_entities(...)``, builds its projector and CLI group."""
 
 from __future__ import annotations
 
