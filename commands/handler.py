@@ -31,7 +31,13 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 from commands.envelope import Command, CommandResult
-from spine.errors import BackendUnavailable, ConcurrencyError, EnginesError
+from spine.errors import (
+    BackendUnavailable,
+    ConcurrencyError,
+    EnginesError,
+    IdentityError,
+    NotFound,
+)
 from spine.events import NO_STREAM, EventEnvelope, NewEvent
 from spine.store import EventStore
 
@@ -154,13 +160,23 @@ class CommandHandler(Generic[S, C]):
                 # Decide first: a caller who may not see the entity learns nothing from a
                 # version check (not-found wins over a stale If-Match).
                 new_events = self.decider.decide(folded.state, command)
-            except EnginesError:
+            except EnginesError as refusal:
                 # A refusal may be a repeated command whose result is older than the
                 # remembered ids: its original answer wins.
                 if not folded.complete:
                     found = await self._find(stream_id, command.command_id, folded.version)
                     if found is not None:
                         return found
+                # A caller who pinned a stale version decided on a state that is gone:
+                # that is what to tell them (412), not what the current state refuses;
+                # except not-found and identity refusals, which tell nothing of it.
+                expected = command.expected_version
+                if (
+                    expected is not None
+                    and expected != folded.version
+                    and not isinstance(refusal, NotFound | IdentityError)
+                ):
+                    raise ConcurrencyError(stream_id, expected, folded.version) from refusal
                 raise
             expected = command.expected_version
             if expected is not None and expected != folded.version:

@@ -33,19 +33,24 @@ from spine.streams import stream_id
 
 DOMAIN = "notes"
 MAX_CONTENT_BYTES = 1_000_000
-_UNPRINTABLE = re.compile(r"[,\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u206f\ufeff]")
 
 
-def _printable_tag(tag: str) -> str:
-    if _UNPRINTABLE.search(tag):
-        raise ValueError("a tag may not hold commas, control or bidirectional-format characters")
+#: Commas (a tag list's separator) and the invisible spaces and joiners that would make
+#: two tags look the same (``todo`` and ``todo\u200b``); the joiners emoji and some
+#: scripts need (ZWJ, ZWNJ) are fine.
+_NOT_IN_TAGS = re.compile(r"[,\u200b\u2060-\u2064\ufeff]")
+
+
+def _tag_text(tag: str) -> str:
+    if _NOT_IN_TAGS.search(tag):
+        raise ValueError("a tag may not hold a comma or an invisible space")
     return tag
 
 
 Tag = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=64),
-    AfterValidator(_printable_tag),
+    AfterValidator(_tag_text),
     VisibleLine,
 ]
 

@@ -8,9 +8,12 @@ import unicodedata
 
 from pydantic import AfterValidator
 
-#: Control characters, line and paragraph separators, and the bidirectional overrides
-#: and isolates that make text display other than it reads (``"\u202egnp.exe"``).
-_NOT_ONE_LINE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+#: Control characters, line and paragraph separators, and every bidirectional control
+#: (marks, embeddings, overrides, isolates), which make text display other than it reads
+#: (``"\u202egnp.exe"``).
+_NOT_ONE_LINE = re.compile(
+    r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+)
 #: Letters that draw nothing (Hangul fillers, the blank Braille pattern).
 _BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 

@@ -602,6 +602,13 @@ async def test_a_debit_or_credit_honours_its_preconditions(
     assert problem(stale, 412)["current_version"] == 1
     problem(never, 412)
     assert (pinned.status_code, pinned.json()["version"]) == (201, 2)
+    # a stale version is what to say, before what the current state would refuse
+    too_much = {"amount_minor": 999, "reason": "more than is spent"}
+    stale_credit = await client.post(
+        "/budgets/b1/credits", json=too_much, headers={"If-Match": '"1"'}
+    )
+    assert problem(stale_credit, 412)["current_version"] == 2
+    problem(await client.post("/budgets/b1/credits", json=too_much), 409)
 
 
 def lock_timeout(settings: Settings, ms: int) -> Settings:

@@ -23,6 +23,8 @@ BAD_LINES = [
     "\u0301",  # a combining mark alone
     "\U000e0041",  # a tag character
     "\u00ad",  # a soft hyphen
+    "abc\u200f",  # a right-to-left mark: every bidirectional control is refused
+    "\u061cabc",  # an Arabic letter mark
 ]
 
 
@@ -86,6 +88,17 @@ async def test_a_line_with_emoji_marks_and_joiners_is_visible_and_kept(
     async with client_for(runtime, mint()) as client:
         response = await client.post("/notes", json={"title": title})
     assert (response.status_code, response.json()["title"]) == (201, title)
+
+
+@pytest.mark.parametrize(
+    "tag", ["\U0001f469\u200d\U0001f4bb", "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"]
+)
+async def test_a_tag_may_hold_the_joiners_emoji_and_scripts_need(
+    runtime: Runtime, mint: Mint, tag: str
+) -> None:
+    async with client_for(runtime, mint()) as client:
+        response = await client.post("/notes", json={"title": "t", "tags": [tag]})
+    assert (response.status_code, response.json()["tags"]) == (201, [tag])
 
 
 async def test_a_flags_string_may_be_anything_but_control_characters(

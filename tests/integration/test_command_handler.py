@@ -12,7 +12,7 @@ from commands.envelope import Command
 from commands.handler import RECENT_COMMANDS, CommandHandler, execute
 from commands.notes import CreateNote, NotesDecider, UpdateNote
 from routing.backends.sqlite import SqliteBackend
-from spine.errors import BackendUnavailable, ConcurrencyError
+from spine.errors import BackendUnavailable, ConcurrencyError, NotFound
 from spine.events import AppendResult, ExpectedVersion, NewEvent, Scope
 from spine.store import EventStore
 from tests.integration.conftest import lab_route
@@ -281,3 +281,21 @@ async def test_a_no_op_with_a_stale_pinned_version_is_still_refused(spine: Event
 
     with pytest.raises(ConcurrencyError):
         await execute(spine, Idle(), cmd(UpdateNote(note_id="idle", title="x"), expected_version=1))
+
+
+async def test_a_stale_pinned_version_wins_over_a_refusal_of_the_current_state(
+    spine: EventStore,
+) -> None:
+    await execute(spine, NotesDecider(), cmd(CreateNote(note_id="n", title="t")))
+    await execute(spine, NotesDecider(), cmd(UpdateNote(note_id="n", title="u")))
+
+    # creating what exists is refused by the decider; the caller's version 1 is stale
+    with pytest.raises(ConcurrencyError):
+        await execute(
+            spine, NotesDecider(), cmd(CreateNote(note_id="n", title="x"), expected_version=1)
+        )
+    # not-found is never masked by the version check (nor unmasked by it)
+    with pytest.raises(NotFound):
+        await execute(
+            spine, NotesDecider(), cmd(UpdateNote(note_id="none", title="x"), expected_version=3)
+        )
