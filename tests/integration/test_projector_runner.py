@@ -774,3 +774,25 @@ async def test_a_batch_of_other_domains_only_does_not_write_a_checkpoint_each_ti
     assert await loop.step(0) == 1
     assert counting.puts == 1  # caught up having applied something: checkpointed
     assert (await notes.status()).lag == 0  # and past the flows events too
+
+
+async def test_an_append_landing_after_a_read_ahead_found_nothing_still_wakes_the_reader(
+    notes: Notes,
+) -> None:
+    subscription = notes.feed.subscribe(
+        "flows-reader", notes.checkpoints, domains=frozenset({"flows"}), batch_size=2
+    )
+    for i in range(2):
+        await notes.spine.append(f"flows/t1/lab/f{i}", [make_event("flow.created")], NO_STREAM)
+    full = await subscription.next_batch(timeout=0)  # a full batch: it reads ahead
+    assert full is not None
+    assert full.read == 2
+    await asyncio.sleep(0.05)  # the read-ahead finishes, finding nothing
+    await notes.spine.append("flows/t1/lab/late", [make_event("flow.created")], NO_STREAM)
+
+    # the append came after the read-ahead: the reader must not wait for another one
+    batch = await asyncio.wait_for(subscription.next_batch(timeout=30), 5)
+
+    assert batch is not None
+    assert [e.stream_id for e in batch.events] == ["flows/t1/lab/late"]
+    await subscription.aclose()

@@ -117,7 +117,11 @@ class SqliteSubscription:
         self._stored: str | None = None
         """The checkpoint as this subscription last read or wrote it."""
         self._loaded = False
-        self._prefetch: tuple[int, asyncio.Task[tuple[int, int, list[Delivered]]]] | None = None
+        self._prefetch: tuple[int, int, asyncio.Task[tuple[int, int, list[Delivered]]]] | None = (
+            None
+        )
+        """A read begun ahead: after which position, this process's appends when it began,
+        and the read."""
 
     async def _load(self) -> None:
         """Take the stored checkpoint (it may have been reset or moved elsewhere). One
@@ -138,20 +142,22 @@ class SqliteSubscription:
             self._token = stored
         self._stored, self._loaded = stored, True
 
-    async def _read(self, after: int) -> tuple[int, int, list[Delivered]]:
+    async def _read(self, after: int) -> tuple[int, tuple[int, int, list[Delivered]]]:
+        """This process's appends (to the domains asked for) when the read began, and
+        the read: an append counted there is in the read, or comes after it."""
         if self._prefetch is not None and self._prefetch[0] == after:
-            task = self._prefetch[1]
+            _, appends, task = self._prefetch
             self._prefetch = None
-            return await task
+            return appends, await task
         self._drop_prefetch()
-        return await self.feed.read(self.sql, after, self.batch_size)
+        appends = self.feed.spine.appends(self.domains)
+        return appends, await self.feed.read(self.sql, after, self.batch_size)
 
     async def next_batch(self, timeout: float) -> FeedBatch | None:
         if not self._loaded:
             await self._load()
         after = position_of(self._token)
-        appends = self.feed.spine.appends(self.domains)
-        read, last, events = await self._read(after)
+        appends, (read, last, events) = await self._read(after)
         if not read and timeout > 0:
             # Woken by this process's appends to the domains asked for (not by every
             # commit: each write would wake every projector); others' are seen when it
@@ -160,12 +166,13 @@ class SqliteSubscription:
             if self._token == self._stored:
                 await self._load()  # a reset while idle is followed from here
             after = position_of(self._token)
-            read, last, events = await self._read(after)
+            _, (read, last, events) = await self._read(after)
         if not read:
             return None
         if read == self.batch_size:  # more is probably waiting: read it while this applies
             self._prefetch = (
                 last,
+                self.feed.spine.appends(self.domains),
                 asyncio.create_task(self.feed.read(self.sql, last, self.batch_size)),
             )
         batch = FeedBatch(PARTITION, events, token(last), read)
@@ -185,7 +192,7 @@ class SqliteSubscription:
 
     def _drop_prefetch(self) -> None:
         if self._prefetch is not None:
-            task = self._prefetch[1]
+            task = self._prefetch[2]
             self._prefetch = None
             task.cancel()
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
