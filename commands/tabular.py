@@ -41,31 +41,23 @@ class OverlayBody(DocumentBody):
     app_id: Identifier
 
 
-FLOWS = EntityKind(
-    domain="flows",
-    entity="flow",
-    path=("id",),
-    created="flow.created",
-    updated="flow.updated",
-    deleted="flow.deleted",
-)
-GRAPHS = EntityKind(
-    domain="graphs",
-    entity="graph",
-    path=("id",),
-    created="graph.created",
-    updated="graph.updated",
-    deleted="graph.deleted",
-)
-OVERLAYS = EntityKind(
-    domain="overlays",
-    entity="overlay",
-    path=("id",),
-    created="overlay.created",
-    updated="overlay.updated",
-    deleted="overlay.deleted",
-    fixed=("app_id",),
-)
+def document_kind(domain: str, entity: str, *, fixed: tuple[str, ...] = ()) -> EntityKind:
+    """A kind of tabular document: one stream per id, owned by its creator, with
+    ``<entity>.created``, ``.updated`` and ``.deleted`` events."""
+    return EntityKind(
+        domain=domain,
+        entity=entity,
+        path=("id",),
+        created=f"{entity}.created",
+        updated=f"{entity}.updated",
+        deleted=f"{entity}.deleted",
+        fixed=fixed,
+    )
+
+
+FLOWS = document_kind("flows", "flow")
+GRAPHS = document_kind("graphs", "graph")
+OVERLAYS = document_kind("overlays", "overlay", fixed=("app_id",))
 
 
 class PutFlow(PutEntity):
