@@ -55,6 +55,25 @@ def _scope_out(scope: Scope) -> dict[str, Any]:
     return scope.model_dump()
 
 
+class ProvenanceOut(BaseModel):
+    """Who wrote a version, and from where: the principal's kind and what the write said
+    of its agent, run, thread, step, parent event and trace (absent: null)."""
+
+    source: str
+    agent_id: str | None = None
+    run_id: str | None = None
+    thread_id: str | None = None
+    step_id: str | None = None
+    parent_event_id: str | None = None
+    trace_id: str | None = None
+    span_id: str | None = None
+
+
+def _provenance_out(data: dict[str, Any]) -> dict[str, Any]:
+    given: dict[str, Any] = data.get("provenance") or {}
+    return {name: given.get(name) for name in ProvenanceOut.model_fields}
+
+
 @dataclass(frozen=True)
 class EntityApi:
     """What a domain's router needs to serve its entities."""
@@ -103,7 +122,12 @@ class EntityApi:
             }
         )
         fields.update(
-            {"version": (int, ...), "scope": (ScopeOut, ...), "timestamps": (Timestamps, ...)}
+            {
+                "version": (int, ...),
+                "scope": (ScopeOut, ...),
+                "provenance": (ProvenanceOut, ...),
+                "timestamps": (Timestamps, ...),
+            }
         )
         name = self.model_stem + "Out"
         return create_model(name, __config__=ConfigDict(extra="forbid"), **fields)
@@ -117,6 +141,7 @@ class EntityApi:
                 "event_type": (str, ...),
                 "deleted": (bool, ...),
                 "scope": (ScopeOut, ...),
+                "provenance": (ProvenanceOut, ...),
                 "recorded_at": (str, ...),
             }
         )
@@ -139,6 +164,7 @@ class EntityApi:
             **self.body_of(data),
             "version": record.version,
             "scope": _scope_out(record.scope),
+            "provenance": _provenance_out(data),
             "timestamps": {"created_at": data["created_at"], "updated_at": data["updated_at"]},
         }
 
@@ -151,6 +177,7 @@ class EntityApi:
             "event_type": data["event_type"],
             "deleted": data["deleted"],
             "scope": _scope_out(record.scope),
+            "provenance": _provenance_out(data),
             "recorded_at": data["recorded_at"],
         }
 

@@ -34,7 +34,16 @@ from tests.e2e.support import (
 RUN = "r1"
 BOARD = f"/blackboard/{PROJECT}/{RUN}"
 CREATE = {"If-None-Match": "*"}
-KEY_FIELDS = {"project_id", "run_id", "key", "value", "version", "scope", "timestamps"}
+KEY_FIELDS = {
+    "project_id",
+    "run_id",
+    "key",
+    "value",
+    "version",
+    "scope",
+    "provenance",
+    "timestamps",
+}
 
 
 def key_stream(key: str, run: str = RUN, project: str = PROJECT, tenant: str = TENANT) -> str:

@@ -434,3 +434,31 @@ async def test_spine_read_verify_catches_a_stream_whose_first_event_was_removed(
 
     assert code == 4
     assert "begins at seq 2" in capsys.readouterr().err
+
+
+async def test_a_record_and_each_version_say_who_wrote_them_and_from_where(
+    runtime: Runtime, mint: Mint, base: str
+) -> None:
+    async with client_for(runtime, mint(kind="agent")) as agent:
+        made = await agent.post(
+            base,
+            json=body(base, provenance={"agent_id": "planner", "run_id": "r1"}),
+            headers={"X-Trace-Id": "t-1"},
+        )
+        url = f"{base}/{made.json()['id']}"
+        await agent.put(url, json=body(base, {"v": 2}), headers={"X-Step-Id": "s2"})
+        latest = (await agent.get(url)).json()
+        versions = (await agent.get(f"{url}/versions")).json()["items"]
+
+    assert made.json()["provenance"] == {
+        "source": "agent",
+        "agent_id": "planner",
+        "run_id": "r1",
+        "thread_id": None,
+        "step_id": None,
+        "parent_event_id": None,
+        "trace_id": "t-1",
+        "span_id": None,
+    }
+    assert (latest["provenance"]["step_id"], latest["provenance"]["agent_id"]) == ("s2", None)
+    assert [v["provenance"]["trace_id"] for v in versions] == ["t-1", None]

@@ -36,8 +36,16 @@ CONFIG = {
     "keywords": ["ai", "chat"],
     "open_graph": {"title": "Chat with us", "image": "https://example.test/og.png"},
 }
-FRAME = {"surface_id", "version", "scope", "timestamps"}
-VERSION_FRAME = {"surface_id", "version", "scope", "event_type", "deleted", "recorded_at"}
+FRAME = {"surface_id", "version", "scope", "provenance", "timestamps"}
+VERSION_FRAME = {
+    "surface_id",
+    "version",
+    "scope",
+    "provenance",
+    "event_type",
+    "deleted",
+    "recorded_at",
+}
 
 
 @pytest.fixture

@@ -50,6 +50,7 @@ SNAPSHOT_FIELDS = {
     "event_type",
     "deleted",
     "scope",
+    "provenance",
     "recorded_at",
 }
 LATEST_FIELDS = SNAPSHOT_FIELDS - {"event_type", "deleted", "recorded_at"} | {"timestamps"}
