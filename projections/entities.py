@@ -17,8 +17,9 @@ body's fields, who wrote it and when; so lists filter on them and history pages 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Final
+from typing import Any
 
+from projections.projector import provenance_of
 from projections.views import ViewRecord, fitted_key
 from spine.codec import timestamp_text
 from spine.entities import EntityKind
@@ -38,25 +39,6 @@ def latest_key(stream_id: str) -> str:
 def version_key(stream_id: str, seq: int) -> str:
     """The key of an entity's history entry for ``seq`` (fitted to a key's length)."""
     return fitted_key(f"{stream_id}#v{seq}")
-
-
-#: What an event records of where it comes from besides its scope (DESIGN §7).
-PROVENANCE: Final = (
-    "agent_id",
-    "run_id",
-    "thread_id",
-    "step_id",
-    "parent_event_id",
-    "trace_id",
-    "span_id",
-)
-
-
-def provenance_of(event: EventEnvelope) -> dict[str, Any]:
-    """The principal's kind (``source``) and the provenance ``event`` was given (absent
-    stays absent)."""
-    given = {name: value for name in PROVENANCE if (value := getattr(event, name)) is not None}
-    return {"source": event.source, **given}
 
 
 class EntityProjector:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
+from projections.projector import provenance_of
 from projections.views import ViewRecord, fitted_key
 from spine.codec import timestamp_text, trusted
 from spine.events import EventEnvelope, expiry
@@ -86,6 +87,7 @@ class MemoryProjector:
             "user_id": event.user_id,
             "surface_id": event.surface_id,
             "project_id": event.project_id,
+            "provenance": provenance_of(event),
             "created_at": created_at,
             "updated_at": timestamp_text(event.recorded_at),
         }

@@ -4,7 +4,7 @@ records it writes."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Protocol
+from typing import Any, Final, Protocol
 
 from projections.views import ViewRecord
 from spine.events import EventEnvelope
@@ -53,3 +53,22 @@ class Projector(Protocol):
 def next_version(record: ViewRecord | None) -> int:
     """The version of the next revision of a record that folds several streams."""
     return 1 if record is None else record.version + 1
+
+
+#: What an event records of where it comes from besides its scope (DESIGN §7).
+PROVENANCE: Final = (
+    "agent_id",
+    "run_id",
+    "thread_id",
+    "step_id",
+    "parent_event_id",
+    "trace_id",
+    "span_id",
+)
+
+
+def provenance_of(event: EventEnvelope) -> dict[str, Any]:
+    """The principal's kind (``source``) and the provenance ``event`` was given (absent
+    stays absent)."""
+    given = {name: value for name in PROVENANCE if (value := getattr(event, name)) is not None}
+    return {"source": event.source, **given}

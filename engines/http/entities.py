@@ -34,7 +34,14 @@ from commands.entities import (
 from commands.envelope import Command, CommandResult
 from engines.auth import Principal
 from engines.http.identity import runtime_of
-from engines.http.responses import OrjsonResponse, Timestamps, etag, expected_version
+from engines.http.responses import (
+    OrjsonResponse,
+    ProvenanceOut,
+    Timestamps,
+    etag,
+    expected_version,
+    provenance_out,
+)
 from engines.http.writes import envelope, written
 from projections.entities import VERSION, latest_key, version_key
 from projections.views import Filter, Grant, ViewQuery, ViewRecord
@@ -53,25 +60,6 @@ class ScopeOut(BaseModel):
 
 def _scope_out(scope: Scope) -> dict[str, Any]:
     return scope.model_dump()
-
-
-class ProvenanceOut(BaseModel):
-    """Who wrote a version, and from where: the principal's kind and what the write said
-    of its agent, run, thread, step, parent event and trace (absent: null)."""
-
-    source: str
-    agent_id: str | None = None
-    run_id: str | None = None
-    thread_id: str | None = None
-    step_id: str | None = None
-    parent_event_id: str | None = None
-    trace_id: str | None = None
-    span_id: str | None = None
-
-
-def _provenance_out(data: dict[str, Any]) -> dict[str, Any]:
-    given: dict[str, Any] = data.get("provenance") or {}
-    return {name: given.get(name) for name in ProvenanceOut.model_fields}
 
 
 @dataclass(frozen=True)
@@ -164,7 +152,7 @@ class EntityApi:
             **self.body_of(data),
             "version": record.version,
             "scope": _scope_out(record.scope),
-            "provenance": _provenance_out(data),
+            "provenance": provenance_out(data),
             "timestamps": {"created_at": data["created_at"], "updated_at": data["updated_at"]},
         }
 
@@ -177,7 +165,7 @@ class EntityApi:
             "event_type": data["event_type"],
             "deleted": data["deleted"],
             "scope": _scope_out(record.scope),
-            "provenance": _provenance_out(data),
+            "provenance": provenance_out(data),
             "recorded_at": data["recorded_at"],
         }
 

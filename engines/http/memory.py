@@ -38,7 +38,13 @@ from engines.http.access import route_option
 from engines.http.errors import AUTHENTICATED, problem_responses
 from engines.http.identity import Auth, runtime_of, scope_for
 from engines.http.jsonbody import StrictJsonRoute
-from engines.http.responses import OrjsonResponse, etag, expected_version
+from engines.http.responses import (
+    OrjsonResponse,
+    ProvenanceOut,
+    etag,
+    expected_version,
+    provenance_out,
+)
 from engines.http.writes import IdempotencyKey, IfMatch, IfNoneMatch, envelope, written
 from projections.memory import record_key
 from projections.views import Filter, ViewQuery, ViewRecord
@@ -94,6 +100,7 @@ class MemoryOut(BaseModel):
     user_id: str
     surface_id: str | None
     project_id: str | None
+    provenance: ProvenanceOut = Field(description="of the write that set the value")
     timestamps: KeyTimestamps
 
 
@@ -150,6 +157,7 @@ def memory_out(record: ViewRecord) -> dict[str, Any]:
         "user_id": data["user_id"],
         "surface_id": data["surface_id"],
         "project_id": data["project_id"],
+        "provenance": provenance_out(data),
         "timestamps": _timestamps(record),
     }
 

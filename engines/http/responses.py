@@ -68,3 +68,22 @@ class Timestamps(BaseModel):
 
     created_at: str
     updated_at: str
+
+
+class ProvenanceOut(BaseModel):
+    """Who wrote a version, and from where: the principal's kind and what the write said
+    of its agent, run, thread, step, parent event and trace (absent: null)."""
+
+    source: str
+    agent_id: str | None = None
+    run_id: str | None = None
+    thread_id: str | None = None
+    step_id: str | None = None
+    parent_event_id: str | None = None
+    trace_id: str | None = None
+    span_id: str | None = None
+
+
+def provenance_out(data: dict[str, Any]) -> dict[str, Any]:
+    given: dict[str, Any] = data.get("provenance") or {}
+    return {name: given.get(name) for name in ProvenanceOut.model_fields}

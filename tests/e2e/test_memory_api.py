@@ -47,6 +47,7 @@ KEY_FIELDS = {
     "user_id",
     "surface_id",
     "project_id",
+    "provenance",
     "timestamps",
 }
 
@@ -695,3 +696,11 @@ async def test_openapi_documents_the_memory_endpoints_headers_and_bodies(
     assert item["get"]["security"] == [{"HTTPBearer": []}]
     assert "412" in item["put"]["responses"]
     assert "413" in item["put"]["responses"]
+
+
+async def test_a_key_says_who_set_it_and_from_where(runtime: Runtime, mint: Mint) -> None:
+    async with client_for(runtime, mint(kind="agent")) as agent:
+        await agent.put("/memory/s1/plan", json={"value": 1}, headers={"X-Agent-Id": "planner"})
+        got = (await agent.get("/memory/s1/plan")).json()
+
+    assert (got["provenance"]["source"], got["provenance"]["agent_id"]) == ("agent", "planner")

@@ -325,6 +325,7 @@ def test_the_view_holds_one_record_per_key_with_its_version_expiry_and_scope() -
         "user_id": "alice",
         "surface_id": "chat",
         "project_id": "p1",
+        "provenance": {"source": "ui"},
         "created_at": timestamp_text(at(0)),
         "updated_at": timestamp_text(at(0)),
     }
