@@ -24,7 +24,6 @@ the stream and appended with its exact version, so concurrent debits never overs
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Annotated, Any, Final, Self
@@ -39,7 +38,7 @@ from pydantic import (
     model_validator,
 )
 
-from commands.envelope import Command, CommandResult
+from commands.envelope import Command, CommandResult, idempotent_id
 from commands.text import VisibleLine
 from spine.errors import AlreadyExists, ConcurrencyError, InvalidField, InvalidInput, NotFound
 from spine.events import EventEnvelope, Family, Identifier, NewEvent, Scope, new_id
@@ -298,10 +297,7 @@ def budget_command(
     if idempotency_key is None:
         command_id = new_id()
     else:
-        name = (
-            f"{scope.tenant_id}/{scope.mode}/{payload.budget_id}/{scope.user_id}/{idempotency_key}"
-        )
-        command_id = "budget:" + str(uuid.uuid5(uuid.NAMESPACE_URL, "engines:budget:" + name))
+        command_id = "budget:" + idempotent_id(scope, DOMAIN, idempotency_key, payload.budget_id)
     return Command[Any](command_id=command_id, scope=scope, payload=payload, **envelope)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from typing import Any, Generic, TypeVar, get_args
 
@@ -39,6 +40,14 @@ def granted(grants: Grants, scope: Scope) -> bool:
         return False
     projects = grants[scope.surface_id]
     return scope.project_id in projects if projects else scope.project_id is None
+
+
+def idempotent_id(scope: Scope, domain: str, key: str, *within: str) -> str:
+    """An id derived from an ``Idempotency-Key``: per tenant, mode, user and ``domain``
+    (and ``within``, e.g. one budget), so a retried request names the same entity and
+    the same command, and the spine answers it with the original result."""
+    name = "/".join((scope.tenant_id, scope.mode, *within, str(scope.user_id), key))
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"engines:{domain}:{name}"))
 
 
 class Command(BaseModel, Generic[P]):

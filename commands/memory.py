@@ -21,7 +21,6 @@ version, so two writers racing on stale state never both win.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -29,7 +28,7 @@ from typing import Annotated, Any, Final
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
 
-from commands.envelope import Command, CommandResult, granted
+from commands.envelope import Command, CommandResult, granted, idempotent_id
 from commands.sizes import encoded_size
 from spine.errors import (
     AlreadyExists,
@@ -186,8 +185,7 @@ def memory_command_id(scope: Scope, idempotency_key: str | None) -> str:
     session is a new write there."""
     if idempotency_key is None:
         return new_id()
-    name = f"{scope.tenant_id}/{scope.mode}/{scope.user_id}/{idempotency_key}"
-    return "memory:" + str(uuid.uuid5(uuid.NAMESPACE_URL, "engines:memory:" + name))
+    return "memory:" + idempotent_id(scope, DOMAIN, idempotency_key)
 
 
 def same_request_or_refuse(command: Command[Any], result: CommandResult) -> None:

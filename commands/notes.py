@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Annotated, Any, Literal, Self
@@ -24,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from commands.envelope import Command, CommandResult, granted
+from commands.envelope import Command, CommandResult, granted, idempotent_id
 from commands.sizes import fits
 from commands.text import VisibleLine
 from spine.errors import AlreadyExists, InvalidField, NotFound, ScopeMismatch
@@ -214,8 +213,7 @@ def create_note_command(
     if idempotency_key is None:
         note_id, command_id = new_id(), new_id()
     else:
-        name = f"{scope.tenant_id}/{scope.mode}/{scope.user_id}/{idempotency_key}"
-        note_id = str(uuid.uuid5(uuid.NAMESPACE_URL, "engines:notes:" + name))
+        note_id = idempotent_id(scope, DOMAIN, idempotency_key)
         command_id = f"create:{note_id}"
     payload = CreateNote.model_validate({**fields, "note_id": note_id})
     return Command[CreateNote](command_id=command_id, scope=scope, payload=payload, **envelope)

@@ -28,9 +28,10 @@ from commands.blackboard import (
     PutBlackboardKey,
     check_value_size,
 )
+from commands.envelope import idempotent_id
 from engines.auth import Principal
 from engines.http.access import project_granted, route_option
-from engines.http.entities import EntityApi, idempotent_id
+from engines.http.entities import EntityApi
 from engines.http.errors import AUTHENTICATED, problem_responses
 from engines.http.identity import Auth, requested, scope_for
 from engines.http.jsonbody import StrictJsonRoute

@@ -15,7 +15,6 @@ Answers:
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlencode
@@ -425,10 +424,3 @@ class EntityApi:
                 "If-None-Match: * to create one"
             )
         return expected
-
-
-def idempotent_id(scope: Scope, domain: str, key: str) -> str:
-    """An id derived from an ``Idempotency-Key``, per tenant, mode, user and domain: a
-    retried request names the same entity and the same command."""
-    name = f"{domain}:{scope.tenant_id}/{scope.mode}/{scope.user_id}/{key}"
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, "engines:" + name))

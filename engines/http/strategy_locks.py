@@ -18,10 +18,11 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
+from commands.envelope import idempotent_id
 from commands.strategy_locks import STRATEGY_LOCKS, StrategyLockBody, TakeStrategySnapshot
 from engines.auth import Principal
 from engines.http.access import require_role
-from engines.http.entities import EntityApi, idempotent_id
+from engines.http.entities import EntityApi
 from engines.http.errors import AUTHENTICATED, problem_responses
 from engines.http.identity import Auth, scope_for
 from engines.http.jsonbody import StrictJsonRoute

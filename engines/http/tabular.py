@@ -13,6 +13,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field, create_model
 
 from commands.entities import DeleteEntity, PutEntity
+from commands.envelope import idempotent_id
 from commands.tabular import (
     FLOWS,
     GRAPHS,
@@ -26,7 +27,7 @@ from commands.tabular import (
     PutGraph,
     PutOverlay,
 )
-from engines.http.entities import EntityApi, idempotent_id
+from engines.http.entities import EntityApi
 from engines.http.errors import AUTHENTICATED, problem_responses
 from engines.http.identity import Auth, requested, scope_for
 from engines.http.jsonbody import StrictJsonRoute
