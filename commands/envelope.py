@@ -78,10 +78,14 @@ class Command(BaseModel, Generic[P]):
         *,
         scope: Scope | None = None,
         family: Family = "domain",
+        occurred_at: str | None = None,
+        provenance: Provenance | None = None,
     ) -> NewEvent:
         """An event produced by this command, carrying its scope and provenance as given
         (absent provenance stays absent), in ``family`` (DESIGN §3: ``budget`` events are
-        their own family; most domains' are ``domain``)."""
+        their own family; most domains' are ``domain``). ``occurred_at``: the client's time
+        of the event, a :data:`spine.events.Timestamp` validated by the caller;
+        ``provenance``: this event's own, in place of the command's."""
         s = scope or self.scope
         if event_type not in _EVENT_TYPES:  # a decider's constant: checked once
             _EVENT_TYPE.validate_python(event_type)
@@ -103,7 +107,8 @@ class Command(BaseModel, Generic[P]):
                 "user_id": s.user_id,
                 "surface_id": s.surface_id,
                 "project_id": s.project_id,
-                **self.provenance.__dict__,
+                **(provenance or self.provenance).__dict__,
+                "occurred_at": occurred_at,
                 "source": self.source,
                 "command_id": self.command_id,
                 "payload": payload,

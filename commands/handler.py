@@ -38,7 +38,7 @@ from spine.errors import (
     IdentityError,
     NotFound,
 )
-from spine.events import NO_STREAM, EventEnvelope, NewEvent
+from spine.events import ANY, NO_STREAM, EventEnvelope, NewEvent
 from spine.store import EventStore
 
 S = TypeVar("S")
@@ -62,6 +62,49 @@ class Decider(Protocol, Generic[S, C]):
         """The events ``command`` produces; none if it changes nothing. Raises one of
         :mod:`spine.errors` to refuse."""
         ...
+
+
+class AppendOnly(Generic[C]):
+    """A domain that only records: its commands append to a stream whatever the stream
+    holds (telemetry), so nothing is read or folded first and the append expects
+    :data:`~spine.events.ANY`. The store still answers a repeated command id with its
+    original events. Subclasses give the stream and the events."""
+
+    def stream_id(self, command: C) -> str:
+        raise NotImplementedError
+
+    def record(self, command: C) -> Sequence[NewEvent]:
+        """The events ``command`` appends (at least one); raises one of
+        :mod:`spine.errors` to refuse."""
+        raise NotImplementedError
+
+
+class AppendOnlyHandler(Generic[C]):
+    """Handles an :class:`AppendOnly` domain's commands: one append each, no turns and no
+    cache, so concurrent commands on one stream share the store's group commit."""
+
+    def __init__(self, store: EventStore, recorder: AppendOnly[C]) -> None:
+        self.store = store
+        self.recorder = recorder
+
+    async def __call__(self, command: C) -> CommandResult:
+        stream_id = self.recorder.stream_id(command)
+        result = await self.store.append(stream_id, self.recorder.record(command), ANY)
+        return CommandResult(
+            stream_id=stream_id,
+            version=result.last_seq,
+            events=result.events,
+            deduplicated=result.deduplicated,
+        )
+
+
+def handler_for(
+    store: EventStore, decider: Decider[Any, Any] | AppendOnly[Any]
+) -> CommandHandler[Any, Any] | AppendOnlyHandler[Any]:
+    """The handler a domain's decider needs."""
+    if isinstance(decider, AppendOnly):
+        return AppendOnlyHandler(store, decider)
+    return CommandHandler(store, decider)
 
 
 def fold(decider: Decider[S, Any], events: Sequence[EventEnvelope]) -> S:

@@ -10,7 +10,8 @@ used. Claims:
   (granted on every granted surface) or a mapping ``{surface: [projects]}``;
 * ``kind``: ``user`` (default), ``agent``, ``connector`` or ``tool`` — the source of the
   events the principal's writes record (a user's is ``ui``);
-* ``roles``: a list of ``admin`` and ``auditor``;
+* ``roles``: a list of ``admin``, ``auditor`` and ``safety`` (DESIGN §7; ``safety``: may
+  record safety decisions, given to the services that run the gates);
 * ``mode``: if present, must equal the server's.
 
 Any claim of the wrong type or value is refused (401), never ignored.
@@ -45,7 +46,7 @@ MAX_SURFACES: Final = 64
 MAX_PROJECTS: Final = 256
 
 Kind = Literal["user", "agent", "connector", "tool"]
-Role = Literal["admin", "auditor"]
+Role = Literal["admin", "auditor", "safety"]
 KINDS: Final[tuple[Kind, ...]] = get_args(Kind)
 ROLES: Final[tuple[Role, ...]] = get_args(Role)
 #: The event ``source`` a principal's writes carry.

@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from commands.handler import Decider
+from commands.handler import AppendOnly, Decider
 from projections.projector import Projector
 
 CliGroup = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
@@ -22,8 +22,9 @@ CliGroup = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], Non
 class Domain:
     name: str
     """The first segment of the domain's stream ids."""
-    decider: Decider[Any, Any]
-    """Pure fold and decide over one stream (``commands/<domain>.py``)."""
+    decider: Decider[Any, Any] | AppendOnly[Any]
+    """Pure fold and decide over one stream (``commands/<domain>.py``); or, for a domain
+    that only records, what it appends."""
     commands: tuple[type[BaseModel], ...]
     """The command payload types the decider handles; each is registered on the bus."""
     projectors: tuple[Projector, ...]

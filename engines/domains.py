@@ -13,10 +13,12 @@ from fastapi import APIRouter
 from commands import budget as budget_commands
 from commands import memory as memory_commands
 from commands import notes as notes_commands
+from commands import telemetry as telemetry_commands
 from commands.entities import EntityDecider
 from engines.cli import budget as budget_cli
 from engines.cli import memory as memory_cli
 from engines.cli import notes as notes_cli
+from engines.cli import telemetry as telemetry_cli
 from engines.cli.entities import entity_group
 from engines.domain import Domain
 from engines.http import blackboard as blackboard_http
@@ -26,10 +28,12 @@ from engines.http import notes as notes_http
 from engines.http import seo_config as seo_config_http
 from engines.http import strategy_locks as strategy_locks_http
 from engines.http import tabular as tabular_http
+from engines.http import telemetry as telemetry_http
 from engines.http.entities import EntityApi
 from projections import budget as budget_projections
 from projections import memory as memory_projections
 from projections import notes as notes_projections
+from projections import telemetry as telemetry_projections
 from projections.entities import EntityProjector
 
 
@@ -118,5 +122,18 @@ DOMAINS: tuple[Domain, ...] = (
         seo_config_http.router,
         store="seo_config_store",
         command="seo-config",
+    ),
+    Domain(
+        name=telemetry_commands.DOMAIN,
+        decider=telemetry_commands.TelemetryRecorder(),
+        commands=(telemetry_commands.EmitEvents,),
+        projectors=(
+            telemetry_projections.events_index(),
+            telemetry_projections.audit_index(),
+            telemetry_projections.AnalyticsProjector(),
+        ),
+        reads=telemetry_http.EVENTS_VIEW,
+        router=telemetry_http.router,
+        cli=telemetry_cli.register,
     ),
 )

@@ -15,7 +15,7 @@ from typing import Any
 
 from commands.bus import CommandBus
 from commands.envelope import Command, CommandResult
-from commands.handler import CommandHandler
+from commands.handler import handler_for
 from engines.auth import TokenVerifier
 from engines.domain import Domain
 from engines.settings import Settings
@@ -155,7 +155,7 @@ async def bootstrap(
         runners: dict[str, ProjectorRunner] = {}
         loops: dict[str, FeedLoop] = {}
         for domain in domains:
-            handle = CommandHandler(handler_spine, domain.decider)
+            handle = handler_for(handler_spine, domain.decider)
             for payload_type in domain.commands:
                 bus.register(payload_type, handle)
             for projector in domain.projectors:
@@ -164,6 +164,7 @@ async def bootstrap(
                 kind = projector.resource_kind
                 if kind not in views:
                     views[kind] = await registry.view_store(kind)
+                await views[kind].declare(projector.shapes)
                 runner = ProjectorRunner(
                     projector, spine=spine, views=views[kind], parking=parking, upcasters=upcasters
                 )

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from projections.views import ViewRecord
+from projections.views import QueryShape, ViewRecord
 from spine.codec import timestamp_text
 from spine.errors import IntegrityError
 from spine.events import EventEnvelope
@@ -50,6 +50,7 @@ class BudgetProjector:
     name = "budgets"
     domains = frozenset({"budget"})
     resource_kind = "budget_store"
+    shapes: tuple[QueryShape, ...] = ()
 
     def keys(self, event: EventEnvelope) -> Sequence[str]:
         return (event.stream_id, ledger_key(event.stream_id, event.seq))

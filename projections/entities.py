@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from projections.projector import provenance_of
-from projections.views import ViewRecord, fitted_key
+from projections.views import QueryShape, ViewRecord, fitted_key
 from spine.codec import timestamp_text
 from spine.entities import EntityKind
 from spine.errors import IntegrityError
@@ -56,6 +56,7 @@ class EntityProjector:
         self.name = name
         self.domains = frozenset({kind.domain})
         self.resource_kind = resource_kind
+        self.shapes: tuple[QueryShape, ...] = ()
         self.path_fields = kind.path
         self.history = history
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from projections.projector import provenance_of
-from projections.views import ViewRecord, fitted_key
+from projections.views import QueryShape, ViewRecord, fitted_key
 from spine.codec import timestamp_text, trusted
 from spine.events import EventEnvelope, expiry
 from spine.streams import parse_stream_id
@@ -34,6 +34,7 @@ class MemoryProjector:
     name = "memory"
     domains = frozenset({DOMAIN})
     resource_kind = "memory_store"
+    shapes: tuple[QueryShape, ...] = ()
 
     def keys(self, event: EventEnvelope) -> Sequence[str]:
         key = event.payload.get("key")

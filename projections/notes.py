@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from projections.views import ViewRecord
+from projections.views import QueryShape, ViewRecord
 from spine.codec import timestamp_text, trusted
 from spine.errors import IntegrityError
 from spine.events import EventEnvelope
@@ -16,6 +16,7 @@ class NotesProjector:
     name = "notes"
     domains = frozenset({"notes"})
     resource_kind = "notes_store"
+    shapes: tuple[QueryShape, ...] = ()
 
     def keys(self, event: EventEnvelope) -> Sequence[str]:
         return (event.stream_id,)

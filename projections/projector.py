@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, Protocol
 
-from projections.views import ViewRecord
+from projections.views import QueryShape, ViewRecord
 from spine.events import EventEnvelope
 
 
@@ -37,6 +37,9 @@ class Projector(Protocol):
     """The first segments of the stream ids this projector reads."""
     resource_kind: str
     """The view's resource kind, routed by the registry."""
+    shapes: tuple[QueryShape, ...]
+    """The queries its readers make often; the view store builds what answers them
+    (:meth:`projections.views.ViewStore.declare`)."""
 
     def keys(self, event: EventEnvelope) -> Sequence[str]:
         """The records :meth:`apply` reads or writes for ``event``. A key it writes and

@@ -70,9 +70,32 @@ class Filter(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     field: FieldName
-    op: Literal["eq", "contains"] = "eq"
-    """``eq``: the field equals value; ``contains``: the list field holds value."""
+    op: Literal["eq", "contains", "ge", "lt"] = "eq"
+    """``eq``: the field equals value; ``contains``: the list field holds value; ``ge``
+    and ``lt``: the field is at or above, or below, value (a range: e.g. of times, which
+    are text in one form, so they compare as text)."""
     value: FilterValue
+
+
+#: The scope columns a query shape may name besides data fields.
+SCOPE_FIELDS: Final = ("user_id", "surface_id", "project_id")
+
+
+class QueryShape(BaseModel):
+    """A query a view answers often: equality on ``equal`` (scope fields or data fields),
+    ordered by ``order_by``, always within one tenant and mode. A projector declares its
+    shapes (:meth:`ViewStore.declare`) so each backend builds what answers them without a
+    scan (SQLite: an index; the cloud stores: their indexes)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    equal: tuple[FieldName, ...] = Field(default=(), max_length=4)
+    order_by: FieldName
+
+    @property
+    def name(self) -> str:
+        """A stable name for what the backend builds for it."""
+        return "__".join((*self.equal, "by", self.order_by))
 
 
 class Grant(BaseModel):
@@ -172,6 +195,11 @@ class ViewStore(Protocol):
 
     async def query(self, query: ViewQuery) -> Page:
         """Live records matching ``query`` in its order, one page at a time."""
+        ...
+
+    async def declare(self, shapes: Sequence[QueryShape]) -> None:
+        """Build what answers ``shapes`` without a scan (idempotent; a store opened
+        without ``create`` builds nothing). Queries of other shapes are still answered."""
         ...
 
     async def applied(self, projector: str, stream_ids: Sequence[str]) -> dict[str, int]:

@@ -19,6 +19,7 @@ VIEW_KINDS: Final[frozenset[str]] = frozenset(
         "seo_config_store",
         "analytics_store",
         "audit_store",
+        "telemetry_store",  # every telemetry, audit, budget and strategy-lock event, indexed
     }
 )
 
@@ -45,7 +46,7 @@ RESERVED_KINDS: Final[frozenset[str]] = frozenset(
 
 #: Kinds that keep every record they are given: nothing in them ever expires.
 APPEND_ONLY_KINDS: Final[frozenset[str]] = frozenset(
-    {"event_spine", "budget_store", "strategy_lock_store", "audit_store"}
+    {"event_spine", "budget_store", "strategy_lock_store", "audit_store", "telemetry_store"}
 )
 
 #: The route options (``routing.config.RouteOptions``) each kind honours. An option on a

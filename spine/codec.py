@@ -36,7 +36,7 @@ from spine.events import GENESIS_HASH, EventEnvelope, NewEvent
 
 #: Envelope fields added after events were first stored: left out of the canonical (and
 #: stored) form while ``None``. Every field added to the envelope from now on joins this.
-ADDED_LATER: Final = frozenset({"agent_id"})
+ADDED_LATER: Final = frozenset({"agent_id", "occurred_at"})
 #: What a store keys an event by: kept beside the stored form, not in it.
 KEYED: Final = frozenset({"stream_id", "seq"})
 _CONSTANT: Final = {"route": "event_spine"}

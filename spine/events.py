@@ -30,6 +30,12 @@ IDENTIFIER_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9._:@+-]{0,127}$"
 Identifier = Annotated[str, StringConstraints(pattern=IDENTIFIER_PATTERN)]
 EventType = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")]
 
+#: A timestamp inside an event: the one text form of :func:`spine.codec.timestamp_text`
+#: (UTC, microseconds, ``Z``), so it sorts as text and hashes the same everywhere.
+Timestamp = Annotated[
+    str, StringConstraints(pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
+]
+
 GENESIS_HASH: Final = "0" * 64
 
 #: The longest time to live a record may have: every store holds it as a 32-bit int.
@@ -130,6 +136,9 @@ class NewEvent(BaseModel):
     parent_event_id: str | None = Field(default=None, max_length=64)
     trace_id: str | None = Field(default=None, max_length=64)
     span_id: str | None = Field(default=None, max_length=64)
+    occurred_at: Timestamp | None = None
+    """When the client says the event happened (its own clock, kept as given beside the
+    server's ``recorded_at``); absent for most events."""
     source: Source
     command_id: str = Field(min_length=1, max_length=128)
     payload: dict[str, Any] = Field(default_factory=dict)

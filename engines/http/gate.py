@@ -22,7 +22,7 @@ from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engines.http.errors import BodyTooLarge, MalformedRequest, problem_for
-from engines.http.identity import authenticate
+from engines.http.identity import USER_FILTER_PATHS, authenticate
 from engines.http.provenance import PROVENANCE_HEADERS
 from spine.errors import EnginesError
 
@@ -101,8 +101,11 @@ def _check_query(scope: Scope) -> None:
     """Refuse a query parameter given more than once: ``?version=1&version=3`` would
     otherwise mean whichever one the framework happens to keep."""
     seen: set[str] = set()
+    claims = SCOPE_PARAMETERS
+    if scope["path"] in USER_FILTER_PATHS:
+        claims = SCOPE_PARAMETERS - {"user_id"}  # there a filter, not a claim
     for name, _ in parse_qsl(scope.get("query_string", b"").decode("latin-1"), True):
-        if name in seen and name not in SCOPE_PARAMETERS:
+        if name in seen and name not in claims:
             raise MalformedRequest(f"the query parameter {name[:64]!r} is given more than once")
         seen.add(name)
 

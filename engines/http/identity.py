@@ -44,11 +44,18 @@ CLAIM_ALIASES: dict[str, tuple[tuple[str, ...], str]] = {
 }
 
 
+#: Query routes where the ``user_id`` parameter filters (an auditor names whose events to
+#: read) rather than states the caller's own identity; ``X-User-Id`` still does.
+USER_FILTER_PATHS = frozenset({"/events", "/audit", "/analytics/counts"})
+
+
 def claimed_of(conn: HTTPConnection) -> dict[str, list[str]]:
     """Every value the client gives for tenant, mode and user, under every alias."""
     h, q = conn.headers, conn.query_params
+    filters = conn.url.path in USER_FILTER_PATHS
     return {
-        name: [v for header in headers for v in h.getlist(header)] + q.getlist(param)
+        name: [v for header in headers for v in h.getlist(header)]
+        + ([] if filters and name == "user_id" else q.getlist(param))
         for name, (headers, param) in CLAIM_ALIASES.items()
     }
 

@@ -341,6 +341,11 @@ ANSWERS: dict[tuple[str, str], set[int]] = {
     ("put", "/seo-config/{surface_id}"): {200, 201, 202, 404, 409, 412, 415} | AUTHENTICATED,
     ("get", "/seo-config/{surface_id}"): {200, 404} | AUTHENTICATED,
     ("get", "/seo-config/{surface_id}/history"): {200, 404} | AUTHENTICATED,
+    ("post", "/events"): {201, 202, 409, 415} | AUTHENTICATED,
+    ("post", "/safety/decisions"): {201, 202, 409, 415} | AUTHENTICATED,
+    ("get", "/events"): {200} | AUTHENTICATED,
+    ("get", "/audit"): {200} | AUTHENTICATED,
+    ("get", "/analytics/counts"): {200} | AUTHENTICATED,
 }
 
 

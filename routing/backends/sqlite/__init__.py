@@ -114,7 +114,7 @@ class SqliteBackend:
 
     async def view_store(self, route: Route) -> SqliteViewStore:
         await self._ensure("view", route.name, view_schema(route.name))
-        return SqliteViewStore(self.db, route.name)
+        return SqliteViewStore(self.db, route.name, create=self.create)
 
     async def checkpoint_store(self, route: Route) -> SqliteCheckpointStore:
         await self._ensure("checkpoints", route.name, checkpoint_schema(route.name))

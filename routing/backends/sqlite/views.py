@@ -10,7 +10,16 @@ from typing import Any
 
 import orjson
 
-from projections.views import Page, ViewQuery, ViewRecord, ViewWrite, decode_cursor, encode_cursor
+from projections.views import (
+    SCOPE_FIELDS,
+    Page,
+    QueryShape,
+    ViewQuery,
+    ViewRecord,
+    ViewWrite,
+    decode_cursor,
+    encode_cursor,
+)
 from routing.backends.sqlite.common import q
 from routing.backends.sqlite.db import SqliteDatabase
 from spine.codec import trusted
@@ -94,12 +103,23 @@ def _record(row: Sequence[Any]) -> ViewRecord:
     )
 
 
-class SqliteViewStore:
-    """:class:`projections.ViewStore` on one table (and its ``__applied`` companion)."""
+def _field(name: str) -> str:
+    """The SQL of a field a query filters or orders by: a scope column, or the data
+    field's ``json_extract`` (written the one way, so an index on it is used)."""
+    return name if name in SCOPE_FIELDS else f"json_extract(data, '$.{name}')"
 
-    def __init__(self, db: SqliteDatabase, table: str) -> None:
+
+_RANGE = {"ge": ">=", "lt": "<"}
+
+
+class SqliteViewStore:
+    """:class:`projections.ViewStore` on one table (and its ``__applied`` companion).
+    ``create``: :meth:`declare` may build indexes (not in a read-only tool)."""
+
+    def __init__(self, db: SqliteDatabase, table: str, *, create: bool = True) -> None:
         self.db = db
         self.table = table
+        self.create = create
         t = self._t = q(table)
         a = q(applied_table(table))
         self._sql_get = f"SELECT {_COLUMNS} FROM {t} WHERE key = ?"
@@ -270,8 +290,22 @@ class SqliteViewStore:
             statements.append((self._sql_progress, progress))
         return statements
 
+    async def declare(self, shapes: Sequence[QueryShape]) -> None:
+        """One index per shape: tenant, mode, the equal fields, the order field, key (so
+        a page is an index range, read in order, with no sort)."""
+        if not self.create or not shapes:
+            return
+        script = []
+        for shape in shapes:
+            columns = ", ".join(
+                ["tenant_id", "mode", *map(_field, shape.equal), _field(shape.order_by), "key"]
+            )
+            index = q(f"{self.table}__{shape.name}")
+            script.append(f"CREATE INDEX IF NOT EXISTS {index} ON {self._t} ({columns})")
+        await self.db.write_script(script)
+
     async def query(self, query: ViewQuery) -> Page:
-        order = f"json_extract(data, '$.{query.order_by}')"
+        order = _field(query.order_by)
         where = [
             "tenant_id = ?",
             "mode = ?",
@@ -294,7 +328,9 @@ class SqliteViewStore:
             where.append("(" + (" OR ".join(visible) or "0") + ")")
         for f in query.where:
             if f.op == "eq":
-                where.append(f"json_extract(data, '$.{f.field}') = ?")
+                where.append(f"{_field(f.field)} = ?")
+            elif f.op in _RANGE:
+                where.append(f"{_field(f.field)} {_RANGE[f.op]} ?")
             else:
                 where.append(
                     f"EXISTS (SELECT 1 FROM json_each(data, '$.{f.field}') WHERE value = ?)"
