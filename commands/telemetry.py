@@ -288,10 +288,12 @@ class SafetyDecision(BaseModel):
         return self
 
     def as_event(self) -> EmittedEvent:
-        """The decision as a ``safety.decision`` event (the payload keeps every field)."""
+        """The decision as a ``safety.decision`` event: the payload holds the fields given
+        but those the envelope holds (run, step, parent, causality, time)."""
         payload = self.model_dump(
             mode="json",
             exclude={"run_id", "step_id", "parent_event_id", "causality", "occurred_at"},
+            exclude_unset=True,
             exclude_none=True,
         )
         return EmittedEvent(

@@ -8,7 +8,15 @@ from typing import Any
 
 import pytest
 
-from projections.views import Filter, Grant, ViewQuery, ViewRecord, ViewStore, ViewWrite
+from projections.views import (
+    Filter,
+    Grant,
+    QueryShape,
+    ViewQuery,
+    ViewRecord,
+    ViewStore,
+    ViewWrite,
+)
 from spine.errors import InvalidInput
 from spine.events import Scope
 from tests.contract.conftest import Harness
@@ -115,6 +123,51 @@ async def test_queries_filter_by_scope_fields_and_data(views: ViewStore) -> None
         "c",
     ]
     assert await keys(where=(Filter(field="tags", op="contains", value="x'--"),)) == []
+
+
+async def test_range_filters_bound_a_field_from_at_or_above_to_below(views: ViewStore) -> None:
+    for day in range(1, 6):
+        await views.put(record(f"d{day}", 1, at=f"2026-01-0{day}T00:00:00.000000Z", n=day))
+
+    async def keys(*where: Filter) -> list[str]:
+        page = await views.query(ViewQuery(tenant_id="t1", mode="lab", where=where))
+        return sorted(r.key for r in page.items)
+
+    since = Filter(field="at", op="ge", value="2026-01-02T00:00:00.000000Z")
+    until = Filter(field="at", op="lt", value="2026-01-04T00:00:00.000000Z")
+    assert await keys(since) == ["d2", "d3", "d4", "d5"]
+    assert await keys(until) == ["d1", "d2", "d3"]
+    assert await keys(since, until) == ["d2", "d3"]
+    assert await keys(Filter(field="n", op="ge", value=4)) == ["d4", "d5"]
+    assert await keys(Filter(field="missing", op="lt", value="z")) == []
+
+
+async def test_declared_shapes_answer_as_any_query_does(views: ViewStore) -> None:
+    shapes = [
+        QueryShape(equal=("user_id", "run"), order_by="at"),
+        QueryShape(equal=("run",), order_by="at"),
+        QueryShape(order_by="at"),
+    ]
+    await views.declare(shapes)
+    await views.declare(shapes)  # idempotent
+    bob = ALICE.model_copy(update={"user_id": "bob"})
+    for i in range(6):
+        who = ALICE if i % 2 else bob
+        await views.put(record(f"e{i}", 1, scope=who, run=f"r{i % 3}", at=f"2026-01-0{i + 1}"))
+
+    page = await views.query(
+        ViewQuery(
+            tenant_id="t1",
+            mode="lab",
+            user_id="alice",
+            where=(Filter(field="run", value="r1"),),
+            order_by="at",
+            descending=False,
+        )
+    )
+    assert [r.key for r in page.items] == ["e1"]
+    page = await views.query(ViewQuery(tenant_id="t1", mode="lab", order_by="at", limit=2))
+    assert [r.key for r in page.items] == ["e5", "e4"]
 
 
 async def test_grants_limit_a_query_to_the_surfaces_and_projects_they_name(

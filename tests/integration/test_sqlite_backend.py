@@ -339,3 +339,44 @@ async def test_a_spine_with_the_old_command_index_gets_the_new_one_and_still_ded
             " AND sql IS NOT NULL"
         )
         assert indexes == [("spine_command_id",)]
+
+
+async def test_a_declared_query_shape_is_answered_from_its_index_without_a_sort(
+    sqlite: SqliteBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from projections.telemetry import ORDER, events_index
+    from projections.views import Filter, ViewQuery
+
+    views = await sqlite.view_store(lab_route("telemetry"))
+    await views.declare(events_index().shapes)
+    issued: list[tuple[str, list[Any]]] = []
+    fetchall = views.db.fetchall
+
+    async def capture(sql: str, args: Any, **kw: Any) -> Any:
+        issued.append((sql, list(args)))
+        return await fetchall(sql, args, **kw)
+
+    monkeypatch.setattr(views.db, "fetchall", capture)
+    own_run = ViewQuery(
+        tenant_id="t1",
+        mode="lab",
+        user_id="u1",
+        where=(
+            Filter(field="run_id", value="r1"),
+            Filter(field=ORDER, op="ge", value="2026-01-01T00:00:00.000000Z"),
+        ),
+        order_by=ORDER,
+        descending=False,
+    )
+    tenant_run = own_run.model_copy(update={"user_id": None})
+    await views.query(own_run)
+    await views.query(tenant_run)
+
+    conn = sqlite3.connect(tmp_path / "it.db")
+    try:
+        for sql, args in issued:
+            plan = " | ".join(row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, args))
+            assert "USING INDEX telemetry__" in plan, plan
+            assert "TEMP B-TREE" not in plan, plan
+    finally:
+        conn.close()
