@@ -9,9 +9,11 @@ from typing import Any
 import pytest
 
 from commands.envelope import Command
-from commands.handler import RECENT_COMMANDS, CommandHandler, execute
+from commands.handler import RECENT_COMMANDS, CommandHandler, execute, handler_for
 from commands.notes import CreateNote, NotesDecider, UpdateNote
+from commands.telemetry import EmitEvents, Emitted, TelemetryRecorder
 from routing.backends.sqlite import SqliteBackend
+from spine.codec import verify_chain
 from spine.errors import BackendUnavailable, ConcurrencyError, NotFound
 from spine.events import AppendResult, ExpectedVersion, NewEvent, Scope
 from spine.store import EventStore
@@ -299,3 +301,41 @@ async def test_a_stale_pinned_version_wins_over_a_refusal_of_the_current_state(
         await execute(
             spine, NotesDecider(), cmd(UpdateNote(note_id="none", title="x"), expected_version=3)
         )
+
+
+def _emit(step: str, **kw: Any) -> Command[Any]:
+    payload = EmitEvents(
+        family="rl",
+        run_id="r1",
+        events=(Emitted(event_type="rl.reward", step_id=step, payload={"reward": 1}),),
+    )
+    return cmd(payload, **kw)
+
+
+async def test_concurrent_emitters_of_one_run_share_commits_and_never_conflict(
+    sqlite: SqliteBackend, spine: EventStore
+) -> None:
+    handle = handler_for(spine, TelemetryRecorder())
+    before = sqlite.db.commits
+    results = await asyncio.gather(*(handle(_emit(str(i))) for i in range(50)))
+
+    assert sqlite.db.commits - before < 50  # grouped: no read first, no turn per stream
+    assert sorted(r.version for r in results) == list(range(1, 51))
+    stream = await spine.read_stream("telemetry/t1/lab/rl/r1")
+    assert verify_chain(stream) == 50
+    assert [e.step_id for e in stream] == [
+        r.events[0].step_id for r in sorted(results, key=lambda r: r.version)
+    ]
+
+
+async def test_a_repeated_emit_returns_its_original_events(spine: EventStore) -> None:
+
+    handle = handler_for(spine, TelemetryRecorder())
+    emit = _emit("1", command_id="c-1")
+    first = await handle(emit)
+    await handle(_emit("2"))
+    again = await handle(emit)
+
+    assert again.deduplicated
+    assert again.events == first.events
+    assert len(await spine.read_stream("telemetry/t1/lab/rl/r1")) == 2
