@@ -1,6 +1,7 @@
 """Telemetry: the analytics, safety, RL, RLHA and tuning families (DESIGN §5), one stream
-per tenant, mode, family and run: ``telemetry/{tenant}/{mode}/{family}/{run_id}``, so
-one run's telemetry of a family is ordered.
+per tenant, mode, family and run: ``{family}/{tenant}/{mode}/{run_id}``, so one run's
+telemetry of a family is ordered. Each family is a stream domain of its own, so a
+projector follows just the families it shows (the audit view: ``safety``, not ``rl``).
 
 An event is emitted in the seed's shape (:class:`EmittedEvent`): ``event_type``,
 ``run_id``, ``step_id``, ``parent_event_id``, ``source``, ``payload``, ``causality``
@@ -57,6 +58,7 @@ from spine.events import (
 )
 from spine.streams import stream_id
 
+#: The domain's name (and its idempotency keys' namespace); its streams are its families'.
 DOMAIN: Final = "telemetry"
 
 #: The families a client may emit (``audit``, ``budget`` and ``strategy_lock`` are
@@ -213,7 +215,7 @@ class TelemetryRecorder(AppendOnly[Command[EmitEvents]]):
 
     def stream_id(self, command: Command[EmitEvents]) -> str:
         s, p = command.scope, command.payload
-        return stream_id(DOMAIN, s.tenant_id, s.mode, p.family, p.run_id)
+        return stream_id(p.family, s.tenant_id, s.mode, p.run_id)
 
     def record(self, command: Command[EmitEvents]) -> Sequence[NewEvent]:
         given = command.provenance

@@ -21,7 +21,8 @@ CliGroup = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], Non
 @dataclass(frozen=True)
 class Domain:
     name: str
-    """The first segment of the domain's stream ids."""
+    """The first segment of the domain's stream ids (telemetry's are its families':
+    ``rl/...``, ``safety/...``)."""
     decider: Decider[Any, Any] | AppendOnly[Any]
     """Pure fold and decide over one stream (``commands/<domain>.py``); or, for a domain
     that only records, what it appends."""

@@ -27,7 +27,15 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from projections.projector import next_version
-from projections.views import QueryShape, ViewRecord, fitted_key
+from projections.views import (
+    Filter,
+    FilterValue,
+    Grant,
+    QueryShape,
+    ViewQuery,
+    ViewRecord,
+    fitted_key,
+)
 from spine.codec import timestamp_text
 from spine.events import EventEnvelope, Scope
 
@@ -84,6 +92,40 @@ class EventIndex:
         )
 
 
+def index_query(
+    scope: Scope,
+    *,
+    user_id: str | None,
+    grants: tuple[Grant, ...] | None,
+    equal: dict[str, FilterValue | None],
+    since: str | None = None,
+    until: str | None = None,
+    descending: bool = False,
+    limit: int = 100,
+    cursor: str | None = None,
+) -> ViewQuery:
+    """A query of an event index in ``scope``'s tenant and mode, by recorded time:
+    ``user_id``'s events (``None``: everyone's) within ``grants`` (``None``: all), each
+    ``equal`` field that is not ``None`` equal to its value, recorded at or after
+    ``since`` and before ``until`` (timestamps in the one text form)."""
+    where = [Filter(field=k, value=v) for k, v in equal.items() if v is not None]
+    if since is not None:
+        where.append(Filter(field=ORDER, op="ge", value=since))
+    if until is not None:
+        where.append(Filter(field=ORDER, op="lt", value=until))
+    return ViewQuery(
+        tenant_id=scope.tenant_id,
+        mode=scope.mode,
+        user_id=user_id,
+        grants=grants,
+        where=tuple(where),
+        order_by=ORDER,
+        descending=descending,
+        limit=limit,
+        cursor=cursor,
+    )
+
+
 def _by_time(*equal: str) -> QueryShape:
     return QueryShape(equal=equal, order_by=ORDER)
 
@@ -93,7 +135,8 @@ QUERIED_FAMILIES: Final = frozenset(
     {"analytics", "audit", "safety", "rl", "rlha", "tuning", "budget", "strategy_lock"}
 )
 AUDITED_FAMILIES: Final = frozenset({"audit", "safety", "budget", "strategy_lock"})
-_DOMAINS: Final = frozenset({"telemetry", "audit", "budget", "strategy_lock"})
+# Each family's streams are a domain of their own (``rl/{tenant}/...``; the strategy
+# locks' domain is ``strategy_lock``), so a projector reads only the families it shows.
 
 
 def events_index() -> EventIndex:
@@ -101,7 +144,7 @@ def events_index() -> EventIndex:
     return EventIndex(
         name="events",
         resource_kind="telemetry_store",
-        domains=_DOMAINS,
+        domains=QUERIED_FAMILIES,
         families=QUERIED_FAMILIES,
         shapes=(_by_time("user_id", "run_id"), _by_time("user_id"), _by_time("run_id"), _by_time()),
     )
@@ -112,7 +155,7 @@ def audit_index() -> EventIndex:
     return EventIndex(
         name="audit",
         resource_kind="audit_store",
-        domains=_DOMAINS,
+        domains=AUDITED_FAMILIES,
         families=AUDITED_FAMILIES,
         shapes=(_by_time("user_id"), _by_time("run_id"), _by_time("event_type"), _by_time()),
     )
@@ -133,7 +176,7 @@ class AnalyticsProjector(EventIndex):
         super().__init__(
             name="analytics",
             resource_kind="analytics_store",
-            domains=frozenset({"telemetry"}),
+            domains=frozenset({"analytics"}),
             families=frozenset({"analytics"}),
             shapes=(QueryShape(equal=("entry", "counted_for", "name"), order_by=DAY),),
         )

@@ -16,9 +16,9 @@ import orjson
 from engines.cli.common import add_common, err, positive_int, shown, with_runtime
 from engines.http.telemetry import AUDIT_VIEW, event_out
 from engines.runtime import Runtime
-from projections.telemetry import ORDER
-from projections.views import Filter, ViewQuery
+from projections.telemetry import ORDER, index_query
 from spine.codec import timestamp_text
+from spine.events import Scope
 
 PAGE = 1000
 
@@ -40,15 +40,6 @@ def _summary(payload: dict[str, object], width: int = 60) -> str:
 
 def cmd_query(args: argparse.Namespace) -> int:
     async def body(rt: Runtime) -> int:
-        where = [
-            Filter(field=name, value=value)
-            for name, value in (("run_id", args.run), ("event_type", args.type))
-            if value is not None
-        ]
-        if args.since is not None:
-            where.append(Filter(field=ORDER, op="ge", value=args.since))
-        if args.until is not None:
-            where.append(Filter(field=ORDER, op="lt", value=args.until))
         view = rt.view_of(AUDIT_VIEW)
         cursor: str | None = None
         left = args.limit
@@ -59,13 +50,13 @@ def cmd_query(args: argparse.Namespace) -> int:
             )
         while left > 0:
             page = await view.query(
-                ViewQuery(
-                    tenant_id=args.tenant,
-                    mode=rt.settings.mode,
+                index_query(
+                    Scope(tenant_id=args.tenant, mode=rt.settings.mode),
                     user_id=args.user,
-                    where=tuple(where),
-                    order_by=ORDER,
-                    descending=False,
+                    grants=None,
+                    equal={"run_id": args.run, "event_type": args.type},
+                    since=args.since,
+                    until=args.until,
                     limit=min(left, PAGE),
                     cursor=cursor,
                 )

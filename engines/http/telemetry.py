@@ -43,8 +43,8 @@ from engines.http.jsonbody import StrictJsonRoute
 from engines.http.provenance import provenance_of
 from engines.http.responses import OrjsonResponse
 from engines.http.writes import IdempotencyKey
-from projections.telemetry import ALL_USERS, DAY, ORDER
-from projections.views import Filter, FilterValue, Grant, Page, ViewQuery, ViewRecord
+from projections.telemetry import ALL_USERS, DAY, index_query
+from projections.views import Filter, Grant, Page, ViewQuery, ViewRecord
 from spine.codec import timestamp_text
 from spine.errors import InvalidField, ScopeMismatch
 from spine.events import EventType, Identifier, Scope
@@ -321,17 +321,8 @@ async def _whose(
     return scope, principal.user_id, _grants(principal)
 
 
-def _time_filters(since: datetime | None, until: datetime | None) -> list[Filter]:
-    where = []
-    if since is not None:
-        where.append(Filter(field=ORDER, op="ge", value=timestamp_text(since)))
-    if until is not None:
-        where.append(Filter(field=ORDER, op="lt", value=timestamp_text(until)))
-    return where
-
-
-def _eq(**fields: FilterValue | None) -> list[Filter]:
-    return [Filter(field=k, value=v) for k, v in fields.items() if v is not None]
+def _at(value: datetime | None) -> str | None:
+    return None if value is None else timestamp_text(value)
 
 
 def event_out(record: ViewRecord) -> dict[str, Any]:
@@ -370,16 +361,13 @@ async def list_events(
     """The caller's own events (within their grants); with the ``auditor`` role, the
     tenant's, and ``user_id`` names whose. Oldest first unless ``order=desc``."""
     scope, user, grants = await _whose(request, principal, user_id, auditor=False)
-    query = ViewQuery(
-        tenant_id=scope.tenant_id,
-        mode=scope.mode,
+    query = index_query(
+        scope,
         user_id=user,
         grants=grants,
-        where=(
-            *_eq(run_id=run_id, family=family, event_type=event_type),
-            *_time_filters(since, until),
-        ),
-        order_by=ORDER,
+        equal={"run_id": run_id, "family": family, "event_type": event_type},
+        since=_at(since),
+        until=_at(until),
         descending=order == "desc",
         limit=limit,
         cursor=cursor,
@@ -410,16 +398,13 @@ async def audit(
     decisions, budget and strategy-lock events, filtered by user, run, type or time."""
     await require_role(request, principal, "auditor")
     scope, user, grants = await _whose(request, principal, user_id, auditor=True)
-    query = ViewQuery(
-        tenant_id=scope.tenant_id,
-        mode=scope.mode,
+    query = index_query(
+        scope,
         user_id=user,
         grants=grants,
-        where=(
-            *_eq(run_id=run_id, event_type=event_type, family=family),
-            *_time_filters(since, until),
-        ),
-        order_by=ORDER,
+        equal={"run_id": run_id, "event_type": event_type, "family": family},
+        since=_at(since),
+        until=_at(until),
         descending=order == "desc",
         limit=limit,
         cursor=cursor,
@@ -448,7 +433,11 @@ async def analytics_counts(
     ``user_id``'s."""
     scope, user, _ = await _whose(request, principal, user_id, auditor=False)
     counted_for = user or ALL_USERS
-    where = _eq(entry="count", counted_for=counted_for, name=name)
+    where = [
+        Filter(field="entry", value="count"),
+        Filter(field="counted_for", value=counted_for),
+        Filter(field="name", value=name),
+    ]
     if since is not None:
         where.append(Filter(field=DAY, op="ge", value=since.isoformat()))
     if until is not None:

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from engines.http import build_app
 from engines.http.identity import refusals_of
 from engines.runtime import Runtime, bootstrap
-from engines.settings import load_settings
+from engines.settings import Settings, load_settings
 from spine.events import EventEnvelope
 
 TENANT = "t1"
@@ -108,3 +108,10 @@ async def start(routes: Path, data_dir: Path) -> None:
     """Start the service on the routes file ``routes``; it must refuse to."""
     async with bootstrap(load_settings(routes)[0], data_dir):
         raise AssertionError("the service started")
+
+
+def lock_timeout(settings: Settings, ms: int) -> Settings:
+    """``settings`` with the SQLite busy timeout at ``ms``: a locked store fails fast."""
+    sqlite_settings = settings.connections.sqlite.model_copy(update={"busy_timeout_ms": ms})
+    connections = settings.connections.model_copy(update={"sqlite": sqlite_settings})
+    return settings.model_copy(update={"connections": connections})

@@ -26,6 +26,7 @@ from tests.e2e.support import (
     audit_events,
     client_for,
     close_refusal_intervals,
+    lock_timeout,
     problem,
     spine_events,
 )
@@ -609,12 +610,6 @@ async def test_a_debit_or_credit_honours_its_preconditions(
     )
     assert problem(stale_credit, 412)["current_version"] == 2
     problem(await client.post("/budgets/b1/credits", json=too_much), 409)
-
-
-def lock_timeout(settings: Settings, ms: int) -> Settings:
-    sqlite_settings = settings.connections.sqlite.model_copy(update={"busy_timeout_ms": ms})
-    connections = settings.connections.model_copy(update={"sqlite": sqlite_settings})
-    return settings.model_copy(update={"connections": connections})
 
 
 async def test_a_locked_database_refuses_a_debit_with_503_and_writes_nothing(

@@ -28,9 +28,16 @@ from tests.e2e.support import (
     audit_events,
     client_for,
     close_refusal_intervals,
+    lock_timeout,
     problem,
     spine_events,
 )
+
+
+async def telemetry_events(runtime: Runtime) -> int:
+    """How many events the spine holds in the emitted families, counted by a scan."""
+    families = ("analytics", "safety", "rl", "rlha", "tuning")
+    return sum([await spine_events(runtime, f"{family}/") for family in families])
 
 
 def event(
@@ -102,7 +109,7 @@ async def test_one_event_is_appended_to_its_runs_stream_with_identity_from_the_t
 
     (written,) = answer["events"]
     assert (answer["status"], answer["deduplicated"]) == ("recorded", False)
-    assert (written["stream_id"], written["seq"]) == (f"telemetry/{TENANT}/lab/rl/r1", 1)
+    assert (written["stream_id"], written["seq"]) == (f"rl/{TENANT}/lab/r1", 1)
     (stored,) = await runtime.spine.read_stream(written["stream_id"])
     assert stored.event_id == written["event_id"]
     assert (stored.tenant_id, stored.mode, stored.user_id) == (TENANT, "lab", USER)
@@ -138,7 +145,7 @@ async def test_a_batch_is_one_append_per_run_and_family_answered_in_the_order_gi
         ("rl", "r2", "c", 1),
         ("rl", "r1", "d", 2),
     ]
-    r1 = await runtime.spine.read_stream(f"telemetry/{TENANT}/lab/rl/r1")
+    r1 = await runtime.spine.read_stream(f"rl/{TENANT}/lab/r1")
     assert [(e.step_id, e.parent_event_id) for e in r1] == [("a", None), ("d", "e0")]
     assert len({e.command_id for e in r1}) == 1  # one append: all or nothing
 
@@ -206,7 +213,7 @@ async def test_a_source_other_than_the_tokens_is_refused_and_audited(
     await close_refusal_intervals(agent)
 
     assert "does not match the token" in problem(response, 403)["detail"]
-    assert await spine_events(runtime, "telemetry/") == 0
+    assert await telemetry_events(runtime) == 0
     (refusal,) = await audit_events(runtime)
     assert refusal.payload["reason_code"] == "ScopeMismatch"
     same = await agent.post("/events", json=event(source="agent"))
@@ -224,7 +231,7 @@ async def test_safety_events_need_the_safety_role(
 
     for refused in (by_event, by_decision, mixed):
         assert "'safety' role" in problem(refused, 403)["detail"]
-    assert await spine_events(runtime, "telemetry/") == 0
+    assert await telemetry_events(runtime) == 0
 
 
 async def test_a_retry_with_the_same_idempotency_key_writes_nothing_again(
@@ -240,9 +247,9 @@ async def test_a_retry_with_the_same_idempotency_key_writes_nothing_again(
 
     assert again["deduplicated"] is True
     assert [e["event_id"] for e in again["events"]] == [e["event_id"] for e in first["events"]]
-    assert await spine_events(runtime, "telemetry/") == 2
+    assert await telemetry_events(runtime) == 2
     assert "different request" in problem(other, 409)["detail"]
-    assert await spine_events(runtime, "telemetry/") == 2
+    assert await telemetry_events(runtime) == 2
 
 
 async def test_concurrent_emitters_of_one_run_each_get_their_own_seq(
@@ -253,14 +260,8 @@ async def test_concurrent_emitters_of_one_run_each_get_their_own_seq(
 
     seqs = sorted(a["events"][0]["seq"] for a in answers)
     assert seqs == list(range(1, 31))
-    stream = await runtime.spine.read_stream(f"telemetry/{TENANT}/lab/rl/r1")
+    stream = await runtime.spine.read_stream(f"rl/{TENANT}/lab/r1")
     assert verify_chain(stream) == 30
-
-
-def lock_timeout(settings: Settings, ms: int) -> Settings:
-    sqlite_settings = settings.connections.sqlite.model_copy(update={"busy_timeout_ms": ms})
-    connections = settings.connections.model_copy(update={"sqlite": sqlite_settings})
-    return settings.model_copy(update={"connections": connections})
 
 
 async def test_a_locked_store_answers_503_and_writes_nothing(
@@ -278,7 +279,7 @@ async def test_a_locked_store_answers_503_and_writes_nothing(
         finally:
             other.execute("ROLLBACK")
             other.close()
-        written = await spine_events(runtime, "telemetry/")
+        written = await telemetry_events(runtime)
         up = await client.post("/events", json=event())
 
     assert problem(down, 503)["type"] == "urn:engines:problem:backend-unavailable"
@@ -345,7 +346,7 @@ async def test_a_malformed_decision_is_refused_and_writes_nothing(
     response = await agent.post("/safety/decisions", json=body)
 
     assert says in problem(response, 422)["detail"]
-    assert await spine_events(runtime, "telemetry/") == 0
+    assert await telemetry_events(runtime) == 0
 
 
 async def test_an_allowed_decision_needs_no_failure(agent: AppClient, auditor: AppClient) -> None:

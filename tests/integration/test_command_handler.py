@@ -321,7 +321,7 @@ async def test_concurrent_emitters_of_one_run_share_commits_and_never_conflict(
 
     assert sqlite.db.commits - before < 50  # grouped: no read first, no turn per stream
     assert sorted(r.version for r in results) == list(range(1, 51))
-    stream = await spine.read_stream("telemetry/t1/lab/rl/r1")
+    stream = await spine.read_stream("rl/t1/lab/r1")
     assert verify_chain(stream) == 50
     assert [e.step_id for e in stream] == [
         r.events[0].step_id for r in sorted(results, key=lambda r: r.version)
@@ -338,4 +338,4 @@ async def test_a_repeated_emit_returns_its_original_events(spine: EventStore) ->
 
     assert again.deduplicated
     assert again.events == first.events
-    assert len(await spine.read_stream("telemetry/t1/lab/rl/r1")) == 2
+    assert len(await spine.read_stream("rl/t1/lab/r1")) == 2

@@ -345,7 +345,7 @@ async def test_a_declared_query_shape_is_answered_from_its_index_without_a_sort(
     sqlite: SqliteBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from projections.telemetry import ORDER, events_index
-    from projections.views import Filter, ViewQuery
+    from projections.views import Filter, ViewQuery, encode_cursor
 
     views = await sqlite.view_store(lab_route("telemetry"))
     await views.declare(events_index().shapes)
@@ -371,6 +371,12 @@ async def test_a_declared_query_shape_is_answered_from_its_index_without_a_sort(
     tenant_run = own_run.model_copy(update={"user_id": None})
     await views.query(own_run)
     await views.query(tenant_run)
+    cursor = encode_cursor("2026-01-02T00:00:00.000000Z", "k")
+    run_only = (Filter(field="run_id", value="r1"),)  # no time bound but the cursor's
+    await views.query(own_run.model_copy(update={"cursor": cursor, "where": run_only}))
+    await views.query(
+        tenant_run.model_copy(update={"cursor": cursor, "where": run_only, "descending": True})
+    )
 
     conn = sqlite3.connect(tmp_path / "it.db")
     try:
@@ -378,5 +384,8 @@ async def test_a_declared_query_shape_is_answered_from_its_index_without_a_sort(
             plan = " | ".join(row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, args))
             assert "USING INDEX telemetry__" in plan, plan
             assert "TEMP B-TREE" not in plan, plan
+            if " OR key " in sql or "(?, ?)" in sql:
+                # a later page starts at the cursor: a range of the index, not a re-read
+                assert "<expr>>?" in plan or "<expr><?" in plan, plan
     finally:
         conn.close()

@@ -107,7 +107,7 @@ def test_the_recorder_appends_to_the_runs_stream_with_each_events_provenance() -
     recorder = TelemetryRecorder()
 
     first, second = recorder.record(cmd)
-    assert recorder.stream_id(cmd) == "telemetry/t1/lab/rl/r1"
+    assert recorder.stream_id(cmd) == "rl/t1/lab/r1"
     assert (first.family, first.run_id, first.step_id, first.parent_event_id) == (
         "rl",
         "r1",
@@ -165,10 +165,10 @@ def test_a_denied_decision_needs_a_failure_and_keeps_only_what_was_given() -> No
 def test_an_index_keeps_each_event_of_its_families_once() -> None:
     (payload,) = batches([emitted("rl.reward", payload={"reward": 0.5})])
     cmd = command(payload)
-    rl = sealed(TelemetryRecorder().record(cmd)[0], "telemetry/t1/lab/rl/r1", seq=7)
+    rl = sealed(TelemetryRecorder().record(cmd)[0], "rl/t1/lab/r1", seq=7)
 
     (record,) = events_index().apply(rl, {})
-    assert record.key == "telemetry/t1/lab/rl/r1#000000000007"
+    assert record.key == "rl/t1/lab/r1#000000000007"
     assert (record.version, record.scope) == (1, SCOPE)
     assert record.data["payload"] == {"reward": 0.5}
     assert record.data["recorded_at"] == "2026-12-07T23:59:00.000000Z"
@@ -185,7 +185,7 @@ def test_analytics_counts_fold_per_day_for_the_user_and_the_tenant() -> None:
     late = datetime(2026, 12, 7, 23, 59, 59, tzinfo=UTC)
     next_day = datetime(2026, 12, 8, 0, 0, 1, tzinfo=UTC)
     for seq, at in ((1, late), (2, late), (3, next_day)):
-        event = sealed(new, "telemetry/t1/lab/analytics/r1", seq=seq, at=at)
+        event = sealed(new, "analytics/t1/lab/r1", seq=seq, at=at)
         assert set(projector.keys(event)) == _count_keys(at)
         for record in projector.apply(event, records):
             records[record.key] = record

@@ -338,8 +338,12 @@ class SqliteViewStore:
             args.append(f.value)
         if query.cursor is not None:
             after_value, after_key = decode_cursor(query.cursor)
-            where.append(f"({order}, key) {'<' if query.descending else '>'} (?, ?)")
-            args += [after_value, after_key]
+            # ``(order, key) > (?, ?)``, spelled so that the order field bounds an index
+            # range (SQLite does not take a row value of an expression as one, and each
+            # page would re-read the index from the first entry)
+            past = "<" if query.descending else ">"
+            where.append(f"{order} {past}= ? AND ({order} {past} ? OR key {past} ?)")
+            args += [after_value, after_value, after_key]
         direction = "DESC" if query.descending else "ASC"
         sql = (
             f"SELECT {_COLUMNS}, {order} FROM {self._t} WHERE {' AND '.join(where)}"
