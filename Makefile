@@ -27,6 +27,7 @@ test: lint
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_lab.py
 	$(BIN)/python benchmarks/bench_domains.py
+	$(BIN)/python benchmarks/bench_telemetry.py
 
 clean:
 	rm -rf $(VENV) .engines .pytest_cache .mypy_cache .ruff_cache
