@@ -130,7 +130,7 @@ def note(i: int) -> Command[Any]:
 
 
 def run_stream(run_id: str) -> str:
-    return f"telemetry/t1/lab/rl/{run_id}"
+    return f"rl/t1/lab/{run_id}"
 
 
 # -- the command path ---------------------------------------------------------------------
