@@ -26,15 +26,15 @@ refused (:func:`refuse_reused_key`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Annotated, Any, Final, Literal, Self, get_args
 
+import orjson
 from pydantic import (
     AfterValidator,
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StrictStr,
     model_validator,
 )
@@ -43,7 +43,8 @@ from commands.envelope import Command
 from commands.handler import AppendOnly
 from commands.sizes import fits
 from commands.text import VisibleLine
-from spine.codec import timestamp_text
+from commands.times import ClientTime
+from spine.appending import MAX_PAYLOAD_DEPTH, too_deep
 from spine.errors import AlreadyExists
 from spine.events import (
     EventEnvelope,
@@ -81,10 +82,6 @@ MAX_PAYLOAD_BYTES: Final = 64 * 1024
 SAFETY_DECISION: Final = "safety.decision"
 
 
-def _at(value: datetime | None) -> str | None:
-    return None if value is None else timestamp_text(value)
-
-
 class Causality(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -92,9 +89,19 @@ class Causality(BaseModel):
     span_id: ShortProvenanceValue | None = None
 
 
-def _payload(value: dict[str, Any]) -> dict[str, Any]:
-    fits(value, MAX_PAYLOAD_BYTES, "payload")
+def check_payload(value: dict[str, Any], what: str = "payload") -> dict[str, Any]:
+    """``value`` if the spine takes it as an event's payload whole; ``ValueError`` (a 422
+    naming the field) if it is over :data:`MAX_PAYLOAD_BYTES` encoded or nests deeper
+    than the spine takes. Checked before anything is appended, so one bad event of a
+    batch that spans several streams writes none of them."""
+    fits(value, MAX_PAYLOAD_BYTES, what)
+    if too_deep(value):
+        raise ValueError(f"{what} nests deeper than {MAX_PAYLOAD_DEPTH} levels")
     return value
+
+
+def _payload(value: dict[str, Any]) -> dict[str, Any]:
+    return check_payload(value)
 
 
 Payload = Annotated[dict[str, Any], AfterValidator(_payload)]
@@ -110,7 +117,9 @@ class EmittedEvent(BaseModel):
         max_length=128,
     )
     family: StrictStr | None = Field(
-        default=None, description="optional; if given, the event type's first segment"
+        default=None,
+        max_length=32,
+        description="optional; if given, the event type's first segment",
     )
     run_id: Identifier
     step_id: ProvenanceValue
@@ -120,7 +129,7 @@ class EmittedEvent(BaseModel):
     )
     payload: Payload
     causality: Causality = Causality()
-    occurred_at: AwareDatetime | None = Field(
+    occurred_at: ClientTime | None = Field(
         default=None, description="the client's time of the event (RFC 3339, with offset)"
     )
 
@@ -168,7 +177,7 @@ class Emitted(BaseModel):
             parent_event_id=event.parent_event_id,
             trace_id=event.causality.trace_id,
             span_id=event.causality.span_id,
-            occurred_at=_at(event.occurred_at),
+            occurred_at=event.occurred_at,
             payload=event.payload,
         )
 
@@ -196,15 +205,26 @@ def batches(events: Sequence[EmittedEvent]) -> list[EmitEvents]:
     ]
 
 
+def _as_recorded(event: NewEvent) -> tuple[Any, ...]:
+    """What makes two emitted events the same request: everything a client chose
+    (payload compared as JSON, so ``true`` is not ``1``)."""
+    return (
+        event.event_type,
+        orjson.dumps(event.payload, option=orjson.OPT_SORT_KEYS),
+        event.occurred_at,
+        event.surface_id,
+        event.project_id,
+        event.source,
+        *(getattr(event, name) for name in Provenance.model_fields),
+    )
+
+
 def refuse_reused_key(result_events: Sequence[EventEnvelope], command: Command[EmitEvents]) -> None:
     """A repeated batch (its command id derived from an ``Idempotency-Key``) must be the
     same batch: a key reused for other events is refused, not answered with the first."""
-    emitted = command.payload.events
-    scope = command.scope
-    same = len(result_events) == len(emitted) and all(
-        (e.event_type, e.step_id, e.payload, e.occurred_at, e.surface_id, e.project_id)
-        == (n.event_type, n.step_id, n.payload, n.occurred_at, scope.surface_id, scope.project_id)
-        for e, n in zip(result_events, emitted, strict=False)
+    again = TelemetryRecorder().record(command)
+    same = len(result_events) == len(again) and all(
+        _as_recorded(e) == _as_recorded(n) for e, n in zip(result_events, again, strict=True)
     )
     if not same:
         raise AlreadyExists("this Idempotency-Key was used for a different request; use a new key")
@@ -231,7 +251,7 @@ class TelemetryRecorder(AppendOnly[Command[EmitEvents]]):
                     run_id=command.payload.run_id,
                     thread_id=given.thread_id,
                     step_id=e.step_id,
-                    parent_event_id=e.parent_event_id,
+                    parent_event_id=e.parent_event_id or given.parent_event_id,
                     trace_id=e.trace_id or given.trace_id,
                     span_id=e.span_id or given.span_id,
                 ),
@@ -252,7 +272,7 @@ class GateResult(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     gate: Name
-    passed: bool
+    passed: StrictBool
     reason: Text | None = None
 
 
@@ -281,23 +301,28 @@ class SafetyDecision(BaseModel):
     failure: Failure | None = None
     parent_event_id: ShortProvenanceValue | None = None
     causality: Causality = Causality()
-    occurred_at: AwareDatetime | None = None
+    occurred_at: ClientTime | None = None
 
     @model_validator(mode="after")
     def _denied_says_why(self) -> Self:
         if self.decision == "denied" and self.failure is None:
             raise ValueError("a denied decision needs `failure` (its code and message)")
+        check_payload(self.payload(), "the decision")
         return self
 
-    def as_event(self) -> EmittedEvent:
-        """The decision as a ``safety.decision`` event: the payload holds the fields given
-        but those the envelope holds (run, step, parent, causality, time)."""
-        payload = self.model_dump(
+    def payload(self) -> dict[str, Any]:
+        """The event's payload: the fields given but those the envelope holds (run, step,
+        parent, causality, time)."""
+        return self.model_dump(
             mode="json",
             exclude={"run_id", "step_id", "parent_event_id", "causality", "occurred_at"},
             exclude_unset=True,
             exclude_none=True,
         )
+
+    def as_event(self) -> EmittedEvent:
+        """The decision as a ``safety.decision`` event."""
+        payload = self.payload()
         return EmittedEvent(
             event_type=SAFETY_DECISION,
             run_id=self.run_id,

@@ -11,6 +11,13 @@ tracked at once; refusals of further pairs are counted together under one overfl
 (whose summary samples them too), so memory and spine growth stay bounded whatever the
 callers do.
 
+A refusal the spine cannot take at once (the store is down or locked) is not lost: its
+interval stays open, and closing it appends the first refusal, then the summary, each
+under a command id of its own that a retry repeats (so a write that did land is not
+written twice). What cannot be appended when an interval closes waits, at most
+``refusal_max_keys`` intervals of it, for the next close; a close stops at the first
+failure, so a store that is down costs a request one wait, not one per interval.
+
 What a refusal records of the request is capped (:func:`request_summary`): a client
 controls every header, and an audit event is no place to store them whole. A refusal
 whose caller is unknown is recorded under :data:`UNAUTHENTICATED_TENANT`, which no token
@@ -23,7 +30,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -136,6 +143,11 @@ class _Window:
     """Distinct later refusals (at most ``MAX_SAMPLES``)."""
     unsampled: int = 0
     """Later refusals not like the first and not sampled."""
+    first_payload: dict[str, Any] = field(default_factory=dict)
+    recorded: bool = False
+    """The first refusal is on the spine."""
+    command_ids: tuple[str, str] = field(default_factory=lambda: (new_id(), new_id()))
+    """The first event's and the summary's, the same on every try."""
 
     def count_in(self, refusal: Refusal) -> None:
         self.count += 1
@@ -170,6 +182,10 @@ class RefusalAudit:
         self.max_keys = settings.refusal_max_keys
         self._clock = clock
         self._windows: OrderedDict[tuple[str, str, int, str], _Window] = OrderedDict()
+        self._unwritten: deque[_Window] = deque()
+        """Closed intervals whose events the spine did not take yet (oldest first)."""
+        self._closing = asyncio.Lock()
+        """One close at a time appends what closed intervals left."""
         self._ticker: asyncio.Task[None] | None = None
 
     @property
@@ -192,7 +208,7 @@ class RefusalAudit:
         sid = stream_id("audit", tenant, self.mode, new_id())
         window = _Window(tenant, sid, refusal, now)
         self._windows[key] = window  # before the await: concurrent refusals count here
-        payload = {
+        window.first_payload = payload = {
             "status": refusal.status,
             "reason_code": refusal.reason_code,
             "reason": capped(refusal.reason, MAX_REASON_CHARS),
@@ -202,46 +218,70 @@ class RefusalAudit:
         }
         if overflow:
             payload["overflow"] = f"more than {self.max_keys} callers refused in one interval"
+        await self._record_first(window)
+
+    async def _record_first(self, window: _Window) -> bool:
+        """Append the interval's first refusal unless it is on the spine; False if the
+        spine did not take it (it is tried again when the interval closes)."""
+        if window.recorded:
+            return True
         try:
-            await self._append(window, "audit.access_denied", payload, NO_STREAM)
-        except EnginesError:
-            log.exception("could not record a refusal on the spine")
-            if self._windows.get(key) is window:
-                del self._windows[key]
+            await self._append(window, "audit.access_denied", window.first_payload, NO_STREAM, 0)
+        except EnginesError as exc:
+            log.warning("a refusal is not on the spine yet (%s); it is retried", exc)
+            return False
+        window.recorded = True
+        return True
 
     async def flush(self, *, now: float | None = None, everything: bool = False) -> int:
         """Close the intervals that have ended (all of them with ``everything``),
         appending a summary for each that counted more than its first refusal. Returns
         how many summaries were appended."""
         now = self._clock() if now is None else now
-        ended: list[_Window] = []
         while self._windows:
             key, window = next(iter(self._windows.items()))
             if not everything and window.started + self.interval > now:
                 break
             del self._windows[key]
-            ended.append(window)
+            self._unwritten.append(window)
+        while len(self._unwritten) > self.max_keys:
+            lost = self._unwritten.popleft()
+            log.error(
+                "%d refusals of %s were never recorded: the spine did not take them",
+                lost.count,
+                lost.tenant,
+            )
         appended = 0
-        for window in ended:
-            if window.count < 2:
-                continue
-            payload = {
-                "status": window.refusal.status,
-                "reason_code": window.refusal.reason_code,
-                "caller": window.refusal.caller,
-                "count": window.count,
-                "first_at": window.first_at,
-                "last_at": window.last_at,
-                "interval_seconds": self.interval,
-                "others": window.samples,
-                "others_left_out": window.unsampled,
-            }
-            try:
-                await self._append(window, "audit.access_denied_summary", payload, 1)
-                appended += 1
-            except EnginesError:
-                log.exception("could not record a refusal summary on the spine")
+        async with self._closing:
+            while self._unwritten:
+                window = self._unwritten[0]
+                if not await self._record_first(window):
+                    break  # the spine takes no writes: the rest wait for the next close
+                if window.count > 1:
+                    if not await self._record_summary(window):
+                        break
+                    appended += 1
+                self._unwritten.popleft()
         return appended
+
+    async def _record_summary(self, window: _Window) -> bool:
+        payload = {
+            "status": window.refusal.status,
+            "reason_code": window.refusal.reason_code,
+            "caller": window.refusal.caller,
+            "count": window.count,
+            "first_at": window.first_at,
+            "last_at": window.last_at,
+            "interval_seconds": self.interval,
+            "others": window.samples,
+            "others_left_out": window.unsampled,
+        }
+        try:
+            await self._append(window, "audit.access_denied_summary", payload, 1, 1)
+        except EnginesError as exc:
+            log.warning("a refusal summary is not on the spine yet (%s); it is retried", exc)
+            return False
+        return True
 
     async def _append(
         self,
@@ -249,6 +289,7 @@ class RefusalAudit:
         event_type: str,
         payload: dict[str, Any],
         expected: ExpectedVersion,
+        which: int,
     ) -> None:
         refusal = window.refusal
         event = NewEvent(
@@ -258,7 +299,7 @@ class RefusalAudit:
             mode=self.mode,
             user_id=refusal.user_id if window.tenant == refusal.tenant else None,
             source=refusal.source,
-            command_id=new_id(),
+            command_id=window.command_ids[which],
             payload=payload,
         )
         await self.spine.append(window.stream_id, [event], expected)

@@ -210,7 +210,9 @@ class TokenVerifier:
 
 
 def _ids(name: str, value: Any, limit: int) -> frozenset[str]:
-    if not isinstance(value, list) or not all(isinstance(v, str) and _ID.match(v) for v in value):
+    if not isinstance(value, list) or not all(
+        isinstance(v, str) and _ID.fullmatch(v) for v in value
+    ):
         raise Unauthenticated(f"token claim {name!r} must be a list of ids")
     if len(value) > limit:
         raise Unauthenticated(f"token claim {name!r} holds more than {limit} ids")
@@ -236,7 +238,7 @@ def principal_of(claims: Mapping[str, Any]) -> Principal:
     claim of the wrong type or value with :class:`Unauthenticated`."""
     user_id, tenant_id = claims.get("sub"), claims.get("tenant_id")
     for name, value in (("sub", user_id), ("tenant_id", tenant_id)):
-        if not isinstance(value, str) or not _ID.match(value):
+        if not isinstance(value, str) or not _ID.fullmatch(value):
             raise Unauthenticated(f"token claim {name!r} is missing or malformed")
     if str(tenant_id).lower().startswith(RESERVED_TENANT_PREFIX):
         raise Unauthenticated(f"token claim 'tenant_id' may not begin {RESERVED_TENANT_PREFIX!r}")

@@ -15,10 +15,12 @@ and per-day counts of analytics events.
     :class:`AnalyticsProjector`'s counts.
 
 * A count record counts one event type (its ``name``) on one UTC day (of the server's
-  ``recorded_at``, never the client's clock) for one user, and one more counts it for
+  ``recorded_at``, never the client's clock) for one user on one surface and project
+  (scoped so, so a reader's grants bound what they count), and one more counts it for
   the whole tenant (``counted_for: "*"``). Key ``count#{tenant}/{mode}/{day}/{name}/
-  {user or *}`` (fitted); its version counts its own revisions (it folds many streams).
-  Data: ``entry: "count"``, name, day, counted_for, count, updated_at.
+  {user}/{surface}/{project}`` (``-`` for none), or ``.../{name}/*`` (fitted); its
+  version counts its own revisions (it folds many streams). Data: ``entry: "count"``,
+  name, day, counted_for, count, updated_at.
 """
 
 from __future__ import annotations
@@ -97,6 +99,8 @@ def index_query(
     *,
     user_id: str | None,
     grants: tuple[Grant, ...] | None,
+    surface_id: str | None = None,
+    project_id: str | None = None,
     equal: dict[str, FilterValue | None],
     since: str | None = None,
     until: str | None = None,
@@ -106,7 +110,8 @@ def index_query(
 ) -> ViewQuery:
     """A query of an event index in ``scope``'s tenant and mode, by recorded time:
     ``user_id``'s events (``None``: everyone's) within ``grants`` (``None``: all), each
-    ``equal`` field that is not ``None`` equal to its value, recorded at or after
+    ``equal`` field that is not ``None`` equal to its value, on ``surface_id`` and in
+    ``project_id`` if they are given, recorded at or after
     ``since`` and before ``until`` (timestamps in the one text form)."""
     where = [Filter(field=k, value=v) for k, v in equal.items() if v is not None]
     if since is not None:
@@ -117,6 +122,8 @@ def index_query(
         tenant_id=scope.tenant_id,
         mode=scope.mode,
         user_id=user_id,
+        surface_id=surface_id,
+        project_id=project_id,
         grants=grants,
         where=tuple(where),
         order_by=ORDER,
@@ -165,8 +172,14 @@ ALL_USERS: Final = "*"
 DAY: Final = "day"
 
 
-def count_key(scope: Scope, day: str, name: str, counted_for: str) -> str:
-    return fitted_key(f"count#{scope.tenant_id}/{scope.mode}/{day}/{name}/{counted_for}")
+def count_key(scope: Scope, day: str, name: str) -> str:
+    """The key of the count of ``name`` on ``day`` for ``scope``: its user on its surface
+    and project, or (no user) the whole tenant."""
+    if scope.user_id is None:
+        who = ALL_USERS
+    else:
+        who = f"{scope.user_id}/{scope.surface_id or '-'}/{scope.project_id or '-'}"
+    return fitted_key(f"count#{scope.tenant_id}/{scope.mode}/{day}/{name}/{who}")
 
 
 class AnalyticsProjector(EventIndex):
@@ -183,13 +196,11 @@ class AnalyticsProjector(EventIndex):
 
     def _counts(self, event: EventEnvelope) -> list[tuple[str, Scope, str]]:
         day = timestamp_text(event.recorded_at)[:10]
-        tenant = Scope(tenant_id=event.tenant_id, mode=event.mode)
-        counted = [(ALL_USERS, tenant)]
+        counted = [(ALL_USERS, Scope(tenant_id=event.tenant_id, mode=event.mode))]
         if event.user_id is not None:
-            counted.append((event.user_id, tenant.model_copy(update={"user_id": event.user_id})))
-        return [
-            (count_key(tenant, day, event.event_type, who), scope, who) for who, scope in counted
-        ]
+            counted.append((event.user_id, event.scope))
+        name = event.event_type
+        return [(count_key(scope, day, name), scope, who) for who, scope in counted]
 
     def keys(self, event: EventEnvelope) -> Sequence[str]:
         if event.family not in self.families:

@@ -25,7 +25,7 @@ MAX_PAYLOAD_DEPTH: Final = 64
 MAX_SEQ: Final = 2**62
 
 
-def _too_deep(value: Any, limit: int) -> bool:
+def too_deep(value: Any, limit: int = MAX_PAYLOAD_DEPTH) -> bool:
     """Whether ``value`` nests deeper than ``limit`` (only containers are visited)."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
@@ -71,7 +71,7 @@ def validate_append(
                 f"event {event.event_type} is scoped to {event.tenant_id}/{event.mode} "
                 f"but stream {stream_id!r} belongs to {name.tenant_id}/{name.mode}"
             )
-        if _too_deep(event.payload, MAX_PAYLOAD_DEPTH):
+        if too_deep(event.payload):
             raise InvalidAppend(
                 f"event {event.event_type} payload nests deeper than {MAX_PAYLOAD_DEPTH} levels"
             )

@@ -26,7 +26,7 @@ class StreamName(NamedTuple):
 
 
 def _check_segment(what: str, value: str) -> None:
-    if not isinstance(value, str) or not _SEGMENT.match(value):
+    if not isinstance(value, str) or not _SEGMENT.fullmatch(value):
         raise InvalidStreamId(
             f"{what} {value!r} is not a valid stream-id segment "
             "(letters, digits and . _ : @ + -, at most 128, no slashes)"
@@ -35,7 +35,7 @@ def _check_segment(what: str, value: str) -> None:
 
 def stream_id(domain: str, tenant_id: str, mode: str, *parts: str) -> str:
     """Build a stream id, refusing any segment that could break its shape."""
-    if not _DOMAIN.match(domain):
+    if not _DOMAIN.fullmatch(domain):
         raise InvalidStreamId(f"domain {domain!r} must be lower-case letters, digits and _")
     _check_segment("tenant_id", tenant_id)
     if mode not in MODES:
@@ -57,7 +57,7 @@ _WELL_FORMED: Final = re.compile(
 
 def parse_stream_id(value: str) -> StreamName:
     """Split and validate a stream id built by :func:`stream_id`."""
-    if isinstance(value, str) and _WELL_FORMED.match(value):  # the fast path: one regex
+    if isinstance(value, str) and _WELL_FORMED.fullmatch(value):  # the fast path: one regex
         domain, tenant_id, mode, *parts = value.split("/")
         return StreamName(domain, tenant_id, cast(Mode, mode), tuple(parts))
     pieces = value.split("/") if isinstance(value, str) else []

@@ -9,15 +9,14 @@ lines (the table says when there were more).
 from __future__ import annotations
 
 import argparse
-from datetime import datetime
 
 import orjson
 
+from commands.times import utc_text
 from engines.cli.common import add_common, err, positive_int, shown, with_runtime
 from engines.http.telemetry import AUDIT_VIEW, event_out
 from engines.runtime import Runtime
-from projections.telemetry import ORDER, index_query
-from spine.codec import timestamp_text
+from projections.telemetry import AUDITED_FAMILIES, ORDER, index_query
 from spine.events import Scope
 
 PAGE = 1000
@@ -25,12 +24,9 @@ PAGE = 1000
 
 def _time(text: str) -> str:
     try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time") from None
-    if value.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"{text!r} needs an offset (e.g. Z or +01:00)")
-    return timestamp_text(value)
+        return utc_text(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text[:64]!r} {exc}") from None
 
 
 def _summary(payload: dict[str, object], width: int = 60) -> str:
@@ -40,6 +36,7 @@ def _summary(payload: dict[str, object], width: int = 60) -> str:
 
 def cmd_query(args: argparse.Namespace) -> int:
     async def body(rt: Runtime) -> int:
+        scope = Scope(tenant_id=args.tenant, mode=rt.settings.mode)  # refused before output
         view = rt.view_of(AUDIT_VIEW)
         cursor: str | None = None
         left = args.limit
@@ -51,10 +48,10 @@ def cmd_query(args: argparse.Namespace) -> int:
         while left > 0:
             page = await view.query(
                 index_query(
-                    Scope(tenant_id=args.tenant, mode=rt.settings.mode),
+                    scope,
                     user_id=args.user,
                     grants=None,
-                    equal={"run_id": args.run, "event_type": args.type},
+                    equal={"run_id": args.run, "event_type": args.type, "family": args.family},
                     since=args.since,
                     until=args.until,
                     limit=min(left, PAGE),
@@ -93,6 +90,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     q.add_argument("--user", help="only this user's events")
     q.add_argument("--run", help="only this run's events")
     q.add_argument("--type", help="only this event type, e.g. safety.decision")
+    q.add_argument("--family", choices=sorted(AUDITED_FAMILIES), help="only this family")
     q.add_argument("--since", type=_time, help="recorded at or after this time (ISO 8601)")
     q.add_argument("--until", type=_time, help="recorded before this time (ISO 8601)")
     q.add_argument("--format", choices=("table", "jsonl"), default="table")

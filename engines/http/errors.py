@@ -118,6 +118,11 @@ class Problem(BaseModel):
     )
 
 
+#: How many fields a 422 names, and how long each reason may be.
+MAX_FIELD_ERRORS: Final = 50
+MAX_MESSAGE_CHARS: Final = 300
+
+
 def _slug(name: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "-", name).lower()
 
@@ -190,20 +195,23 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
         # FastAPI's own handler echoes the rejected input, which may not even encode (a
-        # lone surrogate gave a 500): name the field and the reason, nothing more.
+        # lone surrogate gave a 500): name the field and the reason, nothing more; and
+        # a bounded number of them, each bounded (a body of 150,000 unknown keys is not
+        # answered with 150,000 entries).
+        raw_errors = exc.errors()
         errors = [
             {
                 "loc": [p if isinstance(p, int) else capped(str(p), 64) for p in e.get("loc", ())],
-                "msg": str(e.get("msg", "")),
+                "msg": capped(str(e.get("msg", "")), MAX_MESSAGE_CHARS),
                 "type": e.get("type"),
             }
-            for e in exc.errors()
+            for e in raw_errors[:MAX_FIELD_ERRORS]
         ]
-        for e, raw in zip(errors, exc.errors(), strict=True):
+        for e, raw in zip(errors, raw_errors, strict=False):
             if e["type"] == "json_invalid":  # our parser's reason names no input
                 e["msg"] = f"{e['msg']}: {raw.get('ctx', {}).get('error', '')}"
         said = "; ".join(".".join(str(p) for p in e["loc"]) + f": {e['msg']}" for e in errors[:5])
-        more = f"; and {len(errors) - 5} more" if len(errors) > 5 else ""
+        more = f"; and {len(raw_errors) - 5} more" if len(raw_errors) > 5 else ""
         return problem(422, f"invalid input: {said}{more}", kind="invalid-input", errors=errors)
 
     @app.exception_handler(EnginesError)

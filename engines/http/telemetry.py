@@ -18,27 +18,30 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import date, datetime
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import Response
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from commands.envelope import Command, CommandResult, idempotent_id
 from commands.telemetry import (
     DOMAIN,
     MAX_BATCH,
+    SAFETY_DECISION,
     EmitEvents,
     EmittedEvent,
     SafetyDecision,
     batches,
     refuse_reused_key,
 )
+from commands.times import ClientTime, Day
 from engines.auth import Principal
 from engines.http.access import require_role
 from engines.http.errors import AUTHENTICATED, problem_responses
-from engines.http.identity import Auth, deny, runtime_of, scope_for
+from engines.http.identity import Auth, deny, requested, runtime_of, scope_for
 from engines.http.jsonbody import StrictJsonRoute
 from engines.http.provenance import provenance_of
 from engines.http.responses import OrjsonResponse
@@ -136,9 +139,10 @@ class DayCount(BaseModel):
 class CountsOut(BaseModel):
     name: str
     counted_for: str = Field(description="a user id, or * for the whole tenant")
+    since: str = Field(description="the first day counted")
+    until: str = Field(description="the day after the last")
     items: list[DayCount]
-    total: int = Field(description="the sum of this page's counts")
-    next_cursor: str | None
+    total: int
 
 
 # -- emitting -------------------------------------------------------------------------
@@ -163,13 +167,19 @@ async def _emit(
     scope = await scope_for(request, principal, None, None, require_surface=True)
     provenance = provenance_of(request)
     for i, e in enumerate(events):
-        for name in ("run_id", "step_id", "parent_event_id"):
+        given = {
+            "run_id": e.run_id,
+            "step_id": e.step_id,
+            "parent_event_id": e.parent_event_id,
+            "trace_id": e.causality.trace_id,
+            "span_id": e.causality.span_id,
+        }
+        for name, value in given.items():
             stated = getattr(provenance, name)
-            if stated is not None and getattr(e, name) not in (None, stated):
-                header = "x-" + name.replace("_", "-")
+            if stated is not None and value not in (None, stated):
                 raise InvalidField(
                     ("body", "events", str(i), name),
-                    f"{name} disagrees with the {header} header; give one",
+                    f"{name} disagrees with the request's header ({stated!r}); give one",
                 )
     provenance = provenance.model_copy(update={"run_id": None, "step_id": None})
     commands = []
@@ -264,6 +274,12 @@ async def emit(
     nothing is written. ``Idempotency-Key``: a retry writes nothing again and answers as
     the first did; the key reused for other events is 409."""
     events = body.events if isinstance(body, EventBatch) else [body]
+    for i, e in enumerate(events):
+        if e.event_type == SAFETY_DECISION:
+            raise InvalidField(
+                ("body", "events", str(i), "event_type"),
+                f"{SAFETY_DECISION} is recorded by POST /safety/decisions, which checks it",
+            )
     return await _emit(request, principal, events, idempotency_key)
 
 
@@ -291,8 +307,14 @@ async def record_decision(
 
 Cursor = Annotated[str | None, Query(max_length=512)]
 Limit = Annotated[int, Query(ge=1, le=1000)]
-Since = Annotated[AwareDatetime | None, Query(description="recorded at or after (RFC 3339)")]
-Until = Annotated[AwareDatetime | None, Query(description="recorded before (RFC 3339)")]
+Since = Annotated[
+    ClientTime | None, Query(description="recorded at or after (RFC 3339, with an offset)")
+]
+Until = Annotated[
+    ClientTime | None, Query(description="recorded before (RFC 3339, with an offset)")
+]
+SurfaceFilter = Annotated[Identifier | None, Query(description="only this granted surface")]
+ProjectFilter = Annotated[Identifier | None, Query(description="only this granted project")]
 Order = Annotated[Literal["asc", "desc"], Query(description="by recorded time")]
 FamilyFilter = Annotated[
     Literal["analytics", "audit", "safety", "rl", "rlha", "tuning", "budget", "strategy_lock"]
@@ -308,21 +330,39 @@ def _grants(principal: Principal) -> tuple[Grant, ...]:
     )
 
 
+@dataclass(frozen=True)
+class Whose:
+    """Whose records a query reads: the tenant and mode of ``scope``, ``user_id``'s
+    (``None``: everyone's), within ``grants`` (``None``: all), on the surface and in the
+    project the request names, if it names them."""
+
+    scope: Scope
+    user_id: str | None
+    grants: tuple[Grant, ...] | None
+    surface_id: str | None
+    project_id: str | None
+
+
 async def _whose(
-    request: Request, principal: Principal, user_id: str | None, *, auditor: bool
-) -> tuple[Scope, str | None, tuple[Grant, ...] | None]:
-    """The tenant scope, the user whose records to read, and the grants that bound them:
-    the caller's own, within their grants; any user's (or everyone's) for an auditor."""
-    scope = await scope_for(request, principal, None, None)
-    if auditor or "auditor" in principal.roles:
-        return scope, user_id, None
+    request: Request,
+    principal: Principal,
+    user_id: str | None,
+    surface_id: str | None = None,
+    project_id: str | None = None,
+) -> Whose:
+    """The caller's own records, within their grants; any user's (or everyone's) for an
+    auditor. A surface or project named (query or header) must be granted (403) and
+    narrows the query to it."""
+    scope = await scope_for(request, principal, surface_id, project_id)
+    named_surface = requested(request, "surface_id", surface_id)
+    named_project = requested(request, "project_id", project_id)
+    surface = scope.surface_id if named_surface is not None else None
+    project = scope.project_id if named_project is not None else None
+    if "auditor" in principal.roles:
+        return Whose(scope, user_id, None, surface, project)
     if user_id is not None and user_id != principal.user_id:
         await require_role(request, principal, "auditor")
-    return scope, principal.user_id, _grants(principal)
-
-
-def _at(value: datetime | None) -> str | None:
-    return None if value is None else timestamp_text(value)
+    return Whose(scope, principal.user_id, _grants(principal), surface, project)
 
 
 def event_out(record: ViewRecord) -> dict[str, Any]:
@@ -352,6 +392,8 @@ async def list_events(
     event_type: Annotated[EventType | None, Query(max_length=128)] = None,
     run_id: Annotated[Identifier | None, Query()] = None,
     user_id: Annotated[Identifier | None, Query()] = None,
+    surface_id: SurfaceFilter = None,
+    project_id: ProjectFilter = None,
     since: Since = None,
     until: Until = None,
     order: Order = "asc",
@@ -360,14 +402,16 @@ async def list_events(
 ) -> Response:
     """The caller's own events (within their grants); with the ``auditor`` role, the
     tenant's, and ``user_id`` names whose. Oldest first unless ``order=desc``."""
-    scope, user, grants = await _whose(request, principal, user_id, auditor=False)
+    whose = await _whose(request, principal, user_id, surface_id, project_id)
     query = index_query(
-        scope,
-        user_id=user,
-        grants=grants,
+        whose.scope,
+        user_id=whose.user_id,
+        grants=whose.grants,
+        surface_id=whose.surface_id,
+        project_id=whose.project_id,
         equal={"run_id": run_id, "family": family, "event_type": event_type},
-        since=_at(since),
-        until=_at(until),
+        since=since,
+        until=until,
         descending=order == "desc",
         limit=limit,
         cursor=cursor,
@@ -388,6 +432,8 @@ async def audit(
     run_id: Annotated[Identifier | None, Query()] = None,
     event_type: Annotated[EventType | None, Query(max_length=128)] = None,
     family: Annotated[Literal["audit", "safety", "budget", "strategy_lock"] | None, Query()] = None,
+    surface_id: SurfaceFilter = None,
+    project_id: ProjectFilter = None,
     since: Since = None,
     until: Until = None,
     order: Order = "asc",
@@ -397,19 +443,25 @@ async def audit(
     """The tenant's audit trail (``auditor`` role; 403 without): refusals, safety
     decisions, budget and strategy-lock events, filtered by user, run, type or time."""
     await require_role(request, principal, "auditor")
-    scope, user, grants = await _whose(request, principal, user_id, auditor=True)
+    whose = await _whose(request, principal, user_id, surface_id, project_id)
     query = index_query(
-        scope,
-        user_id=user,
-        grants=grants,
+        whose.scope,
+        user_id=whose.user_id,
+        grants=whose.grants,
+        surface_id=whose.surface_id,
+        project_id=whose.project_id,
         equal={"run_id": run_id, "event_type": event_type, "family": family},
-        since=_at(since),
-        until=_at(until),
+        since=since,
+        until=until,
         descending=order == "desc",
         limit=limit,
         cursor=cursor,
     )
     return _page(await runtime_of(request).view_of(AUDIT_VIEW).query(query))
+
+
+#: The most days one counts query spans.
+MAX_DAYS = 366
 
 
 @router.get(
@@ -422,48 +474,53 @@ async def analytics_counts(
     request: Request,
     principal: Auth,
     name: Annotated[EventType, Query(max_length=128, description="the event type")],
-    since: Annotated[date | None, Query(description="first UTC day, YYYY-MM-DD")] = None,
-    until: Annotated[date | None, Query(description="the UTC day after the last")] = None,
+    since: Annotated[Day | None, Query(description="first UTC day, YYYY-MM-DD")] = None,
+    until: Annotated[Day | None, Query(description="the UTC day after the last")] = None,
     user_id: Annotated[Identifier | None, Query()] = None,
-    cursor: Cursor = None,
-    limit: Limit = 366,
 ) -> Response:
     """How many ``name`` events were recorded each UTC day (days with none are left
-    out), oldest first: the caller's own; with the ``auditor`` role, the tenant's, or
+    out), oldest first, over at most 366 days (default: the 366 up to today): the
+    caller's own, within their grants; with the ``auditor`` role, the tenant's, or
     ``user_id``'s."""
-    scope, user, _ = await _whose(request, principal, user_id, auditor=False)
-    counted_for = user or ALL_USERS
-    where = [
-        Filter(field="entry", value="count"),
-        Filter(field="counted_for", value=counted_for),
-        Filter(field="name", value=name),
-    ]
-    if since is not None:
-        where.append(Filter(field=DAY, op="ge", value=since.isoformat()))
-    if until is not None:
-        where.append(Filter(field=DAY, op="lt", value=until.isoformat()))
-    page = (
-        await runtime_of(request)
-        .view_of(ANALYTICS_VIEW)
-        .query(
-            ViewQuery(
-                tenant_id=scope.tenant_id,
-                mode=scope.mode,
-                where=tuple(where),
-                order_by=DAY,
-                descending=False,
-                limit=limit,
-                cursor=cursor,
-            )
-        )
+    whose = await _whose(request, principal, user_id)
+    last = date.fromisoformat(until) if until else datetime.now(UTC).date() + timedelta(days=1)
+    first = date.fromisoformat(since) if since else last - timedelta(days=MAX_DAYS)
+    if (last - first).days > MAX_DAYS:
+        raise InvalidField(("query", "since"), f"a query spans at most {MAX_DAYS} days")
+    counted_for = whose.user_id or ALL_USERS
+    query = ViewQuery(
+        tenant_id=whose.scope.tenant_id,
+        mode=whose.scope.mode,
+        user_id=whose.user_id,
+        grants=whose.grants,
+        where=(
+            Filter(field="entry", value="count"),
+            Filter(field="counted_for", value=counted_for),
+            Filter(field="name", value=name),
+            Filter(field=DAY, op="ge", value=first.isoformat()),
+            Filter(field=DAY, op="lt", value=last.isoformat()),
+        ),
+        order_by=DAY,
+        descending=False,
+        limit=1000,
     )
-    items = [{"day": r.data[DAY], "count": r.data["count"]} for r in page.items]
+    view = runtime_of(request).view_of(ANALYTICS_VIEW)
+    per_day: dict[str, int] = {}
+    while True:  # a user's counts are one record per day, surface and project
+        page = await view.query(query)
+        for r in page.items:
+            per_day[r.data[DAY]] = per_day.get(r.data[DAY], 0) + r.data["count"]
+        if page.next_cursor is None:
+            break
+        query = query.model_copy(update={"cursor": page.next_cursor})
+    items = [{"day": day, "count": count} for day, count in per_day.items()]
     return OrjsonResponse(
         {
             "name": name,
             "counted_for": counted_for,
+            "since": first.isoformat(),
+            "until": last.isoformat(),
             "items": items,
-            "total": sum(i["count"] for i in items),
-            "next_cursor": page.next_cursor,
+            "total": sum(per_day.values()),
         }
     )

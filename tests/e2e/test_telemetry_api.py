@@ -40,6 +40,13 @@ async def telemetry_events(runtime: Runtime) -> int:
     return sum([await spine_events(runtime, f"{family}/") for family in families])
 
 
+def deep(levels: int) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for _ in range(levels - 1):
+        nested = {"a": nested}
+    return nested
+
+
 def event(
     event_type: str = "rl.reward", run_id: str = "r1", step_id: str = "s1", **fields: Any
 ) -> dict[str, Any]:
@@ -166,15 +173,24 @@ async def test_a_batch_is_one_append_per_run_and_family_answered_in_the_order_gi
         ({"occurred_at": "2026-01-01T10:00:00"}, "occurred_at"),
         ({"tenant_id": "t2"}, "tenant_id"),
         ({"recorded_at": "2020-01-01T00:00:00Z"}, "recorded_at"),
+        ({"payload": deep(80)}, "nests deeper than 64 levels"),
+        ({"occurred_at": "0001-01-01T00:00:00+14:00"}, "between the years 1 and 9999"),
+        ({"occurred_at": "9999-12-31T23:59:59-14:00"}, "between the years 1 and 9999"),
+        ({"occurred_at": 1700000000}, "RFC 3339"),
+        ({"occurred_at": "1700000000"}, "RFC 3339"),
+        ({"occurred_at": "2026-01-01T10:00:00.1234567Z"}, "six decimals"),
+        ({"event_type": "safety.decision"}, "POST /safety/decisions"),
+        ({"family": "Z" * 5000}, "at most 32"),
     ],
 )
 async def test_a_batch_with_one_invalid_event_writes_nothing(
-    agent: AppClient, runtime: Runtime, bad: dict[str, Any], says: str
+    runtime: Runtime, mint: Mint, bad: dict[str, Any], says: str
 ) -> None:
     before = await spine_events(runtime)
-    response = await agent.post(
-        "/events", json={"events": [event(step_id="ok"), {**event(step_id="bad"), **bad}]}
-    )
+    async with client_for(runtime, mint(kind="agent", roles=["safety"])) as agent:
+        # the bad event in a stream of its own: the good one's append must not happen
+        invalid = {**event(run_id="r2", step_id="bad"), **bad}
+        response = await agent.post("/events", json={"events": [event(step_id="ok"), invalid]})
 
     assert says in problem(response, 422)["detail"]
     assert await spine_events(runtime) == before
@@ -223,10 +239,10 @@ async def test_a_source_other_than_the_tokens_is_refused_and_audited(
 async def test_safety_events_need_the_safety_role(
     client: AppClient, runtime: Runtime, mint: Mint
 ) -> None:
-    by_event = await client.post("/events", json=event("safety.decision"))
+    by_event = await client.post("/events", json=event("safety.gate_failed"))
     by_decision = await client.post("/safety/decisions", json=DECISION)
     mixed = await client.post(
-        "/events", json={"events": [event("rl.reward"), event("safety.decision")]}
+        "/events", json={"events": [event("rl.reward"), event("safety.gate_failed")]}
     )
 
     for refused in (by_event, by_decision, mixed):
@@ -621,4 +637,171 @@ def test_audit_query_refuses_a_time_without_an_offset(
     with pytest.raises(SystemExit) as exit_:
         main(["audit", "query", "--tenant", "t1", "--since", "2026-01-01T00:00:00"])
     assert exit_.value.code == 2
-    assert "needs an offset" in capsys.readouterr().err
+    assert "RFC 3339 time with an offset" in capsys.readouterr().err
+
+
+# -- what a hostile probe found -----------------------------------------------------------
+
+
+async def test_a_key_reused_with_other_provenance_or_payload_types_is_refused(
+    agent: AppClient, runtime: Runtime
+) -> None:
+    key = {"Idempotency-Key": "k1"}
+    await emit(agent, event(payload={"a": True}), headers=key)
+    changes: list[tuple[dict[str, Any], dict[str, str]]] = [
+        (event(payload={"a": 1}), {}),  # 1 is not true
+        (event(payload={"a": True}, parent_event_id="e9"), {}),
+        (event(payload={"a": True}, causality={"trace_id": "t9"}), {}),
+        (event(payload={"a": True}), {"X-Agent-Id": "someone"}),
+        (event(payload={"a": True}, occurred_at="2026-01-01T00:00:00Z"), {}),
+    ]
+    for body, headers in changes:
+        response = await agent.post("/events", json=body, headers={**key, **headers})
+        assert "different request" in problem(response, 409)["detail"], body
+    assert await telemetry_events(runtime) == 1
+
+
+async def test_provenance_headers_fill_what_an_event_leaves_out_and_may_not_disagree(
+    agent: AppClient, runtime: Runtime
+) -> None:
+    answer = await emit(agent, event(), headers={"X-Parent-Event-Id": "p-1", "X-Trace-Id": "t-1"})
+    disagree = await agent.post(
+        "/events", json=event(causality={"trace_id": "t-2"}), headers={"X-Trace-Id": "t-1"}
+    )
+
+    (stored,) = await runtime.spine.read_stream(answer["events"][0]["stream_id"])
+    assert (stored.parent_event_id, stored.trace_id) == ("p-1", "t-1")
+    assert "trace_id disagrees" in problem(disagree, 422)["detail"]
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        ({"gates": [{"gate": "g", "passed": "yes"}]}, "passed"),
+        ({"gates": [{"gate": "g", "passed": 1}]}, "passed"),
+        (
+            {"gates": [{"gate": "g" * 128, "passed": True, "reason": "r" * 2000}] * 64},
+            "the limit is 65536",
+        ),
+        ({"failure": {"code": "c", "message": "m", "details": deep(80)}}, "nests deeper"),
+        ({"occurred_at": "0001-01-01T00:00:00+14:00"}, "between the years"),
+    ],
+)
+async def test_a_decision_the_spine_would_refuse_is_a_422_before_anything(
+    agent: AppClient, runtime: Runtime, change: dict[str, Any], says: str
+) -> None:
+    response = await agent.post("/safety/decisions", json={**DECISION, **change})
+
+    assert says in problem(response, 422)["detail"]
+    assert await telemetry_events(runtime) == 0
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "says"),
+    [
+        ("/events", {"since": "0001-01-01T00:00:00+14:00"}, "between the years"),
+        ("/events", {"until": "1700000000"}, "RFC 3339"),
+        ("/events", {"since": "2026-01-01T00:00:00"}, "RFC 3339"),
+        ("/analytics/counts", {"name": "analytics.x", "since": "2026-12-07T00:00:00Z"}, "YYYY"),
+        ("/analytics/counts", {"name": "analytics.x", "since": "1796601600"}, "YYYY"),
+        ("/analytics/counts", {"name": "analytics.x", "until": "2026-02-30"}, "calendar"),
+        ("/analytics/counts", {"name": "analytics.x", "since": "2020-01-01"}, "366 days"),
+    ],
+)
+async def test_query_times_are_rfc_3339_and_days_are_days(
+    agent: AppClient, path: str, params: dict[str, str], says: str
+) -> None:
+    assert says in problem(await agent.get(path, params=params), 422)["detail"]
+
+
+async def test_a_named_surface_or_project_narrows_a_query(runtime: Runtime, mint: Mint) -> None:
+    token = mint(surfaces=["chat", "canvas"], projects={"chat": ["p1"], "canvas": ["p2"]})
+    async with client_for(runtime, token) as both:
+        await emit(both, event(step_id="chat"), headers={"X-Surface-Id": "chat"})
+        await emit(both, event(step_id="canvas"), headers={"X-Surface-Id": "canvas"})
+        on_canvas = await items(both, "/events", surface_id="canvas")
+        in_p1 = await items(both, "/events", project_id="p1")
+        by_header = await both.get("/events", headers={"X-Surface-Id": "chat"})
+        not_granted = await both.get("/events", params={"surface_id": "builder"})
+
+    assert steps(on_canvas) == ["canvas"]
+    assert steps(in_p1) == ["chat"]
+    assert steps(by_header.json()["items"]) == ["chat"]
+    problem(not_granted, 403)
+
+
+async def test_analytics_counts_stay_within_the_callers_grants(
+    runtime: Runtime, mint: Mint
+) -> None:
+    token = mint(surfaces=["chat", "canvas"], projects={"chat": ["p1"], "canvas": ["p2"]})
+    async with client_for(runtime, token) as both:
+        for surface, times in (("chat", 2), ("canvas", 3)):
+            body = {"events": [event("analytics.opened", step_id=str(i)) for i in range(times)]}
+            await emit(both, body, headers={"X-Surface-Id": surface})
+        everything = await both.get("/analytics/counts", params={"name": "analytics.opened"})
+    narrowed = mint(surfaces=["canvas"], projects={"canvas": ["p2"]})
+    async with client_for(runtime, narrowed) as canvas_only:
+        some = await canvas_only.get("/analytics/counts", params={"name": "analytics.opened"})
+    async with client_for(runtime, mint(surfaces=[], projects=[])) as nothing:
+        none = await nothing.get("/analytics/counts", params={"name": "analytics.opened"})
+
+    assert everything.json()["total"] == 5
+    assert some.json()["total"] == 3
+    assert none.json()["total"] == 0
+
+
+async def test_a_422_names_a_bounded_number_of_fields(agent: AppClient) -> None:
+    body = {**event(), **{f"extra{i}": i for i in range(5000)}}
+    response = await agent.post("/events", json=body)
+
+    found = problem(response, 422)
+    assert len(found["errors"]) == 50
+    assert "and 4995 more" in found["detail"]
+    assert len(response.content) < 20_000
+
+
+async def test_a_refusal_made_while_the_store_is_locked_is_recorded_once_it_is_back(
+    settings: Settings, tmp_path: Path, mint: Mint
+) -> None:
+    async with (
+        bootstrap(lock_timeout(settings, 100), tmp_path) as runtime,
+        client_for(runtime, mint()) as client,
+    ):
+        other = sqlite3.connect(tmp_path / "engines.db", isolation_level=None)
+        other.execute("BEGIN EXCLUSIVE")
+        try:
+            refused = [await client.get("/audit") for _ in range(3)]
+            await close_refusal_intervals(client)  # the store is still locked
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert await audit_events(runtime) == []
+        await close_refusal_intervals(client)
+        recorded = await audit_events(runtime)
+
+    assert [r.status_code for r in refused] == [403, 403, 403]
+    first, summary = recorded
+    assert first.payload["reason_code"] == "RoleRequired"
+    assert summary.payload["count"] == 3
+    assert verify_chain(recorded) == 2
+
+
+def test_audit_query_checks_the_tenant_before_printing_and_filters_by_family(
+    served: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["audit", "query", "--tenant", "a b", "--data-dir", str(served)]) == 3
+    assert capsys.readouterr().out == ""
+    base = ["audit", "query", "--tenant", "t1", "--data-dir", str(served), "--format", "jsonl"]
+    assert main([*base, "--family", "safety"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+    assert main([*base, "--family", "budget"]) == 0
+    assert capsys.readouterr().out == ""
+
+
+def test_audit_query_refuses_a_time_beyond_the_calendar(
+    served: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["audit", "query", "--tenant", "t1", "--since", "9999-12-31T23:59:59-14:00"])
+    assert exit_.value.code == 2
+    assert "between the years 1 and 9999" in capsys.readouterr().err

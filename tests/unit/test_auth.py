@@ -59,6 +59,16 @@ def hs256(
     )
 
 
+@pytest.mark.parametrize(
+    "claim",
+    [{"sub": "alice\n"}, {"tenant_id": "t1\n"}, {"surfaces": ["chat\n"]}, {"projects": ["p\n"]}],
+)
+def test_an_id_ending_in_a_newline_is_refused(tmp_path: Path, claim: dict[str, Any]) -> None:
+    token = jwt.encode(claims(**claim), SECRET, algorithm="HS256")
+    with pytest.raises(Unauthenticated):
+        hs256(data_dir=tmp_path).verify(token)
+
+
 def b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode().rstrip("=")
 

@@ -48,6 +48,9 @@ def test_stream_ids_embed_domain_tenant_and_mode() -> None:
         (("notes", "t", "lab", "a b"), "part"),
         (("notes", "t", "lab", "x" * 129), "part"),
         (("notes", "t", "lab", "ok", "x/y"), "part"),
+        (("notes", "t\n", "lab", "x"), "tenant_id"),  # `$` alone would let a newline end it
+        (("notes", "t", "lab", "x\n"), "part"),
+        (("notes\n", "t", "lab", "x"), "domain"),
     ],
 )
 def test_stream_ids_refuse_segments_that_could_break_their_shape(
@@ -55,6 +58,11 @@ def test_stream_ids_refuse_segments_that_could_break_their_shape(
 ) -> None:
     with pytest.raises(InvalidStreamId, match=why):
         stream_id(*args)
+
+
+def test_a_stream_id_ending_in_a_newline_does_not_parse() -> None:
+    with pytest.raises(InvalidStreamId):
+        parse_stream_id("notes/t1/lab/x\n")
 
 
 def test_uuid7_is_version_7_and_time_ordered() -> None:

@@ -191,15 +191,16 @@ def test_analytics_counts_fold_per_day_for_the_user_and_the_tenant() -> None:
             records[record.key] = record
 
     tenant = Scope(tenant_id="t1", mode="lab")
-    day1 = records[count_key(tenant, "2026-12-07", "analytics.page_viewed", "*")]
-    mine = records[count_key(tenant, "2026-12-07", "analytics.page_viewed", "u1")]
-    day2 = records[count_key(tenant, "2026-12-08", "analytics.page_viewed", "*")]
+    day1 = records[count_key(tenant, "2026-12-07", "analytics.page_viewed")]
+    mine = records[count_key(SCOPE, "2026-12-07", "analytics.page_viewed")]
+    day2 = records[count_key(tenant, "2026-12-08", "analytics.page_viewed")]
     assert (day1.data["count"], day1.version, day1.scope.user_id) == (2, 2, None)
-    assert (mine.data["count"], mine.scope.user_id) == (2, "u1")
+    assert (mine.data["count"], mine.data["counted_for"], mine.scope) == (2, "u1", SCOPE)
     assert day2.data["count"] == 1
+    assert mine.key == "count#t1/lab/2026-12-07/analytics.page_viewed/u1/s1/p1"
 
 
 def _count_keys(at: datetime) -> set[str]:
-    tenant = Scope(tenant_id="t1", mode="lab")
     day = at.date().isoformat()
-    return {count_key(tenant, day, "analytics.page_viewed", who) for who in ("*", "u1")}
+    tenant = Scope(tenant_id="t1", mode="lab")
+    return {count_key(scope, day, "analytics.page_viewed") for scope in (tenant, SCOPE)}
