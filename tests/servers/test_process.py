@@ -1,0 +1,81 @@
+"""The launcher itself, on a stand-in server (Python's http.server behind a parent process)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.servers.process import HOST, ServerProcess, free_port, unavailable
+
+# A parent that starts an HTTP server as its child and waits, the way the Firestore
+# emulator's launcher script starts Java: stopping only the parent would leave the child.
+LAUNCHER = """
+import subprocess, sys
+child = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", sys.argv[1], sys.argv[2]])
+print("child", child.pid, flush=True)
+child.wait()
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting for init to reap it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_stop_ends_the_whole_process_group_not_only_the_leader() -> None:
+    port = free_port()
+    server = ServerProcess.start(
+        "stand-in",
+        [sys.executable, "-c", LAUNCHER, HOST, str(port)],
+        ready_url=f"http://{HOST}:{port}/",
+        timeout=30,
+    )
+    child = int(server.log_tail().split()[1])
+    assert _alive(child)
+
+    server.stop()
+
+    assert not _alive(child)
+    assert server.process.returncode is not None
+
+
+def test_a_server_that_exits_before_answering_fails_with_its_output() -> None:
+    script = "import sys; print('no licence for port', file=sys.stderr); sys.exit(3)"
+    with pytest.raises(pytest.fail.Exception, match=r"(?s)status 3 .*no licence for port"):
+        ServerProcess.start(
+            "stand-in",
+            [sys.executable, "-c", script],
+            ready_url=f"http://{HOST}:{free_port()}/",
+            timeout=30,
+        )
+
+
+def test_a_server_that_never_answers_fails_after_the_timeout_and_is_stopped() -> None:
+    script = "import os, time; print('still warming up', os.getpid(), flush=True); time.sleep(60)"
+    with pytest.raises(pytest.fail.Exception, match=r"(?s)within 1 s.*still warming up") as failed:
+        ServerProcess.start(
+            "stand-in",
+            [sys.executable, "-c", script],
+            ready_url=f"http://{HOST}:{free_port()}/",
+            timeout=1,
+        )
+    pid = int(str(failed.value).split()[-1])
+    assert not _alive(pid)
+
+
+def test_a_missing_server_skips_locally(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="install it"):
+        unavailable("install it")
+
+
+def test_a_missing_server_fails_on_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="install it"):
+        unavailable("install it")
