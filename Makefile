@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Node packages for the local test servers (cosmosdb-server): tests/servers/package.json.
+SERVERS    := tests/servers
+NODE_STAMP := $(SERVERS)/node_modules/.installed
 
 .PHONY: serve test lint bench clean
 
@@ -12,6 +15,15 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	touch $(STAMP)
 
+# `npm ci` when node_modules is missing or the lock changed. Without npm the suite still
+# runs: the tests that need cosmosdb-server skip, or fail where CI=true.
+$(NODE_STAMP): $(SERVERS)/package.json $(SERVERS)/package-lock.json
+	@if command -v npm >/dev/null; then \
+		cd $(SERVERS) && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	else \
+		echo "npm not found: the tests that need cosmosdb-server will skip" >&2; \
+	fi
+
 serve: $(STAMP)
 	$(BIN)/engines serve
 
@@ -20,7 +32,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+test: lint $(NODE_STAMP)
 	$(BIN)/pytest; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; fi; exit $$status
 
@@ -30,4 +42,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_telemetry.py
 
 clean:
-	rm -rf $(VENV) .engines .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SERVERS)/node_modules .engines .pytest_cache .mypy_cache .ruff_cache

@@ -8,6 +8,9 @@ import pytest
 
 from spine.events import NewEvent, new_id
 
+# The real local servers (moto, Firestore, Cosmos DB), for any test that asks for one.
+pytest_plugins = ["tests.servers.fixtures"]
+
 
 def make_event(
     event_type: str = "note.created",
