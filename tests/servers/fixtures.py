@@ -14,6 +14,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -32,12 +33,17 @@ COSMOS_EMULATOR_KEY = (
 class LocalServer:
     """Where a server listens; ``env`` is what its SDK reads to find it."""
 
+    scheme: ClassVar[str] = "http"
     port: int
     host: str = HOST
 
     @property
     def host_port(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"{self.scheme}://{self.host_port}"
 
     @property
     def env(self) -> dict[str, str]:
@@ -51,10 +57,6 @@ class MotoServer(LocalServer):
     region: str = "us-east-1"
     access_key_id: str = "testing"
     secret_access_key: str = "testing"
-
-    @property
-    def endpoint_url(self) -> str:
-        return f"http://{self.host_port}"
 
     @property
     def env(self) -> dict[str, str]:
@@ -73,10 +75,6 @@ class FirestoreEmulator(LocalServer):
     project: str = "engines-test"
 
     @property
-    def endpoint_url(self) -> str:
-        return f"http://{self.host_port}"
-
-    @property
     def env(self) -> dict[str, str]:
         return {"FIRESTORE_EMULATOR_HOST": self.host_port, "GOOGLE_CLOUD_PROJECT": self.project}
 
@@ -85,12 +83,9 @@ class FirestoreEmulator(LocalServer):
 class CosmosDBServer(LocalServer):
     """cosmosdb-server: HTTPS with a self-signed certificate, so ``connection_verify=False``."""
 
+    scheme: ClassVar[str] = "https"
     key: str = field(default=COSMOS_EMULATOR_KEY, repr=False)
     connection_verify: bool = False
-
-    @property
-    def endpoint_url(self) -> str:
-        return f"https://{self.host_port}/"
 
     @property
     def env(self) -> dict[str, str]:
@@ -104,32 +99,26 @@ def moto_server() -> Iterator[MotoServer]:
     if executable is None:
         unavailable("moto_server is not installed: run `make test`, which installs moto[server]")
     server = MotoServer(port=free_port())
-    process = ServerProcess.start(
+    with ServerProcess.start(
         "moto_server",
         [executable, "-H", server.host, "-p", str(server.port)],
         ready_url=f"{server.endpoint_url}/moto-api/",
         timeout=30,
-    )
-    try:
+    ):
         yield server
-    finally:
-        process.stop()
 
 
 @pytest.fixture(scope="session")
 def firestore_emulator() -> Iterator[FirestoreEmulator]:
     script = _firestore_emulator_script()
     server = FirestoreEmulator(port=free_port())
-    process = ServerProcess.start(
+    with ServerProcess.start(
         "cloud-firestore-emulator",
         [str(script), "start", f"--host={server.host}", f"--port={server.port}"],
         ready_url=f"{server.endpoint_url}/",
         timeout=60,  # Java
-    )
-    try:
+    ):
         yield server
-    finally:
-        process.stop()
 
 
 @pytest.fixture(scope="session")
@@ -140,17 +129,14 @@ def cosmosdb_server() -> Iterator[CosmosDBServer]:
             "runs) installs @vercel/cosmosdb-server; it needs Node.js"
         )
     server = CosmosDBServer(port=free_port())
-    process = ServerProcess.start(
+    with ServerProcess.start(
         "cosmosdb-server",
         # Without --host it listens on every interface.
         [str(COSMOSDB_SERVER), "--host", server.host, "-p", str(server.port)],
-        ready_url=server.endpoint_url,
+        ready_url=f"{server.endpoint_url}/",
         timeout=30,
-    )
-    try:
+    ):
         yield server
-    finally:
-        process.stop()
 
 
 def _firestore_emulator_script() -> Path:

@@ -43,7 +43,8 @@ def unavailable(reason: str) -> NoReturn:
 
 
 class ServerProcess:
-    """One server process group, started by :meth:`start` and ended by :meth:`stop`."""
+    """One server process group, started by :meth:`start` and ended by :meth:`stop`
+    (or by leaving its ``with`` block)."""
 
     def __init__(self, name: str, process: subprocess.Popen[bytes], log: IO[bytes]) -> None:
         self.name = name
@@ -103,6 +104,12 @@ class ServerProcess:
                     pytrace=False,
                 )
             time.sleep(0.05)
+
+    def __enter__(self) -> ServerProcess:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
     def log_tail(self) -> str:
         self._log.flush()
