@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Protocol, runtime_checkable
 
-from spine.events import AppendResult, EventEnvelope, ExpectedVersion, NewEvent
+from spine.events import AppendResult, EventEnvelope, ExpectedVersion, Mode, NewEvent
 
 
 @runtime_checkable
@@ -47,10 +47,19 @@ class EventStore(Protocol):
         """
         ...
 
-    def scan(self, *, prefix: str = "", batch_size: int = 1000) -> AsyncIterator[EventEnvelope]:
-        """Every event of every stream whose id starts with ``prefix``.
+    def scan(
+        self,
+        *,
+        domain: str | None = None,
+        tenant_id: str | None = None,
+        mode: Mode | None = None,
+        batch_size: int = 1000,
+    ) -> AsyncIterator[EventEnvelope]:
+        """Every event of every stream of ``domain`` (``None``: every domain), of
+        ``tenant_id`` and of ``mode`` where given (:func:`spine.streams.scan_scope`
+        checks them: :class:`~spine.errors.InvalidStreamId`).
 
         Each stream's events come in seq order; no order across streams is promised.
-        For rebuild and audit.
+        For rebuild, export and audit.
         """
         ...

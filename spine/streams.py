@@ -49,6 +49,56 @@ def stream_id(domain: str, tenant_id: str, mode: str, *parts: str) -> str:
     return "/".join((domain, tenant_id, mode, *parts))
 
 
+class ScanScope(NamedTuple):
+    """Which streams a scan reads: those of ``domain`` (``None``: every domain), of
+    ``tenant_id`` and ``mode`` if given. Built by :func:`scan_scope`, which checks each."""
+
+    domain: str | None
+    tenant_id: str | None
+    mode: Mode | None
+
+    @property
+    def prefix(self) -> str:
+        """The longest stream-id prefix every stream in scope shares ("": any)."""
+        if self.domain is None:
+            return ""
+        parts = [self.domain]
+        if self.tenant_id is not None:
+            parts.append(self.tenant_id)
+            if self.mode is not None:
+                parts.append(self.mode)
+        return "/".join(parts) + "/"
+
+    @property
+    def by_prefix(self) -> bool:
+        """Whether :attr:`prefix` alone says what is in scope (the fields given are a
+        leading run of domain, tenant, mode)."""
+        given = [v is not None for v in self]
+        return given == sorted(given, reverse=True)
+
+    def holds(self, stream_id: str) -> bool:
+        """Whether ``stream_id`` (well formed) is in scope."""
+        domain, tenant_id, mode, _ = stream_id.split("/", 3)
+        return (
+            (self.domain is None or domain == self.domain)
+            and (self.tenant_id is None or tenant_id == self.tenant_id)
+            and (self.mode is None or mode == self.mode)
+        )
+
+
+def scan_scope(
+    domain: str | None = None, tenant_id: str | None = None, mode: str | None = None
+) -> ScanScope:
+    """A checked :class:`ScanScope` (:class:`InvalidStreamId` naming what is wrong)."""
+    if domain is not None and (not isinstance(domain, str) or not _DOMAIN.fullmatch(domain)):
+        raise InvalidStreamId(f"domain {domain!r} must be lower-case letters, digits and _")
+    if tenant_id is not None:
+        _check_segment("tenant_id", tenant_id)
+    if mode is not None and mode not in MODES:
+        raise InvalidStreamId(f"mode {mode!r} is not one of {', '.join(MODES)}")
+    return ScanScope(domain, tenant_id, mode)
+
+
 _SEG_BODY = IDENTIFIER_PATTERN[1:-1]
 _WELL_FORMED: Final = re.compile(
     rf"^[a-z][a-z0-9_]{{0,31}}/{_SEG_BODY}/(?:{'|'.join(MODES)})(?:/{_SEG_BODY}){{1,{MAX_PARTS}}}$"

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from spine.errors import UpcastError
-from spine.events import AppendResult, EventEnvelope, ExpectedVersion, NewEvent
+from spine.events import AppendResult, EventEnvelope, ExpectedVersion, Mode, NewEvent
 from spine.store import EventStore
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
@@ -73,7 +73,15 @@ class UpcastingEventStore:
         return [self.upcasters.upcast(e) for e in events]
 
     async def scan(
-        self, *, prefix: str = "", batch_size: int = 1000
+        self,
+        *,
+        domain: str | None = None,
+        tenant_id: str | None = None,
+        mode: Mode | None = None,
+        batch_size: int = 1000,
     ) -> AsyncIterator[EventEnvelope]:
-        async for event in self.inner.scan(prefix=prefix, batch_size=batch_size):
+        scanned = self.inner.scan(
+            domain=domain, tenant_id=tenant_id, mode=mode, batch_size=batch_size
+        )
+        async for event in scanned:
             yield self.upcasters.upcast(event)

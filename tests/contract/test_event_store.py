@@ -191,11 +191,28 @@ async def test_scan_returns_every_stream_in_seq_order_filtered_by_prefix(
             await store.append(s, [make_event()], n)
     await store.append(other, [make_event(family="audit")], NO_STREAM)
     seen: dict[str, list[int]] = {}
-    async for event in store.scan(prefix="notes/t1/lab/", batch_size=3):
+    async for event in store.scan(domain="notes", tenant_id="t1", mode="lab", batch_size=3):
         seen.setdefault(event.stream_id, []).append(event.seq)
     assert seen == {s: list(range(1, i + 2)) for i, s in enumerate(streams)}
     everything = [e async for e in store.scan(batch_size=2)]
     assert len(everything) == 1 + 2 + 3 + 4 + 1
+    audit = [e.stream_id async for e in store.scan(domain="audit")]
+    assert audit == [other]
+    by_tenant = [e async for e in store.scan(tenant_id="t1", batch_size=4)]
+    assert len(by_tenant) == len(everything)
+    assert [e async for e in store.scan(tenant_id="t2")] == []
+    assert [e async for e in store.scan(domain="notes", mode="saas")] == []
+
+
+@pytest.mark.parametrize(
+    "scope",
+    [{"domain": "No/tes"}, {"tenant_id": "a/b"}, {"mode": "prod"}, {"domain": "notes\n"}],
+)
+async def test_a_scan_of_a_malformed_scope_is_refused(
+    store: EventStore, scope: dict[str, Any]
+) -> None:
+    with pytest.raises(InvalidStreamId):
+        [e async for e in store.scan(**scope)]
 
 
 async def test_twenty_concurrent_appenders_on_one_stream_get_one_winner_per_seq(

@@ -56,12 +56,13 @@ async def close_refusal_intervals(client: AppClient) -> None:
 
 
 async def spine_events(runtime: Runtime, prefix: str = "") -> int:
-    """How many events the spine holds (under ``prefix``), counted by a scan."""
-    return len([e async for e in runtime.spine.scan(prefix=prefix)])
+    """How many events the spine holds (in streams whose ids begin with ``prefix``),
+    counted by a scan."""
+    return len([e async for e in runtime.spine.scan() if e.stream_id.startswith(prefix)])
 
 
 async def audit_events(runtime: Runtime) -> list[EventEnvelope]:
-    return [e async for e in runtime.spine.scan(prefix="audit/")]
+    return [e async for e in runtime.spine.scan(domain="audit")]
 
 
 def note_stream_id(note_id: str, tenant_id: str = TENANT) -> str:

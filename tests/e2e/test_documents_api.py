@@ -280,7 +280,7 @@ async def test_each_write_carries_its_provenance_and_identity_to_the_spine(
         headers={"X-Trace-Id": "trace-1"},
     )
     assert response.status_code == 201, response.text
-    (event,) = [e async for e in runtime.spine.scan(prefix=base.strip("/") + "/")]
+    (event,) = [e async for e in runtime.spine.scan(domain=base.strip("/"))]
 
     assert (event.tenant_id, event.mode, event.user_id, event.surface_id, event.project_id) == (
         TENANT,

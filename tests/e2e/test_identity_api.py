@@ -217,7 +217,7 @@ async def test_a_token_that_does_not_verify_answers_401_and_is_audited(
     assert event.event_type == "audit.access_denied"
     assert event.payload["status"] == 401
     assert event.tenant_id == UNAUTHENTICATED
-    assert [e async for e in runtime.spine.scan(prefix="notes/")] == []
+    assert [e async for e in runtime.spine.scan(domain="notes")] == []
 
 
 async def test_an_expired_token_within_the_leeway_is_still_accepted(
@@ -269,7 +269,7 @@ async def test_a_disagreeing_header_on_a_write_answers_403_and_writes_no_note(
     )
 
     assert response.status_code == 403
-    assert [e async for e in runtime.spine.scan(prefix="notes/")] == []
+    assert [e async for e in runtime.spine.scan(domain="notes")] == []
     assert len(await audit_events(runtime)) == 1
 
 

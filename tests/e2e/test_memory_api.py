@@ -402,7 +402,7 @@ async def test_an_expired_key_is_absent_at_once_and_a_rebuild_never_revives_it(
         client_for(runtime, mint()) as client,
     ):
         assert (await client.get("/memory/s1/kept")).status_code == 404  # empty, truly fresh
-        events = [e async for e in runtime.spine.scan(prefix="memory/")]
+        events = [e async for e in runtime.spine.scan(domain="memory")]
         assert await runtime.runners["memory"].apply(events) == 3
 
         problem(await client.get("/memory/s1/short"), 404)

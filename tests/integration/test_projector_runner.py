@@ -118,7 +118,7 @@ async def test_replaying_the_whole_feed_applies_nothing_twice(notes: Notes) -> N
     await notes.checkpoints.reset("notes")
     runner = notes.new_runner()
     assert await notes.new_loop(runner).catch_up() == 10
-    events = [e async for e in notes.spine.scan(prefix="notes/")]
+    events = [e async for e in notes.spine.scan(domain="notes")]
     assert await runner.apply(events) == 0
 
     assert await notes.views.get_many(keys) == before
@@ -281,14 +281,14 @@ async def test_one_stale_stream_in_a_batch_is_redone_while_the_others_commit_at_
     same call, and the others land in the first commit."""
     for name in "abc":
         await notes.do(CreateNote(note_id=name, title=name))
-    firsts = [e async for e in notes.spine.scan(prefix="notes/")]
+    firsts = [e async for e in notes.spine.scan(domain="notes")]
     assert await notes.runner.apply(firsts) == 3  # caches each record at version 1
     for name in "abc":
         await notes.do(UpdateNote(note_id=name, title=name + "2"))
     b = await notes.spine.read_stream("notes/t1/lab/b")
     assert await notes.new_runner().apply(b) == 1  # the other process: b is at 2 now
     await notes.do(UpdateNote(note_id="b", title="b3"))
-    events = [e async for e in notes.spine.scan(prefix="notes/")]
+    events = [e async for e in notes.spine.scan(domain="notes")]
     commits: list[tuple[list[str], list[str]]] = []
     real_commit = notes.views.commit
 
@@ -318,7 +318,7 @@ async def test_two_runners_racing_over_the_same_events_apply_each_once(notes: No
         await notes.do(CreateNote(note_id=f"n{i}", title="t"), scope)
     counter = TenantCount()
     runners = [notes.new_runner(counter), notes.new_runner(counter)]
-    events = [e async for e in notes.spine.scan(prefix="notes/")]
+    events = [e async for e in notes.spine.scan(domain="notes")]
 
     taken = await asyncio.gather(*(r.apply(events) for r in runners))
 

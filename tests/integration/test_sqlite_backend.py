@@ -64,7 +64,7 @@ async def test_concurrent_appends_share_commits(sqlite: SqliteBackend) -> None:
         )
     )
     assert sqlite.db.commits - before < 200
-    assert len([e async for e in store.scan(prefix="notes/")]) == 200
+    assert len([e async for e in store.scan(domain="notes")]) == 200
 
 
 async def test_an_unwritable_database_is_backend_unavailable(tmp_path: Path) -> None:
@@ -313,7 +313,7 @@ async def test_the_wal_starts_over_while_a_writer_keeps_writing(tmp_path: Path) 
             await store.append(f"notes/t1/lab/s{i}", [event], NO_STREAM)
         wal = path.with_name(path.name + "-wal").stat().st_size
         assert wal < 8 * 2**20, f"the WAL grew to {wal} bytes"
-        assert len([e async for e in store.scan(prefix="notes/")]) == 2_000
+        assert len([e async for e in store.scan(domain="notes")]) == 2_000
 
 
 async def test_a_spine_with_the_old_command_index_gets_the_new_one_and_still_dedupes(

@@ -52,7 +52,7 @@ async def test_reads_through_the_wrapper_are_upcast_and_the_store_keeps_the_orig
     wrapped = UpcastingEventStore(raw, upcasters())
     (event,) = await wrapped.read_stream(SID)
     assert (event.schema_version, event.payload["title"]) == (2, "from v1")
-    assert [e.payload.get("title") async for e in wrapped.scan(prefix="notes/")] == ["from v1"]
+    assert [e.payload.get("title") async for e in wrapped.scan(domain="notes")] == ["from v1"]
     (stored,) = await raw.read_stream(SID)
     assert (stored.schema_version, "name" in stored.payload) == (1, True)
     assert verify_chain([stored]) == 1

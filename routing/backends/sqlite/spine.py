@@ -25,8 +25,15 @@ from spine.appending import (
 )
 from spine.codec import seal, timestamp_text
 from spine.errors import ConcurrencyError, EnginesError
-from spine.events import GENESIS_HASH, AppendResult, EventEnvelope, ExpectedVersion, NewEvent
-from spine.streams import parse_stream_id
+from spine.events import (
+    GENESIS_HASH,
+    AppendResult,
+    EventEnvelope,
+    ExpectedVersion,
+    Mode,
+    NewEvent,
+)
+from spine.streams import parse_stream_id, scan_scope
 
 
 def spine_schema(table: str) -> list[str]:
@@ -243,8 +250,16 @@ class SqliteEventStore:
         return decode_strict(conn.execute(self._sql_read, args).fetchall())
 
     async def scan(
-        self, *, prefix: str = "", batch_size: int = 1000
+        self,
+        *,
+        domain: str | None = None,
+        tenant_id: str | None = None,
+        mode: Mode | None = None,
+        batch_size: int = 1000,
     ) -> AsyncIterator[EventEnvelope]:
+        scope = scan_scope(domain, tenant_id, mode)
+        prefix = scope.prefix  # a range of the (stream_id, seq) index; the rest filtered
+        exact = scope.by_prefix
         upper = prefix + "\U0010ffff"
         after_stream, after_seq = "", 0
         while True:
@@ -253,7 +268,8 @@ class SqliteEventStore:
                 partial(self._scan_batch, args=args), route=self.table
             )
             for event in events:
-                yield event
+                if exact or scope.holds(event.stream_id):
+                    yield event
             if len(rows) < batch_size:
                 return
             after_stream, after_seq = rows[-1][0], rows[-1][1]
