@@ -12,10 +12,12 @@ from pydantic import BeforeValidator
 
 from spine.codec import timestamp_text
 
+# ASCII digits only (``\d`` takes any script's), an offset of at most 23:59
 _RFC3339: Final = re.compile(
-    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,6})?([Zz]|[+-]\d{2}:\d{2})"
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?"
+    r"([Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])"
 )
-_DAY: Final = re.compile(r"\d{4}-\d{2}-\d{2}")
+_DAY: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 def utc_text(value: object) -> str:
@@ -28,7 +30,11 @@ def utc_text(value: object) -> str:
             "(at most six decimals of a second)"
         )
     try:
-        return timestamp_text(datetime.fromisoformat(value.upper()))
+        parsed = datetime.fromisoformat(value.upper())
+    except ValueError:
+        raise ValueError("is not a time of the calendar (a leap second is not taken)") from None
+    try:
+        return timestamp_text(parsed)
     except (ValueError, OverflowError):
         raise ValueError("is not a time between the years 1 and 9999 (in UTC)") from None
 

@@ -6,17 +6,24 @@ once as ``audit.access_denied``, seq 1 of a stream of its own. Later ones in tha
 interval are only counted; when the interval ends (or the service shuts down) one
 ``audit.access_denied_summary`` event, seq 2 of the same stream, records how many there
 were, when the last came, and a few of those that differed from the first (who, why,
-where; beyond ``MAX_SAMPLES`` they are counted). At most ``refusal_max_keys`` pairs are
-tracked at once; refusals of further pairs are counted together under one overflow key
-(whose summary samples them too), so memory and spine growth stay bounded whatever the
-callers do.
+where; beyond ``MAX_SAMPLES`` they are counted). At most ``refusal_max_keys`` callers
+with verified tokens, and as many unknown callers, are tracked at once; refusals of
+further callers are counted together under their tenant's overflow key (whose summary
+samples them too; unknown callers' under the unauthenticated tenant's), so memory and
+spine growth stay bounded whatever the callers do, and a flood of bad tokens never
+moves a tenant's refusals out of its own audit trail. A refusal's first event says when
+it came (``refused_at``), even when it is recorded later.
 
 A refusal the spine cannot take at once (the store is down or locked) is not lost: its
 interval stays open, and closing it appends the first refusal, then the summary, each
 under a command id of its own that a retry repeats (so a write that did land is not
 written twice). What cannot be appended when an interval closes waits, at most
 ``refusal_max_keys`` intervals of it, for the next close; a close stops at the first
-failure, so a store that is down costs a request one wait, not one per interval.
+failure, and a request never waits behind another close, so a store that is down
+costs a refused request at most its own append's wait. What is still not on the spine
+at shutdown is logged as an error, with how many refusals it held; the counts of open
+intervals are in memory until they close, so a killed process loses those (never the
+first refusal of an interval that was appended).
 
 What a refusal records of the request is capped (:func:`request_summary`): a client
 controls every header, and an audit event is no place to store them whole. A refusal
@@ -47,8 +54,6 @@ log = logging.getLogger(__name__)
 
 #: The tenant of refusals whose token did not verify (no tenant is known).
 UNAUTHENTICATED_TENANT: Final = RESERVED_TENANT_PREFIX + "unauthenticated"
-#: The tenant of refusals counted under the overflow key (many tenants at once).
-OVERFLOW_TENANT: Final = RESERVED_TENANT_PREFIX + "overflow"
 
 MAX_PATH_CHARS: Final = 256
 MAX_REASON_CHARS: Final = 300
@@ -111,7 +116,9 @@ class Refusal:
         return (self.tenant, self.user_id or self.caller or "-", self.status, self.reason_code)
 
 
-OVERFLOW_KEY: Final = (OVERFLOW_TENANT, "*", 0, "overflow")
+def overflow_key(tenant: str) -> tuple[str, str, int, str]:
+    """Where a tenant's refusals are counted once its callers fill their share."""
+    return (tenant, "*", 0, "overflow")
 
 
 def _now() -> str:
@@ -143,6 +150,8 @@ class _Window:
     """Distinct later refusals (at most ``MAX_SAMPLES``)."""
     unsampled: int = 0
     """Later refusals not like the first and not sampled."""
+    overflow: bool = False
+    """Counts many callers' refusals (so it names none as its user)."""
     first_payload: dict[str, Any] = field(default_factory=dict)
     recorded: bool = False
     """The first refusal is on the spine."""
@@ -182,6 +191,10 @@ class RefusalAudit:
         self.max_keys = settings.refusal_max_keys
         self._clock = clock
         self._windows: OrderedDict[tuple[str, str, int, str], _Window] = OrderedDict()
+        self._held = {True: 0, False: 0}
+        """Open intervals of single callers, by whether the caller was unknown: each side
+        has ``max_keys`` of its own, so a flood of bad tokens cannot push a tenant's
+        refusals into an overflow, out of its auditors' view."""
         self._unwritten: deque[_Window] = deque()
         """Closed intervals whose events the spine did not take yet (oldest first)."""
         self._closing = asyncio.Lock()
@@ -195,23 +208,26 @@ class RefusalAudit:
     async def refused(self, refusal: Refusal) -> None:
         """Count ``refusal``; append it at once if it opens an interval."""
         now = self._clock()
-        await self.flush(now=now)
+        await self.flush(now=now, wait=False)
         key = refusal.key
-        if key not in self._windows and len(self._windows) >= self.max_keys:
-            key = OVERFLOW_KEY
+        unknown = refusal.tenant_id is None
+        if key not in self._windows and self._held[unknown] >= self.max_keys:
+            key = overflow_key(refusal.tenant)
         window = self._windows.get(key)
         if window is not None:
             window.count_in(refusal)
             return
-        overflow = key == OVERFLOW_KEY
-        tenant = OVERFLOW_TENANT if overflow else refusal.tenant
-        sid = stream_id("audit", tenant, self.mode, new_id())
-        window = _Window(tenant, sid, refusal, now)
+        overflow = key == overflow_key(refusal.tenant)
+        sid = stream_id("audit", refusal.tenant, self.mode, new_id())
+        window = _Window(refusal.tenant, sid, refusal, now, overflow=overflow)
         self._windows[key] = window  # before the await: concurrent refusals count here
+        if not overflow:
+            self._held[unknown] += 1
         window.first_payload = payload = {
             "status": refusal.status,
             "reason_code": refusal.reason_code,
             "reason": capped(refusal.reason, MAX_REASON_CHARS),
+            "refused_at": window.first_at,
             "caller": refusal.caller,
             "request": refusal.request,
             "interval_seconds": self.interval,
@@ -233,7 +249,9 @@ class RefusalAudit:
         window.recorded = True
         return True
 
-    async def flush(self, *, now: float | None = None, everything: bool = False) -> int:
+    async def flush(
+        self, *, now: float | None = None, everything: bool = False, wait: bool = True
+    ) -> int:
         """Close the intervals that have ended (all of them with ``everything``),
         appending a summary for each that counted more than its first refusal. Returns
         how many summaries were appended."""
@@ -243,6 +261,8 @@ class RefusalAudit:
             if not everything and window.started + self.interval > now:
                 break
             del self._windows[key]
+            if not window.overflow:
+                self._held[window.refusal.tenant_id is None] -= 1
             self._unwritten.append(window)
         while len(self._unwritten) > self.max_keys:
             lost = self._unwritten.popleft()
@@ -252,6 +272,8 @@ class RefusalAudit:
                 lost.tenant,
             )
         appended = 0
+        if not wait and self._closing.locked():
+            return 0  # another close is appending (perhaps waiting out a locked store)
         async with self._closing:
             while self._unwritten:
                 window = self._unwritten[0]
@@ -297,7 +319,7 @@ class RefusalAudit:
             family="audit",
             tenant_id=window.tenant,
             mode=self.mode,
-            user_id=refusal.user_id if window.tenant == refusal.tenant else None,
+            user_id=None if window.overflow else refusal.user_id,
             source=refusal.source,
             command_id=window.command_ids[which],
             payload=payload,
@@ -325,3 +347,10 @@ class RefusalAudit:
                 await self._ticker
             self._ticker = None
         await self.flush(everything=True)
+        if self._unwritten:
+            log.error(
+                "%d refusals (%d intervals) are not on the spine: it did not take them "
+                "before shutdown",
+                sum(w.count for w in self._unwritten),
+                len(self._unwritten),
+            )

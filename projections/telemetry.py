@@ -15,12 +15,12 @@ and per-day counts of analytics events.
     :class:`AnalyticsProjector`'s counts.
 
 * A count record counts one event type (its ``name``) on one UTC day (of the server's
-  ``recorded_at``, never the client's clock) for one user on one surface and project
-  (scoped so, so a reader's grants bound what they count), and one more counts it for
-  the whole tenant (``counted_for: "*"``). Key ``count#{tenant}/{mode}/{day}/{name}/
-  {user}/{surface}/{project}`` (``-`` for none), or ``.../{name}/*`` (fitted); its
-  version counts its own revisions (it folds many streams). Data: ``entry: "count"``,
-  name, day, counted_for, count, updated_at.
+  ``recorded_at``, never the client's clock) on one surface and project, for one user,
+  and one more for every user of the tenant (``counted_for: "*"``); each is scoped so
+  (no user in the second), so a reader's grants, or a surface named, bound what they
+  count. Key ``count#{tenant}/{mode}/{day}/{name}/{user or *}/{surface}/{project}``
+  (``-`` for none; fitted); its version counts its own revisions (it folds many
+  streams). Data: ``entry: "count"``, name, day, counted_for, count, updated_at.
 """
 
 from __future__ import annotations
@@ -175,11 +175,9 @@ DAY: Final = "day"
 def count_key(scope: Scope, day: str, name: str) -> str:
     """The key of the count of ``name`` on ``day`` for ``scope``: its user on its surface
     and project, or (no user) the whole tenant."""
-    if scope.user_id is None:
-        who = ALL_USERS
-    else:
-        who = f"{scope.user_id}/{scope.surface_id or '-'}/{scope.project_id or '-'}"
-    return fitted_key(f"count#{scope.tenant_id}/{scope.mode}/{day}/{name}/{who}")
+    who = scope.user_id or ALL_USERS
+    where = f"{scope.surface_id or '-'}/{scope.project_id or '-'}"
+    return fitted_key(f"count#{scope.tenant_id}/{scope.mode}/{day}/{name}/{who}/{where}")
 
 
 class AnalyticsProjector(EventIndex):
@@ -196,7 +194,8 @@ class AnalyticsProjector(EventIndex):
 
     def _counts(self, event: EventEnvelope) -> list[tuple[str, Scope, str]]:
         day = timestamp_text(event.recorded_at)[:10]
-        counted = [(ALL_USERS, Scope(tenant_id=event.tenant_id, mode=event.mode))]
+        everyone = event.scope.model_copy(update={"user_id": None})
+        counted = [(ALL_USERS, everyone)]
         if event.user_id is not None:
             counted.append((event.user_id, event.scope))
         name = event.event_type

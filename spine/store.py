@@ -47,6 +47,12 @@ class EventStore(Protocol):
         """
         ...
 
+    async def find_command(self, stream_id: str, command_id: str) -> list[EventEnvelope]:
+        """The events the command ``command_id`` appended to ``stream_id`` (empty if the
+        stream holds none of its): what a repeated append of it would answer, read
+        without appending (so a request can check every stream it touches first)."""
+        ...
+
     def scan(
         self,
         *,

@@ -72,6 +72,10 @@ class UpcastingEventStore:
         events = await self.inner.read_stream(stream_id, from_seq, to_seq)
         return [self.upcasters.upcast(e) for e in events]
 
+    async def find_command(self, stream_id: str, command_id: str) -> list[EventEnvelope]:
+        events = await self.inner.find_command(stream_id, command_id)
+        return [self.upcasters.upcast(e) for e in events]
+
     async def scan(
         self,
         *,

@@ -36,7 +36,8 @@ def _summary(payload: dict[str, object], width: int = 60) -> str:
 
 def cmd_query(args: argparse.Namespace) -> int:
     async def body(rt: Runtime) -> int:
-        scope = Scope(tenant_id=args.tenant, mode=rt.settings.mode)  # refused before output
+        # checked before any output: a bad tenant or user is refused, not half a table
+        scope = Scope(tenant_id=args.tenant, mode=rt.settings.mode, user_id=args.user)
         view = rt.view_of(AUDIT_VIEW)
         cursor: str | None = None
         left = args.limit
@@ -49,7 +50,7 @@ def cmd_query(args: argparse.Namespace) -> int:
             page = await view.query(
                 index_query(
                     scope,
-                    user_id=args.user,
+                    user_id=scope.user_id,
                     grants=None,
                     equal={"run_id": args.run, "event_type": args.type, "family": args.family},
                     since=args.since,

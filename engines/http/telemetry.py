@@ -17,10 +17,11 @@ the tenant's (``user_id`` then filters by user). ``GET /audit`` needs ``auditor`
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import Response
@@ -34,6 +35,7 @@ from commands.telemetry import (
     EmitEvents,
     EmittedEvent,
     SafetyDecision,
+    TelemetryRecorder,
     batches,
     refuse_reused_key,
 )
@@ -51,6 +53,9 @@ from projections.views import Filter, Grant, Page, ViewQuery, ViewRecord
 from spine.codec import timestamp_text
 from spine.errors import InvalidField, ScopeMismatch
 from spine.events import EventType, Identifier, Scope
+
+if TYPE_CHECKING:
+    from engines.runtime import Runtime
 
 EVENTS_VIEW = "events"
 AUDIT_VIEW = "audit"
@@ -200,12 +205,21 @@ async def _emit(
             fields["command_id"] = command_id
         commands.append(Command[EmitEvents](**fields))
     runtime = runtime_of(request)
-    results: list[CommandResult] = list(
-        await asyncio.gather(*(runtime.dispatch(c) for c in commands))
-    )
-    for command, result in zip(commands, results, strict=True):
-        if result.deduplicated:
-            refuse_reused_key(result.events, command)
+    if idempotency_key is None:
+        results = await _dispatch(runtime, commands)
+    else:
+        # A key reused for another request is refused before anything is written: each
+        # stream the request touches is checked first, one request per key at a time in
+        # this process (another process racing with the same key is caught stream by
+        # stream, after the fact).
+        async with _keys_of(request.app).hold(idempotent_id(scope, DOMAIN, idempotency_key)):
+            recorder = TelemetryRecorder()
+            for command in commands:
+                stream = recorder.stream_id(command)
+                found = await runtime.spine.find_command(stream, command.command_id)
+                if found:
+                    refuse_reused_key(found, command)
+            results = await _dispatch(runtime, commands)
     recorded = await _reflected(request, commands, results)
     # each stream's events come back in the order given: put them in the body's order
     written = {
@@ -231,6 +245,46 @@ async def _emit(
         "deduplicated": all(r.deduplicated for r in results),
     }
     return OrjsonResponse(body, status_code=201 if recorded else 202)
+
+
+async def _dispatch(
+    runtime: Runtime, commands: Sequence[Command[EmitEvents]]
+) -> list[CommandResult]:
+    results: list[CommandResult] = list(
+        await asyncio.gather(*(runtime.dispatch(c) for c in commands))
+    )
+    for command, result in zip(commands, results, strict=True):
+        if result.deduplicated:
+            refuse_reused_key(result.events, command)
+    return results
+
+
+class KeyedLocks:
+    """One lock per key, kept only while someone holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
+def _keys_of(app: Any) -> KeyedLocks:
+    keys: KeyedLocks | None = getattr(app.state, "emit_keys", None)
+    if keys is None:
+        keys = app.state.emit_keys = KeyedLocks()
+    return keys
 
 
 async def _reflected(
@@ -306,7 +360,7 @@ async def record_decision(
 # -- querying -------------------------------------------------------------------------
 
 Cursor = Annotated[str | None, Query(max_length=512)]
-Limit = Annotated[int, Query(ge=1, le=1000)]
+Limit = Annotated[int, Query(ge=1, le=200, description="at most 200 (a payload may be 64 KiB)")]
 Since = Annotated[
     ClientTime | None, Query(description="recorded at or after (RFC 3339, with an offset)")
 ]
@@ -477,14 +531,19 @@ async def analytics_counts(
     since: Annotated[Day | None, Query(description="first UTC day, YYYY-MM-DD")] = None,
     until: Annotated[Day | None, Query(description="the UTC day after the last")] = None,
     user_id: Annotated[Identifier | None, Query()] = None,
+    surface_id: SurfaceFilter = None,
+    project_id: ProjectFilter = None,
 ) -> Response:
     """How many ``name`` events were recorded each UTC day (days with none are left
     out), oldest first, over at most 366 days (default: the 366 up to today): the
     caller's own, within their grants; with the ``auditor`` role, the tenant's, or
-    ``user_id``'s."""
-    whose = await _whose(request, principal, user_id)
+    ``user_id``'s; on the surface and in the project named, if named."""
+    whose = await _whose(request, principal, user_id, surface_id, project_id)
     last = date.fromisoformat(until) if until else datetime.now(UTC).date() + timedelta(days=1)
-    first = date.fromisoformat(since) if since else last - timedelta(days=MAX_DAYS)
+    span = timedelta(days=MAX_DAYS)
+    first = date.fromisoformat(since) if since else max(date.min + span, last) - span
+    if first > last:
+        raise InvalidField(("query", "since"), "since is after until")
     if (last - first).days > MAX_DAYS:
         raise InvalidField(("query", "since"), f"a query spans at most {MAX_DAYS} days")
     counted_for = whose.user_id or ALL_USERS
@@ -492,6 +551,8 @@ async def analytics_counts(
         tenant_id=whose.scope.tenant_id,
         mode=whose.scope.mode,
         user_id=whose.user_id,
+        surface_id=whose.surface_id,
+        project_id=whose.project_id,
         grants=whose.grants,
         where=(
             Filter(field="entry", value="count"),
@@ -506,7 +567,7 @@ async def analytics_counts(
     )
     view = runtime_of(request).view_of(ANALYTICS_VIEW)
     per_day: dict[str, int] = {}
-    while True:  # a user's counts are one record per day, surface and project
+    while True:  # one record per day, surface and project
         page = await view.query(query)
         for r in page.items:
             per_day[r.data[DAY]] = per_day.get(r.data[DAY], 0) + r.data["count"]

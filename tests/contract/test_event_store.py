@@ -318,3 +318,16 @@ async def test_appends_made_together_are_each_answered_on_their_own(
     assert await store.read_stream(sid("b")) == []
     assert len(await store.read_stream(sid("c"))) == 1
     assert await store.read_stream(sid("d")) == []
+
+
+async def test_find_command_answers_what_a_repeated_append_would(
+    store: EventStore, sid: str
+) -> None:
+    await store.append(sid, [make_event(command_id="c1")], NO_STREAM)
+    written = await store.append(sid, [make_event(command_id="c2"), make_event(command_id="c2")], 1)
+
+    assert await store.find_command(sid, "c2") == list(written.events)
+    assert await store.find_command(sid, "c3") == []
+    assert await store.find_command(stream_id("notes", "t1", "lab", "other"), "c1") == []
+    with pytest.raises(InvalidStreamId):
+        await store.find_command("not a stream", "c1")

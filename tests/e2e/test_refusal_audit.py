@@ -15,10 +15,12 @@ import jwt
 import orjson
 import pytest
 
+from engines.audit import Refusal, RefusalAudit
 from engines.auth import lab_secret
 from engines.http import create_app
 from engines.runtime import Runtime, bootstrap
 from engines.settings import AuditSettings, HttpSettings, Settings
+from spine.errors import BackendUnavailable
 from tests.e2e.support import (
     TENANT,
     UNAUTHENTICATED,
@@ -136,7 +138,7 @@ async def test_the_callers_tracked_at_once_are_bounded(
 
     assert len(firsts) == 4  # three callers, then one overflow event for the other seven
     (overflow,) = [e for e in firsts if "overflow" in e.payload]
-    assert overflow.tenant_id == "engines:overflow"
+    assert (overflow.tenant_id, overflow.user_id) == ("t1", None)  # in the tenant's own trail
     (summary,) = [e for e in everything if e.stream_id == overflow.stream_id][1:]
     assert summary.payload["count"] == 7
     # the callers counted under the overflow are still named, a few at least
@@ -263,3 +265,55 @@ async def test_a_trusted_proxys_forwarded_for_names_the_client(
     http = HttpSettings.model_validate({"trusted_proxies": trusted})
     async with bootstrap(settings.model_copy(update={"http": http}), tmp_path) as runtime:
         assert await peer_recorded(runtime, {"X-Forwarded-For": forwarded}) == client
+
+
+def refusal(caller: str, *, tenant_id: str | None = None, user_id: str | None = None) -> Refusal:
+    return Refusal(
+        status=403 if tenant_id else 401,
+        reason_code="RoleRequired" if tenant_id else "Unauthenticated",
+        reason="no",
+        request={"method": "GET", "path": "/audit", "client": caller, "claimed": {}},
+        tenant_id=tenant_id,
+        user_id=user_id,
+        caller=user_id or caller,
+    )
+
+
+async def test_a_flood_of_unknown_callers_never_moves_a_tenants_refusal_out_of_its_trail(
+    runtime: Runtime,
+) -> None:
+    audit = RefusalAudit(runtime.spine, "lab", AuditSettings(refusal_max_keys=3))
+    for i in range(10):  # more unknown callers than the audit tracks
+        await audit.refused(refusal(f"10.0.0.{i}"))
+    await audit.refused(refusal("-", tenant_id="t1", user_id="alice"))
+    await audit.aclose()
+    events = await audit_events(runtime)
+
+    (alice,) = [e for e in events if e.tenant_id == "t1"]
+    assert (alice.user_id, alice.payload["reason_code"]) == ("alice", "RoleRequired")
+    assert "refused_at" in alice.payload
+    assert {e.tenant_id for e in events} == {"t1", UNAUTHENTICATED}
+
+
+async def test_refusals_the_spine_never_took_are_logged_as_lost_at_shutdown(
+    runtime: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Down:
+        async def append(self, *args: Any) -> Any:
+            raise BackendUnavailable("event_spine", "sqlite", "locked")
+
+    audit = RefusalAudit(Down(), "lab", AuditSettings())  # type: ignore[arg-type]
+    for _ in range(3):
+        await audit.refused(refusal("-", tenant_id="t1", user_id="alice"))
+    await audit.refused(refusal("10.0.0.1"))
+    with caplog.at_level("ERROR"):
+        await audit.aclose()
+
+    assert "4 refusals (2 intervals) are not on the spine" in caplog.text
+
+
+async def test_a_refusal_does_not_wait_behind_another_close(runtime: Runtime) -> None:
+    audit = RefusalAudit(runtime.spine, "lab", AuditSettings())
+    async with audit._closing:  # another close is appending (a locked store, say)
+        appended = await asyncio.wait_for(audit.flush(wait=False), timeout=1)
+    assert appended == 0

@@ -179,6 +179,11 @@ async def test_a_batch_is_one_append_per_run_and_family_answered_in_the_order_gi
         ({"occurred_at": 1700000000}, "RFC 3339"),
         ({"occurred_at": "1700000000"}, "RFC 3339"),
         ({"occurred_at": "2026-01-01T10:00:00.1234567Z"}, "six decimals"),
+        ({"occurred_at": "2026-01-01T10:00:00+00:60"}, "RFC 3339"),
+        ({"occurred_at": "2026-01-01T10:00:00+24:00"}, "RFC 3339"),
+        ({"occurred_at": "2026-12-31T23:59:60Z"}, "leap second"),
+        ({"occurred_at": "2026-13-01T10:00:00Z"}, "not a time of the calendar"),
+        ({"occurred_at": "２０２６-01-01T10:00:00Z"}, "RFC 3339"),
         ({"event_type": "safety.decision"}, "POST /safety/decisions"),
         ({"family": "Z" * 5000}, "at most 32"),
     ],
@@ -706,6 +711,12 @@ async def test_a_decision_the_spine_would_refuse_is_a_422_before_anything(
         ("/analytics/counts", {"name": "analytics.x", "since": "1796601600"}, "YYYY"),
         ("/analytics/counts", {"name": "analytics.x", "until": "2026-02-30"}, "calendar"),
         ("/analytics/counts", {"name": "analytics.x", "since": "2020-01-01"}, "366 days"),
+        (
+            "/analytics/counts",
+            {"name": "analytics.x", "since": "2026-02-02", "until": "2026-02-01"},
+            "since is after until",
+        ),
+        ("/events", {"limit": "201"}, "200"),
     ],
 )
 async def test_query_times_are_rfc_3339_and_days_are_days(
@@ -791,6 +802,9 @@ def test_audit_query_checks_the_tenant_before_printing_and_filters_by_family(
 ) -> None:
     assert main(["audit", "query", "--tenant", "a b", "--data-dir", str(served)]) == 3
     assert capsys.readouterr().out == ""
+    args = ["audit", "query", "--tenant", "t1", "--user", "x y", "--data-dir", str(served)]
+    assert main(args) == 3
+    assert capsys.readouterr().out == ""
     base = ["audit", "query", "--tenant", "t1", "--data-dir", str(served), "--format", "jsonl"]
     assert main([*base, "--family", "safety"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 2
@@ -805,3 +819,54 @@ def test_audit_query_refuses_a_time_beyond_the_calendar(
         main(["audit", "query", "--tenant", "t1", "--since", "9999-12-31T23:59:59-14:00"])
     assert exit_.value.code == 2
     assert "between the years 1 and 9999" in capsys.readouterr().err
+
+
+async def test_a_reused_key_is_refused_before_any_stream_is_written(
+    agent: AppClient, runtime: Runtime
+) -> None:
+    key = {"Idempotency-Key": "k"}
+    first = {"events": [event(run_id="i1", payload={"v": 1}), event(run_id="i2")]}
+    await emit(agent, first, headers=key)
+    reused = {"events": [event(run_id="i1", payload={"v": 99}), event(run_id="i3")]}
+    refused = await agent.post("/events", json=reused, headers=key)
+    racing = await asyncio.gather(
+        *(
+            agent.post(
+                "/events", json={"events": [event(run_id="i1"), event(run_id=f"x{i}")]}, headers=key
+            )
+            for i in range(10)
+        )
+    )
+
+    problem(refused, 409)
+    assert {r.status_code for r in racing} == {409}
+    assert await telemetry_events(runtime) == 2  # i1 and i2 of the first request only
+
+
+async def test_counts_narrow_to_a_named_surface_and_take_any_until(
+    runtime: Runtime, mint: Mint
+) -> None:
+    token = mint(surfaces=["chat", "canvas"], projects={"chat": ["p1"], "canvas": ["p9"]})
+    async with client_for(runtime, token) as both:
+        for surface, times in (("chat", 2), ("canvas", 3)):
+            body = {"events": [event("analytics.opened", step_id=str(i)) for i in range(times)]}
+            await emit(both, body, headers={"X-Surface-Id": surface})
+        name = {"name": "analytics.opened"}
+        on_chat = await both.get("/analytics/counts", params={**name, "surface_id": "chat"})
+        in_p9 = await both.get("/analytics/counts", params={**name, "project_id": "p9"})
+        ancient = await both.get("/analytics/counts", params={**name, "until": "0001-01-01"})
+    async with client_for(runtime, mint(user_id="a1", roles=["auditor"], **GRANTS)) as a1:
+        tenant_chat = await a1.get("/analytics/counts", params={**name, "surface_id": "chat"})
+        tenant = await a1.get("/analytics/counts", params=name)
+
+    assert on_chat.json()["total"] == 2
+    assert in_p9.json()["total"] == 3
+    assert (ancient.status_code, ancient.json()["items"]) == (200, [])
+    assert tenant_chat.json()["total"] == 2
+    assert (tenant.json()["counted_for"], tenant.json()["total"]) == ("*", 5)
+
+
+GRANTS: dict[str, Any] = {
+    "surfaces": ["chat", "canvas"],
+    "projects": {"chat": ["p1"], "canvas": ["p9"]},
+}

@@ -190,17 +190,18 @@ def test_analytics_counts_fold_per_day_for_the_user_and_the_tenant() -> None:
         for record in projector.apply(event, records):
             records[record.key] = record
 
-    tenant = Scope(tenant_id="t1", mode="lab")
+    tenant = SCOPE.model_copy(update={"user_id": None})
     day1 = records[count_key(tenant, "2026-12-07", "analytics.page_viewed")]
     mine = records[count_key(SCOPE, "2026-12-07", "analytics.page_viewed")]
     day2 = records[count_key(tenant, "2026-12-08", "analytics.page_viewed")]
-    assert (day1.data["count"], day1.version, day1.scope.user_id) == (2, 2, None)
+    assert (day1.data["count"], day1.version, day1.scope) == (2, 2, tenant)
     assert (mine.data["count"], mine.data["counted_for"], mine.scope) == (2, "u1", SCOPE)
     assert day2.data["count"] == 1
     assert mine.key == "count#t1/lab/2026-12-07/analytics.page_viewed/u1/s1/p1"
+    assert day1.key == "count#t1/lab/2026-12-07/analytics.page_viewed/*/s1/p1"
 
 
 def _count_keys(at: datetime) -> set[str]:
     day = at.date().isoformat()
-    tenant = Scope(tenant_id="t1", mode="lab")
+    tenant = SCOPE.model_copy(update={"user_id": None})
     return {count_key(scope, day, "analytics.page_viewed") for scope in (tenant, SCOPE)}

@@ -245,6 +245,14 @@ class SqliteEventStore:
         args = (stream_id, from_seq, upper)
         return await self.db.read(partial(self._read, args=args), route=self.table)
 
+    async def find_command(self, stream_id: str, command_id: str) -> list[EventEnvelope]:
+        parse_stream_id(stream_id)
+        args = (stream_id, command_id)
+        return await self.db.read(partial(self._find, args=args), route=self.table)
+
+    def _find(self, conn: sqlite3.Connection, args: tuple[object, ...]) -> list[EventEnvelope]:
+        return decode_strict(conn.execute(self._sql_dedup, args).fetchall())
+
     def _read(self, conn: sqlite3.Connection, args: tuple[object, ...]) -> list[EventEnvelope]:
         """A stream's range, loaded in the reader thread (off the event loop)."""
         return decode_strict(conn.execute(self._sql_read, args).fetchall())
