@@ -53,10 +53,52 @@ class SqliteConnection(BaseModel):
     unavailable."""
 
 
+class DynamoDBConnection(BaseModel):
+    """Amazon DynamoDB (aioboto3). Credentials come from the usual AWS chain (env,
+    profile, role) unless given; ``endpoint_url`` points at a local server (moto)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    region: str = Field(default="us-east-1", pattern=r"^[a-z0-9-]{1,32}$")
+    endpoint_url: str | None = None
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    table_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9_.-]{0,64}$")
+    """Put before every physical name (one account, several deployments)."""
+
+
+class CosmosConnection(BaseModel):
+    """Azure Cosmos DB (azure-cosmos, aio). ``verify_tls: false`` only for a local
+    emulator's self-signed certificate."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    endpoint: str
+    key: str | None = None
+    key_file: str | None = None
+    """A file holding the account key (relative to the data directory)."""
+    database: str = Field(default="engines", pattern=r"^[A-Za-z0-9_-]{1,255}$")
+    verify_tls: bool = True
+
+
+class FirestoreConnection(BaseModel):
+    """Google Cloud Firestore (AsyncClient). ``emulator_host`` (host:port) points the
+    client at a local emulator; otherwise the usual Google credentials are used."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    project: str = Field(pattern=r"^[a-z][a-z0-9-]{4,61}[a-z0-9]$")
+    database: str = "(default)"
+    emulator_host: str | None = None
+
+
 class Connections(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="allow")
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     sqlite: SqliteConnection = SqliteConnection()
+    dynamodb: DynamoDBConnection | None = None
+    cosmos: CosmosConnection | None = None
+    firestore: FirestoreConnection | None = None
 
 
 class RoutesFile(BaseModel):

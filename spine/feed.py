@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from spine.events import EventEnvelope
@@ -55,6 +56,36 @@ class FeedBatch:
     """The consumer's position in ``partition`` once this batch is applied."""
     read: int
     """How many events the feed passed over for this batch, asked-for or not (>= 1)."""
+
+
+@dataclass(frozen=True)
+class Pending:
+    """An append not yet delivered: its stream, its seqs, and the store's marker for it
+    (opaque: handed back to :meth:`Outbox.clear`)."""
+
+    stream_id: str
+    first_seq: int
+    last_seq: int
+    marker: str
+    written_at: datetime
+
+
+@runtime_checkable
+class Outbox(Protocol):
+    """What an event store without a global position offers a relay (DESIGN §4): every
+    append writes, in the same atomic write, a *pending* marker; the relay delivers the
+    append's events and then clears the marker; a sweeper delivers markers older than a
+    bound again (an append whose process died before delivery). So every committed
+    event reaches its consumers at least once."""
+
+    async def pending(self, *, older_than: float = 0.0, limit: int = 1000) -> list[Pending]:
+        """Markers not cleared yet, written at least ``older_than`` seconds ago, oldest
+        first as far as the store can tell (no order is promised across streams)."""
+        ...
+
+    async def clear(self, pending: Sequence[Pending]) -> None:
+        """Remove these markers (delivered); one already removed is no error."""
+        ...
 
 
 @runtime_checkable

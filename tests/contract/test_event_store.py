@@ -17,8 +17,9 @@ from tests.contract.conftest import Harness
 
 
 @pytest.fixture
-async def store(harness: Harness, unique: str) -> EventStore:
-    s: EventStore = await harness.backend.event_store(harness.route(f"spine_{unique}"))
+async def store(spine_harness: Harness, unique: str) -> EventStore:
+    route = spine_harness.route(f"spine_{unique}")
+    s: EventStore = await spine_harness.backend.event_store(route)
     return s
 
 
