@@ -39,6 +39,7 @@ BACKENDS: Final[dict[str, BackendSpec]] = {
         BackendSpec("kafka", frozenset({"command_bus", "spine_feed"}), lab_only=False, module=None),
         BackendSpec("cosmos", _STORE_KINDS, lab_only=False, module=None),
         BackendSpec("firestore", _STORE_KINDS, lab_only=False, module=None),
-        BackendSpec("dynamodb", _STORE_KINDS, lab_only=False, module=None),
+        # the event store is built; its other stores answer "not built yet" (issue 9)
+        BackendSpec("dynamodb", _STORE_KINDS, lab_only=False, module="routing.backends.dynamodb"),
     )
 }

@@ -178,7 +178,14 @@ class Registry:
             raise BackendUnavailable(
                 resolved.kind, name, "this backend is not implemented in this build yet"
             )
-        module: BackendModule = importlib.import_module(resolved.spec.module)
+        try:
+            module: BackendModule = importlib.import_module(resolved.spec.module)
+        except ImportError as exc:
+            raise BackendUnavailable(
+                resolved.kind,
+                name,
+                f"its SDK is not installed ({exc.name}): pip install 'engines[cloud]'",
+            ) from exc
         self._backends[name] = await module.open_backend(
             self.config.connections, self.data_dir, create=self.create
         )

@@ -47,7 +47,9 @@ class Harness:
 BACKENDS = [pytest.param("sqlite", marks=pytest.mark.sqlite)]
 """The backends every store's suite runs against."""
 
-CLOUD_SPINES: list[Any] = []
+CLOUD_SPINES = [
+    pytest.param("dynamodb", marks=pytest.mark.dynamodb),
+]
 """Cloud backends whose event store (with its outbox) is built: the event-store suite
 runs against them as well, and the outbox suite against them alone. A backend moves
 to ``BACKENDS`` once every store of it is built (issue 9)."""

@@ -99,9 +99,10 @@ def moto_server() -> Iterator[MotoServer]:
     if executable is None:
         unavailable("moto_server is not installed: run `make test`, which installs moto[server]")
     server = MotoServer(port=free_port())
+    # moto's server, taking one request at a time (see moto_serial.py for why)
     with ServerProcess.start(
         "moto_server",
-        [executable, "-H", server.host, "-p", str(server.port)],
+        [sys.executable, str(HERE / "moto_serial.py"), server.host, str(server.port)],
         ready_url=f"{server.endpoint_url}/moto-api/",
         timeout=30,
     ):

@@ -139,7 +139,13 @@ def test_a_kind_without_a_route_fails_on_first_use() -> None:
 
 async def test_a_route_to_a_backend_not_built_yet_is_unavailable_not_replaced() -> None:
     registry = Registry(config("saas", cloud_routes()), Path("."))
-    with pytest.raises(BackendUnavailable, match="dynamodb"):
+    with pytest.raises(BackendUnavailable, match="kafka"):
+        await registry.command_bus()
+
+
+async def test_a_cloud_route_without_its_connection_settings_is_refused_by_name() -> None:
+    registry = Registry(config("saas", cloud_routes()), Path("."))
+    with pytest.raises(RoutingError, match=r"connections\.dynamodb"):
         await registry.event_store()
 
 
