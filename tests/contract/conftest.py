@@ -56,6 +56,10 @@ to ``BACKENDS`` once every store of it is built (issue 9)."""
 
 SPINE_BACKENDS = BACKENDS + CLOUD_SPINES
 
+CHECKPOINT_BACKENDS = [*BACKENDS, pytest.param("dynamodb", marks=pytest.mark.dynamodb)]
+"""Backends whose checkpoint and parking store is built: the checkpoint and parking
+suites run against them."""
+
 
 @pytest.fixture
 async def sqlite_backend(tmp_path: Path) -> AsyncIterator[Harness]:
@@ -90,6 +94,12 @@ def harness(request: pytest.FixtureRequest) -> Harness:
 
 @pytest.fixture(params=SPINE_BACKENDS)
 def spine_harness(request: pytest.FixtureRequest) -> Harness:
+    h: Harness = request.getfixturevalue(f"{request.param}_backend")
+    return h
+
+
+@pytest.fixture(params=CHECKPOINT_BACKENDS)
+def checkpoint_harness(request: pytest.FixtureRequest) -> Harness:
     h: Harness = request.getfixturevalue(f"{request.param}_backend")
     return h
 

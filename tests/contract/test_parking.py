@@ -13,8 +13,9 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 @pytest.fixture
-async def parking(harness: Harness, unique: str) -> ParkingStore:
-    p: ParkingStore = await harness.backend.checkpoint_store(harness.route(f"cp_{unique}"))
+async def parking(checkpoint_harness: Harness, unique: str) -> ParkingStore:
+    route = checkpoint_harness.route(f"cp_{unique}")
+    p: ParkingStore = await checkpoint_harness.backend.checkpoint_store(route)
     return p
 
 

@@ -1,4 +1,4 @@
-"""Amazon DynamoDB (aioboto3): the event store, with its outbox.
+"""The event store on DynamoDB, with its outbox.
 
 Physical layout of an ``event_spine`` route: one table, named by the route (after the
 connection's ``table_prefix``), billed on demand.
@@ -44,20 +44,16 @@ and the backend.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any, Final, NoReturn, TypeVar
+from typing import Any, Final
 
-import aioboto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from routing.backends.common import decode_strict
-from routing.config import Connections, DynamoDBConnection, Route
+from routing.backends.dynamodb.common import BACKEND, Item, T, _n, _s, call, translate
 from spine.appending import (
     MAX_SEQ,
     appended,
@@ -71,7 +67,6 @@ from spine.errors import (
     ConcurrencyError,
     EnginesError,
     InvalidAppend,
-    RoutingError,
 )
 from spine.events import (
     ANY,
@@ -86,7 +81,6 @@ from spine.events import (
 from spine.feed import Pending
 from spine.streams import parse_stream_id, scan_scope
 
-BACKEND: Final = "dynamodb"
 #: Actions a transaction takes, less the two markers every append writes.
 MAX_EVENTS: Final = 98
 MAX_ITEM_BODY: Final = 380 * 1024
@@ -95,11 +89,6 @@ OUTBOX_SHARDS: Final = 16
 OUTBOX_INDEX: Final = "outbox"
 _ANY_ROUNDS: Final = 200
 
-T = TypeVar("T")
-
-Item = dict[str, Any]
-"""An item in the low-level client's attribute-value form."""
-
 
 def event_sk(seq: int) -> str:
     return f"e#{seq:020d}"
@@ -107,14 +96,6 @@ def event_sk(seq: int) -> str:
 
 def _shard(stream_id: str) -> str:
     return str(zlib.crc32(stream_id.encode()) % OUTBOX_SHARDS)
-
-
-def _s(value: str) -> dict[str, str]:
-    return {"S": value}
-
-
-def _n(value: int) -> dict[str, str]:
-    return {"N": str(value)}
 
 
 class DynamoEventStore:
@@ -279,10 +260,7 @@ class DynamoEventStore:
         return appended(stream_id, sealed)
 
     def _unavailable(self, exc: ClientError) -> EnginesError:
-        code = exc.response.get("Error", {}).get("Code", "")
-        if code == "ValidationException" and "size" in str(exc).lower():
-            return InvalidAppend(f"DynamoDB refused the write as too large: {exc}")
-        return BackendUnavailable(self.route, BACKEND, f"{code}: {exc}")
+        return translate(self.route, exc)
 
     # -- reading -----------------------------------------------------------------------
 
@@ -342,7 +320,7 @@ class DynamoEventStore:
             }
             if start is not None:
                 request["ExclusiveStartKey"] = start
-            answer = await self._call(lambda r=request: self._client.query(**r))  # type: ignore[misc]
+            answer = await call(self.route, self._client.query, **request)
             rows += [
                 (stream_id, int(i["seq"]["N"]), i["body"]["S"].encode())
                 for i in answer.get("Items", [])
@@ -384,7 +362,7 @@ class DynamoEventStore:
                 del request["ExpressionAttributeValues"][":p"]
             if start is not None:
                 request["ExclusiveStartKey"] = start
-            answer = await self._call(lambda r=request: self._client.scan(**r))  # type: ignore[misc]
+            answer = await call(self.route, self._client.scan, **request)
             for item in answer.get("Items", []):
                 sid = item["stream_id"]["S"]
                 if scope.by_prefix or scope.holds(sid):
@@ -438,8 +416,8 @@ class DynamoEventStore:
                 self.table: [{"DeleteRequest": {"Key": k}} for k in keys[start : start + 25]]
             }
             for _ in range(10):
-                answer = await self._call(
-                    lambda r=requests: self._client.batch_write_item(RequestItems=r)  # type: ignore[misc]
+                answer = await call(
+                    self.route, self._client.batch_write_item, RequestItems=requests
                 )
                 requests = answer.get("UnprocessedItems") or {}
                 if not requests:
@@ -449,121 +427,3 @@ class DynamoEventStore:
                 raise BackendUnavailable(
                     self.route, BACKEND, "outbox markers were left unprocessed ten times"
                 )
-
-
-class DynamoBackend:
-    """The stores behind every route to ``dynamodb``, on one client. Without ``create``
-    it makes no table (every one a store needs must exist)."""
-
-    def __init__(
-        self,
-        client: Any,
-        settings: DynamoDBConnection,
-        stack: contextlib.AsyncExitStack,
-        *,
-        create: bool,
-    ) -> None:
-        self._client = client
-        self.settings = settings
-        self._stack = stack
-        self.create = create
-        self._ready: set[str] = set()
-
-    def table(self, route: Route) -> str:
-        return self.settings.table_prefix + route.name
-
-    async def event_store(self, route: Route) -> DynamoEventStore:
-        table = self.table(route)
-        if table not in self._ready:
-            await self._ensure_table(table, route.name)
-            self._ready.add(table)
-        return DynamoEventStore(self._client, table, route.name)
-
-    async def _ensure_table(self, table: str, route: str) -> None:
-        store = DynamoEventStore(self._client, table, route)
-        try:
-            await self._client.describe_table(TableName=table)
-            return
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
-                raise store._unavailable(exc) from exc
-        except (TimeoutError, BotoCoreError, OSError) as exc:
-            raise BackendUnavailable(route, BACKEND, f"{type(exc).__name__}: {exc}") from exc
-        if not self.create:
-            raise BackendUnavailable(
-                route, BACKEND, f"no table {table!r} (`engines routes provision` creates it)"
-            )
-        strings = ("stream_id", "sk", "outbox_shard", "outbox_at")
-        try:
-            await self._client.create_table(
-                TableName=table,
-                BillingMode="PAY_PER_REQUEST",
-                AttributeDefinitions=[{"AttributeName": n, "AttributeType": "S"} for n in strings],
-                KeySchema=[
-                    {"AttributeName": "stream_id", "KeyType": "HASH"},
-                    {"AttributeName": "sk", "KeyType": "RANGE"},
-                ],
-                GlobalSecondaryIndexes=[
-                    {
-                        "IndexName": OUTBOX_INDEX,
-                        "KeySchema": [
-                            {"AttributeName": "outbox_shard", "KeyType": "HASH"},
-                            {"AttributeName": "outbox_at", "KeyType": "RANGE"},
-                        ],
-                        "Projection": {"ProjectionType": "ALL"},
-                    }
-                ],
-            )
-        except ClientError as exc:  # made by another process meanwhile: fine
-            if exc.response.get("Error", {}).get("Code") != "ResourceInUseException":
-                raise store._unavailable(exc) from exc
-        except (TimeoutError, BotoCoreError, OSError) as exc:
-            raise BackendUnavailable(route, BACKEND, f"{type(exc).__name__}: {exc}") from exc
-        waiter = self._client.get_waiter("table_exists")
-        await store._call(
-            lambda: waiter.wait(TableName=table, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
-        )
-
-    async def view_store(self, route: Route) -> NoReturn:
-        raise BackendUnavailable(route.name, BACKEND, "its view store is not built yet (issue 9)")
-
-    async def checkpoint_store(self, route: Route) -> NoReturn:
-        raise BackendUnavailable(
-            route.name, BACKEND, "its checkpoint store is not built yet (issue 9)"
-        )
-
-    async def ping(self) -> None:
-        try:
-            await self._client.list_tables(Limit=1)
-        except (TimeoutError, ClientError, BotoCoreError, OSError) as exc:
-            raise BackendUnavailable(BACKEND, BACKEND, f"{type(exc).__name__}: {exc}") from exc
-
-    async def aclose(self) -> None:
-        await self._stack.aclose()
-
-
-async def open_backend(
-    connections: Connections, data_dir: Path, *, create: bool = True
-) -> DynamoBackend:
-    del data_dir
-    settings = connections.dynamodb
-    if settings is None:
-        raise RoutingError(
-            "a route names backend 'dynamodb' but the routes file has no "
-            "`connections.dynamodb` (region, and endpoint_url for a local server)"
-        )
-    session = aioboto3.Session(
-        aws_access_key_id=settings.access_key_id,
-        aws_secret_access_key=settings.secret_access_key,
-        region_name=settings.region,
-    )
-    config = Config(
-        connect_timeout=5,
-        read_timeout=10,
-        retries={"max_attempts": 3, "mode": "standard"},
-    )
-    stack = contextlib.AsyncExitStack()
-    client = await stack.enter_async_context(
-        session.client("dynamodb", endpoint_url=settings.endpoint_url, config=config)
-    )
-    return DynamoBackend(client, settings, stack, create=create)
