@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_lab.py
 	$(BIN)/python benchmarks/bench_domains.py
 	$(BIN)/python benchmarks/bench_telemetry.py
+	$(BIN)/python benchmarks/bench_cloud.py
 
 clean:
 	rm -rf $(VENV) $(SERVERS)/node_modules .engines .pytest_cache .mypy_cache .ruff_cache
