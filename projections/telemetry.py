@@ -101,7 +101,7 @@ def index_query(
     grants: tuple[Grant, ...] | None,
     surface_id: str | None = None,
     project_id: str | None = None,
-    equal: dict[str, FilterValue | None],
+    equal: Mapping[str, FilterValue | None],
     since: str | None = None,
     until: str | None = None,
     descending: bool = False,

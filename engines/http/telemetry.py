@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -49,7 +49,7 @@ from engines.http.provenance import provenance_of
 from engines.http.responses import OrjsonResponse
 from engines.http.writes import IdempotencyKey
 from projections.telemetry import ALL_USERS, DAY, index_query
-from projections.views import Filter, Grant, Page, ViewQuery, ViewRecord
+from projections.views import Filter, FilterValue, Grant, ViewQuery, ViewRecord
 from spine.codec import timestamp_text
 from spine.errors import InvalidField, ScopeMismatch
 from spine.events import EventType, Identifier, Scope
@@ -427,7 +427,33 @@ def event_out(record: ViewRecord) -> dict[str, Any]:
     return data
 
 
-def _page(page: Page) -> Response:
+async def _index_page(
+    request: Request,
+    view: str,
+    whose: Whose,
+    equal: Mapping[str, FilterValue | None],
+    since: str | None,
+    until: str | None,
+    order: str,
+    cursor: str | None,
+    limit: int,
+) -> Response:
+    """One page of an event index (``view``): ``whose`` events, each ``equal`` field that
+    is given equal to its value, recorded in [``since``, ``until``), by recorded time."""
+    query = index_query(
+        whose.scope,
+        user_id=whose.user_id,
+        grants=whose.grants,
+        surface_id=whose.surface_id,
+        project_id=whose.project_id,
+        equal=equal,
+        since=since,
+        until=until,
+        descending=order == "desc",
+        limit=limit,
+        cursor=cursor,
+    )
+    page = await runtime_of(request).view_of(view).query(query)
     return OrjsonResponse(
         {"items": [event_out(r) for r in page.items], "next_cursor": page.next_cursor}
     )
@@ -457,20 +483,8 @@ async def list_events(
     """The caller's own events (within their grants); with the ``auditor`` role, the
     tenant's, and ``user_id`` names whose. Oldest first unless ``order=desc``."""
     whose = await _whose(request, principal, user_id, surface_id, project_id)
-    query = index_query(
-        whose.scope,
-        user_id=whose.user_id,
-        grants=whose.grants,
-        surface_id=whose.surface_id,
-        project_id=whose.project_id,
-        equal={"run_id": run_id, "family": family, "event_type": event_type},
-        since=since,
-        until=until,
-        descending=order == "desc",
-        limit=limit,
-        cursor=cursor,
-    )
-    return _page(await runtime_of(request).view_of(EVENTS_VIEW).query(query))
+    equal = {"run_id": run_id, "family": family, "event_type": event_type}
+    return await _index_page(request, EVENTS_VIEW, whose, equal, since, until, order, cursor, limit)
 
 
 @router.get(
@@ -498,20 +512,8 @@ async def audit(
     decisions, budget and strategy-lock events, filtered by user, run, type or time."""
     await require_role(request, principal, "auditor")
     whose = await _whose(request, principal, user_id, surface_id, project_id)
-    query = index_query(
-        whose.scope,
-        user_id=whose.user_id,
-        grants=whose.grants,
-        surface_id=whose.surface_id,
-        project_id=whose.project_id,
-        equal={"run_id": run_id, "event_type": event_type, "family": family},
-        since=since,
-        until=until,
-        descending=order == "desc",
-        limit=limit,
-        cursor=cursor,
-    )
-    return _page(await runtime_of(request).view_of(AUDIT_VIEW).query(query))
+    equal = {"run_id": run_id, "event_type": event_type, "family": family}
+    return await _index_page(request, AUDIT_VIEW, whose, equal, since, until, order, cursor, limit)
 
 
 #: The most days one counts query spans.
