@@ -37,7 +37,14 @@ BACKENDS: Final[dict[str, BackendSpec]] = {
         ),
         BackendSpec("direct", frozenset({"spine_feed"}), lab_only=False, module=None),
         BackendSpec("kafka", frozenset({"command_bus", "spine_feed"}), lab_only=False, module=None),
-        BackendSpec("cosmos", _STORE_KINDS, lab_only=False, module=None),
+        # The event spine (with its outbox) only, until its view, checkpoint and feed
+        # stores are built: a routes file sending anything else there is refused.
+        BackendSpec(
+            "cosmos",
+            frozenset({"event_spine"}),
+            lab_only=False,
+            module="routing.backends.cosmos",
+        ),
         BackendSpec("firestore", _STORE_KINDS, lab_only=False, module=None),
         BackendSpec("dynamodb", _STORE_KINDS, lab_only=False, module=None),
     )

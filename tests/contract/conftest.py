@@ -2,7 +2,13 @@
 
 A backend is one fixture named ``<name>_backend`` returning a :class:`Harness`; add it
 to ``BACKENDS`` with its mark and the suites run unchanged against it. Each test gets
-fresh physical names.
+fresh physical names. A cloud backend's fixture lives in ``cloud_<name>.py``, imported
+at the end of this module.
+
+Declared capabilities (``Harness.capabilities``, checked with :func:`requires`):
+
+* ``atomic_batch``: a multi-item write that fails midway leaves nothing, even where the
+  backend's own ordering cannot rule it out (real Cosmos DB; not cosmosdb-server).
 """
 
 from __future__ import annotations
@@ -47,7 +53,7 @@ class Harness:
 BACKENDS = [pytest.param("sqlite", marks=pytest.mark.sqlite)]
 """The backends every store's suite runs against."""
 
-CLOUD_SPINES: list[Any] = []
+CLOUD_SPINES: list[Any] = [pytest.param("cosmos", marks=pytest.mark.cosmos)]
 """Cloud backends whose event store (with its outbox) is built: the event-store suite
 runs against them as well, and the outbox suite against them alone. A backend moves
 to ``BACKENDS`` once every store of it is built (issue 9)."""
@@ -75,7 +81,7 @@ async def sqlite_backend(tmp_path: Path) -> AsyncIterator[Harness]:
             conn.close()
 
     try:
-        yield Harness("sqlite", backend, lab=True, tamper=tamper)
+        yield Harness("sqlite", backend, lab=True, tamper=tamper, capabilities={"atomic_batch"})
     finally:
         await backend.aclose()
 
@@ -101,3 +107,7 @@ def outbox_harness(request: pytest.FixtureRequest) -> Harness:
 def requires(h: Harness, capability: str) -> None:
     if capability not in h.capabilities:
         pytest.skip(f"backend {h.name!r} does not offer {capability!r} (declared capability)")
+
+
+# The cloud backends' fixtures, each in its own module (they import Harness from here).
+from tests.contract.cloud_cosmos import cosmos_backend  # noqa: E402, F401
