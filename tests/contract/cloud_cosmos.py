@@ -8,6 +8,7 @@ declare ``atomic_batch``, which real Cosmos DB (and the official emulator) would
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from routing.backends.cosmos import open_backend
 from routing.backends.cosmos.spine import CosmosEventStore, event_item_id
 from routing.config import Connections, CosmosConnection
 from spine.store import EventStore
-from tests.contract.conftest import Harness
+from tests.contract.harness import Harness
 from tests.servers.fixtures import CosmosDBServer
 
 
@@ -32,23 +33,19 @@ def cosmos_connections(server: CosmosDBServer, database: str) -> Connections:
     )
 
 
-@pytest.fixture
-async def cosmos_backend(
-    cosmosdb_server: CosmosDBServer, unique: str, tmp_path: Path
+@asynccontextmanager
+async def cosmos_harness(
+    server: CosmosDBServer, database: str, data_dir: Path
 ) -> AsyncIterator[Harness]:
-    connections = cosmos_connections(cosmosdb_server, f"engines-{unique}")
-    backend = await open_backend(connections, tmp_path, create=True)
+    """A harness on a backend of its own, on ``database`` (created on first use)."""
+    backend = await open_backend(cosmos_connections(server, database), data_dir, create=True)
 
     async def tamper(spine: EventStore, stream_id: str, seq: int, body: bytes) -> None:
         assert isinstance(spine, CosmosEventStore)
         async with CosmosClient(
-            cosmosdb_server.endpoint_url,
-            credential=cosmosdb_server.key,
-            connection_verify=cosmosdb_server.connection_verify,
+            server.endpoint_url, credential=server.key, connection_verify=server.connection_verify
         ) as client:
-            container = client.get_database_client(f"engines-{unique}").get_container_client(
-                spine.route
-            )
+            container = client.get_database_client(database).get_container_client(spine.route)
             await container.upsert_item(
                 {
                     "id": event_item_id(seq),
@@ -65,3 +62,11 @@ async def cosmos_backend(
         yield Harness("cosmos", backend, lab=False, tamper=tamper, capabilities=set())
     finally:
         await backend.aclose()
+
+
+@pytest.fixture
+async def cosmos_backend(
+    cosmosdb_server: CosmosDBServer, unique: str, tmp_path: Path
+) -> AsyncIterator[Harness]:
+    async with cosmos_harness(cosmosdb_server, f"engines-{unique}", tmp_path) as harness:
+        yield harness
