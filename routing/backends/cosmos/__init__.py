@@ -90,14 +90,21 @@ import binascii
 from pathlib import Path
 from typing import Any, Final
 
-from azure.cosmos import PartitionKey
-from azure.cosmos.aio import ContainerProxy, CosmosClient, DatabaseProxy
-from azure.cosmos.exceptions import CosmosResourceNotFoundError
+from spine.errors import BackendUnavailable, RoutingError
+
+try:
+    from azure.cosmos import PartitionKey
+    from azure.cosmos.aio import ContainerProxy, CosmosClient, DatabaseProxy
+    from azure.cosmos.exceptions import CosmosResourceNotFoundError
+except ImportError as exc:  # the registry imports this module only when a route names it
+    raise RoutingError(
+        "backend 'cosmos' needs the Azure Cosmos DB SDK: pip install 'engines[cosmos]' "
+        f"(azure-cosmos and aiohttp): {exc}"
+    ) from exc
 
 from routing.backends.cosmos.errors import BACKEND, translated
 from routing.backends.cosmos.spine import CosmosEventStore
 from routing.config import Connections, CosmosConnection, Route
-from spine.errors import BackendUnavailable, RoutingError
 
 __all__ = ["CosmosBackend", "CosmosEventStore", "open_backend"]
 

@@ -11,6 +11,7 @@ import base64
 import json
 import logging
 import random
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -54,10 +55,12 @@ MAX_BATCH_OPERATIONS: Final = 100
 MAX_EVENTS: Final = MAX_BATCH_OPERATIONS - 2
 #: ... and at most this many bytes of request (2 MB).
 MAX_BATCH_BYTES: Final = 2 * 1024 * 1024
-#: How many times an append re-reads the stream after another writer moved it (an
-#: ``ANY`` append that lost a race; an exact one that found the stream short of its
-#: expected version, and then at it).
-ATTEMPTS: Final = 64
+#: How long an append keeps trying after other writers moved the stream (an ``ANY``
+#: append that lost a race; an exact one that found the stream short of its expected
+#: version, and then at it), in seconds, before it gives up with a conflict ...
+PATIENCE: Final = 10.0
+#: ... waiting a random time up to this long between tries (full jitter, doubling).
+MAX_BACKOFF: Final = 0.1
 #: How many items a query page holds.
 PAGE: Final = 1000
 
@@ -169,12 +172,17 @@ class CosmosEventStore:
         )
         async with self._turn(stream_id):
             with translated(self.route):
-                for attempt in range(ATTEMPTS):
+                deadline = time.monotonic() + PATIENCE
+                backoff = 0.001
+                while True:
                     result = await self._append_once(stream_id, command_id, batch, expected_version)
                     if result is not None:
                         return result
+                    if time.monotonic() > deadline:
+                        break
                     # another writer moved the stream meanwhile: back off a little and re-read
-                    await asyncio.sleep(random.uniform(0, min(0.05, 0.001 * 2**attempt)))
+                    await asyncio.sleep(random.uniform(0, backoff))
+                    backoff = min(MAX_BACKOFF, backoff * 2)
                 actual, _ = await self._last(stream_id)
         check_expected_version(stream_id, expected_version, actual)
         raise ConcurrencyError(stream_id, _label(expected_version), actual)
@@ -318,12 +326,12 @@ class CosmosEventStore:
     ) -> AppendResult | None:
         """The answer to an append whose expected version did not hold: the original
         events if the stream holds its command already, else a conflict; ``None`` (try
-        again) if the stream has reached the expected version since."""
+        again) for ``ANY``, or if the stream has reached the expected version since."""
+        if expected is ANY:
+            return None  # the next try reads the marker after the head anyway
         original = await self._find(stream_id, command_id)
         if original:
             return appended(stream_id, original, deduplicated=True)
-        if expected is ANY:
-            return None
         actual, _ = await self._last(stream_id)
         check_expected_version(stream_id, expected, actual)
         return None
