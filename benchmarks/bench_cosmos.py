@@ -37,6 +37,7 @@ import time
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -225,7 +226,9 @@ def item_sizes() -> dict[str, int]:
     """The bytes of each item a one-event append writes (as JSON, as stored)."""
     sid = stream_id("notes", "t1", "saas", "n-" + new_id())
     event = note_event()
-    envelope, body = seal(event, stream_id=sid, seq=1, prev_hash=GENESIS_HASH, recorded_at=_now())
+    envelope, body = seal(
+        event, stream_id=sid, seq=1, prev_hash=GENESIS_HASH, recorded_at=datetime.now(UTC)
+    )
     items = {
         "event": {
             "id": event_item_id(1),
@@ -255,12 +258,6 @@ def item_sizes() -> dict[str, int]:
         },
     }
     return {name: len(orjson.dumps(item)) for name, item in items.items()}
-
-
-def _now() -> Any:
-    from datetime import UTC, datetime
-
-    return datetime.now(UTC)
 
 
 async def main(quick: bool) -> None:

@@ -15,10 +15,12 @@ from azure.cosmos.aio import CosmosClient
 
 from routing.backends.cosmos import CosmosBackend, open_backend
 from routing.backends.cosmos.spine import MAX_BATCH_BYTES, MAX_EVENTS, CosmosEventStore
-from routing.config import Route
+from routing.config import Route, RoutesFile
+from routing.registry import Registry
 from spine.codec import verify_chain
 from spine.errors import BackendUnavailable, ConcurrencyError, InvalidAppend
 from spine.events import ANY, NO_STREAM, ExpectedVersion
+from spine.feed import Outbox
 from spine.streams import stream_id
 from tests.conftest import make_event
 from tests.contract.cloud_cosmos import cosmos_connections, cosmos_harness
@@ -244,3 +246,23 @@ async def test_a_server_that_is_not_there_is_unavailable_naming_route_and_backen
             await backend.ping()
     finally:
         await backend.aclose()
+
+
+async def test_a_routes_file_sends_the_spine_to_cosmos_and_readiness_asks_it(
+    cosmosdb_server: CosmosDBServer, unique: str, tmp_path: Path, sid: str
+) -> None:
+    connections = cosmos_connections(cosmosdb_server, f"engines-{unique}")
+    routes = RoutesFile(
+        mode="saas",
+        connections=connections,
+        routes={"event_spine": Route(backend="cosmos", name=f"spine_{unique}")},
+    )
+    registry = Registry(routes, tmp_path)
+    try:
+        spine = await registry.event_store()
+        await spine.append(sid, [make_event()], NO_STREAM)
+        assert isinstance(spine, CosmosEventStore)
+        assert isinstance(spine, Outbox)
+        assert await registry.ready() == {"cosmos": None}
+    finally:
+        await registry.aclose()
