@@ -36,11 +36,12 @@ test: lint $(NODE_STAMP)
 	$(BIN)/pytest; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; fi; exit $$status
 
-bench: $(STAMP)
+bench: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python benchmarks/bench_lab.py
 	$(BIN)/python benchmarks/bench_domains.py
 	$(BIN)/python benchmarks/bench_telemetry.py
 	$(BIN)/python benchmarks/bench_cloud.py
+	$(BIN)/python benchmarks/bench_cosmos.py
 
 clean:
 	rm -rf $(VENV) $(SERVERS)/node_modules .engines .pytest_cache .mypy_cache .ruff_cache

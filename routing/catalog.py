@@ -37,9 +37,10 @@ BACKENDS: Final[dict[str, BackendSpec]] = {
         ),
         BackendSpec("direct", frozenset({"spine_feed"}), lab_only=False, module=None),
         BackendSpec("kafka", frozenset({"command_bus", "spine_feed"}), lab_only=False, module=None),
-        BackendSpec("cosmos", _STORE_KINDS, lab_only=False, module=None),
+        BackendSpec("cosmos", _STORE_KINDS, lab_only=False, module="routing.backends.cosmos"),
         BackendSpec("firestore", _STORE_KINDS, lab_only=False, module=None),
-        # the event store is built; its other stores answer "not built yet" (issue 9)
+        # Being built store by store (issue 9): a store not built yet answers "not built
+        # yet" when it is opened (at start-up), naming its route; never a fallback.
         BackendSpec("dynamodb", _STORE_KINDS, lab_only=False, module="routing.backends.dynamodb"),
     )
 }

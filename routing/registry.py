@@ -184,7 +184,7 @@ class Registry:
             raise BackendUnavailable(
                 resolved.kind,
                 name,
-                f"its SDK is not installed ({exc.name}): pip install 'engines[cloud]'",
+                f"its SDK is not installed ({exc.name}): pip install 'engines[{name}]'",
             ) from exc
         self._backends[name] = await module.open_backend(
             self.config.connections, self.data_dir, create=self.create

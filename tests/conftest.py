@@ -9,9 +9,7 @@ import pytest
 from spine.events import NewEvent, new_id
 
 # The real local servers (moto, Firestore, Cosmos DB), for any test that asks for one.
-# The real servers' fixtures, and each cloud backend's contract harness (a fixture
-# named ``<backend>_backend``; non-root conftests may not name plugins).
-pytest_plugins = ["tests.servers.fixtures", "tests.contract.cloud_dynamodb"]
+pytest_plugins = ["tests.servers.fixtures"]
 
 
 def make_event(

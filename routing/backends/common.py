@@ -10,9 +10,11 @@ from spine.events import EventEnvelope
 from spine.feed import Unreadable
 
 
-def decode_rows(rows: Sequence[tuple[str, int, bytes]]) -> list[EventEnvelope | Unreadable]:
-    """Load ``(stream_id, seq, body)`` rows; a body that does not load becomes
-    :class:`Unreadable` rather than failing the rest."""
+def decode_rows(
+    rows: Sequence[tuple[str, int, bytes | str]],
+) -> list[EventEnvelope | Unreadable]:
+    """Load ``(stream_id, seq, body)`` rows (bodies as bytes or text); a body that does
+    not load becomes :class:`Unreadable` rather than failing the rest."""
     try:
         return list(load_many(rows))
     except StoredFormError:
@@ -28,7 +30,7 @@ def decode_rows(rows: Sequence[tuple[str, int, bytes]]) -> list[EventEnvelope | 
     return out
 
 
-def decode_strict(rows: Sequence[tuple[str, int, bytes]]) -> list[EventEnvelope]:
+def decode_strict(rows: Sequence[tuple[str, int, bytes | str]]) -> list[EventEnvelope]:
     """Decode rows for a reader that needs every event: the first one that does not
     decode raises :class:`IntegrityError` naming it."""
     events: list[EventEnvelope] = []

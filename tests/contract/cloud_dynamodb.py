@@ -12,7 +12,7 @@ from routing.backends.dynamodb import DynamoEventStore, event_sk
 from routing.backends.dynamodb import open_backend as open_dynamodb
 from routing.config import Connections, DynamoDBConnection
 from spine.store import EventStore
-from tests.contract.conftest import Harness
+from tests.contract.harness import Harness
 from tests.servers.fixtures import MotoServer
 
 

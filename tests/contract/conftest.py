@@ -2,53 +2,36 @@
 
 A backend is one fixture named ``<name>_backend`` returning a :class:`Harness`; add it
 to ``BACKENDS`` with its mark and the suites run unchanged against it. Each test gets
-fresh physical names.
+fresh physical names. A cloud backend's fixture lives in ``cloud_<name>.py`` and is
+imported here; :mod:`tests.contract.harness` holds the :class:`Harness` and the
+capabilities a backend may declare.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import pytest
 
 from routing.backends.sqlite import open_backend as open_sqlite
-from routing.config import Connections, Route, SqliteConnection
-from spine.feed import Feed
+from routing.config import Connections, SqliteConnection
 from spine.store import EventStore
+from tests.contract.cloud_cosmos import cosmos_backend
+from tests.contract.cloud_dynamodb import dynamodb_backend
+from tests.contract.harness import Harness, Tamper, requires
 
-
-class Tamper(Protocol):
-    async def __call__(self, spine: EventStore, stream_id: str, seq: int, body: bytes) -> None:
-        """Store ``body`` as ``stream_id``'s event ``seq``, behind the store's back."""
-
-
-@dataclass
-class Harness:
-    """How a contract suite opens stores on one backend, and what that backend can do."""
-
-    name: str
-    backend: Any
-    lab: bool
-    tamper: Tamper
-    capabilities: set[str] = field(default_factory=set)
-
-    def route(self, physical: str) -> Route:
-        return Route(backend=self.name, name=physical, lab=self.lab)
-
-    async def feed(self, spine: EventStore, physical: str = "feed") -> Feed:
-        feed: Feed = await self.backend.feed(self.route(physical), spine)
-        return feed
+__all__ = ["Harness", "Tamper", "cosmos_backend", "dynamodb_backend", "requires"]
 
 
 BACKENDS = [pytest.param("sqlite", marks=pytest.mark.sqlite)]
 """The backends every store's suite runs against."""
 
-CLOUD_SPINES = [
+CLOUD_SPINES: list[Any] = [
     pytest.param("dynamodb", marks=pytest.mark.dynamodb),
+    pytest.param("cosmos", marks=pytest.mark.cosmos),
 ]
 """Cloud backends whose event store (with its outbox) is built: the event-store suite
 runs against them as well, and the outbox suite against them alone. A backend moves
@@ -81,7 +64,7 @@ async def sqlite_backend(tmp_path: Path) -> AsyncIterator[Harness]:
             conn.close()
 
     try:
-        yield Harness("sqlite", backend, lab=True, tamper=tamper)
+        yield Harness("sqlite", backend, lab=True, tamper=tamper, capabilities={"atomic_batch"})
     finally:
         await backend.aclose()
 
@@ -108,8 +91,3 @@ def checkpoint_harness(request: pytest.FixtureRequest) -> Harness:
 def outbox_harness(request: pytest.FixtureRequest) -> Harness:
     h: Harness = request.getfixturevalue(f"{request.param}_backend")
     return h
-
-
-def requires(h: Harness, capability: str) -> None:
-    if capability not in h.capabilities:
-        pytest.skip(f"backend {h.name!r} does not offer {capability!r} (declared capability)")

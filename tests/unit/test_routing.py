@@ -34,7 +34,7 @@ def cloud_routes(**overrides: Any) -> dict[str, Any]:
     routes: dict[str, Any] = {kind: {"backend": "dynamodb", "name": kind} for kind in ACTIVE_KINDS}
     routes["command_bus"] = {"backend": "kafka", "name": "commands"}
     routes["spine_feed"] = {"backend": "kafka", "name": "spine"}
-    routes["notes_store"] = {"backend": "cosmos", "name": "notes"}
+    routes["event_spine"] = {"backend": "cosmos", "name": "events"}
     routes["memory_store"] = {"backend": "firestore", "name": "memory"}
     routes.update(overrides)
     return {k: v for k, v in routes.items() if v is not None}
@@ -99,7 +99,7 @@ def test_a_lab_backend_needs_a_route_marked_lab() -> None:
 
 
 def test_lab_true_on_a_cloud_route_is_refused() -> None:
-    routes = cloud_routes(notes_store={"backend": "cosmos", "name": "n", "lab": True})
+    routes = cloud_routes(event_spine={"backend": "cosmos", "name": "n", "lab": True})
     with pytest.raises(RouteNotAllowed, match="non-lab backend"):
         check_routes(config("saas", routes))
 
@@ -143,9 +143,31 @@ async def test_a_route_to_a_backend_not_built_yet_is_unavailable_not_replaced() 
         await registry.command_bus()
 
 
-async def test_a_cloud_route_without_its_connection_settings_is_refused_by_name() -> None:
+async def test_a_store_not_built_yet_answers_so_by_name_when_opened() -> None:
+    routes = cloud_routes(notes_store={"backend": "cosmos", "name": "notes"})
+    cosmos = {"endpoint": "https://127.0.0.1:1", "key": "a2V5"}
+    settings = RoutesFile.model_validate(
+        {"mode": "saas", "routes": routes, "connections": {"cosmos": cosmos}}
+    )
+    registry = Registry(settings, Path("."))
+    try:
+        with pytest.raises(BackendUnavailable, match=r"notes.*not built yet"):
+            await registry.view_store("notes_store")
+    finally:
+        await registry.aclose()
+
+
+async def test_a_dynamodb_route_without_its_connection_says_what_to_add() -> None:
     registry = Registry(config("saas", cloud_routes()), Path("."))
     with pytest.raises(RoutingError, match=r"connections\.dynamodb"):
+        await registry.checkpoint_store()
+
+
+async def test_a_cosmos_route_without_its_connection_says_what_to_add() -> None:
+    registry = Registry(config("saas", cloud_routes()), Path("."))
+    with pytest.raises(
+        RoutingError, match=r"no `connections\.cosmos`: add one with its `endpoint`"
+    ):
         await registry.event_store()
 
 
@@ -170,8 +192,10 @@ def test_malformed_routes_files_are_refused_with_the_file_named(
 
 
 def test_two_kinds_may_not_share_a_physical_name() -> None:
-    routes = cloud_routes(flow_store={"backend": "cosmos", "name": "notes"})
-    with pytest.raises(RouteNotAllowed, match="flow_store, notes_store: share cosmos:notes"):
+    routes = cloud_routes(flow_store={"backend": "dynamodb", "name": "notes_store"})
+    with pytest.raises(
+        RouteNotAllowed, match="flow_store, notes_store: share dynamodb:notes_store"
+    ):
         check_routes(config("saas", routes))
 
 

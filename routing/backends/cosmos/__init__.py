@@ -1,0 +1,246 @@
+"""The Azure Cosmos DB backend (``azure.cosmos.aio``): the event spine and its outbox.
+
+* :mod:`.spine`: :class:`spine.EventStore` and :class:`spine.feed.Outbox`;
+* :mod:`.errors`: the SDK's errors translated into :mod:`spine.errors`, in one place.
+
+The view, checkpoint and feed stores are not built on Cosmos yet: the catalog lets a
+routes file route only ``event_spine`` here, and refuses the rest with the file.
+
+Physical layout
+---------------
+
+One container per ``event_spine`` route (named by the route), in the database
+``connections.cosmos.database``, partitioned by ``/stream_id``: every item of a stream
+lives in the stream's logical partition. Three kinds of item, told apart by ``type``:
+
+=============  ================================  ======================================
+item           id                                fields
+=============  ================================  ======================================
+event          ``e`` + seq in 20 digits          seq, command_id, hash, and ``body``:
+                                                 the stored form (:mod:`spine.codec`) as
+                                                 one JSON string, kept byte for byte
+command        ``c`` + the command id,           command_id, first_seq, last_seq
+marker         base64url (any id is a valid
+               Cosmos id: no ``/ \\ ? #``)
+outbox marker  ``o`` + first seq in 20 digits    first_seq, last_seq, written_at (the
+                                                 append's time), outbox_at (the same, in
+                                                 microseconds since the epoch: sortable)
+=============  ================================  ======================================
+
+The container indexes ``type``, ``seq``, ``stream_id`` and ``outbox_at`` only: the body
+is the bulk of every write, and every indexed byte costs request units.
+
+Why an append is per-stream atomic and conditional
+--------------------------------------------------
+
+An append is ONE transactional batch in the stream's partition: a ``create`` of each
+event item, of the command marker and of the outbox marker. Cosmos runs a batch all or
+nothing, under snapshot isolation, and a ``create`` of an id that exists fails it with
+409. So the create of seq N+1 is the optimistic-concurrency check (a writer that lost
+the race finds it taken), and the create of the command marker refuses a repeated
+command; no head item is rewritten by every append. Before the batch the store reads:
+
+* an exact expected version N: seq N and the command marker, in one query (seq N must
+  exist; its hash is the new first event's ``prev_hash``). Seq N+1 existing already
+  fails the batch;
+* ``ANY``: the stream's last event (one query), then the command marker. A lost race
+  reads again and tries again;
+* ``NO_STREAM`` (or 0): nothing; the create of seq 1 is the whole check.
+
+A command the stream holds returns its original events (``deduplicated``) whatever
+``expected_version`` says; a batch failing with 409 asks the marker again before it
+calls the failure a conflict. Conflicts are decided by the writes (on the partition's
+primary), never by a read: a stale read costs a retry, or a conflict that reports an
+old actual version, never a duplicate seq or a gap. Appends to one stream through one
+store are sent one at a time, in call order, so coroutines of one process do not race
+each other for a seq (processes do, and the creates decide).
+
+Limits: a batch holds at most 100 operations and 2 MB, so an append takes at most 98
+events (with its two markers) and the request at most 2 MiB; a bigger append is refused
+(:class:`~spine.errors.InvalidAppend`) and never split. A logical partition holds at
+most 20 GB: one stream's bound.
+
+Outbox: :meth:`~.spine.CosmosEventStore.pending` is a cross-partition query for the
+outbox markers ordered by ``outbox_at``; :meth:`~.spine.CosmosEventStore.clear` deletes
+them by id in their stream's partition. ``scan`` finds each stream by its seq-1 item
+(one cross-partition query), then reads it in seq order in its own partition.
+
+cosmosdb-server (the local test server) differs from Cosmos DB in three ways this
+module works around (DESIGN §8):
+
+* its batch is NOT atomic: it runs the operations in order, keeps those before the one
+  that fails and answers the rest with 424. It runs a batch without interleaving other
+  requests, though, so the operations are ordered to leave nothing behind there either:
+  seq N+1's create first, then the command marker, then the other events and the outbox
+  marker. The head is read no later than the marker, so any append committed since took
+  seq N+1: a lost race, repeated command or not, fails the first operation, before
+  anything is written;
+* a point read of a missing item answers 500 (a TypeError in the server), not 404: items
+  that may be absent are looked up with a query on their ids instead (which real Cosmos
+  serves from the always-indexed ``id``);
+* a one-partition query must name the partition key in its text (the header is not
+  enough): every such query here says ``c.stream_id = @stream``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from pathlib import Path
+from typing import Any, Final, NoReturn
+
+from spine.errors import BackendUnavailable, RoutingError
+
+try:
+    from azure.cosmos import PartitionKey
+    from azure.cosmos.aio import ContainerProxy, CosmosClient, DatabaseProxy
+    from azure.cosmos.exceptions import CosmosResourceNotFoundError
+except ImportError as exc:  # the registry imports this module only when a route names it
+    raise RoutingError(
+        "backend 'cosmos' needs the Azure Cosmos DB SDK: pip install 'engines[cosmos]' "
+        f"(azure-cosmos and aiohttp): {exc}"
+    ) from exc
+
+from routing.backends.cosmos.errors import BACKEND, translated
+from routing.backends.cosmos.spine import CosmosEventStore
+from routing.config import Connections, CosmosConnection, Route
+
+__all__ = ["CosmosBackend", "CosmosEventStore", "open_backend"]
+
+PARTITION_KEY: Final = "/stream_id"
+# Typed loosely: the SDK's annotation (dict[str, str]) is narrower than what it takes.
+INDEXING_POLICY: Final[dict[str, Any]] = {
+    "indexingMode": "consistent",
+    "automatic": True,
+    "includedPaths": [
+        {"path": "/type/?"},
+        {"path": "/seq/?"},
+        {"path": "/stream_id/?"},
+        {"path": "/outbox_at/?"},
+    ],
+    "excludedPaths": [{"path": "/*"}],
+}
+
+
+class CosmosBackend:
+    """The stores behind every route to ``cosmos``, through one client. The client
+    connects on first use; without ``create`` nothing is created (every container a
+    store needs must exist)."""
+
+    def __init__(self, client: CosmosClient, settings: CosmosConnection, *, create: bool) -> None:
+        self.client = client
+        self.settings = settings
+        self.create = create
+        self._connected = False
+        self._connecting = asyncio.Lock()
+        self._spines: dict[str, CosmosEventStore] = {}
+
+    async def _database(self, route: str) -> DatabaseProxy:
+        async with self._connecting:
+            if not self._connected:
+                with translated(route):
+                    await self.client.__aenter__()  # reads the account (endpoints, consistency)
+                self._connected = True
+        return self.client.get_database_client(self.settings.database)
+
+    async def _container(self, name: str) -> ContainerProxy:
+        database = await self._database(name)
+        with translated(name):
+            if self.create:
+                database = await self.client.create_database_if_not_exists(self.settings.database)
+                container = await database.create_container_if_not_exists(
+                    name,
+                    partition_key=PartitionKey(path=PARTITION_KEY),
+                    indexing_policy=INDEXING_POLICY,
+                )
+            else:
+                container = database.get_container_client(name)
+            try:
+                properties = await container.read()
+            except CosmosResourceNotFoundError as exc:
+                raise BackendUnavailable(
+                    name,
+                    BACKEND,
+                    f"container {name!r} does not exist in database {self.settings.database!r}"
+                    " (`engines serve` creates it)",
+                ) from exc
+        paths = (properties.get("partitionKey") or {}).get("paths")
+        if paths != [PARTITION_KEY]:
+            raise RoutingError(
+                f"cosmos container {name!r} is partitioned by {paths}, not {PARTITION_KEY}: "
+                "it is not an event store this backend wrote; route event_spine elsewhere"
+            )
+        return container
+
+    async def event_store(self, route: Route) -> CosmosEventStore:
+        store = self._spines.get(route.name)
+        if store is None:
+            container = await self._container(route.name)
+            store = self._spines.setdefault(route.name, CosmosEventStore(container, route.name))
+        return store
+
+    async def view_store(self, route: Route) -> NoReturn:
+        raise BackendUnavailable(route.name, "cosmos", "its view store is not built yet (issue 9)")
+
+    async def checkpoint_store(self, route: Route) -> NoReturn:
+        raise BackendUnavailable(
+            route.name, "cosmos", "its checkpoint store is not built yet (issue 9)"
+        )
+
+    async def ping(self) -> None:
+        """Raise :class:`~spine.errors.BackendUnavailable` unless the account answers and
+        the database exists (or may still be created)."""
+        where = f"database {self.settings.database}"
+        database = await self._database(where)
+        with translated(where):
+            try:
+                await database.read()
+            except CosmosResourceNotFoundError as exc:
+                if not self.create:
+                    raise BackendUnavailable(where, BACKEND, "the database does not exist") from exc
+
+    async def aclose(self) -> None:
+        await self.client.close()
+
+
+def account_key(settings: CosmosConnection, data_dir: Path) -> str:
+    """The account key, from ``key`` or from the file ``key_file`` names."""
+    if (settings.key is None) == (settings.key_file is None):
+        raise RoutingError("connections.cosmos needs exactly one of `key` and `key_file`")
+    if settings.key is not None:
+        key = settings.key
+    else:
+        path = Path(settings.key_file or "")
+        if not path.is_absolute():
+            path = data_dir / path
+        try:
+            key = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RoutingError(f"connections.cosmos.key_file: cannot read {path}: {exc}") from exc
+    try:
+        base64.b64decode(key, validate=True)
+    except binascii.Error as exc:
+        raise RoutingError("connections.cosmos: the account key is not base64") from exc
+    return key
+
+
+async def open_backend(
+    connections: Connections, data_dir: Path, *, create: bool = True
+) -> CosmosBackend:
+    settings = connections.cosmos
+    if settings is None:
+        raise RoutingError(
+            "a route names backend 'cosmos' but the routes file has no `connections.cosmos`: "
+            "add one with its `endpoint` and `key` (or `key_file`)"
+        )
+    if not settings.endpoint.startswith(("https://", "http://")):
+        raise RoutingError(
+            f"connections.cosmos.endpoint must be an https:// URL, not {settings.endpoint!r}"
+        )
+    client = CosmosClient(
+        settings.endpoint,
+        credential=account_key(settings, data_dir),
+        connection_verify=settings.verify_tls,
+    )
+    return CosmosBackend(client, settings, create=create)

@@ -1,0 +1,52 @@
+"""What a contract suite knows of a backend: how to open its stores and what it can do.
+
+Declared capabilities (``Harness.capabilities``, checked with :func:`requires`):
+
+* ``atomic_batch``: a multi-item write that fails midway leaves nothing, even where the
+  backend's own ordering of the write cannot rule it out (SQLite, real Cosmos DB; not
+  cosmosdb-server, DESIGN §8).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import pytest
+
+from routing.config import Route
+from spine.feed import Feed
+from spine.store import EventStore
+
+
+class Tamper(Protocol):
+    async def __call__(self, spine: EventStore, stream_id: str, seq: int, body: bytes) -> None:
+        """Store ``body`` as ``stream_id``'s event ``seq``, behind the store's back."""
+
+
+@dataclass
+class Harness:
+    """How a contract suite opens stores on one backend, and what that backend can do."""
+
+    name: str
+    backend: Any
+    lab: bool
+    tamper: Tamper
+    capabilities: set[str] = field(default_factory=set)
+
+    def route(self, physical: str) -> Route:
+        return Route(backend=self.name, name=physical, lab=self.lab)
+
+    async def feed(self, spine: EventStore, physical: str = "feed") -> Feed:
+        feed: Feed = await self.backend.feed(self.route(physical), spine)
+        return feed
+
+
+def requires(h: Harness, capability: str, why: str = "") -> None:
+    """Skip the calling test unless ``h`` declares ``capability``; ``why``: the reason
+    a backend may lack it, for the skip message."""
+    if capability not in h.capabilities:
+        reason = f": {why}" if why else ""
+        pytest.skip(
+            f"backend {h.name!r} does not offer {capability!r} (declared capability){reason}"
+        )
