@@ -38,7 +38,14 @@ BACKENDS: Final[dict[str, BackendSpec]] = {
         BackendSpec("direct", frozenset({"spine_feed"}), lab_only=False, module=None),
         BackendSpec("kafka", frozenset({"command_bus", "spine_feed"}), lab_only=False, module=None),
         BackendSpec("cosmos", _STORE_KINDS, lab_only=False, module=None),
-        BackendSpec("firestore", _STORE_KINDS, lab_only=False, module=None),
+        # The event spine (with its outbox) is built; views, checkpoints and the feed
+        # come later (issue 9), so a route of those kinds to firestore is refused.
+        BackendSpec(
+            "firestore",
+            frozenset({"event_spine"}),
+            lab_only=False,
+            module="routing.backends.firestore",
+        ),
         BackendSpec("dynamodb", _STORE_KINDS, lab_only=False, module=None),
     )
 }

@@ -19,6 +19,7 @@ from routing.backends.sqlite import open_backend as open_sqlite
 from routing.config import Connections, Route, SqliteConnection
 from spine.feed import Feed
 from spine.store import EventStore
+from tests.contract.cloud_firestore import firestore_backend  # noqa: F401 (a fixture)
 
 
 class Tamper(Protocol):
@@ -47,7 +48,7 @@ class Harness:
 BACKENDS = [pytest.param("sqlite", marks=pytest.mark.sqlite)]
 """The backends every store's suite runs against."""
 
-CLOUD_SPINES: list[Any] = []
+CLOUD_SPINES: list[Any] = [pytest.param("firestore", marks=pytest.mark.firestore)]
 """Cloud backends whose event store (with its outbox) is built: the event-store suite
 runs against them as well, and the outbox suite against them alone. A backend moves
 to ``BACKENDS`` once every store of it is built (issue 9)."""

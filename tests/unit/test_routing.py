@@ -35,7 +35,7 @@ def cloud_routes(**overrides: Any) -> dict[str, Any]:
     routes["command_bus"] = {"backend": "kafka", "name": "commands"}
     routes["spine_feed"] = {"backend": "kafka", "name": "spine"}
     routes["notes_store"] = {"backend": "cosmos", "name": "notes"}
-    routes["memory_store"] = {"backend": "firestore", "name": "memory"}
+    routes["event_spine"] = {"backend": "firestore", "name": "spine"}
     routes.update(overrides)
     return {k: v for k, v in routes.items() if v is not None}
 
@@ -140,6 +140,18 @@ def test_a_kind_without_a_route_fails_on_first_use() -> None:
 async def test_a_route_to_a_backend_not_built_yet_is_unavailable_not_replaced() -> None:
     registry = Registry(config("saas", cloud_routes()), Path("."))
     with pytest.raises(BackendUnavailable, match="dynamodb"):
+        await registry.view_store("budget_store")
+
+
+def test_a_view_routed_to_firestore_is_refused_with_the_routes_file() -> None:
+    routes = cloud_routes(notes_store={"backend": "firestore", "name": "notes"})
+    with pytest.raises(RouteNotAllowed, match="notes_store: backend 'firestore' cannot serve"):
+        check_routes(config("saas", routes))
+
+
+async def test_a_firestore_route_without_its_connection_names_what_to_add() -> None:
+    registry = Registry(config("saas", cloud_routes()), Path("."))
+    with pytest.raises(RoutingError, match=r"connections\.firestore"):
         await registry.event_store()
 
 
