@@ -55,17 +55,22 @@ ERRORS: Final[tuple[tuple[type[Exception], str], ...]] = (
     (gexc.NotFound, "not found (does the database exist?)"),
     (gexc.FailedPrecondition, "request refused (a missing index? provisioning creates them)"),
     (gexc.ResourceExhausted, "quota or request size exceeded"),
-    (gexc.GoogleAPICallError, "request failed"),
+    (gexc.GoogleAPIError, "request failed"),
     (TimeoutError, "no answer in time"),
 )
 DRIVER_ERRORS: Final = tuple(kind for kind, _ in ERRORS)
 
 
 def unavailable(route: str, exc: Exception) -> BackendUnavailable:
-    """The driver error ``exc`` as :class:`~spine.errors.BackendUnavailable` for ``route``."""
+    """The driver error ``exc`` as :class:`~spine.errors.BackendUnavailable` for ``route``
+    (retries that ran out are told by their last error)."""
+    retried = ""
+    if isinstance(exc, gexc.RetryError) and isinstance(exc.cause, DRIVER_ERRORS):
+        retried = ", retried until the request's time ran out"
+        exc = exc.cause
     what = next(text for kind, text in ERRORS if isinstance(exc, kind))
     detail = " ".join(str(exc).split())[:300] or type(exc).__name__
-    return BackendUnavailable(route, BACKEND, f"{what}: {detail}")
+    return BackendUnavailable(route, BACKEND, f"{what}{retried}: {detail}")
 
 
 @contextlib.contextmanager

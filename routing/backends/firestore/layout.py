@@ -80,7 +80,7 @@ class Limits:
 #: (RESOURCE_EXHAUSTED), far below the service's 10 MiB request limit.
 EMULATOR_LIMITS: Final = Limits(max_request_bytes=4 * 1024 * 1024)
 
-FieldValue = str | bytes | int | datetime
+FieldValue = str | bytes | bool | int | datetime
 
 
 def _string_size(text: str) -> int:
@@ -90,7 +90,8 @@ def _string_size(text: str) -> int:
 def document_size(path: Iterable[str], fields: Mapping[str, FieldValue]) -> int:
     """A document's size as Firestore counts it against its 1 MiB limit: the name (each
     collection and document id of its path, +1 each, +16), each field's name (+1) and
-    value (a string's UTF-8 +1, bytes as they are, a number or a time 8), and 32."""
+    value (a string's UTF-8 +1, bytes as they are, a boolean 1, a number or a time 8),
+    and 32."""
     size = sum(_string_size(part) for part in path) + 16 + 32
     for name, value in fields.items():
         size += _string_size(name)
@@ -98,6 +99,8 @@ def document_size(path: Iterable[str], fields: Mapping[str, FieldValue]) -> int:
             size += _string_size(value)
         elif isinstance(value, bytes):
             size += len(value)
+        elif isinstance(value, bool):
+            size += 1
         else:
             size += 8
     return size
