@@ -160,6 +160,23 @@ async def test_twenty_writers_in_separate_clients_with_any_get_one_winner_per_se
         assert len(await store.pending()) == 60
 
 
+async def test_an_any_append_finds_the_head_however_far_others_moved_it(
+    firestore_emulator: FirestoreEmulator, unique: str, sid: str
+) -> None:
+    """ANY looks for the head by key just past the last version its store saw; a stream
+    written far past that from elsewhere is found by the query instead."""
+    route = Route(backend="firestore", name=f"spine_{unique}")
+    async with reopened(firestore_emulator) as one, reopened(firestore_emulator) as two:
+        here, elsewhere = await one.event_store(route), await two.event_store(route)
+        for moved in (1, 3, 20, 100):
+            await here.append(sid, [make_event()], ANY)
+            for _ in range(moved):
+                await elsewhere.append(sid, [make_event()], ANY)
+        result = await here.append(sid, [make_event()], ANY)
+        assert result.last_seq == 4 + 124 + 1
+        assert verify_chain(await here.read_stream(sid)) == 129
+
+
 async def test_one_command_from_two_clients_at_once_is_written_once(
     firestore_emulator: FirestoreEmulator, unique: str, sid: str
 ) -> None:

@@ -17,16 +17,22 @@ tenant, a mode) is a key range of ``R``, which is what ``scan`` reads.
 **An append is one atomic commit of conditional creates**: the event documents and the
 command marker are ``create``s (the commit fails with ALREADY_EXISTS, writing nothing, if
 any of them exists), with the outbox marker and, on a stream's first append, the stream's
-document. Before it, one round trip reads what the append needs: the command marker
-(present: the original events are returned, deduplicated, whatever the expected version)
-and, for an exact version N, events N (its hash chains the new events; absent: a
-conflict) and N+1 (present: a conflict); for ANY, the last event (a query on ``seq``,
-descending). Two appends that race for a seq both create it, so one commit fails; the
-loser reads again, which tells a conflict (:class:`~spine.errors.ConcurrencyError` with
-the actual version) from a repeat of the same command (deduplicated), and an ANY append
-reads the new last event and seals again (new ``prev_hash`` and ``recorded_at``) until
-it lands: ANY never fails with a conflict, only with
+document. Before it, one round trip reads what the append needs, by key: the command
+marker (present: the original events are returned, deduplicated, whatever the expected
+version) and, for an exact version N, events N (its hash chains the new events; absent:
+a conflict) and N+1 (present: a conflict); for ANY, the events just past the last
+version this store saw of the stream (only if the stream moved further than that, the
+last event by a query on ``seq``, descending).
+
+Two appends that race for a seq both create it, so one commit fails. The loser reads
+again, which tells a conflict (:class:`~spine.errors.ConcurrencyError` with the actual
+version) from a repeat of the same command (deduplicated); an ANY append reads the new
+head and seals again (new ``prev_hash`` and ``recorded_at``) until it lands, after a
+short random pause: ANY never fails with a conflict, only with
 :class:`~spine.errors.BackendUnavailable` if it cannot land within ``timeout_seconds``.
+This process's appends to one stream run one at a time, in the order they were made,
+so only other processes race through the server. A commit whose outcome is unknown (a
+transient error) is found again by its command marker and hashes, not written twice.
 
 There is no per-stream head document that every append rewrites (Firestore sustains
 about one write a second per document): a create per event gives the same check. And no
@@ -42,13 +48,13 @@ counted as Firestore counts it (:func:`.layout.document_size`), so one event's s
 body can take a little under 1 MiB; and the request's size: 10 MiB, or 4 MiB on the
 emulator, whose gRPC server refuses anything larger.
 
-**Indexes**: reads go by key, but for ANY's query on ``seq`` (its single-field index,
-descending, per stream: no hot range) and the outbox's ``pending`` (``shard in [...]``,
-``written_at <=``, ordered by ``written_at``). ``written_at`` grows with every append,
-which would cap the outbox near 500 writes a second if indexed alone; provisioning
-exempts it (and every field no query reads: the bodies, hashes, markers' fields) from
-single-field indexing and creates the composite index (shard, written_at), whose ten
-shards give the insertion points: :data:`.layout.UNINDEXED_FIELDS` and
+**Indexes**: reads go by key or key range, but for ANY's fallback query on ``seq`` (its
+single-field index, descending, per stream: no hot range) and the outbox's ``pending``
+(``shard in [...]``, ``written_at <=``, ordered by ``written_at``). ``written_at`` grows
+with every append, which would cap the outbox near 500 writes a second if indexed alone;
+provisioning exempts it (and every field no query reads: the bodies, hashes, markers'
+fields) from single-field indexing and creates the composite index (shard, written_at),
+whose ten shards give the insertion points: :data:`.layout.UNINDEXED_FIELDS` and
 :data:`.layout.COMPOSITE_INDEXES`. The emulator needs and enforces no index.
 """
 

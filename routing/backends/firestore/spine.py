@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import random
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -69,6 +70,11 @@ from spine.streams import parse_stream_id, scan_scope
 
 #: Events one read asks for at once.
 PAGE: Final = 500
+#: How far past the last version it saw an ANY append looks for the stream's head.
+PROBE: Final = 4
+#: Streams whose last version a store remembers (the hint of ANY's reads).
+SEEN: Final = 10_000
+_HEAD_FIELDS: Final = ("first_seq", "last_seq", "hash")
 _KEY: Final = FieldPath.document_id()
 #: Past every character a stream document id holds (``~`` is the highest).
 _PAST_PREFIX: Final = "\x7f"
@@ -128,6 +134,16 @@ class FirestoreEventStore:
         self.streams = db.client.collection(route)
         self.outbox = db.client.collection(outbox_collection(route))
         self._in_order = _InOrder()
+        self._seen: OrderedDict[str, int] = OrderedDict()
+        """The last version seen of recently appended streams: a hint, never trusted."""
+
+    def _saw(self, stream_id: str, version: int) -> None:
+        seen = self._seen
+        if seen.get(stream_id, 0) < version:
+            seen[stream_id] = version
+        seen.move_to_end(stream_id)
+        if len(seen) > SEEN:
+            seen.popitem(last=False)
 
     def _stream(self, stream_id: str) -> _Stream:
         doc = self.streams.document(stream_doc_id(stream_id))
@@ -164,12 +180,15 @@ class FirestoreEventStore:
                         f"{attempt} attempts in {self.db.timeout:g} s (contention or errors)",
                     )
                 attempt += 1
-                head = await self._head(stream_id, stream, marker, expected_version)
+                head = await self._head(
+                    stream_id, stream, marker, expected_version, again=attempt > 1
+                )
                 if head is None:  # the stream moved while it was read: read it again
                     continue
                 if head.command is not None:
                     original = await self._read(stream_id, stream.events, *head.command)
                     ours = bool(original) and original[0].hash in uncertain
+                    self._saw(stream_id, head.command[1])
                     return appended(stream_id, original, deduplicated=not ours)
                 sealed, write = self._prepare(stream_id, stream, marker, command_id, batch, head)
                 try:
@@ -178,6 +197,7 @@ class FirestoreEventStore:
                     # Another append took a seq (or the command) first. An exact version
                     # reads again at once, which tells a conflict from a repeated command;
                     # ANY reads the new head and appends after it, after a short pause.
+                    self._saw(stream_id, head.version + 1)
                     if expected_version is ANY:
                         await _pause(attempt)
                     continue
@@ -187,6 +207,7 @@ class FirestoreEventStore:
                     uncertain.add(sealed[0].hash)
                     await _pause(attempt)
                     continue
+                self._saw(stream_id, sealed[-1].seq)
                 return appended(stream_id, sealed)
 
     async def _head(
@@ -195,22 +216,20 @@ class FirestoreEventStore:
         stream: _Stream,
         marker: AsyncDocumentReference,
         expected: ExpectedVersion,
+        *,
+        again: bool,
     ) -> _Head | None:
         """The reads an append makes (one round trip): the command's marker and, for an
         exact version N, events N and N+1 (N's hash chains; N+1 must not exist); for ANY
         the last event. Raises :class:`ConcurrencyError` on a stale version; ``None``:
         the stream moved between two reads."""
         if expected is ANY:
-            found, last = await asyncio.gather(
-                self.db.get_all([marker], fields=("first_seq", "last_seq")), self._last(stream)
-            )
-            version, prev_hash = last or (0, GENESIS_HASH)
-            return _Head(_command(found[marker.path]), version, prev_hash)
+            return await self._any_head(stream_id, stream, marker, again=again)
         after = 0 if expected is NO_STREAM else int(expected)
         following = stream.events.document(seq_doc_id(after + 1))
         at = stream.events.document(seq_doc_id(after)) if after else None
         wanted = [marker, following] if at is None else [marker, following, at]
-        found = await self.db.get_all(wanted, fields=("first_seq", "last_seq", "hash"))
+        found = await self.db.get_all(wanted, fields=_HEAD_FIELDS)
         command = _command(found[marker.path])
         if command is not None:
             return _Head(command)
@@ -220,6 +239,42 @@ class FirestoreEventStore:
             check_expected_version(stream_id, expected, last[0] if last else 0)
             return None
         return _Head(None, after, GENESIS_HASH if previous is None else _text(previous, "hash"))
+
+    async def _any_head(
+        self, stream_id: str, stream: _Stream, marker: AsyncDocumentReference, *, again: bool
+    ) -> _Head:
+        """ANY's reads, by key in one round trip: the marker and the events from the last
+        version this store saw of the stream (0: none) to :data:`PROBE` past it (eight
+        times as far when ``again``: the append lost a race, others are writing); the
+        head is the last of those before the first missing one. If all are there, once
+        more as far past the last; then a query for the last event (the stream moved
+        further, written from elsewhere): on the emulator a query costs many key reads,
+        more as its database grows."""
+        hint = self._seen.get(stream_id, 0)
+        window = PROBE * 8 if again else PROBE
+        wanted: list[AsyncDocumentReference] = [marker]
+        for _ in range(2):
+            seqs = range(max(hint, 1), hint + window + 1)
+            refs = [stream.events.document(seq_doc_id(seq)) for seq in seqs]
+            found = await self.db.get_all([*wanted, *refs], fields=_HEAD_FIELDS)
+            if wanted:
+                command = _command(found[marker.path])
+                if command is not None:
+                    return _Head(command)
+                wanted = []
+            present = [found[ref.path] for ref in refs]
+            if hint and not present[0].exists:
+                break  # not what this store saw: ask the query
+            for seq, snapshot in zip(seqs, present, strict=True):
+                if snapshot.exists:
+                    continue
+                if seq == 1:
+                    return _Head(None)
+                return _Head(None, seq - 1, _text(present[seq - 1 - seqs.start], "hash"))
+            hint, window = seqs[-1], PROBE * 8
+        last = await self._last(stream)
+        version, prev_hash = last or (0, GENESIS_HASH)
+        return _Head(None, version, prev_hash)
 
     async def _last(self, stream: _Stream) -> tuple[int, str] | None:
         """The stream's last event: its seq and hash (``None``: no event)."""
