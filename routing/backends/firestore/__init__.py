@@ -84,7 +84,7 @@ class FirestoreBackend:
 
     async def ping(self) -> None:
         """Raise :class:`~spine.errors.BackendUnavailable` unless the database answers."""
-        await self.db.ping(f"firestore:{self.db.settings.project}/{self.db.settings.database}")
+        await self.db.ping()
 
     async def aclose(self) -> None:
         await self.db.aclose()

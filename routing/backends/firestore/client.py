@@ -106,7 +106,8 @@ class FirestoreDatabase:
             multiplier=2.0,
             timeout=self.timeout,
         )
-        self.documents = f"projects/{settings.project}/databases/{settings.database}/documents"
+        self.name = database_name(settings)
+        self.documents = f"{self.name}/documents"
         """The prefix of every document's full name."""
 
     async def get_all(
@@ -135,8 +136,10 @@ class FirestoreDatabase:
         except (*TRANSIENT, gexc.Cancelled) as exc:
             raise Uncertain(str(exc)) from exc
 
-    async def ping(self, route: str) -> None:
-        with translated(route):
+    async def ping(self) -> None:
+        """Read one (missing) document: :class:`BackendUnavailable` naming the database
+        unless it answers."""
+        with translated(self.name):
             await self.get_all([self.client.collection("engines~ping").document("ping")])
 
     async def aclose(self) -> None:
@@ -146,11 +149,15 @@ class FirestoreDatabase:
             await closing
 
 
+def database_name(settings: FirestoreConnection) -> str:
+    return f"projects/{settings.project}/databases/{settings.database}"
+
+
 async def connect(settings: FirestoreConnection) -> FirestoreDatabase:
     """Open a client for ``settings``: the emulator at ``emulator_host`` if set, else
     Firestore with the usual Google credentials. ``FIRESTORE_EMULATOR_HOST`` in the
     environment is ignored either way: the routes file alone decides."""
-    database = f"projects/{settings.project}/databases/{settings.database}"
+    database = database_name(settings)
     if settings.emulator_host:
         client = AsyncClient(
             project=settings.project,

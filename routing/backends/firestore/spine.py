@@ -220,8 +220,8 @@ class FirestoreEventStore:
         again: bool,
     ) -> _Head | None:
         """The reads an append makes (one round trip): the command's marker and, for an
-        exact version N, events N and N+1 (N's hash chains; N+1 must not exist); for ANY
-        the last event. Raises :class:`ConcurrencyError` on a stale version; ``None``:
+        exact version N, events N and N+1 (N's hash chains; N+1 must not exist); for ANY,
+        :meth:`_any_head`. Raises :class:`ConcurrencyError` on a stale version; ``None``:
         the stream moved between two reads."""
         if expected is ANY:
             return await self._any_head(stream_id, stream, marker, again=again)
