@@ -90,6 +90,9 @@ class FirestoreConnection(BaseModel):
     project: str = Field(pattern=r"^[a-z][a-z0-9-]{4,61}[a-z0-9]$")
     database: str = "(default)"
     emulator_host: str | None = None
+    timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+    """How long one request may take, its retries included, before the backend is
+    reported unavailable (a server that is down answers no sooner)."""
 
 
 class Connections(BaseModel):

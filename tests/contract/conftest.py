@@ -21,9 +21,17 @@ from routing.config import Connections, SqliteConnection
 from spine.store import EventStore
 from tests.contract.cloud_cosmos import cosmos_backend
 from tests.contract.cloud_dynamodb import dynamodb_backend
+from tests.contract.cloud_firestore import firestore_backend
 from tests.contract.harness import Harness, Tamper, requires
 
-__all__ = ["Harness", "Tamper", "cosmos_backend", "dynamodb_backend", "requires"]
+__all__ = [
+    "Harness",
+    "Tamper",
+    "cosmos_backend",
+    "dynamodb_backend",
+    "firestore_backend",
+    "requires",
+]
 
 
 BACKENDS = [pytest.param("sqlite", marks=pytest.mark.sqlite)]
@@ -32,6 +40,7 @@ BACKENDS = [pytest.param("sqlite", marks=pytest.mark.sqlite)]
 CLOUD_SPINES: list[Any] = [
     pytest.param("dynamodb", marks=pytest.mark.dynamodb),
     pytest.param("cosmos", marks=pytest.mark.cosmos),
+    pytest.param("firestore", marks=pytest.mark.firestore),
 ]
 """Cloud backends whose event store (with its outbox) is built: the event-store suite
 runs against them as well, and the outbox suite against them alone. A backend moves

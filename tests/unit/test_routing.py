@@ -171,6 +171,12 @@ async def test_a_cosmos_route_without_its_connection_says_what_to_add() -> None:
         await registry.event_store()
 
 
+async def test_a_firestore_route_without_its_connection_names_what_to_add() -> None:
+    registry = Registry(config("saas", cloud_routes()), Path("."))
+    with pytest.raises(RoutingError, match=r"connections\.firestore"):
+        await registry.view_store("memory_store")
+
+
 @pytest.mark.parametrize(
     ("text", "why"),
     [

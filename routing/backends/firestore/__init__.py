@@ -1,0 +1,118 @@
+"""Google Cloud Firestore: the event spine (with its outbox) for now.
+
+Layout, for a route named ``R`` (``~`` stands for ``/``; no stream-id segment holds it)::
+
+    R/{stream}                       one document per stream: {stream_id}
+    R/{stream}/events/{seq}          one per event: {seq, hash, body}
+                                     seq zero-padded to 19 digits, so key order is seq
+                                     order; body is the stored form (spine.codec)
+    R/{stream}/commands/{command}    one per append: {command_id, first_seq, last_seq}
+                                     id "c" + base64url(command id): any string fits
+    R~outbox/{stream}~{first_seq}    one per append until the relay clears it:
+                                     {stream_id, first_seq, last_seq, shard, written_at}
+
+``{stream}`` is the stream id with ``/`` as ``~``, so a stream-id prefix (a domain, a
+tenant, a mode) is a key range of ``R``, which is what ``scan`` reads.
+
+**An append is one atomic commit of conditional creates**: the event documents and the
+command marker are ``create``s (the commit fails with ALREADY_EXISTS, writing nothing, if
+any of them exists), with the outbox marker and, on a stream's first append, the stream's
+document. Before it, one round trip reads what the append needs, by key: the command
+marker (present: the original events are returned, deduplicated, whatever the expected
+version) and, for an exact version N, events N (its hash chains the new events; absent:
+a conflict) and N+1 (present: a conflict); for ANY, the events just past the last
+version this store saw of the stream (only if the stream moved further than that, the
+last event by a query on ``seq``, descending).
+
+Two appends that race for a seq both create it, so one commit fails. The loser reads
+again, which tells a conflict (:class:`~spine.errors.ConcurrencyError` with the actual
+version) from a repeat of the same command (deduplicated); an ANY append reads the new
+head and seals again (new ``prev_hash`` and ``recorded_at``) until it lands, after a
+short random pause: ANY never fails with a conflict, only with
+:class:`~spine.errors.BackendUnavailable` if it cannot land within ``timeout_seconds``.
+This process's appends to one stream run one at a time, in the order they were made,
+so only other processes race through the server. A commit whose outcome is unknown (a
+transient error) is found again by its command marker and hashes, not written twice.
+
+There is no per-stream head document that every append rewrites (Firestore sustains
+about one write a second per document): a create per event gives the same check. And no
+transaction: everything an append reads is immutable once it exists, so the only race is
+between a document's absence and its creation, which the creates' preconditions decide
+at commit; a transaction would add a round trip and locks (on the emulator, a query
+inside a transaction under five concurrent writers stalls on "Transaction lock timeout").
+
+**Limits** (refused with :class:`~spine.errors.InvalidAppend` before anything is sent,
+never split): 500 writes per commit, so at most 497 events per append (the command
+marker, the outbox marker and a new stream's document take three); 1 MiB per document,
+counted as Firestore counts it (:func:`.layout.document_size`), so one event's stored
+body can take a little under 1 MiB; and the request's size: 10 MiB, or 4 MiB on the
+emulator, whose gRPC server refuses anything larger.
+
+**Indexes**: reads go by key or key range, but for ANY's fallback query on ``seq`` (its
+single-field index, descending, per stream: no hot range) and the outbox's ``pending``
+(``shard in [...]``, ``written_at <=``, ordered by ``written_at``). ``written_at`` grows
+with every append, which would cap the outbox near 500 writes a second if indexed alone;
+provisioning exempts it (and every field no query reads: the bodies, hashes, markers'
+fields) from single-field indexing and creates the composite index (shard, written_at),
+whose ten shards give the insertion points: :data:`.layout.UNINDEXED_FIELDS` and
+:data:`.layout.COMPOSITE_INDEXES`. The emulator needs and enforces no index.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NoReturn
+
+from routing.backends.firestore.client import FirestoreDatabase, connect
+from routing.backends.firestore.spine import FirestoreEventStore
+from routing.config import Connections, Route
+from spine.errors import BackendUnavailable, RoutingError
+
+__all__ = ["FirestoreBackend", "FirestoreDatabase", "FirestoreEventStore", "open_backend"]
+
+
+class FirestoreBackend:
+    """The stores behind every route to ``firestore``, on one database."""
+
+    def __init__(self, db: FirestoreDatabase) -> None:
+        self.db = db
+        self._spines: dict[str, FirestoreEventStore] = {}
+
+    async def event_store(self, route: Route) -> FirestoreEventStore:
+        if route.name not in self._spines:
+            self._spines[route.name] = FirestoreEventStore(self.db, route.name)
+        return self._spines[route.name]
+
+    async def view_store(self, route: Route) -> NoReturn:
+        raise BackendUnavailable(
+            route.name, "firestore", "its view store is not built yet (issue 9)"
+        )
+
+    async def checkpoint_store(self, route: Route) -> NoReturn:
+        raise BackendUnavailable(
+            route.name, "firestore", "its checkpoint store is not built yet (issue 9)"
+        )
+
+    async def ping(self) -> None:
+        """Raise :class:`~spine.errors.BackendUnavailable` unless the database answers."""
+        await self.db.ping()
+
+    async def aclose(self) -> None:
+        await self.db.aclose()
+
+
+async def open_backend(
+    connections: Connections, data_dir: Path, *, create: bool = True
+) -> FirestoreBackend:
+    """Open the database ``connections.firestore`` names. ``create`` changes nothing:
+    collections come into being with their first document, and indexes are
+    provisioning's business."""
+    del data_dir, create
+    settings = connections.firestore
+    if settings is None:
+        raise RoutingError(
+            "a route names backend 'firestore' but the routes file has no "
+            "`connections.firestore` (add at least its `project`, and `emulator_host` "
+            "for a local emulator)"
+        )
+    return FirestoreBackend(await connect(settings))

@@ -1,0 +1,61 @@
+"""The Firestore backend for the contract suites: one backend per test on the session's
+Cloud Firestore emulator (tests/servers/), each route under fresh collection names (the
+suites name their routes with ``unique``).
+
+Imported by ``tests/contract/conftest.py``; the SDK is imported only when a test asks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.servers.fixtures import FirestoreEmulator
+
+if TYPE_CHECKING:
+    from routing.config import Connections
+    from spine.store import EventStore
+    from tests.contract.harness import Harness
+
+
+def emulator_connections(emulator: FirestoreEmulator, **settings: float) -> Connections:
+    """Connections to the emulator (``settings``: more FirestoreConnection fields)."""
+    from routing.config import Connections, FirestoreConnection
+
+    return Connections(
+        firestore=FirestoreConnection(
+            project=emulator.project, emulator_host=emulator.host_port, **settings
+        )
+    )
+
+
+async def tamper(spine: EventStore, stream_id: str, seq: int, body: bytes) -> None:
+    """Write ``body`` as ``stream_id``'s event ``seq`` with the SDK, behind the store."""
+    from routing.backends.firestore import FirestoreEventStore
+    from routing.backends.firestore.layout import EVENTS, seq_doc_id, stream_doc_id
+
+    assert isinstance(spine, FirestoreEventStore)
+    stream = spine.streams.document(stream_doc_id(stream_id))
+    await stream.set({"stream_id": stream_id})
+    await (
+        stream.collection(EVENTS)
+        .document(seq_doc_id(seq))
+        .set({"seq": seq, "hash": "x", "body": body})
+    )
+
+
+@pytest.fixture
+async def firestore_backend(
+    firestore_emulator: FirestoreEmulator, tmp_path: Path
+) -> AsyncIterator[Harness]:
+    from routing.backends.firestore import open_backend
+    from tests.contract.harness import Harness
+
+    backend = await open_backend(emulator_connections(firestore_emulator), tmp_path)
+    try:
+        yield Harness("firestore", backend, lab=False, tamper=tamper)
+    finally:
+        await backend.aclose()
