@@ -35,13 +35,21 @@ class Harness:
     lab: bool
     tamper: Tamper
     capabilities: set[str] = field(default_factory=set)
+    feeder: Any = None
+    """The backend serving ``spine_feed``, where it is not ``backend`` (named
+    ``feeder_name``)."""
+    feeder_name: str = ""
 
     def route(self, physical: str) -> Route:
         return Route(backend=self.name, name=physical, lab=self.lab)
 
     async def feed(self, spine: EventStore, physical: str = "feed") -> Feed:
-        feed: Feed = await self.backend.feed(self.route(physical), spine)
-        return feed
+        if self.feeder is None:
+            feed: Feed = await self.backend.feed(self.route(physical), spine)
+            return feed
+        route = Route(backend=self.feeder_name, name=physical)
+        fed: Feed = await self.feeder.feed(route, spine)
+        return fed
 
 
 BACKENDS = [pytest.param("sqlite", marks=pytest.mark.sqlite)]
@@ -55,6 +63,10 @@ runs against them as well, and the outbox suite against them alone. A backend mo
 to ``BACKENDS`` once every store of it is built (issue 9)."""
 
 SPINE_BACKENDS = BACKENDS + CLOUD_SPINES
+
+FEED_BACKENDS = [*BACKENDS, pytest.param("dynamodb_direct", marks=pytest.mark.dynamodb)]
+"""Spine, feed and checkpoints that go together: the feed suite runs against them
+(``dynamodb_direct``: the DynamoDB spine, ``spine_feed: direct``, DynamoDB checkpoints)."""
 
 CHECKPOINT_BACKENDS = [*BACKENDS, pytest.param("dynamodb", marks=pytest.mark.dynamodb)]
 """Backends whose checkpoint and parking store is built: the checkpoint and parking
@@ -81,7 +93,7 @@ async def sqlite_backend(tmp_path: Path) -> AsyncIterator[Harness]:
             conn.close()
 
     try:
-        yield Harness("sqlite", backend, lab=True, tamper=tamper)
+        yield Harness("sqlite", backend, lab=True, tamper=tamper, capabilities={"lag_from_start"})
     finally:
         await backend.aclose()
 
@@ -100,6 +112,12 @@ def spine_harness(request: pytest.FixtureRequest) -> Harness:
 
 @pytest.fixture(params=CHECKPOINT_BACKENDS)
 def checkpoint_harness(request: pytest.FixtureRequest) -> Harness:
+    h: Harness = request.getfixturevalue(f"{request.param}_backend")
+    return h
+
+
+@pytest.fixture(params=FEED_BACKENDS)
+def feed_harness(request: pytest.FixtureRequest) -> Harness:
     h: Harness = request.getfixturevalue(f"{request.param}_backend")
     return h
 
