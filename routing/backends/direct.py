@@ -214,6 +214,7 @@ class DirectFeed:
             elif known.domains is not None:
                 known.domains = None if domains is None else known.domains | domains
             known.subscriptions.add(subscription)
+            self._narrow(known)
             if all(s is not checkpoints for s in self._stores):
                 self._stores.append(checkpoints)
                 self._unread_stores.append(checkpoints)
@@ -379,6 +380,16 @@ class DirectFeed:
             self._know({c for c, p in positions.items() if PARTITION in p})
         self._clear_soon = []
         await self._clear([e for e in self.inflight.values() if not e.waiting])
+
+    def _narrow(self, consumer: _Consumer) -> None:
+        """``consumer``'s domains are known now: it no longer waits for other streams."""
+        if consumer.domains is None:
+            return
+        for entry in self.inflight.values():
+            if consumer.name in entry.waiting and not consumer.takes(entry.pending.stream_id):
+                entry.waiting.discard(consumer.name)
+                if not entry.waiting and not entry.clearing:
+                    self._clear_later(entry)
 
     def _know(self, names: set[str]) -> None:
         for name in names - self._consumers.keys():

@@ -206,3 +206,31 @@ async def test_direct_needs_an_event_store_with_an_outbox(tmp_path: Path) -> Non
     finally:
         await direct.aclose()
         await sqlite.aclose()
+
+
+async def test_a_consumer_known_from_its_checkpoint_waits_only_for_its_domains(
+    moto_server: MotoServer, tmp_path: Path, unique: str
+) -> None:
+    process = opener(moto_server, tmp_path, unique)
+    note, audit = sid(unique, "n"), sid(unique, "r", domain="audit")
+    async with process() as one:
+        checkpoints, feed = await one.checkpoints(), await one.feed()
+        for name, domain in (("notes-view", "notes"), ("audit-view", "audit")):
+            subscription = feed.subscribe(name, checkpoints, domains=frozenset({domain}))
+            await append(await one.spine(), sid(unique, f"seed-{name}", domain=domain))
+            await until(subscription, 1)
+
+    async with process() as restarted:
+        spine, checkpoints = await restarted.spine(), await restarted.checkpoints()
+        feed = await restarted.feed()
+        notes = feed.subscribe("notes-view", checkpoints, domains=frozenset({"notes"}))
+        assert await notes.next_batch(0) is None  # knows "audit-view", domains unknown
+        await append(spine, note)
+        await append(spine, audit)
+        assert seqs(await until(notes, 1)) == {note: [1]}
+        assert {p.stream_id for p in await spine.pending()} == {note, audit}
+
+        audits = feed.subscribe("audit-view", checkpoints, domains=frozenset({"audit"}))
+        assert seqs(await until(audits, 1)) == {audit: [1]}
+        await asyncio.sleep(0.3)  # its domains known: the note's marker no longer waits
+        assert await spine.pending() == []
