@@ -35,7 +35,12 @@ BACKENDS: Final[dict[str, BackendSpec]] = {
             lab_only=False,
             module="routing.backends.inprocess",
         ),
-        BackendSpec("direct", frozenset({"spine_feed"}), lab_only=False, module=None),
+        BackendSpec(
+            "direct",
+            frozenset({"spine_feed"}),
+            lab_only=False,
+            module="routing.backends.direct",
+        ),
         BackendSpec("kafka", frozenset({"command_bus", "spine_feed"}), lab_only=False, module=None),
         BackendSpec("cosmos", _STORE_KINDS, lab_only=False, module="routing.backends.cosmos"),
         # Being built store by store (issue 9): a store not built yet answers "not built

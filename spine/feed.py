@@ -27,12 +27,12 @@ Guarantees, for every feed:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
-from spine.events import EventEnvelope
+from spine.events import AppendResult, EventEnvelope
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,10 @@ class Pending:
     written_at: datetime
 
 
+AppendListener = Callable[[Pending, AppendResult], None]
+"""Told of an append this process committed: its marker and its sealed events."""
+
+
 @runtime_checkable
 class Outbox(Protocol):
     """What an event store without a global position offers a relay (DESIGN §4): every
@@ -85,6 +89,28 @@ class Outbox(Protocol):
 
     async def clear(self, pending: Sequence[Pending]) -> None:
         """Remove these markers (delivered); one already removed is no error."""
+        ...
+
+
+@runtime_checkable
+class RelaySource(Outbox, Protocol):
+    """An :class:`Outbox` an in-process relay (``spine_feed: direct``) can follow: it
+    hears this process's appends at once, and scans without stopping at a bad event."""
+
+    def on_append(self, listener: AppendListener) -> Callable[[], None]:
+        """Call ``listener`` after every append this process commits through this store
+        (not a deduplicated one), with its marker and sealed events, so an in-process
+        relay delivers them at once without reading them back. A listener must not
+        block or raise (what it raises is logged, never the appender's error). Returns
+        what removes the listener."""
+        ...
+
+    def scan_delivered(
+        self, *, domain: str | None = None, batch_size: int = 1000
+    ) -> AsyncIterator[Delivered]:
+        """As :meth:`spine.store.EventStore.scan` of ``domain``, for a relay's catch-up: an
+        event that cannot be decoded comes as :class:`Unreadable` instead of ending the
+        scan, so one bad event never stops a consumer's catch-up."""
         ...
 
 

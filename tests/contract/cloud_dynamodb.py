@@ -4,10 +4,12 @@ one backend and fresh tables per test)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from routing.backends.direct import open_backend as open_direct
 from routing.backends.dynamodb import DynamoEventStore, event_sk
 from routing.backends.dynamodb import open_backend as open_dynamodb
 from routing.config import Connections, DynamoDBConnection
@@ -52,3 +54,22 @@ async def dynamodb_backend(
         yield Harness("dynamodb", backend, lab=False, tamper=tamper, capabilities={"atomic_batch"})
     finally:
         await backend.aclose()
+
+
+@pytest.fixture
+async def dynamodb_direct_backend(dynamodb_backend: Harness) -> AsyncIterator[Harness]:
+    """The DynamoDB spine and checkpoints, delivered by ``spine_feed: direct`` (its
+    sweeper at the default pace: on moto every request waits its turn)."""
+    direct = await open_direct(
+        Connections(), Path("."), create=True, sweep_interval=2.0, sweep_after=1.0
+    )
+    try:
+        yield replace(
+            dynamodb_backend,
+            name="dynamodb",
+            feeder=direct,
+            feeder_name="direct",
+            capabilities=set(dynamodb_backend.capabilities),
+        )
+    finally:
+        await direct.aclose()

@@ -20,7 +20,7 @@ from routing.backends.sqlite import open_backend as open_sqlite
 from routing.config import Connections, SqliteConnection
 from spine.store import EventStore
 from tests.contract.cloud_cosmos import cosmos_backend
-from tests.contract.cloud_dynamodb import dynamodb_backend
+from tests.contract.cloud_dynamodb import dynamodb_backend, dynamodb_direct_backend
 from tests.contract.cloud_firestore import firestore_backend
 from tests.contract.harness import Harness, Tamper, requires
 
@@ -29,6 +29,7 @@ __all__ = [
     "Tamper",
     "cosmos_backend",
     "dynamodb_backend",
+    "dynamodb_direct_backend",
     "firestore_backend",
     "requires",
 ]
@@ -47,6 +48,10 @@ runs against them as well, and the outbox suite against them alone. A backend mo
 to ``BACKENDS`` once every store of it is built (issue 9)."""
 
 SPINE_BACKENDS = BACKENDS + CLOUD_SPINES
+
+FEED_BACKENDS = [*BACKENDS, pytest.param("dynamodb_direct", marks=pytest.mark.dynamodb)]
+"""Spine, feed and checkpoints that go together: the feed suite runs against them
+(``dynamodb_direct``: the DynamoDB spine, ``spine_feed: direct``, DynamoDB checkpoints)."""
 
 CHECKPOINT_BACKENDS = [*BACKENDS, pytest.param("dynamodb", marks=pytest.mark.dynamodb)]
 """Backends whose checkpoint and parking store is built: the checkpoint and parking
@@ -73,7 +78,8 @@ async def sqlite_backend(tmp_path: Path) -> AsyncIterator[Harness]:
             conn.close()
 
     try:
-        yield Harness("sqlite", backend, lab=True, tamper=tamper, capabilities={"atomic_batch"})
+        capabilities = {"atomic_batch", "lag_from_start"}
+        yield Harness("sqlite", backend, lab=True, tamper=tamper, capabilities=capabilities)
     finally:
         await backend.aclose()
 
@@ -92,6 +98,12 @@ def spine_harness(request: pytest.FixtureRequest) -> Harness:
 
 @pytest.fixture(params=CHECKPOINT_BACKENDS)
 def checkpoint_harness(request: pytest.FixtureRequest) -> Harness:
+    h: Harness = request.getfixturevalue(f"{request.param}_backend")
+    return h
+
+
+@pytest.fixture(params=FEED_BACKENDS)
+def feed_harness(request: pytest.FixtureRequest) -> Harness:
     h: Harness = request.getfixturevalue(f"{request.param}_backend")
     return h
 

@@ -5,6 +5,8 @@ Declared capabilities (``Harness.capabilities``, checked with :func:`requires`):
 * ``atomic_batch``: a multi-item write that fails midway leaves nothing, even where the
   backend's own ordering of the write cannot rule it out (SQLite, real Cosmos DB; not
   cosmosdb-server, DESIGN §8).
+* ``lag_from_start``: the feed can count what lies before a consumer with no position
+  (SQLite's global feed; not the outbox relay, which would count the whole spine).
 """
 
 from __future__ import annotations
@@ -33,13 +35,21 @@ class Harness:
     lab: bool
     tamper: Tamper
     capabilities: set[str] = field(default_factory=set)
+    feeder: Any = None
+    """The backend serving ``spine_feed``, where it is not ``backend`` (named
+    ``feeder_name``)."""
+    feeder_name: str = ""
 
     def route(self, physical: str) -> Route:
         return Route(backend=self.name, name=physical, lab=self.lab)
 
     async def feed(self, spine: EventStore, physical: str = "feed") -> Feed:
-        feed: Feed = await self.backend.feed(self.route(physical), spine)
-        return feed
+        if self.feeder is None:
+            feed: Feed = await self.backend.feed(self.route(physical), spine)
+            return feed
+        route = Route(backend=self.feeder_name, name=physical)
+        fed: Feed = await self.feeder.feed(route, spine)
+        return fed
 
 
 def requires(h: Harness, capability: str, why: str = "") -> None:

@@ -13,23 +13,25 @@ from spine.feed import CheckpointStore, Delivered, Feed, FeedBatch, Subscription
 from spine.store import EventStore
 from spine.streams import stream_id
 from tests.conftest import make_event
-from tests.contract.conftest import Harness
+from tests.contract.conftest import Harness, requires
 
 
 @pytest.fixture
-async def store(harness: Harness, unique: str) -> EventStore:
-    s: EventStore = await harness.backend.event_store(harness.route(f"spine_{unique}"))
+async def store(feed_harness: Harness, unique: str) -> EventStore:
+    s: EventStore = await feed_harness.backend.event_store(feed_harness.route(f"spine_{unique}"))
     return s
 
 
 @pytest.fixture
-async def feed(harness: Harness, store: EventStore, unique: str) -> Feed:
-    return await harness.feed(store, f"feed_{unique}")
+async def feed(feed_harness: Harness, store: EventStore, unique: str) -> Feed:
+    return await feed_harness.feed(store, f"feed_{unique}")
 
 
 @pytest.fixture
-async def checkpoints(harness: Harness, unique: str) -> CheckpointStore:
-    c: CheckpointStore = await harness.backend.checkpoint_store(harness.route(f"cp_{unique}"))
+async def checkpoints(feed_harness: Harness, unique: str) -> CheckpointStore:
+    c: CheckpointStore = await feed_harness.backend.checkpoint_store(
+        feed_harness.route(f"cp_{unique}")
+    )
     return c
 
 
@@ -250,8 +252,11 @@ async def test_a_tailing_consumer_never_skips_an_event_under_concurrent_writers(
 
 
 async def test_lag_counts_what_a_consumer_has_not_been_delivered(
-    feed: Feed, store: EventStore, checkpoints: CheckpointStore, unique: str
+    feed_harness: Harness, feed: Feed, store: EventStore, checkpoints: CheckpointStore, unique: str
 ) -> None:
+    # The direct relay counts what its outbox holds; how many events lie before a
+    # consumer that has no position would take a count of the whole spine.
+    requires(feed_harness, "lag_from_start")
     assert sum(v or 0 for v in (await feed.lag({})).values()) == 0
     await append(store, sid(unique, "a"), 3)
     assert sum(v or 0 for v in (await feed.lag({})).values()) == 3
@@ -261,11 +266,11 @@ async def test_lag_counts_what_a_consumer_has_not_been_delivered(
 
 
 async def test_an_undecodable_event_is_delivered_as_unreadable_and_the_rest_still_come(
-    harness: Harness, feed: Feed, store: EventStore, checkpoints: CheckpointStore, unique: str
+    feed_harness: Harness, feed: Feed, store: EventStore, checkpoints: CheckpointStore, unique: str
 ) -> None:
     good, bad = sid(unique, "good"), sid(unique, "bad")
     await append(store, good, 1)
-    await harness.tamper(store, bad, 1, b'{"not": "an event"')
+    await feed_harness.tamper(store, bad, 1, b'{"not": "an event"')
     await append(store, good, 1, at=1)
 
     seen = await drain(feed.subscribe("c", checkpoints))

@@ -5,8 +5,9 @@
 * :mod:`.checkpoints`: :class:`spine.feed.CheckpointStore` and
   :class:`projections.parking.ParkingStore`.
 
-The view store and the feed come next (issue 9): a route to them answers "not built
-yet", by name.
+Its events reach projectors through ``spine_feed: direct`` (:mod:`routing.backends.direct`,
+the outbox relay). The view store comes next (issue 9): a route to it answers "not
+built yet", by name.
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ class DynamoBackend:
         self._stack = stack
         self.create = create
         self._ready: set[str] = set()
+        self._spines: dict[str, DynamoEventStore] = {}
+        """One store per route, so a relay listening to one hears every append."""
 
     def table(self, route: Route) -> str:
         return self.settings.table_prefix + route.name
@@ -72,7 +75,9 @@ class DynamoBackend:
     async def event_store(self, route: Route) -> DynamoEventStore:
         table = self.table(route)
         await self._ensure(table, route.name, SPINE_KEYS, ("outbox_shard", "outbox_at"), OUTBOX_GSI)
-        return DynamoEventStore(self._client, table, route.name)
+        if route.name not in self._spines:
+            self._spines[route.name] = DynamoEventStore(self._client, table, route.name)
+        return self._spines[route.name]
 
     async def checkpoint_store(self, route: Route) -> DynamoCheckpointStore:
         table = self.table(route)

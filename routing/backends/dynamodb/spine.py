@@ -44,6 +44,7 @@ and the backend.
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -52,7 +53,7 @@ from typing import Any, Final
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from routing.backends.common import decode_strict
+from routing.backends.common import decode_rows, decode_strict
 from routing.backends.dynamodb.common import BACKEND, Item, T, _n, _s, call, translate
 from spine.appending import (
     MAX_SEQ,
@@ -78,7 +79,7 @@ from spine.events import (
     Mode,
     NewEvent,
 )
-from spine.feed import Pending
+from spine.feed import AppendListener, Delivered, Pending
 from spine.streams import parse_stream_id, scan_scope
 
 #: Actions a transaction takes, less the two markers every append writes.
@@ -88,6 +89,8 @@ MAX_REQUEST: Final = 4 * 1024 * 1024 - 64 * 1024
 OUTBOX_SHARDS: Final = 16
 OUTBOX_INDEX: Final = "outbox"
 _ANY_ROUNDS: Final = 200
+
+log = logging.getLogger(__name__)
 
 
 def event_sk(seq: int) -> str:
@@ -106,6 +109,7 @@ class DynamoEventStore:
         self._client = client
         self.table = table
         self.route = route
+        self._listeners: list[AppendListener] = []
 
     async def _call(self, what: Callable[[], Awaitable[T]]) -> T:
         try:
@@ -257,7 +261,16 @@ class DynamoEventStore:
             raise self._unavailable(exc) from exc
         except (TimeoutError, BotoCoreError, OSError) as exc:
             raise BackendUnavailable(self.route, BACKEND, f"{type(exc).__name__}: {exc}") from exc
-        return appended(stream_id, sealed)
+        result = appended(stream_id, sealed)
+        self._tell(Pending(stream_id, first, last, f"o#{first:020d}", now), result)
+        return result
+
+    def _tell(self, pending: Pending, result: AppendResult) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(pending, result)
+            except Exception:  # the append is committed: a listener's fault is not its
+                log.exception("an append listener of %s failed", self.route)
 
     def _unavailable(self, exc: ClientError) -> EnginesError:
         return translate(self.route, exc)
@@ -302,6 +315,12 @@ class DynamoEventStore:
     ) -> list[EventEnvelope]:
         parse_stream_id(stream_id)
         check_seq_range(from_seq, to_seq)
+        return decode_strict(await self._rows(stream_id, from_seq, to_seq))
+
+    async def _rows(
+        self, stream_id: str, from_seq: int, to_seq: int | None
+    ) -> list[tuple[str, int, bytes]]:
+        """The stored forms of the stream's events ``from_seq..to_seq``, in seq order."""
         upper = MAX_SEQ if to_seq is None else to_seq
         if upper < from_seq:
             return []
@@ -327,7 +346,7 @@ class DynamoEventStore:
             ]
             start = answer.get("LastEvaluatedKey")
             if start is None:
-                return decode_strict(rows)
+                return rows
 
     async def find_command(self, stream_id: str, command_id: str) -> list[EventEnvelope]:
         parse_stream_id(stream_id)
@@ -347,6 +366,34 @@ class DynamoEventStore:
     ) -> AsyncIterator[EventEnvelope]:
         """Every stream in scope (found by its first event's item), then each stream's
         events by key order, so each stream comes in seq order."""
+        async for sid in self._streams(domain, tenant_id, mode, batch_size):
+            seq = 1
+            while True:
+                events = await self.read_stream(sid, seq, seq + batch_size - 1)
+                for event in events:
+                    yield event
+                if len(events) < batch_size:
+                    break
+                seq += batch_size
+
+    async def scan_delivered(
+        self, *, domain: str | None = None, batch_size: int = 1000
+    ) -> AsyncIterator[Delivered]:
+        """As :meth:`scan`, an undecodable event as :class:`~spine.feed.Unreadable`."""
+        async for sid in self._streams(domain, None, None, batch_size):
+            seq = 1
+            while True:
+                rows = await self._rows(sid, seq, seq + batch_size - 1)
+                for event in decode_rows(rows):
+                    yield event
+                if len(rows) < batch_size:
+                    break
+                seq += batch_size
+
+    async def _streams(
+        self, domain: str | None, tenant_id: str | None, mode: Mode | None, batch_size: int
+    ) -> AsyncIterator[str]:
+        """The ids of the streams in scope, a page of the table at a time."""
         scope = scan_scope(domain, tenant_id, mode)
         start: Item | None = None
         while True:
@@ -366,14 +413,7 @@ class DynamoEventStore:
             for item in answer.get("Items", []):
                 sid = item["stream_id"]["S"]
                 if scope.by_prefix or scope.holds(sid):
-                    seq = 1
-                    while True:
-                        events = await self.read_stream(sid, seq, seq + batch_size - 1)
-                        for event in events:
-                            yield event
-                        if len(events) < batch_size:
-                            break
-                        seq += batch_size
+                    yield sid
             start = answer.get("LastEvaluatedKey")
             if start is None:
                 return
@@ -427,3 +467,12 @@ class DynamoEventStore:
                 raise BackendUnavailable(
                     self.route, BACKEND, "outbox markers were left unprocessed ten times"
                 )
+
+    def on_append(self, listener: AppendListener) -> Callable[[], None]:
+        self._listeners.append(listener)
+
+        def remove() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return remove
