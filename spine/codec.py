@@ -181,6 +181,33 @@ def seal(
     return trusted(EventEnvelope, values), body
 
 
+def seal_after(
+    events: Iterable[NewEvent],
+    *,
+    stream_id: str,
+    head: int,
+    prev_hash: str,
+    recorded_at: datetime,
+) -> list[tuple[EventEnvelope, bytes]]:
+    """Seal ``events`` as the next seqs of a stream at version ``head`` whose last hash is
+    ``prev_hash``, each chained to the one before, all recorded at ``recorded_at``: what
+    every event store appends. Each with its stored form."""
+    recorded_text = timestamp_text(recorded_at)
+    out: list[tuple[EventEnvelope, bytes]] = []
+    for offset, event in enumerate(events, start=1):
+        envelope, body = seal(
+            event,
+            stream_id=stream_id,
+            seq=head + offset,
+            prev_hash=prev_hash,
+            recorded_at=recorded_at,
+            recorded_text=recorded_text,
+        )
+        prev_hash = envelope.hash
+        out.append((envelope, body))
+    return out
+
+
 M = TypeVar("M", bound=BaseModel)
 _FIELD_SETS: dict[type[BaseModel], set[str]] = {}
 

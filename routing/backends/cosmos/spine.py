@@ -31,7 +31,7 @@ from spine.appending import (
     check_seq_range,
     validate_append,
 )
-from spine.codec import seal, timestamp_text
+from spine.codec import seal_after, timestamp_text
 from spine.errors import ConcurrencyError, IntegrityError, InvalidAppend
 from spine.events import (
     ANY,
@@ -264,20 +264,13 @@ class CosmosEventStore:
         one per event, then the command marker and the outbox marker."""
         now = datetime.now(UTC)
         now_text = timestamp_text(now)
-        seq, prev_hash = head
         envelopes: list[EventEnvelope] = []
         items: list[Item] = []
-        for event in events:
-            seq += 1
-            envelope, body = seal(
-                event,
-                stream_id=stream_id,
-                seq=seq,
-                prev_hash=prev_hash,
-                recorded_at=now,
-                recorded_text=now_text,
-            )
-            prev_hash = envelope.hash
+        pairs = seal_after(
+            events, stream_id=stream_id, head=head[0], prev_hash=head[1], recorded_at=now
+        )
+        for envelope, body in pairs:
+            seq = envelope.seq
             envelopes.append(envelope)
             items.append(
                 {
@@ -290,7 +283,7 @@ class CosmosEventStore:
                     "body": body.decode(),
                 }
             )
-        first_seq, last_seq = head[0] + 1, seq
+        first_seq, last_seq = head[0] + 1, envelopes[-1].seq
         items.append(
             {
                 "id": command_marker_id(command_id),

@@ -62,7 +62,7 @@ from spine.appending import (
     check_seq_range,
     validate_append,
 )
-from spine.codec import seal, timestamp_text
+from spine.codec import seal_after, timestamp_text
 from spine.errors import (
     BackendUnavailable,
     ConcurrencyError,
@@ -178,22 +178,16 @@ class DynamoEventStore:
         sealed: list[EventEnvelope] = []
         puts: list[Item] = []
         size = 0
-        for offset, event in enumerate(batch, start=1):
-            envelope, body = seal(
-                event,
-                stream_id=stream_id,
-                seq=head + offset,
-                prev_hash=prev_hash,
-                recorded_at=now,
-                recorded_text=now_text,
-            )
+        pairs = seal_after(
+            batch, stream_id=stream_id, head=head, prev_hash=prev_hash, recorded_at=now
+        )
+        for (envelope, body), event in zip(pairs, batch, strict=True):
             if len(body) > MAX_ITEM_BODY:
                 raise InvalidAppend(
                     f"event {event.event_type} is {len(body)} bytes stored; a DynamoDB item "
                     f"takes at most {MAX_ITEM_BODY} here (it is refused, not split)"
                 )
             size += len(body)
-            prev_hash = envelope.hash
             sealed.append(envelope)
             puts.append(
                 {

@@ -53,7 +53,7 @@ from spine.appending import (
     check_seq_range,
     validate_append,
 )
-from spine.codec import seal, timestamp_text
+from spine.codec import seal_after
 from spine.errors import BackendUnavailable, IntegrityError, InvalidAppend
 from spine.events import (
     ANY,
@@ -297,20 +297,16 @@ class FirestoreEventStore:
         create per event and for the command marker (the conditions), the outbox marker
         and, on a stream's first append, the stream's document."""
         now = datetime.now(UTC)
-        now_text = timestamp_text(now)
-        prev_hash = head.prev_hash
         sealed: list[EventEnvelope] = []
         creates: list[tuple[AsyncDocumentReference, Fields]] = []
-        for offset, event in enumerate(batch, start=1):
-            envelope, body = seal(
-                event,
-                stream_id=stream_id,
-                seq=head.version + offset,
-                prev_hash=prev_hash,
-                recorded_at=now,
-                recorded_text=now_text,
-            )
-            prev_hash = envelope.hash
+        pairs = seal_after(
+            batch,
+            stream_id=stream_id,
+            head=head.version,
+            prev_hash=head.prev_hash,
+            recorded_at=now,
+        )
+        for envelope, body in pairs:
             sealed.append(envelope)
             fields: Fields = {"seq": envelope.seq, "hash": envelope.hash, "body": body}
             creates.append((stream.events.document(seq_doc_id(envelope.seq)), fields))

@@ -23,7 +23,7 @@ from spine.appending import (
     check_seq_range,
     validate_append,
 )
-from spine.codec import seal, timestamp_text
+from spine.codec import seal_after
 from spine.errors import ConcurrencyError, EnginesError
 from spine.events import (
     GENESIS_HASH,
@@ -185,7 +185,6 @@ class SqliteEventStore:
             if known:
                 stored.add((sid, command))
         now = datetime.now(UTC)
-        now_text = timestamp_text(now)
         outcomes: list[Outcome] = []
         sealed: dict[tuple[str, str], list[EventEnvelope]] = {}
         rows: list[tuple[str, int, str, str, bytes]] = []
@@ -200,25 +199,16 @@ class SqliteEventStore:
                 else:
                     actual, prev_hash = heads.get(request.stream_id, (0, GENESIS_HASH))
                     check_expected_version(request.stream_id, request.expected, actual)
-                    envelopes: list[EventEnvelope] = []
-                    bodies: list[bytes] = []
-                    for offset, event in enumerate(request.events, start=1):
-                        envelope, body = seal(
-                            event,
-                            stream_id=request.stream_id,
-                            seq=actual + offset,
-                            prev_hash=prev_hash,
-                            recorded_at=now,
-                            recorded_text=now_text,
-                        )
-                        prev_hash = envelope.hash
-                        envelopes.append(envelope)
-                        bodies.append(body)
-                    rows += [
-                        (e.stream_id, e.seq, e.command_id, e.hash, body)
-                        for e, body in zip(envelopes, bodies, strict=True)
-                    ]
-                    heads[request.stream_id] = (envelopes[-1].seq, prev_hash)
+                    chain = seal_after(
+                        request.events,
+                        stream_id=request.stream_id,
+                        head=actual,
+                        prev_hash=prev_hash,
+                        recorded_at=now,
+                    )
+                    rows += [(e.stream_id, e.seq, e.command_id, e.hash, b) for e, b in chain]
+                    envelopes = [e for e, _ in chain]
+                    heads[request.stream_id] = (envelopes[-1].seq, envelopes[-1].hash)
                     sealed[key] = envelopes
                     result = appended(request.stream_id, envelopes)
             except EnginesError as exc:
