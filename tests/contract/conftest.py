@@ -53,9 +53,17 @@ FEED_BACKENDS = [*BACKENDS, pytest.param("dynamodb_direct", marks=pytest.mark.dy
 """Spine, feed and checkpoints that go together: the feed suite runs against them
 (``dynamodb_direct``: the DynamoDB spine, ``spine_feed: direct``, DynamoDB checkpoints)."""
 
-CHECKPOINT_BACKENDS = [*BACKENDS, pytest.param("dynamodb", marks=pytest.mark.dynamodb)]
+CHECKPOINT_BACKENDS = [
+    *BACKENDS,
+    pytest.param("dynamodb", marks=pytest.mark.dynamodb),
+]
 """Backends whose checkpoint and parking store is built: the checkpoint and parking
 suites run against them."""
+
+VIEW_BACKENDS = [
+    *BACKENDS,
+]
+"""Backends whose view store is built: the view-store suite runs against them."""
 
 
 @pytest.fixture
@@ -92,6 +100,12 @@ def harness(request: pytest.FixtureRequest) -> Harness:
 
 @pytest.fixture(params=SPINE_BACKENDS)
 def spine_harness(request: pytest.FixtureRequest) -> Harness:
+    h: Harness = request.getfixturevalue(f"{request.param}_backend")
+    return h
+
+
+@pytest.fixture(params=VIEW_BACKENDS)
+def view_harness(request: pytest.FixtureRequest) -> Harness:
     h: Harness = request.getfixturevalue(f"{request.param}_backend")
     return h
 

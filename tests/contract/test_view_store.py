@@ -25,8 +25,8 @@ ALICE = Scope(tenant_id="t1", mode="lab", user_id="alice", surface_id="chat", pr
 
 
 @pytest.fixture
-async def views(harness: Harness, unique: str) -> ViewStore:
-    v: ViewStore = await harness.backend.view_store(harness.route(f"view_{unique}"))
+async def views(view_harness: Harness, unique: str) -> ViewStore:
+    v: ViewStore = await view_harness.backend.view_store(view_harness.route(f"view_{unique}"))
     return v
 
 
