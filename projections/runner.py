@@ -65,7 +65,7 @@ class _Poison(Exception):
 class _Stream:
     """One stream's part of a call to ``apply``."""
 
-    __slots__ = ("applied", "events", "next_seq", "poison", "stream_id", "write")
+    __slots__ = ("applied", "cut_short", "events", "next_seq", "poison", "stream_id", "write")
 
     def __init__(self, stream_id: str, applied: int) -> None:
         self.stream_id = stream_id
@@ -76,6 +76,8 @@ class _Stream:
         """Each event to apply, readable and current."""
         self.write: ViewWrite | None = None
         self.poison: _Poison | None = None
+        self.cut_short = False
+        """Its write stopped before its last event, to fit in one write of the store."""
 
 
 class _RecordCache:
@@ -200,9 +202,8 @@ class ProjectorRunner:
                 by_stream[event.stream_id] = [event]
         await self._hold_back(by_stream)
         applied = 0
-        for attempt in range(1, COMMIT_ATTEMPTS + 1):
-            if not by_stream:
-                break
+        refusals = 0
+        while by_stream:
             streams, keys = await self._prepare(by_stream)
             writes = self._decide(streams, await self._load(keys))
             refused = set(await self.views.commit(self.name, writes)) if writes else set()
@@ -210,13 +211,18 @@ class ProjectorRunner:
             poisoned = [s for s in streams if s.poison is not None and s.stream_id not in refused]
             if poisoned:
                 refused |= await self._park_unless_passed(poisoned)
-            by_stream = {sid: by_stream[sid] for sid in refused}
-            if refused and attempt == COMMIT_ATTEMPTS:
-                why = f"the view refused this stream's writes {COMMIT_ATTEMPTS} times"
-                for s in streams:
-                    if s.stream_id in refused:
-                        stuck = Unreadable(s.stream_id, s.applied + 1, why)
-                        await self._park(_Poison(stuck, why, COMMIT_ATTEMPTS))
+            if refused:
+                refusals += 1
+                if refusals == COMMIT_ATTEMPTS:
+                    why = f"the view refused this stream's writes {COMMIT_ATTEMPTS} times"
+                    for s in streams:
+                        if s.stream_id in refused:
+                            stuck = Unreadable(s.stream_id, s.applied + 1, why)
+                            await self._park(_Poison(stuck, why, COMMIT_ATTEMPTS))
+                    refused = set()
+            # a stream cut short to fit the store's write goes on from where it stopped
+            again = refused | {s.stream_id for s in streams if s.cut_short}
+            by_stream = {sid: by_stream[sid] for sid in again}
         return applied
 
     async def _park_unless_passed(self, poisoned: list[_Stream]) -> set[str]:
@@ -361,9 +367,11 @@ class ProjectorRunner:
         """Apply every stream's events to ``current``, the records they touch (pure, in
         memory); leave each stream's :class:`ViewWrite` on it and return them all."""
         apply = self.projector.apply
+        limit = self.views.max_write_records
         writes: list[ViewWrite] = []
         for stream in streams:
             changed: list[tuple[ViewRecord, int]] = []
+            touched: set[str] = set()
             last = stream.applied
             for env in stream.events:
                 try:
@@ -376,6 +384,18 @@ class ProjectorRunner:
                     except _Poison as poison:
                         stream.poison = poison
                         break
+                keys = {record.key for record in records}
+                if len(touched | keys) > limit:
+                    if touched:  # the rest goes in another write
+                        stream.cut_short = True
+                    else:
+                        why = (
+                            f"applying it changes {len(keys)} records; the view store"
+                            f" takes at most {limit} in one write"
+                        )
+                        stream.poison = _Poison(env, why, 1)
+                    break
+                touched |= keys
                 for record in records:
                     before = current.get(record.key)
                     if before is None:

@@ -171,6 +171,12 @@ class ViewWrite:
 
 @runtime_checkable
 class ViewStore(Protocol):
+    max_write_records: int
+    """The most records one :class:`ViewWrite` may hold (a backend's limit on one
+    atomic write, less its progress item); :meth:`commit` refuses a larger write with
+    :class:`spine.errors.InvalidInput`, and a projector runner splits a stream's events
+    over several writes to fit."""
+
     async def get(self, key: str) -> ViewRecord | None:
         """The live record under ``key``; ``None`` if absent, deleted or expired."""
         ...
@@ -212,3 +218,14 @@ class ViewStore(Protocol):
         stream ids whose writes were refused, having written nothing of them. A write
         that builds on a refused one (the same record) is refused too."""
         ...
+
+
+def too_large(writes: Sequence[ViewWrite], limit: int) -> None:
+    """Refuse, with :class:`InvalidInput`, writes of which one holds more than ``limit``
+    records (a store's :attr:`ViewStore.max_write_records`), before anything is written."""
+    for write in writes:
+        if len(write.records) > limit:
+            raise InvalidInput(
+                f"a view write of stream {write.stream_id!r} holds {len(write.records)}"
+                f" records; this store takes at most {limit} in one write"
+            )

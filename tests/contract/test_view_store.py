@@ -352,3 +352,17 @@ async def test_applied_takes_many_streams_at_once(views: ViewStore) -> None:
     await views.commit("p", [write(s, 0, i + 1) for i, s in enumerate(streams)])
     found = await views.applied("p", [*streams, "missing"])
     assert found == {s: i + 1 for i, s in enumerate(streams)}
+
+
+async def test_a_write_over_the_stores_limit_is_invalid_and_writes_nothing(
+    views: ViewStore,
+) -> None:
+    over = views.max_write_records + 1
+    assert over <= 20_001, "a contract case writes this many records"
+    records = [(record(f"k{i}"), 0) for i in range(over)]
+
+    with pytest.raises(InvalidInput, match=str(views.max_write_records)):
+        await views.commit("p", [ViewWrite("s", 0, 1, records)])
+
+    assert await views.get("k0") is None
+    assert await views.applied("p", ["s"]) == {}

@@ -409,6 +409,70 @@ async def test_a_projector_may_write_one_new_record_per_event(notes: Notes) -> N
     assert [r.data["type"] for r in found.values()] == ["note.created", "note.updated"]
 
 
+class Wide(History):
+    """``width`` new records per event."""
+
+    name = "note_wide"
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+
+    def keys(self, event: EventEnvelope) -> Sequence[str]:
+        return ()
+
+    def apply(
+        self, event: EventEnvelope, records: Mapping[str, ViewRecord]
+    ) -> Sequence[ViewRecord]:
+        return tuple(
+            ViewRecord(key=f"wide/{event.stream_id}/{event.seq}/{i}", scope=event.scope, version=1)
+            for i in range(self.width)
+        )
+
+
+async def test_a_stream_whose_changes_exceed_one_store_write_is_split_over_several(
+    notes: Notes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store that takes at most 5 records in one write (DynamoDB: 99) gets a stream's 7
+    events of 2 records each as writes of 2 events, each atomic with its progress."""
+    monkeypatch.setattr(notes.views, "max_write_records", 5)
+    commits: list[int] = []
+    commit = notes.views.commit
+
+    async def counted(projector: str, writes: Sequence[ViewWrite]) -> list[str]:
+        commits.extend(len(w.records) for w in writes)
+        return await commit(projector, writes)
+
+    monkeypatch.setattr(notes.views, "commit", counted)
+    sid = stream_id("notes", "t1", "lab", "a")
+    await notes.spine.append(
+        sid, [make_event("note.created", command_id="c") for _ in range(7)], NO_STREAM
+    )
+
+    applied = await notes.new_runner(Wide(2)).apply(await notes.spine.read_stream(sid))
+
+    assert applied == 7
+    assert commits == [4, 4, 4, 2]
+    found = await notes.views.get_many([f"wide/{sid}/{n}/{i}" for n in range(1, 8) for i in (0, 1)])
+    assert len(found) == 14
+    assert await notes.views.applied("note_wide", [sid]) == {sid: 7}
+
+
+async def test_an_event_whose_changes_alone_exceed_one_store_write_is_parked(
+    notes: Notes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(notes.views, "max_write_records", 2)
+    sid = stream_id("notes", "t1", "lab", "a")
+    await notes.spine.append(sid, [make_event("note.created")], NO_STREAM)
+
+    runner = notes.new_runner(Wide(3))
+    assert await runner.apply(await notes.spine.read_stream(sid)) == 0
+
+    parked = await notes.parking.find("note_wide", [sid])
+    assert "changes 3 records" in parked[sid].error
+    assert "at most 2" in parked[sid].error
+    assert await notes.views.get(f"wide/{sid}/1/0") is None
+
+
 # -- poison events ---------------------------------------------------------------------------
 
 

@@ -19,6 +19,7 @@ from projections.views import (
     ViewWrite,
     decode_cursor,
     encode_cursor,
+    too_large,
 )
 from routing.backends.sqlite.common import q
 from routing.backends.sqlite.db import SqliteDatabase
@@ -116,6 +117,10 @@ class SqliteViewStore:
     """:class:`projections.ViewStore` on one table (and its ``__applied`` companion).
     ``create``: :meth:`declare` may build indexes (not in a read-only tool)."""
 
+    #: SQLite would take any size in one transaction; the bound keeps one write (and
+    #: the writer's turn it takes) short.
+    max_write_records = 10_000
+
     def __init__(self, db: SqliteDatabase, table: str, *, create: bool = True) -> None:
         self.db = db
         self.table = table
@@ -200,6 +205,7 @@ class SqliteViewStore:
     async def commit(self, projector: str, writes: Sequence[ViewWrite]) -> list[str]:
         if not writes:
             return []
+        too_large(writes, self.max_write_records)
         # The usual case, nobody else writing this view and no record changing scope, is
         # one pass with each kind of statement together: every create before any replace
         # keeps each key's history in order (a key is created once, then only replaced).
