@@ -36,8 +36,7 @@ DEFAULT_SHAPE: Final = QueryShape(order_by="updated_at")
 MAX_INDEXES: Final = 20
 #: Ends an order value's sortable text inside a range key (below every other character).
 TERM: Final = "\x01\x01"
-#: The longest index key values DynamoDB takes (hash 2048 bytes, range 1024 bytes).
-MAX_HASH_BYTES: Final = 2048
+#: The longest index sort key DynamoDB takes (a hash key is kept short by a digest).
 MAX_RANGE_BYTES: Final = 1024
 
 

@@ -92,7 +92,6 @@ from projections.views import (
 from routing.backends.dynamodb.common import BACKEND, Item, _n, _s, call, error_code, translate
 from routing.backends.dynamodb.viewindex import (
     DEFAULT_SHAPE,
-    MAX_HASH_BYTES,
     MAX_INDEXES,
     MAX_RANGE_BYTES,
     answers,
@@ -376,20 +375,20 @@ class DynamoViewStore:
         lost: set[str] = set()
         batch: list[int] = []
         batch_items: set[str] = set()
-        batch_size = 0
+        batch_actions = batch_size = 0
 
         async def flush() -> None:
-            nonlocal batch, batch_items, batch_size
+            nonlocal batch, batch_items, batch_actions, batch_size
             for i in await self._transact([plans[i] for i in batch], batch):
                 refused.add(i)
                 lost.update(plans[i].keys)
-            batch, batch_items, batch_size = [], set(), 0
+            batch, batch_items, batch_actions, batch_size = [], set(), 0, 0
 
         for i, plan in enumerate(plans):
-            actions = sum(len(plans[j].actions) for j in batch)
+            # a write touching an item of the batch waits for the batch's outcome
             if batch and (
                 plan.items & batch_items
-                or actions + len(plan.actions) > MAX_ACTIONS
+                or batch_actions + len(plan.actions) > MAX_ACTIONS
                 or batch_size + plan.size > MAX_REQUEST
             ):
                 await flush()
@@ -399,6 +398,7 @@ class DynamoViewStore:
                 continue
             batch.append(i)
             batch_items |= plan.items
+            batch_actions += len(plan.actions)
             batch_size += plan.size
         if batch:
             await flush()
@@ -462,10 +462,14 @@ class DynamoViewStore:
                 self._ready[shape.name] = shape
 
     async def declare(self, shapes: Sequence[QueryShape]) -> None:
-        if not self.create or not shapes:
+        """Build an index for each shape not ready yet; without ``create``, only learn
+        what other processes have declared and built."""
+        if not shapes:
             return
         async with self._declaring:
             await self.load()
+            if not self.create:
+                return
             for shape in shapes:
                 if shape.name not in self._ready:
                     await self._build(shape)
@@ -625,8 +629,6 @@ class DynamoViewStore:
         pinned = equalities(query)
         shape, ordered = self._index_for(query, pinned)
         hash_key = index_hash(query.tenant_id, query.mode, tuple(pinned[f] for f in shape.equal))
-        if len(hash_key.encode()) > MAX_HASH_BYTES:
-            return Page(items=())  # no record's index key can be that long
         hash_attr, range_attr = index_attributes(shape)
         request: dict[str, Any] = {
             "TableName": self.table,
