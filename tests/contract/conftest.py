@@ -62,6 +62,7 @@ suites run against them."""
 
 VIEW_BACKENDS = [
     *BACKENDS,
+    pytest.param("dynamodb", marks=pytest.mark.dynamodb),
 ]
 """Backends whose view store is built: the view-store suite runs against them."""
 

@@ -3,18 +3,19 @@
 * :mod:`.spine`: :class:`spine.EventStore` and :class:`spine.feed.Outbox` (the table
   layout and why an append is atomic and conditional are in its docstring);
 * :mod:`.checkpoints`: :class:`spine.feed.CheckpointStore` and
-  :class:`projections.parking.ParkingStore`.
+  :class:`projections.parking.ParkingStore`;
+* :mod:`.views`: :class:`projections.ViewStore` (its layout, indexes and why a commit
+  is atomic and conditional are in its docstring).
 
 Its events reach projectors through ``spine_feed: direct`` (:mod:`routing.backends.direct`,
-the outbox relay). The view store comes next (issue 9): a route to it answers "not
-built yet", by name.
+the outbox relay).
 """
 
 from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import aioboto3
 from botocore.config import Config
@@ -23,6 +24,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from routing.backends.dynamodb.checkpoints import DynamoCheckpointStore
 from routing.backends.dynamodb.common import BACKEND, call, error_code, translate
 from routing.backends.dynamodb.spine import MAX_EVENTS, OUTBOX_INDEX, DynamoEventStore, event_sk
+from routing.backends.dynamodb.viewindex import DEFAULT_SHAPE, index_attributes, index_name
+from routing.backends.dynamodb.views import DynamoViewStore
 from routing.config import Connections, DynamoDBConnection, Route
 from spine.errors import BackendUnavailable, RoutingError
 
@@ -31,6 +34,7 @@ __all__ = [
     "DynamoBackend",
     "DynamoCheckpointStore",
     "DynamoEventStore",
+    "DynamoViewStore",
     "event_sk",
     "open_backend",
 ]
@@ -44,6 +48,17 @@ OUTBOX_GSI: dict[str, Any] = {
     "KeySchema": [
         {"AttributeName": "outbox_shard", "KeyType": "HASH"},
         {"AttributeName": "outbox_at", "KeyType": "RANGE"},
+    ],
+    "Projection": {"ProjectionType": "ALL"},
+}
+#: The keys of a view's table, and its index by tenant and mode, ordered by ``updated_at``.
+VIEW_KEYS = ("pk", "sk")
+VIEW_INDEX_KEYS = index_attributes(DEFAULT_SHAPE)
+VIEW_GSI: dict[str, Any] = {
+    "IndexName": index_name(DEFAULT_SHAPE),
+    "KeySchema": [
+        {"AttributeName": VIEW_INDEX_KEYS[0], "KeyType": "HASH"},
+        {"AttributeName": VIEW_INDEX_KEYS[1], "KeyType": "RANGE"},
     ],
     "Projection": {"ProjectionType": "ALL"},
 }
@@ -68,6 +83,10 @@ class DynamoBackend:
         self._ready: set[str] = set()
         self._spines: dict[str, DynamoEventStore] = {}
         """One store per route, so a relay listening to one hears every append."""
+        self._views: dict[str, DynamoViewStore] = {}
+        """One store per route, so the shapes declared on one are known to all."""
+        self.created: list[str] = []
+        """One line per table or index made while opening stores (``create``)."""
 
     def table(self, route: Route) -> str:
         return self.settings.table_prefix + route.name
@@ -84,8 +103,16 @@ class DynamoBackend:
         await self._ensure(table, route.name, CHECKPOINT_KEYS)
         return DynamoCheckpointStore(self._client, table, route.name)
 
-    async def view_store(self, route: Route) -> NoReturn:
-        raise BackendUnavailable(route.name, BACKEND, "its view store is not built yet (issue 9)")
+    async def view_store(self, route: Route) -> DynamoViewStore:
+        table = self.table(route)
+        await self._ensure(table, route.name, VIEW_KEYS, VIEW_INDEX_KEYS, VIEW_GSI)
+        if route.name not in self._views:
+            store = DynamoViewStore(
+                self._client, table, route.name, create=self.create, created=self.created
+            )
+            await store.load()
+            self._views[route.name] = store
+        return self._views[route.name]
 
     async def _ensure(
         self,
@@ -133,6 +160,8 @@ class DynamoBackend:
                 raise translate(route, exc) from exc
         except (TimeoutError, BotoCoreError, OSError) as exc:
             raise translate(route, exc) from exc
+        else:
+            self.created.append(f"DynamoDB table {table}")
         waiter = self._client.get_waiter("table_exists")
         await call(
             route,
