@@ -63,12 +63,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NoReturn
 
+from routing.backends.firestore.checkpoints import FirestoreCheckpointStore
 from routing.backends.firestore.client import FirestoreDatabase, connect
 from routing.backends.firestore.spine import FirestoreEventStore
 from routing.config import Connections, Route
 from spine.errors import BackendUnavailable, RoutingError
 
-__all__ = ["FirestoreBackend", "FirestoreDatabase", "FirestoreEventStore", "open_backend"]
+__all__ = [
+    "FirestoreBackend",
+    "FirestoreCheckpointStore",
+    "FirestoreDatabase",
+    "FirestoreEventStore",
+    "open_backend",
+]
 
 
 class FirestoreBackend:
@@ -88,10 +95,8 @@ class FirestoreBackend:
             route.name, "firestore", "its view store is not built yet (issue 9)"
         )
 
-    async def checkpoint_store(self, route: Route) -> NoReturn:
-        raise BackendUnavailable(
-            route.name, "firestore", "its checkpoint store is not built yet (issue 9)"
-        )
+    async def checkpoint_store(self, route: Route) -> FirestoreCheckpointStore:
+        return FirestoreCheckpointStore(self.db, route.name)
 
     async def ping(self) -> None:
         """Raise :class:`~spine.errors.BackendUnavailable` unless the database answers."""

@@ -4,6 +4,8 @@ fields it indexes (the layout itself is drawn in the package's docstring)."""
 from __future__ import annotations
 
 import base64
+import hashlib
+import urllib.parse
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -46,6 +48,22 @@ def command_doc_id(command_id: str) -> str:
     """A command marker's document id: any command id, as a valid document id (base64url
     cannot hold ``/`` or make ``.``; the leading ``c`` keeps it off ``__...__``)."""
     return "c" + base64.urlsafe_b64encode(command_id.encode()).decode().rstrip("=")
+
+
+#: The longest document id Firestore takes, in UTF-8 bytes.
+MAX_DOC_ID_BYTES: Final = 1500
+
+
+def encode_id(text: str) -> str:
+    """Any string as a document id, one to one: ``k`` and the string percent-encoded
+    (every byte but letters, digits and ``_.-~``: so no ``/``, and the ``k`` keeps it
+    off ``.``, ``..`` and ``__...__``); where that is over :data:`MAX_DOC_ID_BYTES`,
+    ``h`` and a 256-bit digest of the string (each store keeps the string itself in a
+    field, so nothing is lost). The two forms never meet: they start apart."""
+    quoted = "k" + urllib.parse.quote(text, safe="")
+    if len(quoted) <= MAX_DOC_ID_BYTES:
+        return quoted
+    return "h" + hashlib.blake2b(text.encode(), digest_size=32).hexdigest()
 
 
 def outbox_doc_id(stream_id: str, first_seq: int) -> str:
