@@ -68,6 +68,7 @@ suites run against them."""
 
 VIEW_BACKENDS = [
     *BACKENDS,
+    pytest.param("firestore", marks=pytest.mark.firestore),
 ]
 """Backends whose view store is built: the view-store suite runs against them."""
 

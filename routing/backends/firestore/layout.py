@@ -105,38 +105,53 @@ def _string_size(text: str) -> int:
     return len(text.encode()) + 1
 
 
-def document_size(path: Iterable[str], fields: Mapping[str, FieldValue]) -> int:
+def value_size(value: object) -> int:
+    """A field value's size as Firestore counts it: a string's UTF-8 +1, bytes as they
+    are, null and a boolean 1, a number or a time 8, an array the sum of its values, a
+    map the sum of its keys (as strings) and values."""
+    if isinstance(value, str):
+        return _string_size(value)
+    if isinstance(value, bytes):
+        return len(value)
+    if value is None or isinstance(value, bool):
+        return 1
+    if isinstance(value, list | tuple):
+        return sum(value_size(item) for item in value)
+    if isinstance(value, Mapping):
+        return sum(_string_size(str(k)) + value_size(v) for k, v in value.items())
+    return 8
+
+
+def document_size(path: Iterable[str], fields: Mapping[str, object]) -> int:
     """A document's size as Firestore counts it against its 1 MiB limit: the name (each
     collection and document id of its path, +1 each, +16), each field's name (+1) and
-    value (a string's UTF-8 +1, bytes as they are, a boolean 1, a number or a time 8),
-    and 32."""
+    value (:func:`value_size`), and 32."""
     size = sum(_string_size(part) for part in path) + 16 + 32
     for name, value in fields.items():
-        size += _string_size(name)
-        if isinstance(value, str):
-            size += _string_size(value)
-        elif isinstance(value, bytes):
-            size += len(value)
-        elif isinstance(value, bool):
-            size += 1
-        else:
-            size += 8
+        size += _string_size(name) + value_size(value)
     return size
 
 
-def write_size(name: str, fields: Mapping[str, FieldValue]) -> int:
+def write_size(name: str, fields: Mapping[str, object]) -> int:
     """An upper bound on one write's share of a commit request: its full document name
     (``projects/.../documents/...``), its fields, and room for the protobuf framing."""
     size = len(name.encode()) + 64
     for field, value in fields.items():
-        size += len(field.encode()) + 16
-        if isinstance(value, str):
-            size += len(value.encode())
-        elif isinstance(value, bytes):
-            size += len(value)
-        else:
-            size += 12
+        size += len(field.encode()) + 16 + _framed_size(value)
     return size
+
+
+def _framed_size(value: object) -> int:
+    """A value's bytes in a request, with room for each nested value's framing."""
+    if isinstance(value, str):
+        return len(value.encode())
+    if isinstance(value, bytes):
+        return len(value)
+    if isinstance(value, list | tuple):
+        return sum(_framed_size(item) + 4 for item in value)
+    if isinstance(value, Mapping):
+        return sum(len(str(k).encode()) + 8 + _framed_size(v) for k, v in value.items())
+    return 12
 
 
 #: What provisioning declares (the emulator needs no index and enforces none):
