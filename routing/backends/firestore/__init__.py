@@ -1,6 +1,18 @@
-"""Google Cloud Firestore: the event spine (with its outbox) for now.
+"""Google Cloud Firestore: the backend behind every route to ``firestore``.
 
-Layout, for a route named ``R`` (``~`` stands for ``/``; no stream-id segment holds it)::
+* this docstring and :mod:`.spine`: :class:`spine.EventStore` with its outbox, a
+  :class:`spine.feed.RelaySource` (``spine_feed: direct`` relays it);
+* :mod:`.checkpoints`: :class:`spine.feed.CheckpointStore` and
+  :class:`projections.parking.ParkingStore`;
+* :mod:`.views`: :class:`projections.views.ViewStore` (its layout, conditions, limits,
+  queries and indexes in its docstring).
+
+Indexes cannot be created through the client library: ``created`` says what the stores
+opened here need deployed and :meth:`FirestoreBackend.index_config` gives it as
+``firestore.indexes.json``.
+
+The spine's layout, for a route named ``R`` (``~`` stands for ``/``; no stream-id
+segment holds it)::
 
     R/{stream}                       one document per stream: {stream_id}
     R/{stream}/events/{seq}          one per event: {seq, hash, body}

@@ -505,9 +505,10 @@ class FirestoreViewStore:
                 if len(chunk) == 1:
                     refused[0] = chunk[0].write.stream_id
                     lost |= chunk[0].keys
-                else:
+                else:  # one at a time: only the raced ones are refused
+                    tried = {id(p) for p in going}
                     for position, p in enumerate(chunk):
-                        if p in going and await self._commit_chunk([p], lost):
+                        if id(p) in tried and await self._commit_chunk([p], lost):
                             refused[position] = p.write.stream_id
         return [refused[i] for i in sorted(refused)]
 
