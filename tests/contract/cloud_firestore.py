@@ -59,3 +59,25 @@ async def firestore_backend(
         yield Harness("firestore", backend, lab=False, tamper=tamper)
     finally:
         await backend.aclose()
+
+
+@pytest.fixture
+async def firestore_direct_backend(firestore_backend: Harness) -> AsyncIterator[Harness]:
+    """The Firestore spine and checkpoints, delivered by ``spine_feed: direct``."""
+    from dataclasses import replace
+
+    from routing.backends.direct import open_backend as open_direct
+    from routing.config import Connections
+
+    direct = await open_direct(
+        Connections(), Path("."), create=True, sweep_interval=2.0, sweep_after=1.0
+    )
+    try:
+        yield replace(
+            firestore_backend,
+            feeder=direct,
+            feeder_name="direct",
+            capabilities=set(firestore_backend.capabilities),
+        )
+    finally:
+        await direct.aclose()

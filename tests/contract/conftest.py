@@ -21,7 +21,7 @@ from routing.config import Connections, SqliteConnection
 from spine.store import EventStore
 from tests.contract.cloud_cosmos import cosmos_backend
 from tests.contract.cloud_dynamodb import dynamodb_backend, dynamodb_direct_backend
-from tests.contract.cloud_firestore import firestore_backend
+from tests.contract.cloud_firestore import firestore_backend, firestore_direct_backend
 from tests.contract.harness import Harness, Tamper, requires
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "dynamodb_backend",
     "dynamodb_direct_backend",
     "firestore_backend",
+    "firestore_direct_backend",
     "requires",
 ]
 
@@ -49,13 +50,18 @@ to ``BACKENDS`` once every store of it is built (issue 9)."""
 
 SPINE_BACKENDS = BACKENDS + CLOUD_SPINES
 
-FEED_BACKENDS = [*BACKENDS, pytest.param("dynamodb_direct", marks=pytest.mark.dynamodb)]
+FEED_BACKENDS = [
+    *BACKENDS,
+    pytest.param("dynamodb_direct", marks=pytest.mark.dynamodb),
+    pytest.param("firestore_direct", marks=pytest.mark.firestore),
+]
 """Spine, feed and checkpoints that go together: the feed suite runs against them
-(``dynamodb_direct``: the DynamoDB spine, ``spine_feed: direct``, DynamoDB checkpoints)."""
+(``<name>_direct``: that backend's spine and checkpoints, ``spine_feed: direct``)."""
 
 CHECKPOINT_BACKENDS = [
     *BACKENDS,
     pytest.param("dynamodb", marks=pytest.mark.dynamodb),
+    pytest.param("firestore", marks=pytest.mark.firestore),
 ]
 """Backends whose checkpoint and parking store is built: the checkpoint and parking
 suites run against them."""
@@ -63,6 +69,7 @@ suites run against them."""
 VIEW_BACKENDS = [
     *BACKENDS,
     pytest.param("dynamodb", marks=pytest.mark.dynamodb),
+    pytest.param("firestore", marks=pytest.mark.firestore),
 ]
 """Backends whose view store is built: the view-store suite runs against them."""
 

@@ -1,6 +1,18 @@
-"""Google Cloud Firestore: the event spine (with its outbox) for now.
+"""Google Cloud Firestore: the backend behind every route to ``firestore``.
 
-Layout, for a route named ``R`` (``~`` stands for ``/``; no stream-id segment holds it)::
+* this docstring and :mod:`.spine`: :class:`spine.EventStore` with its outbox, a
+  :class:`spine.feed.RelaySource` (``spine_feed: direct`` relays it);
+* :mod:`.checkpoints`: :class:`spine.feed.CheckpointStore` and
+  :class:`projections.parking.ParkingStore`;
+* :mod:`.views`: :class:`projections.views.ViewStore` (its layout, conditions, limits,
+  queries and indexes in its docstring).
+
+Indexes cannot be created through the client library: ``created`` says what the stores
+opened here need deployed and :meth:`FirestoreBackend.index_config` gives it as
+``firestore.indexes.json``.
+
+The spine's layout, for a route named ``R`` (``~`` stands for ``/``; no stream-id
+segment holds it)::
 
     R/{stream}                       one document per stream: {stream_id}
     R/{stream}/events/{seq}          one per event: {seq, hash, body}
@@ -61,37 +73,88 @@ whose ten shards give the insertion points: :data:`.layout.UNINDEXED_FIELDS` and
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NoReturn
+from typing import Any
 
+from routing.backends.firestore.checkpoints import FirestoreCheckpointStore
 from routing.backends.firestore.client import FirestoreDatabase, connect
+from routing.backends.firestore.layout import (
+    COMPOSITE_INDEXES,
+    UNINDEXED_FIELDS,
+    outbox_collection,
+)
 from routing.backends.firestore.spine import FirestoreEventStore
+from routing.backends.firestore.views import FirestoreViewStore
 from routing.config import Connections, Route
-from spine.errors import BackendUnavailable, RoutingError
+from spine.errors import RoutingError
 
-__all__ = ["FirestoreBackend", "FirestoreDatabase", "FirestoreEventStore", "open_backend"]
+__all__ = [
+    "FirestoreBackend",
+    "FirestoreCheckpointStore",
+    "FirestoreDatabase",
+    "FirestoreEventStore",
+    "FirestoreViewStore",
+    "open_backend",
+]
 
 
 class FirestoreBackend:
     """The stores behind every route to ``firestore``, on one database."""
 
-    def __init__(self, db: FirestoreDatabase) -> None:
+    def __init__(self, db: FirestoreDatabase, *, create: bool = True) -> None:
         self.db = db
+        self.create = create
+        self.created: list[str] = []
+        """One line per index a store opened here needs deployed (the client library
+        cannot create indexes: :meth:`index_config` gives them)."""
         self._spines: dict[str, FirestoreEventStore] = {}
+        self._views: dict[str, FirestoreViewStore] = {}
 
     async def event_store(self, route: Route) -> FirestoreEventStore:
         if route.name not in self._spines:
             self._spines[route.name] = FirestoreEventStore(self.db, route.name)
+            if self.create:
+                self.created.append(
+                    f"firestore: event spine {route.name!r}: its outbox's composite index "
+                    "and field exemptions to deploy (FirestoreBackend.index_config(), "
+                    "firestore.indexes.json)"
+                )
         return self._spines[route.name]
 
-    async def view_store(self, route: Route) -> NoReturn:
-        raise BackendUnavailable(
-            route.name, "firestore", "its view store is not built yet (issue 9)"
-        )
+    async def view_store(self, route: Route) -> FirestoreViewStore:
+        if route.name not in self._views:
+            self._views[route.name] = FirestoreViewStore(
+                self.db, route.name, create=self.create, created=self.created
+            )
+        return self._views[route.name]
 
-    async def checkpoint_store(self, route: Route) -> NoReturn:
-        raise BackendUnavailable(
-            route.name, "firestore", "its checkpoint store is not built yet (issue 9)"
-        )
+    async def checkpoint_store(self, route: Route) -> FirestoreCheckpointStore:
+        return FirestoreCheckpointStore(self.db, route.name)
+
+    def index_config(self) -> dict[str, list[dict[str, Any]]]:
+        """What the stores opened here need deployed, as ``firestore.indexes.json``
+        (``firebase deploy --only firestore:indexes``): the spines' outbox index and
+        field exemptions, and each view's declared shapes' indexes and exemptions."""
+        indexes: list[dict[str, Any]] = []
+        overrides: list[dict[str, Any]] = []
+        for route in self._spines:
+            names = {"{route}": route, "{outbox}": outbox_collection(route)}
+            for group, fields in COMPOSITE_INDEXES.items():
+                indexes.append(
+                    {
+                        "collectionGroup": names.get(group, group),
+                        "queryScope": "COLLECTION",
+                        "fields": [{"fieldPath": f, "order": o} for f, o in fields],
+                    }
+                )
+            for group, unindexed in UNINDEXED_FIELDS.items():
+                overrides += [
+                    {"collectionGroup": names.get(group, group), "fieldPath": f, "indexes": []}
+                    for f in unindexed
+                ]
+        for view in self._views.values():
+            indexes += view.index_entries()
+            overrides += view.field_overrides()
+        return {"indexes": indexes, "fieldOverrides": overrides}
 
     async def ping(self) -> None:
         """Raise :class:`~spine.errors.BackendUnavailable` unless the database answers."""
@@ -104,10 +167,10 @@ class FirestoreBackend:
 async def open_backend(
     connections: Connections, data_dir: Path, *, create: bool = True
 ) -> FirestoreBackend:
-    """Open the database ``connections.firestore`` names. ``create`` changes nothing:
-    collections come into being with their first document, and indexes are
-    provisioning's business."""
-    del data_dir, create
+    """Open the database ``connections.firestore`` names. Collections come into being
+    with their first document; ``create`` lets the stores record the indexes to deploy
+    (``created``, :meth:`FirestoreBackend.index_config`)."""
+    del data_dir
     settings = connections.firestore
     if settings is None:
         raise RoutingError(
@@ -115,4 +178,4 @@ async def open_backend(
             "`connections.firestore` (add at least its `project`, and `emulator_host` "
             "for a local emulator)"
         )
-    return FirestoreBackend(await connect(settings))
+    return FirestoreBackend(await connect(settings), create=create)

@@ -4,6 +4,8 @@ fields it indexes (the layout itself is drawn in the package's docstring)."""
 from __future__ import annotations
 
 import base64
+import hashlib
+import urllib.parse
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -48,6 +50,22 @@ def command_doc_id(command_id: str) -> str:
     return "c" + base64.urlsafe_b64encode(command_id.encode()).decode().rstrip("=")
 
 
+#: The longest document id Firestore takes, in UTF-8 bytes.
+MAX_DOC_ID_BYTES: Final = 1500
+
+
+def encode_id(text: str) -> str:
+    """Any string as a document id, one to one: ``k`` and the string percent-encoded
+    (every byte but letters, digits and ``_.-~``: so no ``/``, and the ``k`` keeps it
+    off ``.``, ``..`` and ``__...__``); where that is over :data:`MAX_DOC_ID_BYTES`,
+    ``h`` and a 256-bit digest of the string (each store keeps the string itself in a
+    field, so nothing is lost). The two forms never meet: they start apart."""
+    quoted = "k" + urllib.parse.quote(text, safe="")
+    if len(quoted) <= MAX_DOC_ID_BYTES:
+        return quoted
+    return "h" + hashlib.blake2b(text.encode(), digest_size=32).hexdigest()
+
+
 def outbox_doc_id(stream_id: str, first_seq: int) -> str:
     """An outbox marker's document id: one per append (its stream and first seq)."""
     return f"{stream_doc_id(stream_id)}{SLASH}{seq_doc_id(first_seq)}"
@@ -87,38 +105,53 @@ def _string_size(text: str) -> int:
     return len(text.encode()) + 1
 
 
-def document_size(path: Iterable[str], fields: Mapping[str, FieldValue]) -> int:
+def value_size(value: object) -> int:
+    """A field value's size as Firestore counts it: a string's UTF-8 +1, bytes as they
+    are, null and a boolean 1, a number or a time 8, an array the sum of its values, a
+    map the sum of its keys (as strings) and values."""
+    if isinstance(value, str):
+        return _string_size(value)
+    if isinstance(value, bytes):
+        return len(value)
+    if value is None or isinstance(value, bool):
+        return 1
+    if isinstance(value, list | tuple):
+        return sum(value_size(item) for item in value)
+    if isinstance(value, Mapping):
+        return sum(_string_size(str(k)) + value_size(v) for k, v in value.items())
+    return 8
+
+
+def document_size(path: Iterable[str], fields: Mapping[str, object]) -> int:
     """A document's size as Firestore counts it against its 1 MiB limit: the name (each
     collection and document id of its path, +1 each, +16), each field's name (+1) and
-    value (a string's UTF-8 +1, bytes as they are, a boolean 1, a number or a time 8),
-    and 32."""
+    value (:func:`value_size`), and 32."""
     size = sum(_string_size(part) for part in path) + 16 + 32
     for name, value in fields.items():
-        size += _string_size(name)
-        if isinstance(value, str):
-            size += _string_size(value)
-        elif isinstance(value, bytes):
-            size += len(value)
-        elif isinstance(value, bool):
-            size += 1
-        else:
-            size += 8
+        size += _string_size(name) + value_size(value)
     return size
 
 
-def write_size(name: str, fields: Mapping[str, FieldValue]) -> int:
+def write_size(name: str, fields: Mapping[str, object]) -> int:
     """An upper bound on one write's share of a commit request: its full document name
     (``projects/.../documents/...``), its fields, and room for the protobuf framing."""
     size = len(name.encode()) + 64
     for field, value in fields.items():
-        size += len(field.encode()) + 16
-        if isinstance(value, str):
-            size += len(value.encode())
-        elif isinstance(value, bytes):
-            size += len(value)
-        else:
-            size += 12
+        size += len(field.encode()) + 16 + _framed_size(value)
     return size
+
+
+def _framed_size(value: object) -> int:
+    """A value's bytes in a request, with room for each nested value's framing."""
+    if isinstance(value, str):
+        return len(value.encode())
+    if isinstance(value, bytes):
+        return len(value)
+    if isinstance(value, list | tuple):
+        return sum(_framed_size(item) + 4 for item in value)
+    if isinstance(value, Mapping):
+        return sum(len(str(k).encode()) + 8 + _framed_size(v) for k, v in value.items())
+    return 12
 
 
 #: What provisioning declares (the emulator needs no index and enforces none):

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
@@ -22,7 +23,7 @@ from google.cloud.firestore import (
 from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.field_path import FieldPath
 
-from routing.backends.common import decode_strict
+from routing.backends.common import decode_rows, decode_strict
 from routing.backends.firestore.client import (
     BACKEND,
     FirestoreDatabase,
@@ -65,7 +66,7 @@ from spine.events import (
     Mode,
     NewEvent,
 )
-from spine.feed import Pending
+from spine.feed import AppendListener, Delivered, Pending
 from spine.streams import parse_stream_id, scan_scope
 
 #: Events one read asks for at once.
@@ -80,6 +81,9 @@ _KEY: Final = FieldPath.document_id()
 _PAST_PREFIX: Final = "\x7f"
 
 Fields = dict[str, FieldValue]
+Row = tuple[str, int, bytes]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +130,8 @@ class _InOrder:
 
 
 class FirestoreEventStore:
-    """:class:`spine.EventStore` and :class:`spine.feed.Outbox` on one route's collections."""
+    """:class:`spine.EventStore` and :class:`spine.feed.RelaySource` (its outbox) on one
+    route's collections."""
 
     def __init__(self, db: FirestoreDatabase, route: str) -> None:
         self.db = db
@@ -136,6 +141,29 @@ class FirestoreEventStore:
         self._in_order = _InOrder()
         self._seen: OrderedDict[str, int] = OrderedDict()
         """The last version seen of recently appended streams: a hint, never trusted."""
+        self._listeners: list[AppendListener] = []
+
+    def on_append(self, listener: AppendListener) -> Callable[[], None]:
+        self._listeners.append(listener)
+
+        def remove() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return remove
+
+    def _tell(self, stream_id: str, sealed: Sequence[EventEnvelope], result: AppendResult) -> None:
+        """Tell the listeners of an append this process committed (its outbox marker)."""
+        if not self._listeners:
+            return
+        first, last = sealed[0].seq, sealed[-1].seq
+        marker = outbox_doc_id(stream_id, first)
+        pending = Pending(stream_id, first, last, marker, sealed[0].recorded_at)
+        for listener in list(self._listeners):
+            try:
+                listener(pending, result)
+            except Exception:  # the append is committed: a listener's fault is not its
+                log.exception("an append listener of %s failed", self.route)
 
     def _saw(self, stream_id: str, version: int) -> None:
         seen = self._seen
@@ -189,7 +217,10 @@ class FirestoreEventStore:
                     original = await self._read(stream_id, stream.events, *head.command)
                     ours = bool(original) and original[0].hash in uncertain
                     self._saw(stream_id, head.command[1])
-                    return appended(stream_id, original, deduplicated=not ours)
+                    result = appended(stream_id, original, deduplicated=not ours)
+                    if ours:  # this process's commit, whose answer was lost
+                        self._tell(stream_id, original, result)
+                    return result
                 sealed, write = self._prepare(stream_id, stream, marker, command_id, batch, head)
                 try:
                     await self.db.commit(write)
@@ -208,7 +239,9 @@ class FirestoreEventStore:
                     await _pause(attempt)
                     continue
                 self._saw(stream_id, sealed[-1].seq)
-                return appended(stream_id, sealed)
+                result = appended(stream_id, sealed)
+                self._tell(stream_id, sealed, result)
+                return result
 
     async def _head(
         self,
@@ -399,6 +432,12 @@ class FirestoreEventStore:
     async def _page(
         self, stream_id: str, events: AsyncCollectionReference, first: int, last: int, size: int
     ) -> list[EventEnvelope]:
+        return decode_strict(await self._rows(stream_id, events, first, last, size))
+
+    async def _rows(
+        self, stream_id: str, events: AsyncCollectionReference, first: int, last: int, size: int
+    ) -> list[Row]:
+        """The stored forms of up to ``size`` events from ``first`` to ``last``, in seq order."""
         query = (
             events.where(filter=FieldFilter(_KEY, ">=", events.document(seq_doc_id(first))))
             .where(filter=FieldFilter(_KEY, "<=", events.document(seq_doc_id(last))))
@@ -407,7 +446,7 @@ class FirestoreEventStore:
             .select(["body"])
         )
         found = await self.db.query(query)
-        return decode_strict([(stream_id, _seq(doc), _bytes(doc, "body")) for doc in found])
+        return [(stream_id, _seq(doc), _bytes(doc, "body")) for doc in found]
 
     async def scan(
         self,
@@ -417,6 +456,23 @@ class FirestoreEventStore:
         mode: Mode | None = None,
         batch_size: int = 1000,
     ) -> AsyncIterator[EventEnvelope]:
+        async for rows in self._scan_rows(domain, tenant_id, mode, batch_size):
+            for event in decode_strict(rows):
+                yield event
+
+    async def scan_delivered(
+        self, *, domain: str | None = None, batch_size: int = 1000
+    ) -> AsyncIterator[Delivered]:
+        """As :meth:`scan` of ``domain``, an undecodable event as :class:`Unreadable`."""
+        async for rows in self._scan_rows(domain, None, None, batch_size):
+            for event in decode_rows(rows):
+                yield event
+
+    async def _scan_rows(
+        self, domain: str | None, tenant_id: str | None, mode: Mode | None, batch_size: int
+    ) -> AsyncIterator[list[Row]]:
+        """The stored events in scope, a page at a time: the stream documents in key
+        order (a scope's prefix is a key range), each stream's events in seq order."""
         scope = scan_scope(domain, tenant_id, mode)
         size = max(1, batch_size)
         prefix = stream_doc_id(scope.prefix)  # the stream documents' key range
@@ -440,12 +496,12 @@ class FirestoreEventStore:
                 first = 1
                 while True:
                     with translated(self.route):
-                        page = await self._page(stream_id, events, first, MAX_SEQ, size)
-                    for event in page:
-                        yield event
-                    if len(page) < size:
+                        rows = await self._rows(stream_id, events, first, MAX_SEQ, size)
+                    if rows:
+                        yield rows
+                    if len(rows) < size:
                         break
-                    first = page[-1].seq + 1
+                    first = rows[-1][1] + 1
             if len(streams) < size:
                 return
             after = streams[-1].id
