@@ -9,7 +9,7 @@ import pytest
 
 from spine.codec import verify_chain
 from spine.errors import ConcurrencyError, InvalidAppend, InvalidInput, InvalidStreamId
-from spine.events import ANY, GENESIS_HASH, NO_STREAM
+from spine.events import ANY, GENESIS_HASH, NO_STREAM, StreamState
 from spine.feed import Outbox
 from spine.store import EventStore
 from spine.streams import stream_id
@@ -252,7 +252,7 @@ async def test_twenty_concurrent_appenders_on_one_stream_get_one_winner_per_seq(
 
 @pytest.mark.parametrize("expected", [1, ANY], ids=["exact", "any"])
 async def test_concurrent_appends_of_one_command_write_it_once_and_answer_each_alike(
-    store: EventStore, sid: str, expected: int | str
+    store: EventStore, sid: str, expected: int | StreamState
 ) -> None:
     """A command retried while its first try is in flight (two handlers that folded the
     same version): one append writes, every other answers the original result."""
