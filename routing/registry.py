@@ -119,6 +119,31 @@ def _shared_names(resolved: list[ResolvedRoute]) -> list[str]:
     ]
 
 
+@dataclass(frozen=True)
+class Readiness:
+    """What :meth:`Registry.readiness` found: per backend and per route (by kind),
+    ``None`` where it answers, else why not."""
+
+    backends: dict[str, str | None]
+    routes: dict[str, str | None]
+    resolved: list[ResolvedRoute]
+
+    @property
+    def down(self) -> list[str]:
+        """One line per backend that does not answer, naming its routes (kind, then
+        backend and physical name) and why."""
+        lines = []
+        for name, why in self.backends.items():
+            if why is not None:
+                routes = ", ".join(
+                    f"{r.kind} ({name}:{r.route.name})"
+                    for r in self.resolved
+                    if r.spec.name == name
+                )
+                lines.append(f"backend {name!r} down, routes {routes}: {why}")
+        return lines
+
+
 class BackendModule(Protocol):
     """What a module under ``routing/backends/`` exposes. ``create``: the backend may
     create what it stores into (files, tables); without it, it opens only what exists
@@ -227,6 +252,10 @@ class Registry:
         """Ask every routed backend whether it answers, within ``timeout`` seconds each:
         per backend, ``None`` if it does, else why not. Backends not opened yet are
         opened (that is part of answering)."""
+        return (await self.readiness(timeout)).backends
+
+    async def readiness(self, timeout: float = 2.0) -> Readiness:
+        """:meth:`ready`, and what it means for each route."""
         answers: dict[str, str | None] = {}
         for kind in sorted(self._routes):
             name = self._routes[kind].spec.name
@@ -244,7 +273,8 @@ class Registry:
                 answers[name] = f"did not answer within {timeout:g} s"
             else:
                 answers[name] = None
-        return answers
+        routes = {kind: answers[r.spec.name] for kind, r in sorted(self._routes.items())}
+        return Readiness(answers, routes, [self._routes[k] for k in routes])
 
     async def aclose(self) -> None:
         backends, self._backends = self._backends, {}

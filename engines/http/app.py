@@ -109,19 +109,18 @@ def build_app(
     @app.get("/readyz", responses=errors.problem_responses(400, 413, 500, 503))
     async def readyz(request: Request) -> Response:
         """Readiness: every routed backend answers (``/healthz`` only says the process
-        is up). 503 names each backend that does not, and why."""
+        is up). 503 names each backend that does not, the routes it serves, and why;
+        ``backends`` and ``routes`` (by resource kind) say ``ok`` or why not."""
         rt = runtime_of(request)
-        backends = {name: problem or "ok" for name, problem in (await rt.registry.ready()).items()}
-        down = {name: why for name, why in backends.items() if why != "ok"}
-        if down:
-            detail = "; ".join(f"{name}: {why}" for name, why in down.items())
-            return errors.problem(
-                503,
-                detail,
-                kind="not-ready",
-                extensions={"mode": rt.settings.mode, "backends": backends},
-            )
-        return OrjsonResponse({"status": "ready", "mode": rt.settings.mode, "backends": backends})
+        readiness = await rt.registry.readiness()
+        body = {
+            "mode": rt.settings.mode,
+            "backends": {name: why or "ok" for name, why in readiness.backends.items()},
+            "routes": {kind: why or "ok" for kind, why in readiness.routes.items()},
+        }
+        if readiness.down:
+            return errors.problem(503, "; ".join(readiness.down), kind="not-ready", extensions=body)
+        return OrjsonResponse({"status": "ready", **body})
 
     for domain in domains:
         if domain.router.route_class is not StrictJsonRoute:

@@ -179,6 +179,8 @@ def problem_for(exc: EnginesError, *, preconditioned: bool = False) -> Response:
         if isinstance(exc.actual, int) and exc.actual >= 1:
             headers = {"ETag": f'"{exc.actual}"'}
             extensions = {"current_version": exc.actual}
+    if isinstance(exc, BackendUnavailable):  # which store is down, for machines too
+        extensions = {"route": exc.route, "backend": exc.backend}
     if status == 503:
         log.warning("request refused: %s", exc)  # a store down: its error says which
     elif status >= 500:

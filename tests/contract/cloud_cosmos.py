@@ -38,7 +38,8 @@ async def cosmos_harness(
     server: CosmosDBServer, database: str, data_dir: Path
 ) -> AsyncIterator[Harness]:
     """A harness on a backend of its own, on ``database`` (created on first use)."""
-    backend = await open_backend(cosmos_connections(server, database), data_dir, create=True)
+    connections = cosmos_connections(server, database)
+    backend = await open_backend(connections, data_dir, create=True)
 
     async def tamper(spine: EventStore, stream_id: str, seq: int, body: bytes) -> None:
         assert isinstance(spine, CosmosEventStore)
@@ -59,7 +60,15 @@ async def cosmos_harness(
             )
 
     try:
-        yield Harness("cosmos", backend, lab=False, tamper=tamper, capabilities=set())
+        yield Harness(
+            "cosmos",
+            backend,
+            lab=False,
+            tamper=tamper,
+            capabilities=set(),
+            connections=connections,
+            data_dir=data_dir,
+        )
     finally:
         await backend.aclose()
 

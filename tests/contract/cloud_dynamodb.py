@@ -34,7 +34,8 @@ def dynamodb_connections(server: MotoServer, prefix: str = "") -> Connections:
 async def dynamodb_backend(
     moto_server: MotoServer, tmp_path: Path, unique: str
 ) -> AsyncIterator[Harness]:
-    backend = await open_dynamodb(dynamodb_connections(moto_server, f"t{unique}_"), tmp_path)
+    connections = dynamodb_connections(moto_server, f"t{unique}_")
+    backend = await open_dynamodb(connections, tmp_path)
 
     async def tamper(spine: EventStore, stream_id: str, seq: int, body: bytes) -> None:
         assert isinstance(spine, DynamoEventStore)
@@ -51,7 +52,15 @@ async def dynamodb_backend(
         )
 
     try:
-        yield Harness("dynamodb", backend, lab=False, tamper=tamper, capabilities={"atomic_batch"})
+        yield Harness(
+            "dynamodb",
+            backend,
+            lab=False,
+            tamper=tamper,
+            capabilities={"atomic_batch"},
+            connections=connections,
+            data_dir=tmp_path,
+        )
     finally:
         await backend.aclose()
 

@@ -54,9 +54,17 @@ async def firestore_backend(
     from routing.backends.firestore import open_backend
     from tests.contract.harness import Harness
 
-    backend = await open_backend(emulator_connections(firestore_emulator), tmp_path)
+    connections = emulator_connections(firestore_emulator)
+    backend = await open_backend(connections, tmp_path)
     try:
-        yield Harness("firestore", backend, lab=False, tamper=tamper)
+        yield Harness(
+            "firestore",
+            backend,
+            lab=False,
+            tamper=tamper,
+            connections=connections,
+            data_dir=tmp_path,
+        )
     finally:
         await backend.aclose()
 

@@ -95,7 +95,15 @@ async def sqlite_backend(tmp_path: Path) -> AsyncIterator[Harness]:
 
     try:
         capabilities = {"atomic_batch", "lag_from_start"}
-        yield Harness("sqlite", backend, lab=True, tamper=tamper, capabilities=capabilities)
+        yield Harness(
+            "sqlite",
+            backend,
+            lab=True,
+            tamper=tamper,
+            capabilities=capabilities,
+            connections=connections,
+            data_dir=tmp_path,
+        )
     finally:
         await backend.aclose()
 

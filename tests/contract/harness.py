@@ -12,11 +12,12 @@ Declared capabilities (``Harness.capabilities``, checked with :func:`requires`):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
 
-from routing.config import Route
+from routing.config import Connections, Route
 from spine.feed import Feed
 from spine.store import EventStore
 
@@ -39,6 +40,9 @@ class Harness:
     """The backend serving ``spine_feed``, where it is not ``backend`` (named
     ``feeder_name``)."""
     feeder_name: str = ""
+    connections: Connections | None = None
+    """How another process reaches the same stores (the crash tests start one)."""
+    data_dir: Path = Path(".")
 
     def route(self, physical: str) -> Route:
         return Route(backend=self.name, name=physical, lab=self.lab)

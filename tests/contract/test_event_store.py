@@ -9,7 +9,8 @@ import pytest
 
 from spine.codec import verify_chain
 from spine.errors import ConcurrencyError, InvalidAppend, InvalidInput, InvalidStreamId
-from spine.events import ANY, GENESIS_HASH, NO_STREAM
+from spine.events import ANY, GENESIS_HASH, NO_STREAM, StreamState
+from spine.feed import Outbox
 from spine.store import EventStore
 from spine.streams import stream_id
 from tests.conftest import make_event
@@ -243,8 +244,37 @@ async def test_twenty_concurrent_appenders_on_one_stream_get_one_winner_per_seq(
     assert sorted(seqs) == list(range(2, 22))
     events = await store.read_stream(sid)
     assert [e.seq for e in events] == list(range(1, 22))
-    assert len({e.command_id for e in events}) == 21
+    by_seq = {e.seq: e.command_id for e in events}
+    assert [by_seq[s] for s in seqs] == [f"w-{n}" for n in range(20)]  # each writer once
+    assert by_seq[1].startswith("first-")
     assert verify_chain(events) == 21
+
+
+@pytest.mark.parametrize("expected", [1, ANY], ids=["exact", "any"])
+async def test_concurrent_appends_of_one_command_write_it_once_and_answer_each_alike(
+    store: EventStore, sid: str, expected: int | StreamState
+) -> None:
+    """A command retried while its first try is in flight (two handlers that folded the
+    same version): one append writes, every other answers the original result."""
+    await store.append(sid, [make_event(command_id="before")], NO_STREAM)
+
+    def attempt() -> list[Any]:
+        return [make_event(command_id="twice"), make_event(command_id="twice")]
+
+    results = await asyncio.gather(*(store.append(sid, attempt(), expected) for _ in range(5)))
+
+    written = [r for r in results if not r.deduplicated]
+    assert len(written) == 1
+    (original,) = written
+    assert (original.first_seq, original.last_seq) == (2, 3)
+    assert all(r.events == original.events for r in results)
+    events = await store.read_stream(sid)
+    assert [e.command_id for e in events] == ["before", "twice", "twice"]
+    assert list(events[1:]) == list(original.events)
+    assert verify_chain(events) == 3
+    if isinstance(store, Outbox):  # one marker for the command, not one per attempt
+        pending = [p for p in await store.pending() if p.stream_id == sid]
+        assert sorted((p.first_seq, p.last_seq) for p in pending) == [(1, 1), (2, 3)]
 
 
 async def test_a_payload_too_deep_to_read_back_is_refused(store: EventStore, sid: str) -> None:

@@ -9,11 +9,20 @@ import asyncio
 import pytest
 
 from spine.events import NO_STREAM, EventEnvelope
-from spine.feed import CheckpointStore, Delivered, Feed, FeedBatch, Subscription, Unreadable
+from spine.feed import (
+    CheckpointStore,
+    Delivered,
+    Feed,
+    FeedBatch,
+    Outbox,
+    Subscription,
+    Unreadable,
+)
 from spine.store import EventStore
 from spine.streams import stream_id
 from tests.conftest import make_event
 from tests.contract.conftest import Harness, requires
+from tests.contract.crash import die_after_appending
 
 
 @pytest.fixture
@@ -282,3 +291,37 @@ async def test_an_undecodable_event_is_delivered_as_unreadable_and_the_rest_stil
 
 
 # -- CheckpointStore ------------------------------------------------------------------------
+
+
+async def until(subscription: Subscription, count: int, timeout: float = 30.0) -> list[Delivered]:
+    """Batches (each committed) until ``count`` events came; fails after ``timeout`` s."""
+    seen: list[Delivered] = []
+    async with asyncio.timeout(timeout):
+        while len(seen) < count:
+            batch = await subscription.next_batch(0.2)
+            if batch is not None:
+                seen.extend(batch.events)
+                assert await subscription.commit(batch)
+    return seen
+
+
+async def test_an_append_whose_process_died_before_delivery_still_arrives(
+    feed_harness: Harness, store: EventStore, checkpoints: CheckpointStore, unique: str
+) -> None:
+    """A process that commits an append and dies before anything delivers it (a real
+    second process, ended with ``os._exit``) loses nothing: a feed started after its
+    death delivers it, and so does a feed already running (for an outbox store, its
+    sweeper); then no outbox marker is left."""
+    route = feed_harness.route(f"spine_{unique}")
+    a, b = sid(unique, "a"), sid(unique, "b")
+
+    await die_after_appending(feed_harness, route, [(a, 0)])  # while no feed runs
+    feed = await feed_harness.feed(store, f"feed_{unique}")
+    subscription = feed.subscribe("p", checkpoints)
+    assert per_stream(await until(subscription, 1)) == {a: [1]}
+
+    await die_after_appending(feed_harness, route, [(a, 1), (b, 0)])  # while it runs
+    assert per_stream(await until(subscription, 2)) == {a: [2], b: [1]}
+    assert await subscription.next_batch(0) is None
+    if isinstance(store, Outbox):
+        assert [p for p in await store.pending() if p.stream_id in (a, b)] == []

@@ -140,6 +140,7 @@ async def test_readyz_answers_200_when_every_backend_answers(
     body = response.json()
     assert body["status"] == "ready"
     assert body["backends"] == {"inprocess": "ok", "sqlite": "ok"}
+    assert body["routes"]["event_spine"] == body["routes"]["command_bus"] == "ok"
     assert len([e async for e in runtime.spine.scan()]) == before  # no refusal recorded
 
 
@@ -159,6 +160,9 @@ async def test_readyz_answers_503_naming_a_backend_that_does_not(
     assert response.headers["content-type"] == "application/problem+json"
     assert "disk unplugged" in response.json()["detail"]
     assert "disk unplugged" in response.json()["backends"]["sqlite"]
+    assert "event_spine (sqlite:spine_events)" in response.json()["detail"]  # names the route
+    assert "disk unplugged" in response.json()["routes"]["notes_store"]
+    assert response.json()["routes"]["command_bus"] == "ok"
     assert health.status_code == 200  # liveness asks no backend
 
 
