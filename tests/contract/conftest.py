@@ -68,6 +68,7 @@ suites run against them."""
 
 VIEW_BACKENDS = [
     *BACKENDS,
+    pytest.param("cosmos", marks=pytest.mark.cosmos),
 ]
 """Backends whose view store is built: the view-store suite runs against them."""
 

@@ -7,7 +7,7 @@
 * :mod:`.errors`: the SDK's errors translated into :mod:`spine.errors`, in one place;
 * :mod:`.ids`: item ids for names Cosmos DB does not take as ids.
 
-The view store is not built on Cosmos yet: a route to it answers "not built yet".
+* :mod:`.views`: :class:`projections.views.ViewStore` (its own layout in its docstring).
 
 With ``create``, the backend makes the database and each container a store needs, and
 notes each in :attr:`CosmosBackend.created`.
@@ -94,7 +94,7 @@ import asyncio
 import base64
 import binascii
 from pathlib import Path
-from typing import Any, Final, NoReturn
+from typing import Any, Final
 
 from spine.errors import BackendUnavailable, RoutingError
 
@@ -111,9 +111,18 @@ except ImportError as exc:  # the registry imports this module only when a route
 from routing.backends.cosmos.checkpoints import CosmosCheckpointStore
 from routing.backends.cosmos.errors import BACKEND, translated
 from routing.backends.cosmos.spine import CosmosEventStore
+from routing.backends.cosmos.views import INDEXING_POLICY as VIEW_INDEXING_POLICY
+from routing.backends.cosmos.views import PARTITION_KEY as VIEW_PARTITION_KEY
+from routing.backends.cosmos.views import CosmosViewStore
 from routing.config import Connections, CosmosConnection, Route
 
-__all__ = ["CosmosBackend", "CosmosCheckpointStore", "CosmosEventStore", "open_backend"]
+__all__ = [
+    "CosmosBackend",
+    "CosmosCheckpointStore",
+    "CosmosEventStore",
+    "CosmosViewStore",
+    "open_backend",
+]
 
 PARTITION_KEY: Final = "/stream_id"
 # Typed loosely: the SDK's annotation (dict[str, str]) is narrower than what it takes.
@@ -240,8 +249,21 @@ class CosmosBackend:
         )
         return CosmosCheckpointStore(container, route.name)
 
-    async def view_store(self, route: Route) -> NoReturn:
-        raise BackendUnavailable(route.name, "cosmos", "its view store is not built yet (issue 9)")
+    async def view_store(self, route: Route) -> CosmosViewStore:
+        container = await self._container(
+            route.name,
+            partition_key=VIEW_PARTITION_KEY,
+            indexing_policy=VIEW_INDEXING_POLICY,
+            holds="a view store",
+        )
+        return CosmosViewStore(
+            container,
+            self.client.get_database_client(self.settings.database),
+            route.name,
+            self.properties[route.name],
+            create=self.create,
+            created=self.created,
+        )
 
     async def ping(self) -> None:
         """Raise :class:`~spine.errors.BackendUnavailable` unless the account answers and
