@@ -144,10 +144,10 @@ async def test_a_route_to_a_backend_not_built_yet_is_unavailable_not_replaced() 
 
 
 async def test_a_store_not_built_yet_answers_so_by_name_when_opened() -> None:
-    routes = cloud_routes(notes_store={"backend": "cosmos", "name": "notes"})
-    cosmos = {"endpoint": "https://127.0.0.1:1", "key": "a2V5"}
+    routes = cloud_routes(notes_store={"backend": "dynamodb", "name": "notes"})
+    dynamodb = {"region": "us-east-1", "endpoint_url": "http://127.0.0.1:1"}
     settings = RoutesFile.model_validate(
-        {"mode": "saas", "routes": routes, "connections": {"cosmos": cosmos}}
+        {"mode": "saas", "routes": routes, "connections": {"dynamodb": dynamodb}}
     )
     registry = Registry(settings, Path("."))
     try:
