@@ -43,8 +43,6 @@ BACKENDS: Final[dict[str, BackendSpec]] = {
         ),
         BackendSpec("kafka", frozenset({"command_bus", "spine_feed"}), lab_only=False, module=None),
         BackendSpec("cosmos", _STORE_KINDS, lab_only=False, module="routing.backends.cosmos"),
-        # Being built store by store (issue 9): a store not built yet answers "not built
-        # yet" when it is opened (at start-up), naming its route; never a fallback.
         BackendSpec("firestore", _STORE_KINDS, lab_only=False, module="routing.backends.firestore"),
         BackendSpec("dynamodb", _STORE_KINDS, lab_only=False, module="routing.backends.dynamodb"),
     )

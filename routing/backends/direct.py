@@ -753,7 +753,7 @@ class DirectBackend:
         if not isinstance(inner, RelaySource):
             raise RoutingError(
                 "spine_feed: direct needs a cloud event store whose outbox a relay can "
-                "follow (today: event_spine on dynamodb or firestore; cosmos next); "
+                "follow (event_spine on dynamodb, cosmos or firestore); "
                 "the lab uses spine_feed: sqlite"
             )
         for feed in self._feeds:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from azure.cosmos.aio import CosmosClient
 
 from routing.backends.cosmos import open_backend
 from routing.backends.cosmos.spine import CosmosEventStore, event_item_id
+from routing.backends.direct import open_backend as open_direct
 from routing.config import Connections, CosmosConnection
 from spine.store import EventStore
 from tests.contract.harness import Harness
@@ -79,3 +81,21 @@ async def cosmos_backend(
 ) -> AsyncIterator[Harness]:
     async with cosmos_harness(cosmosdb_server, f"engines-{unique}", tmp_path) as harness:
         yield harness
+
+
+@pytest.fixture
+async def cosmos_direct_backend(cosmos_backend: Harness) -> AsyncIterator[Harness]:
+    """The Cosmos DB spine and checkpoints, delivered by ``spine_feed: direct``."""
+    direct = await open_direct(
+        Connections(), Path("."), create=True, sweep_interval=2.0, sweep_after=1.0
+    )
+    try:
+        yield replace(
+            cosmos_backend,
+            name="cosmos",
+            feeder=direct,
+            feeder_name="direct",
+            capabilities=set(cosmos_backend.capabilities),
+        )
+    finally:
+        await direct.aclose()

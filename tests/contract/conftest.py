@@ -19,7 +19,7 @@ import pytest
 from routing.backends.sqlite import open_backend as open_sqlite
 from routing.config import Connections, SqliteConnection
 from spine.store import EventStore
-from tests.contract.cloud_cosmos import cosmos_backend
+from tests.contract.cloud_cosmos import cosmos_backend, cosmos_direct_backend
 from tests.contract.cloud_dynamodb import dynamodb_backend, dynamodb_direct_backend
 from tests.contract.cloud_firestore import firestore_backend, firestore_direct_backend
 from tests.contract.harness import Harness, Tamper, requires
@@ -28,6 +28,7 @@ __all__ = [
     "Harness",
     "Tamper",
     "cosmos_backend",
+    "cosmos_direct_backend",
     "dynamodb_backend",
     "dynamodb_direct_backend",
     "firestore_backend",
@@ -54,6 +55,7 @@ FEED_BACKENDS = [
     *BACKENDS,
     pytest.param("dynamodb_direct", marks=pytest.mark.dynamodb),
     pytest.param("firestore_direct", marks=pytest.mark.firestore),
+    pytest.param("cosmos_direct", marks=pytest.mark.cosmos),
 ]
 """Spine, feed and checkpoints that go together: the feed suite runs against them
 (``<name>_direct``: that backend's spine and checkpoints, ``spine_feed: direct``)."""
@@ -62,6 +64,7 @@ CHECKPOINT_BACKENDS = [
     *BACKENDS,
     pytest.param("dynamodb", marks=pytest.mark.dynamodb),
     pytest.param("firestore", marks=pytest.mark.firestore),
+    pytest.param("cosmos", marks=pytest.mark.cosmos),
 ]
 """Backends whose checkpoint and parking store is built: the checkpoint and parking
 suites run against them."""
@@ -70,6 +73,7 @@ VIEW_BACKENDS = [
     *BACKENDS,
     pytest.param("dynamodb", marks=pytest.mark.dynamodb),
     pytest.param("firestore", marks=pytest.mark.firestore),
+    pytest.param("cosmos", marks=pytest.mark.cosmos),
 ]
 """Backends whose view store is built: the view-store suite runs against them."""
 

@@ -1,68 +1,98 @@
-"""What only ``spine_feed: direct`` does, against moto_server: an append whose process
-dies before delivery still arrives, a marker waits for every consumer, and a consumer
-with no checkpoint catches up from the spine."""
+"""What only ``spine_feed: direct`` does, on every cloud event store with an outbox
+(DynamoDB on moto_server, Cosmos DB on cosmosdb-server): an append whose process dies
+before delivery still arrives, a marker waits for every consumer, and a consumer with
+no checkpoint catches up from the spine."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from routing.backends.cosmos import CosmosEventStore
+from routing.backends.cosmos import open_backend as open_cosmos
 from routing.backends.direct import PARTITION, DirectBackend, DirectFeed
 from routing.backends.direct import open_backend as open_direct
-from routing.backends.dynamodb import DynamoBackend, DynamoCheckpointStore, DynamoEventStore
+from routing.backends.dynamodb import DynamoEventStore
 from routing.backends.dynamodb import open_backend as open_dynamodb
 from routing.config import Connections, Route
 from spine.errors import RoutingError
 from spine.events import NO_STREAM
-from spine.feed import Delivered, Subscription
+from spine.feed import CheckpointStore, Delivered, Subscription
 from spine.streams import stream_id
 from tests.conftest import make_event
+from tests.contract.cloud_cosmos import cosmos_connections
 from tests.contract.cloud_dynamodb import dynamodb_connections
-from tests.servers.fixtures import MotoServer
 
-pytestmark = pytest.mark.dynamodb
-
-SPINE = Route(backend="dynamodb", name="spine")
-CHECKPOINTS = Route(backend="dynamodb", name="checkpoints")
 FEED = Route(backend="direct", name="feed")
+
+Spine = DynamoEventStore | CosmosEventStore
+
+
+class Stores:
+    """Opens the backend holding a deployment's spine and checkpoints (the same tables
+    or containers each time)."""
+
+    def __init__(self, name: str, open_backend: Callable[[], Awaitable[Any]]) -> None:
+        self.name, self.open = name, open_backend
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("dynamodb", marks=pytest.mark.dynamodb),
+        pytest.param("cosmos", marks=pytest.mark.cosmos),
+    ]
+)
+def stores(request: pytest.FixtureRequest, tmp_path: Path, unique: str) -> Stores:
+    if request.param == "dynamodb":
+        moto = request.getfixturevalue("moto_server")
+        connections = dynamodb_connections(moto, f"d{unique}_")
+        return Stores("dynamodb", lambda: open_dynamodb(connections, tmp_path))
+    cosmos = request.getfixturevalue("cosmosdb_server")
+    connections = cosmos_connections(cosmos, f"engines-{unique}")
+    return Stores("cosmos", lambda: open_cosmos(connections, tmp_path))
 
 
 class Process:
-    """What one process of the service holds: the DynamoDB backend and the relay."""
+    """What one process of the service holds: the stores' backend and the relay."""
 
-    def __init__(self, dynamo: DynamoBackend, direct: DirectBackend) -> None:
-        self.dynamo, self.direct = dynamo, direct
+    def __init__(self, name: str, backend: Any, direct: DirectBackend) -> None:
+        self.backend, self.direct = backend, direct
+        self.spine_route = Route(backend=name, name="spine")
+        self.checkpoints_route = Route(backend=name, name="checkpoints")
 
-    async def spine(self) -> DynamoEventStore:
-        return await self.dynamo.event_store(SPINE)
+    async def spine(self) -> Spine:
+        store: Spine = await self.backend.event_store(self.spine_route)
+        return store
 
-    async def checkpoints(self) -> DynamoCheckpointStore:
-        return await self.dynamo.checkpoint_store(CHECKPOINTS)
+    async def checkpoints(self) -> CheckpointStore:
+        store: CheckpointStore = await self.backend.checkpoint_store(self.checkpoints_route)
+        return store
 
     async def feed(self) -> DirectFeed:
         return await self.direct.feed(FEED, await self.spine())
 
 
 def opener(
-    moto_server: MotoServer, tmp_path: Path, unique: str
+    stores: Stores, tmp_path: Path
 ) -> Callable[[], contextlib.AbstractAsyncContextManager[Process]]:
-    """Opens a process of one deployment (the same tables each time), its sweeper quick."""
+    """Opens a process of one deployment, its sweeper quick."""
 
     @contextlib.asynccontextmanager
     async def process() -> AsyncIterator[Process]:
-        dynamo = await open_dynamodb(dynamodb_connections(moto_server, f"d{unique}_"), tmp_path)
+        backend = await stores.open()
         direct = await open_direct(
             Connections(), tmp_path, create=True, sweep_interval=0.1, sweep_after=0.3
         )
         try:
-            yield Process(dynamo, direct)
+            yield Process(stores.name, backend, direct)
         finally:
             await direct.aclose()
-            await dynamo.aclose()
+            await backend.aclose()
 
     return process
 
@@ -71,7 +101,7 @@ def sid(unique: str, name: str, domain: str = "notes") -> str:
     return stream_id(domain, "t1", "saas", f"{name}-{unique}")
 
 
-async def append(spine: DynamoEventStore, stream: str, at: int = 0) -> None:
+async def append(spine: Spine, stream: str, at: int = 0) -> None:
     await spine.append(stream, [make_event(tenant_id="t1", mode="saas")], at or NO_STREAM)
 
 
@@ -95,9 +125,9 @@ def seqs(events: list[Delivered]) -> dict[str, list[int]]:
 
 
 async def test_an_append_whose_process_died_before_delivery_still_arrives(
-    moto_server: MotoServer, tmp_path: Path, unique: str
+    stores: Stores, tmp_path: Path, unique: str
 ) -> None:
-    process = opener(moto_server, tmp_path, unique)
+    process = opener(stores, tmp_path)
     a, b = sid(unique, "a"), sid(unique, "b")
     async with process() as first:
         spine, checkpoints = await first.spine(), await first.checkpoints()
@@ -128,9 +158,9 @@ async def test_an_append_whose_process_died_before_delivery_still_arrives(
 
 
 async def test_a_marker_is_cleared_only_once_every_consumer_has_committed_past_it(
-    moto_server: MotoServer, tmp_path: Path, unique: str
+    stores: Stores, tmp_path: Path, unique: str
 ) -> None:
-    process = opener(moto_server, tmp_path, unique)
+    process = opener(stores, tmp_path)
     a = sid(unique, "a")
     async with process() as one:
         spine, checkpoints, feed = await one.spine(), await one.checkpoints(), await one.feed()
@@ -167,9 +197,9 @@ async def test_a_marker_is_cleared_only_once_every_consumer_has_committed_past_i
 
 
 async def test_a_consumer_with_no_checkpoint_catches_up_from_the_spine(
-    moto_server: MotoServer, tmp_path: Path, unique: str
+    stores: Stores, tmp_path: Path, unique: str
 ) -> None:
-    process = opener(moto_server, tmp_path, unique)
+    process = opener(stores, tmp_path)
     a, b, other = sid(unique, "a"), sid(unique, "b"), sid(unique, "x", domain="audit")
     async with process() as one:
         spine, checkpoints, feed = await one.spine(), await one.checkpoints(), await one.feed()
@@ -209,9 +239,9 @@ async def test_direct_needs_an_event_store_with_an_outbox(tmp_path: Path) -> Non
 
 
 async def test_a_consumer_known_from_its_checkpoint_waits_only_for_its_domains(
-    moto_server: MotoServer, tmp_path: Path, unique: str
+    stores: Stores, tmp_path: Path, unique: str
 ) -> None:
-    process = opener(moto_server, tmp_path, unique)
+    process = opener(stores, tmp_path)
     note, audit = sid(unique, "n"), sid(unique, "r", domain="audit")
     async with process() as one:
         checkpoints, feed = await one.checkpoints(), await one.feed()

@@ -143,20 +143,6 @@ async def test_a_route_to_a_backend_not_built_yet_is_unavailable_not_replaced() 
         await registry.command_bus()
 
 
-async def test_a_store_not_built_yet_answers_so_by_name_when_opened() -> None:
-    routes = cloud_routes(notes_store={"backend": "cosmos", "name": "notes"})
-    cosmos = {"endpoint": "https://127.0.0.1:1", "key": "a2V5"}
-    settings = RoutesFile.model_validate(
-        {"mode": "saas", "routes": routes, "connections": {"cosmos": cosmos}}
-    )
-    registry = Registry(settings, Path("."))
-    try:
-        with pytest.raises(BackendUnavailable, match=r"notes.*not built yet"):
-            await registry.view_store("notes_store")
-    finally:
-        await registry.aclose()
-
-
 async def test_a_dynamodb_route_without_its_connection_says_what_to_add() -> None:
     registry = Registry(config("saas", cloud_routes()), Path("."))
     with pytest.raises(RoutingError, match=r"connections\.dynamodb"):

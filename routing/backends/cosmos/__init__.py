@@ -1,13 +1,19 @@
-"""The Azure Cosmos DB backend (``azure.cosmos.aio``): the event spine and its outbox.
+"""The Azure Cosmos DB backend (``azure.cosmos.aio``).
 
-* :mod:`.spine`: :class:`spine.EventStore` and :class:`spine.feed.Outbox`;
-* :mod:`.errors`: the SDK's errors translated into :mod:`spine.errors`, in one place.
+* :mod:`.spine`: :class:`spine.EventStore` and :class:`spine.feed.RelaySource` (its
+  outbox, which ``spine_feed: direct`` follows: :mod:`routing.backends.direct`);
+* :mod:`.checkpoints`: :class:`spine.feed.CheckpointStore` and
+  :class:`projections.parking.ParkingStore` (its own layout in its docstring);
+* :mod:`.errors`: the SDK's errors translated into :mod:`spine.errors`, in one place;
+* :mod:`.ids`: item ids for names Cosmos DB does not take as ids.
 
-The view, checkpoint and feed stores are not built on Cosmos yet: the catalog lets a
-routes file route only ``event_spine`` here, and refuses the rest with the file.
+* :mod:`.views`: :class:`projections.views.ViewStore` (its own layout in its docstring).
 
-Physical layout
----------------
+With ``create``, the backend makes the database and each container a store needs, and
+notes each in :attr:`CosmosBackend.created`.
+
+Physical layout of the spine
+----------------------------
 
 One container per ``event_spine`` route (named by the route), in the database
 ``connections.cosmos.database``, partitioned by ``/stream_id``: every item of a stream
@@ -88,25 +94,35 @@ import asyncio
 import base64
 import binascii
 from pathlib import Path
-from typing import Any, Final, NoReturn
+from typing import Any, Final
 
 from spine.errors import BackendUnavailable, RoutingError
 
 try:
     from azure.cosmos import PartitionKey
     from azure.cosmos.aio import ContainerProxy, CosmosClient, DatabaseProxy
-    from azure.cosmos.exceptions import CosmosResourceNotFoundError
+    from azure.cosmos.exceptions import CosmosResourceExistsError, CosmosResourceNotFoundError
 except ImportError as exc:  # the registry imports this module only when a route names it
     raise RoutingError(
         "backend 'cosmos' needs the Azure Cosmos DB SDK: pip install 'engines[cosmos]' "
         f"(azure-cosmos and aiohttp): {exc}"
     ) from exc
 
+from routing.backends.cosmos.checkpoints import CosmosCheckpointStore
 from routing.backends.cosmos.errors import BACKEND, translated
 from routing.backends.cosmos.spine import CosmosEventStore
+from routing.backends.cosmos.views import INDEXING_POLICY as VIEW_INDEXING_POLICY
+from routing.backends.cosmos.views import PARTITION_KEY as VIEW_PARTITION_KEY
+from routing.backends.cosmos.views import CosmosViewStore
 from routing.config import Connections, CosmosConnection, Route
 
-__all__ = ["CosmosBackend", "CosmosEventStore", "open_backend"]
+__all__ = [
+    "CosmosBackend",
+    "CosmosCheckpointStore",
+    "CosmosEventStore",
+    "CosmosViewStore",
+    "open_backend",
+]
 
 PARTITION_KEY: Final = "/stream_id"
 # Typed loosely: the SDK's annotation (dict[str, str]) is narrower than what it takes.
@@ -119,6 +135,15 @@ INDEXING_POLICY: Final[dict[str, Any]] = {
         {"path": "/stream_id/?"},
         {"path": "/outbox_at/?"},
     ],
+    "excludedPaths": [{"path": "/*"}],
+}
+
+#: The checkpoint container: small items, each kind read by its partition or ``type``.
+CHECKPOINT_PARTITION_KEY: Final = "/pk"
+CHECKPOINT_INDEXING_POLICY: Final[dict[str, Any]] = {
+    "indexingMode": "consistent",
+    "automatic": True,
+    "includedPaths": [{"path": "/pk/?"}, {"path": "/type/?"}],
     "excludedPaths": [{"path": "/*"}],
 }
 
@@ -135,6 +160,12 @@ class CosmosBackend:
         self._connected = False
         self._connecting = asyncio.Lock()
         self._spines: dict[str, CosmosEventStore] = {}
+        """One store per route, so a relay listening to one hears every append."""
+        self._database_ready: DatabaseProxy | None = None
+        self.created: list[str] = []
+        """One line per database or container this backend made (``create``)."""
+        self.properties: dict[str, dict[str, Any]] = {}
+        """Each container's properties as last read (its indexing policy)."""
 
     async def _database(self, route: str) -> DatabaseProxy:
         async with self._connecting:
@@ -144,16 +175,33 @@ class CosmosBackend:
                 self._connected = True
         return self.client.get_database_client(self.settings.database)
 
-    async def _container(self, name: str) -> ContainerProxy:
+    async def _container(
+        self,
+        name: str,
+        *,
+        partition_key: str = PARTITION_KEY,
+        indexing_policy: dict[str, Any] | None = None,
+        holds: str = "an event store",
+    ) -> ContainerProxy:
+        """The container ``name``, partitioned by ``partition_key``; with ``create``, made
+        (with ``indexing_policy``) if absent, and noted in :attr:`created`."""
         database = await self._database(name)
         with translated(name):
             if self.create:
-                database = await self.client.create_database_if_not_exists(self.settings.database)
-                container = await database.create_container_if_not_exists(
-                    name,
-                    partition_key=PartitionKey(path=PARTITION_KEY),
-                    indexing_policy=INDEXING_POLICY,
-                )
+                database = await self._created_database()
+                try:
+                    container = await database.create_container(
+                        name,
+                        partition_key=PartitionKey(path=partition_key),
+                        indexing_policy=indexing_policy or INDEXING_POLICY,
+                    )
+                except CosmosResourceExistsError:
+                    container = database.get_container_client(name)
+                else:
+                    self.created.append(
+                        f"cosmos container {name!r} in database {self.settings.database!r}"
+                        f" (partition key {partition_key}, for {holds})"
+                    )
             else:
                 container = database.get_container_client(name)
             try:
@@ -163,15 +211,27 @@ class CosmosBackend:
                     name,
                     BACKEND,
                     f"container {name!r} does not exist in database {self.settings.database!r}"
-                    " (`engines serve` creates it)",
+                    " (`engines routes provision` creates it)",
                 ) from exc
         paths = (properties.get("partitionKey") or {}).get("paths")
-        if paths != [PARTITION_KEY]:
+        if paths != [partition_key]:
             raise RoutingError(
-                f"cosmos container {name!r} is partitioned by {paths}, not {PARTITION_KEY}: "
-                "it is not an event store this backend wrote; route event_spine elsewhere"
+                f"cosmos container {name!r} is partitioned by {paths}, not {partition_key}: "
+                f"it is not {holds} this backend wrote; route it elsewhere"
             )
+        self.properties[name] = properties
         return container
+
+    async def _created_database(self) -> DatabaseProxy:
+        """The database, made first if absent (once per backend)."""
+        if self._database_ready is None:
+            try:
+                self._database_ready = await self.client.create_database(self.settings.database)
+            except CosmosResourceExistsError:
+                self._database_ready = self.client.get_database_client(self.settings.database)
+            else:
+                self.created.append(f"cosmos database {self.settings.database!r}")
+        return self._database_ready
 
     async def event_store(self, route: Route) -> CosmosEventStore:
         store = self._spines.get(route.name)
@@ -180,12 +240,29 @@ class CosmosBackend:
             store = self._spines.setdefault(route.name, CosmosEventStore(container, route.name))
         return store
 
-    async def view_store(self, route: Route) -> NoReturn:
-        raise BackendUnavailable(route.name, "cosmos", "its view store is not built yet (issue 9)")
+    async def checkpoint_store(self, route: Route) -> CosmosCheckpointStore:
+        container = await self._container(
+            route.name,
+            partition_key=CHECKPOINT_PARTITION_KEY,
+            indexing_policy=CHECKPOINT_INDEXING_POLICY,
+            holds="a checkpoint store",
+        )
+        return CosmosCheckpointStore(container, route.name)
 
-    async def checkpoint_store(self, route: Route) -> NoReturn:
-        raise BackendUnavailable(
-            route.name, "cosmos", "its checkpoint store is not built yet (issue 9)"
+    async def view_store(self, route: Route) -> CosmosViewStore:
+        container = await self._container(
+            route.name,
+            partition_key=VIEW_PARTITION_KEY,
+            indexing_policy=VIEW_INDEXING_POLICY,
+            holds="a view store",
+        )
+        return CosmosViewStore(
+            container,
+            self.client.get_database_client(self.settings.database),
+            route.name,
+            self.properties[route.name],
+            create=self.create,
+            created=self.created,
         )
 
     async def ping(self) -> None:

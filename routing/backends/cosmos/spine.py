@@ -12,7 +12,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,7 +22,7 @@ import orjson
 from azure.cosmos.aio import ContainerProxy
 from azure.cosmos.exceptions import CosmosBatchOperationError, CosmosResourceNotFoundError
 
-from routing.backends.common import decode_strict
+from routing.backends.common import decode_rows, decode_strict
 from routing.backends.cosmos.errors import translate, translated
 from spine.appending import (
     MAX_SEQ,
@@ -44,8 +44,8 @@ from spine.events import (
     NewEvent,
     StreamState,
 )
-from spine.feed import Pending
-from spine.streams import parse_stream_id, scan_scope
+from spine.feed import AppendListener, Delivered, Pending
+from spine.streams import ScanScope, parse_stream_id, scan_scope
 
 log = logging.getLogger(__name__)
 
@@ -150,13 +150,15 @@ class _Turn:
 
 
 class CosmosEventStore:
-    """:class:`spine.EventStore` and :class:`spine.feed.Outbox` on one container."""
+    """:class:`spine.EventStore` and :class:`spine.feed.RelaySource` (an outbox an
+    in-process relay follows) on one container."""
 
     def __init__(self, container: ContainerProxy, route: str) -> None:
         self.container = container
         self.route = route
         """The route's physical name (the container), named in every error."""
         self._turns: dict[str, _Turn] = {}
+        self._listeners: list[AppendListener] = []
 
     # -- append ---------------------------------------------------------------------------
 
@@ -251,7 +253,35 @@ class CosmosEventStore:
                     exc.error_index,
                 )
             return await self._refused(stream_id, command_id, expected)
-        return appended(stream_id, envelopes)
+        result = appended(stream_id, envelopes)
+        where = f"{stream_id} outbox marker"
+        self._tell(
+            Pending(
+                stream_id=stream_id,
+                first_seq=_int(outbox, "first_seq", where),
+                last_seq=_int(outbox, "last_seq", where),
+                marker=_str(outbox, "id", where),
+                written_at=datetime.fromisoformat(_str(outbox, "written_at", where)),
+            ),
+            result,
+        )
+        return result
+
+    def _tell(self, pending: Pending, result: AppendResult) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(pending, result)
+            except Exception:  # the append is committed: a listener's fault is not its
+                log.exception("an append listener of %s failed", self.route)
+
+    def on_append(self, listener: AppendListener) -> Callable[[], None]:
+        self._listeners.append(listener)
+
+        def remove() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return remove
 
     def _sealed(
         self,
@@ -415,7 +445,22 @@ class CosmosEventStore:
     ) -> AsyncIterator[EventEnvelope]:
         """Each stream in scope (found by its seq-1 item, one cross-partition query),
         then its events in seq order, ``batch_size`` a query (one partition each)."""
-        scope = scan_scope(domain, tenant_id, mode)
+        async for rows in self._scanned(scan_scope(domain, tenant_id, mode), batch_size):
+            for event in decode_strict(rows):
+                yield event
+
+    async def scan_delivered(
+        self, *, domain: str | None = None, batch_size: int = 1000
+    ) -> AsyncIterator[Delivered]:
+        """As :meth:`scan`, an undecodable event as :class:`~spine.feed.Unreadable`."""
+        async for rows in self._scanned(scan_scope(domain), batch_size):
+            for event in decode_rows(rows):
+                yield event
+
+    async def _scanned(
+        self, scope: ScanScope, batch_size: int
+    ) -> AsyncIterator[list[tuple[str, int, str]]]:
+        """The stored rows of every stream in ``scope``, a stream's page at a time."""
         size = max(1, batch_size)
         parameters: list[dict[str, object]] = []
         query = _STREAMS
@@ -438,8 +483,7 @@ class CosmosEventStore:
                             {"name": "@limit", "value": size},
                         ]
                         rows = await self._rows(stream_id, _PAGE, window)
-                        for event in decode_strict(rows):
-                            yield event
+                        yield rows
                         if len(rows) < size:
                             break
                         first = rows[-1][1] + 1

@@ -1,3 +1,4 @@
+# ruff: noqa: F401 - each import is a test, collected here
 """Every domain's scenarios through the HTTP API, over mixed routing (see conftest).
 
 Each name below is a test of the lab's end-to-end suite, imported as it is: collected
@@ -6,8 +7,6 @@ once). Left out are the cases about the lab store itself (a locked SQLite file, 
 missing lab route, the CLI's lab data directory)."""
 
 from __future__ import annotations
-
-# ruff: noqa: F401  (each import is a test pytest collects here)
 
 from tests.e2e.test_blackboard_api import (
     test_20_concurrent_creates_of_distinct_keys_all_succeed,
