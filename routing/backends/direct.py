@@ -181,6 +181,7 @@ class DirectFeed:
         self._unread_stores: list[CheckpointStore] = []
         """Durable checkpoint stores whose consumers are not known yet: nothing is
         cleared for want of a consumer until they are read."""
+        self._learning = asyncio.Lock()
         self._clear_soon: list[_Entry] = []
         self._last = 0
         self._wake = asyncio.Event()
@@ -373,13 +374,17 @@ class DirectFeed:
     async def learn(self) -> None:
         """Read the checkpoint stores not read yet: every consumer with a position waits
         for what is in flight (its domains unknown until it subscribes)."""
-        while self._unread_stores:
-            store = self._unread_stores[0]
-            positions = await store.all()
-            self._unread_stores.remove(store)
-            self._know({c for c, p in positions.items() if PARTITION in p})
-        self._clear_soon = []
-        await self._clear([e for e in self.inflight.values() if not e.waiting])
+        # One learner at a time: another subscription's learner must not find the list
+        # empty while a store is still being read, and clear what its consumers wait for.
+        async with self._learning:
+            while self._unread_stores:
+                store = self._unread_stores[0]
+                positions = await store.all()
+                if store in self._unread_stores:  # not read meanwhile by a refresh
+                    self._unread_stores.remove(store)
+                self._know({c for c, p in positions.items() if PARTITION in p})
+            self._clear_soon = []
+            await self._clear([e for e in self.inflight.values() if not e.waiting])
 
     def _narrow(self, consumer: _Consumer) -> None:
         """``consumer``'s domains are known now: it no longer waits for other streams."""

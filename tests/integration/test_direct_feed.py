@@ -1,7 +1,7 @@
 """What only ``spine_feed: direct`` does, on every cloud event store with an outbox
-(DynamoDB on moto_server, Cosmos DB on cosmosdb-server): an append whose process dies
-before delivery still arrives, a marker waits for every consumer, and a consumer with
-no checkpoint catches up from the spine."""
+(DynamoDB on moto_server, Cosmos DB on cosmosdb-server, Firestore on its emulator): an
+append whose process dies before delivery still arrives, a marker waits for every
+consumer, and a consumer with no checkpoint catches up from the spine."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ from routing.backends.direct import PARTITION, DirectBackend, DirectFeed
 from routing.backends.direct import open_backend as open_direct
 from routing.backends.dynamodb import DynamoEventStore
 from routing.backends.dynamodb import open_backend as open_dynamodb
+from routing.backends.firestore import FirestoreEventStore
+from routing.backends.firestore import open_backend as open_firestore
 from routing.config import Connections, Route
 from spine.errors import RoutingError
 from spine.events import NO_STREAM
@@ -27,24 +29,28 @@ from spine.streams import stream_id
 from tests.conftest import make_event
 from tests.contract.cloud_cosmos import cosmos_connections
 from tests.contract.cloud_dynamodb import dynamodb_connections
+from tests.contract.cloud_firestore import emulator_connections
 
 FEED = Route(backend="direct", name="feed")
 
-Spine = DynamoEventStore | CosmosEventStore
+Spine = DynamoEventStore | CosmosEventStore | FirestoreEventStore
 
 
 class Stores:
-    """Opens the backend holding a deployment's spine and checkpoints (the same tables
-    or containers each time)."""
+    """Opens the backend holding a deployment's spine and checkpoints (the same tables,
+    containers or collections each time; ``suffix`` ends their names)."""
 
-    def __init__(self, name: str, open_backend: Callable[[], Awaitable[Any]]) -> None:
-        self.name, self.open = name, open_backend
+    def __init__(
+        self, name: str, open_backend: Callable[[], Awaitable[Any]], suffix: str = ""
+    ) -> None:
+        self.name, self.open, self.suffix = name, open_backend, suffix
 
 
 @pytest.fixture(
     params=[
         pytest.param("dynamodb", marks=pytest.mark.dynamodb),
         pytest.param("cosmos", marks=pytest.mark.cosmos),
+        pytest.param("firestore", marks=pytest.mark.firestore),
     ]
 )
 def stores(request: pytest.FixtureRequest, tmp_path: Path, unique: str) -> Stores:
@@ -52,18 +58,22 @@ def stores(request: pytest.FixtureRequest, tmp_path: Path, unique: str) -> Store
         moto = request.getfixturevalue("moto_server")
         connections = dynamodb_connections(moto, f"d{unique}_")
         return Stores("dynamodb", lambda: open_dynamodb(connections, tmp_path))
-    cosmos = request.getfixturevalue("cosmosdb_server")
-    connections = cosmos_connections(cosmos, f"engines-{unique}")
-    return Stores("cosmos", lambda: open_cosmos(connections, tmp_path))
+    if request.param == "cosmos":
+        cosmos = request.getfixturevalue("cosmosdb_server")
+        connections = cosmos_connections(cosmos, f"engines-{unique}")
+        return Stores("cosmos", lambda: open_cosmos(connections, tmp_path))
+    # one emulator project serves the session: the collections' names carry the test's
+    connections = emulator_connections(request.getfixturevalue("firestore_emulator"))
+    return Stores("firestore", lambda: open_firestore(connections, tmp_path), f"_{unique}")
 
 
 class Process:
     """What one process of the service holds: the stores' backend and the relay."""
 
-    def __init__(self, name: str, backend: Any, direct: DirectBackend) -> None:
+    def __init__(self, stores: Stores, backend: Any, direct: DirectBackend) -> None:
         self.backend, self.direct = backend, direct
-        self.spine_route = Route(backend=name, name="spine")
-        self.checkpoints_route = Route(backend=name, name="checkpoints")
+        self.spine_route = Route(backend=stores.name, name="spine" + stores.suffix)
+        self.checkpoints_route = Route(backend=stores.name, name="checkpoints" + stores.suffix)
 
     async def spine(self) -> Spine:
         store: Spine = await self.backend.event_store(self.spine_route)
@@ -89,7 +99,7 @@ def opener(
             Connections(), tmp_path, create=True, sweep_interval=0.1, sweep_after=0.3
         )
         try:
-            yield Process(stores.name, backend, direct)
+            yield Process(stores, backend, direct)
         finally:
             await direct.aclose()
             await backend.aclose()
@@ -264,3 +274,20 @@ async def test_a_consumer_known_from_its_checkpoint_waits_only_for_its_domains(
         assert seqs(await until(audits, 1)) == {audit: [1]}
         await asyncio.sleep(0.3)  # its domains known: the note's marker no longer waits
         assert await spine.pending() == []
+
+
+async def test_consumers_subscribing_at_once_each_get_every_event(
+    stores: Stores, tmp_path: Path, unique: str
+) -> None:
+    """Every projector of a service subscribes at start-up, at once: their first reads of
+    the checkpoint stores overlap (a race once made all but one fail)."""
+    process = opener(stores, tmp_path)
+    a = sid(unique, "a")
+    async with process() as one:
+        spine, checkpoints, feed = await one.spine(), await one.checkpoints(), await one.feed()
+        await append(spine, a)
+        subscriptions = [feed.subscribe(f"p{n}", checkpoints) for n in range(8)]
+
+        seen = await asyncio.gather(*(until(s, 1) for s in subscriptions))
+
+        assert [seqs(events) for events in seen] == [{a: [1]}] * 8
