@@ -1,5 +1,5 @@
-"""The ``engines`` command: serve, token, routes check, spine, projections, and one
-group per domain from the domain registry.
+"""The ``engines`` command: serve, token, routes, spine, projections, dev servers, and
+one group per domain from the domain registry.
 
 Thin: parse, build from the composition root, call, print; errors map to exit codes in
 one table (:data:`engines.cli.common.EXIT_BY_ERROR`).
@@ -16,7 +16,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from engines.auth import KINDS, ROLES, lab_projects, mint_lab_token
-from engines.cli import projections, spine
+from engines.cli import dev, projections, spine
 from engines.cli.common import (
     LAB_NOTICE,
     add_common,
@@ -129,6 +129,7 @@ def parser() -> argparse.ArgumentParser:
 
     spine.register(sub)
     projections.register(sub)
+    dev.register(sub)
     for domain in DOMAINS:
         if domain.cli is not None:
             domain.cli(sub)
