@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from engines.auth import KINDS, ROLES, lab_projects, mint_lab_token
+from engines.auth import KINDS, ROLES, lab_projects, mint_lab_token, mint_token
 from engines.cli import dev, projections, spine
 from engines.cli.common import (
     LAB_NOTICE,
@@ -57,23 +57,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_token(args: argparse.Namespace) -> int:
     settings = settings_of(args)
-    if settings.mode != "lab":
-        raise RoutingError(
-            f"engines token mints lab tokens only; the routes file is {settings.mode!r}"
-        )
     surfaces = args.surface or []
-    token = mint_lab_token(
-        data_dir_of(args),
-        tenant_id=args.tenant,
-        user_id=args.user,
-        surfaces=surfaces,
-        projects=lab_projects(args.project or [], surfaces),
-        kind=args.kind,
-        roles=sorted(set(args.role or [])),
-        ttl_seconds=args.ttl,
-        settings=settings.auth,
-        create_secret=False,  # the server's secret, never a new one
-    )
+    grants = {
+        "tenant_id": args.tenant,
+        "user_id": args.user,
+        "surfaces": surfaces,
+        "projects": lab_projects(args.project or [], surfaces),
+        "kind": args.kind,
+        "roles": sorted(set(args.role or [])),
+        "ttl_seconds": args.ttl,
+    }
+    if settings.mode == "lab":
+        token = mint_lab_token(
+            data_dir_of(args),
+            settings=settings.auth,
+            create_secret=False,  # the server's secret, never a new one
+            **grants,
+        )
+    else:
+        # Outside lab the secret is the routes file's own (inline or a file), or there is
+        # none here at all (RS256, JWKS: refused, NoSigningKey).
+        token = mint_token(
+            settings.auth,
+            mode=settings.mode,
+            data_dir=Path(args.data_dir),
+            create_secret=False,
+            **grants,
+        )
     print(token)
     return 0
 
@@ -104,7 +114,16 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--log-level", default="info")
     s.set_defaults(func=cmd_serve)
 
-    t = sub.add_parser("token", help="mint a lab token (lab mode only); prints just the token")
+    t = sub.add_parser(
+        "token",
+        help="mint a token for a routes file whose HS256 secret is local; prints just the token",
+        description=(
+            "Mint a token the server of --routes accepts: signed with the file's HS256 secret "
+            "(hs256_secret or hs256_secret_file), or in lab mode with the data directory's. "
+            "Refused (exit 3) where the file names an RS256 public key or a JWKS: the "
+            "signing key is the identity provider's."
+        ),
+    )
     add_common(t)
     t.add_argument("--tenant", required=True)
     t.add_argument("--user", required=True)
