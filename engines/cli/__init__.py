@@ -16,7 +16,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from engines.auth import KINDS, ROLES, lab_projects, mint_lab_token, mint_token
-from engines.cli import dev, projections, spine
+from engines.cli import dev, projections, routes, spine
 from engines.cli.common import (
     LAB_NOTICE,
     add_common,
@@ -26,9 +26,8 @@ from engines.cli.common import (
     positive_int,
     settings_of,
 )
-from engines.settings import load_settings
 from routing.registry import check_routes
-from spine.errors import EnginesError, InvalidInput, RoutingError
+from spine.errors import EnginesError, InvalidInput
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -88,19 +87,6 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_routes_check(args: argparse.Namespace) -> int:
-    settings, label = load_settings(Path(args.file))
-    try:
-        resolved = check_routes(settings)
-    except RoutingError as exc:
-        err(f"{label}: {exc}")
-        return 2
-    print(f"# {label}: mode {settings.mode}, {len(resolved)} routes, all required kinds present")
-    for route in resolved:
-        print(route.describe())
-    return 0
-
-
 def parser() -> argparse.ArgumentParser:
     from engines.domains import DOMAINS
 
@@ -140,12 +126,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--ttl", type=positive_int, default=3600, help="seconds (default 3600)")
     t.set_defaults(func=cmd_token)
 
-    r = sub.add_parser("routes", help="inspect routes files")
-    rsub = r.add_subparsers(dest="routes_command", required=True)
-    rc = rsub.add_parser("check", help="validate a routes file; list kind -> backend:name")
-    rc.add_argument("file")
-    rc.set_defaults(func=cmd_routes_check)
-
+    routes.register(sub)
     spine.register(sub)
     projections.register(sub)
     dev.register(sub)

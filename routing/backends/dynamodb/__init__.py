@@ -68,6 +68,8 @@ class DynamoBackend:
         self._ready: set[str] = set()
         self._spines: dict[str, DynamoEventStore] = {}
         """One store per route, so a relay listening to one hears every append."""
+        self.created: list[str] = []
+        """One line per table or index made while opening stores (``create``)."""
 
     def table(self, route: Route) -> str:
         return self.settings.table_prefix + route.name
@@ -133,6 +135,8 @@ class DynamoBackend:
                 raise translate(route, exc) from exc
         except (TimeoutError, BotoCoreError, OSError) as exc:
             raise translate(route, exc) from exc
+        else:
+            self.created.append(f"DynamoDB table {table}")
         waiter = self._client.get_waiter("table_exists")
         await call(
             route,
