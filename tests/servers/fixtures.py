@@ -4,6 +4,9 @@ Loaded for the whole suite by ``pytest_plugins`` in ``tests/conftest.py``. Each 
 starts at most once per session, and only when a test asks for its fixture; its
 process group is stopped at session end. A server that cannot start here skips the
 test with what to install, except on CI (``CI=true``), where it fails.
+
+``ENGINES_TEST_SERVERS=containers`` starts the official images instead (compose.yaml's,
+through testcontainers: :mod:`tests.servers.containers`), where a Docker engine runs.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from engines.devservers import (
     ServerMissing,
     firestore_emulator_script,
 )
+from tests.servers import containers
 from tests.servers.process import HOST, ServerProcess, free_port, unavailable
 
 HERE = Path(__file__).parent
@@ -110,6 +114,10 @@ def _start(server: DevServer, port: int) -> ServerProcess:
 
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[MotoServer]:
+    if containers.wanted():  # DynamoDB Local in its place
+        with containers.dynamodb_local() as port:
+            yield MotoServer(port=port)
+        return
     server = MotoServer(port=free_port())
     with _start(MOTO_SERVER, server.port):
         yield server
@@ -117,6 +125,10 @@ def moto_server() -> Iterator[MotoServer]:
 
 @pytest.fixture(scope="session")
 def firestore_emulator() -> Iterator[FirestoreEmulator]:
+    if containers.wanted():
+        with containers.firestore_emulator() as port:
+            yield FirestoreEmulator(port=port)
+        return
     server = FirestoreEmulator(port=free_port())
     with _start(FIRESTORE_SERVER, server.port):
         yield server
@@ -124,6 +136,10 @@ def firestore_emulator() -> Iterator[FirestoreEmulator]:
 
 @pytest.fixture(scope="session")
 def cosmosdb_server() -> Iterator[CosmosDBServer]:
+    if containers.wanted():  # the Cosmos DB emulator in its place
+        with containers.cosmos_emulator() as port:
+            yield CosmosDBServer(port=port)
+        return
     server = CosmosDBServer(port=free_port())
     with _start(COSMOS_SERVER, server.port):
         yield server
