@@ -276,11 +276,55 @@ def mint_lab_token(
     settings = settings or AuthSettings()
     if settings.algorithm != "HS256":
         raise EnginesError("engines token mints HS256 lab tokens only")
+    return mint_token(
+        settings,
+        mode="lab",
+        data_dir=data_dir,
+        tenant_id=tenant_id,
+        user_id=user_id,
+        surfaces=surfaces,
+        projects=projects,
+        kind=kind,
+        roles=roles,
+        ttl_seconds=ttl_seconds,
+        create_secret=create_secret,
+    )
+
+
+class NoSigningKey(InvalidInput):
+    """The configuration verifies tokens with a public key (RS256 or a JWKS): the key
+    that signs them is the identity provider's, not here, so no token can be minted."""
+
+
+def mint_token(
+    settings: AuthSettings,
+    *,
+    mode: Mode,
+    data_dir: Path,
+    tenant_id: str,
+    user_id: str,
+    surfaces: Sequence[str],
+    projects: Sequence[str] | Mapping[str, Sequence[str]],
+    kind: str = "user",
+    roles: Sequence[str] = (),
+    ttl_seconds: int,
+    create_secret: bool = True,
+) -> str:
+    """A token the server configured by ``settings`` in ``mode`` accepts, signed with its
+    HS256 secret (inline, a secret file, or in lab mode the data directory's).
+    :class:`NoSigningKey` where the server holds only a public key (RS256, JWKS)."""
+    if settings.algorithm != "HS256":
+        where = settings.jwks_file or settings.rs256_public_key_file
+        raise NoSigningKey(
+            f"the configuration verifies {settings.algorithm} tokens with a public key "
+            f"({where}): the private key that signs them is not here, so engines cannot "
+            "mint one; get a token from the identity provider that holds it"
+        )
     now = int(time.time())
     claims: dict[str, Any] = {
         "sub": user_id,
         "tenant_id": tenant_id,
-        "mode": "lab",
+        "mode": mode,
         "kind": kind,
         "roles": list(roles),
         "surfaces": list(surfaces),
@@ -296,7 +340,7 @@ def mint_lab_token(
         claims["iss"] = settings.issuer
     if settings.audience:
         claims["aud"] = settings.audience
-    verifier = TokenVerifier(settings, mode="lab", data_dir=data_dir, create_secret=create_secret)
+    verifier = TokenVerifier(settings, mode=mode, data_dir=data_dir, create_secret=create_secret)
     verifier.principal(claims)  # refuse to mint what would not verify
     return jwt.encode(claims, verifier._keys[None], algorithm="HS256")
 

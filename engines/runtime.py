@@ -21,6 +21,7 @@ from engines.domain import Domain
 from engines.settings import Settings
 from projections.driver import FeedLoop, ProjectorStatus, projector_status
 from projections.parking import ParkingStore
+from projections.projector import Projector
 from projections.runner import ProjectorRunner
 from projections.views import ViewStore
 from routing.registry import Registry, ResolvedRoute
@@ -122,6 +123,26 @@ async def supervise(loop: FeedLoop, *, max_backoff: float = 5.0) -> None:
             backoff = min(backoff * 2, max_backoff)
 
 
+def view_projectors(domains: Sequence[Domain]) -> dict[str, list[Projector]]:
+    """The projectors writing each view kind, in the domains' order."""
+    by_kind: dict[str, list[Projector]] = {}
+    for domain in domains:
+        for projector in domain.projectors:
+            by_kind.setdefault(projector.resource_kind, []).append(projector)
+    return by_kind
+
+
+async def open_view_store(
+    registry: Registry, kind: str, projectors: Sequence[Projector]
+) -> ViewStore:
+    """The view store routed for ``kind``, with the query shapes of ``projectors`` (those
+    writing it) declared, so the backend builds what answers them."""
+    store = await registry.view_store(kind)
+    for projector in projectors:
+        await store.declare(projector.shapes)
+    return store
+
+
 @contextlib.asynccontextmanager
 async def bootstrap(
     settings: Settings,
@@ -151,7 +172,10 @@ async def bootstrap(
         bus = await registry.command_bus()
         # Handlers and projectors see current schemas; runtime.spine stays as stored.
         handler_spine = UpcastingEventStore(spine, upcasters)
-        views: dict[str, ViewStore] = {}
+        views = {
+            kind: await open_view_store(registry, kind, projectors)
+            for kind, projectors in view_projectors(domains).items()
+        }
         runners: dict[str, ProjectorRunner] = {}
         loops: dict[str, FeedLoop] = {}
         for domain in domains:
@@ -161,12 +185,12 @@ async def bootstrap(
             for projector in domain.projectors:
                 if projector.name in runners:
                     raise ValueError(f"two projectors are named {projector.name!r}")
-                kind = projector.resource_kind
-                if kind not in views:
-                    views[kind] = await registry.view_store(kind)
-                await views[kind].declare(projector.shapes)
                 runner = ProjectorRunner(
-                    projector, spine=spine, views=views[kind], parking=parking, upcasters=upcasters
+                    projector,
+                    spine=spine,
+                    views=views[projector.resource_kind],
+                    parking=parking,
+                    upcasters=upcasters,
                 )
                 runners[projector.name] = runner
                 loops[projector.name] = FeedLoop(runner, feed, checkpoints)

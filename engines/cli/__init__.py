@@ -1,5 +1,5 @@
-"""The ``engines`` command: serve, token, routes check, spine, projections, and one
-group per domain from the domain registry.
+"""The ``engines`` command: serve, token, routes, spine, projections, dev servers, and
+one group per domain from the domain registry.
 
 Thin: parse, build from the composition root, call, print; errors map to exit codes in
 one table (:data:`engines.cli.common.EXIT_BY_ERROR`).
@@ -15,8 +15,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from engines.auth import KINDS, ROLES, lab_projects, mint_lab_token
-from engines.cli import projections, spine
+from engines.auth import KINDS, ROLES, lab_projects, mint_lab_token, mint_token
+from engines.cli import dev, projections, routes, spine
 from engines.cli.common import (
     LAB_NOTICE,
     add_common,
@@ -26,9 +26,8 @@ from engines.cli.common import (
     positive_int,
     settings_of,
 )
-from engines.settings import load_settings
 from routing.registry import check_routes
-from spine.errors import EnginesError, InvalidInput, RoutingError
+from spine.errors import EnginesError, InvalidInput
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -57,37 +56,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_token(args: argparse.Namespace) -> int:
     settings = settings_of(args)
-    if settings.mode != "lab":
-        raise RoutingError(
-            f"engines token mints lab tokens only; the routes file is {settings.mode!r}"
-        )
     surfaces = args.surface or []
-    token = mint_lab_token(
-        data_dir_of(args),
-        tenant_id=args.tenant,
-        user_id=args.user,
-        surfaces=surfaces,
-        projects=lab_projects(args.project or [], surfaces),
-        kind=args.kind,
-        roles=sorted(set(args.role or [])),
-        ttl_seconds=args.ttl,
-        settings=settings.auth,
-        create_secret=False,  # the server's secret, never a new one
-    )
+    grants = {
+        "tenant_id": args.tenant,
+        "user_id": args.user,
+        "surfaces": surfaces,
+        "projects": lab_projects(args.project or [], surfaces),
+        "kind": args.kind,
+        "roles": sorted(set(args.role or [])),
+        "ttl_seconds": args.ttl,
+    }
+    if settings.mode == "lab":
+        token = mint_lab_token(
+            data_dir_of(args),
+            settings=settings.auth,
+            create_secret=False,  # the server's secret, never a new one
+            **grants,
+        )
+    else:
+        # Outside lab the secret is the routes file's own (inline or a file), or there is
+        # none here at all (RS256, JWKS: refused, NoSigningKey).
+        token = mint_token(
+            settings.auth,
+            mode=settings.mode,
+            data_dir=Path(args.data_dir),
+            create_secret=False,
+            **grants,
+        )
     print(token)
-    return 0
-
-
-def cmd_routes_check(args: argparse.Namespace) -> int:
-    settings, label = load_settings(Path(args.file))
-    try:
-        resolved = check_routes(settings)
-    except RoutingError as exc:
-        err(f"{label}: {exc}")
-        return 2
-    print(f"# {label}: mode {settings.mode}, {len(resolved)} routes, all required kinds present")
-    for route in resolved:
-        print(route.describe())
     return 0
 
 
@@ -104,7 +100,16 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--log-level", default="info")
     s.set_defaults(func=cmd_serve)
 
-    t = sub.add_parser("token", help="mint a lab token (lab mode only); prints just the token")
+    t = sub.add_parser(
+        "token",
+        help="mint a token for a routes file whose HS256 secret is local; prints just the token",
+        description=(
+            "Mint a token the server of --routes accepts: signed with the file's HS256 secret "
+            "(hs256_secret or hs256_secret_file), or in lab mode with the data directory's. "
+            "Refused (exit 3) where the file names an RS256 public key or a JWKS: the "
+            "signing key is the identity provider's."
+        ),
+    )
     add_common(t)
     t.add_argument("--tenant", required=True)
     t.add_argument("--user", required=True)
@@ -121,14 +126,10 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--ttl", type=positive_int, default=3600, help="seconds (default 3600)")
     t.set_defaults(func=cmd_token)
 
-    r = sub.add_parser("routes", help="inspect routes files")
-    rsub = r.add_subparsers(dest="routes_command", required=True)
-    rc = rsub.add_parser("check", help="validate a routes file; list kind -> backend:name")
-    rc.add_argument("file")
-    rc.set_defaults(func=cmd_routes_check)
-
+    routes.register(sub)
     spine.register(sub)
     projections.register(sub)
+    dev.register(sub)
     for domain in DOMAINS:
         if domain.cli is not None:
             domain.cli(sub)

@@ -377,14 +377,15 @@ def test_a_sqlite_route_in_saas_mode_is_refused(tmp_path: Path, command: str) ->
     assert not (tmp_path / ".engines").exists()
 
 
-def test_token_refuses_to_mint_for_a_saas_configuration(tmp_path: Path) -> None:
+def test_token_mints_for_a_saas_configuration_with_its_own_secret(tmp_path: Path) -> None:
     path = saas_file(tmp_path, all_dynamodb())
 
     result = run_cli("token", "--routes", str(path), "--tenant", "t", "--user", "u", cwd=tmp_path)
 
-    assert result.returncode != 0
-    assert result.stdout == ""
-    assert "lab" in result.stderr
+    assert result.returncode == 0, result.stderr
+    claims = jwt.decode(result.stdout.strip(), SAAS_SECRET, algorithms=["HS256"])
+    assert (claims["mode"], claims["tenant_id"], claims["sub"]) == ("saas", "t", "u")
+    assert not (tmp_path / ".engines").exists()
 
 
 @pytest.mark.parametrize("ttl", ["0", "-60", "soon"])

@@ -4,13 +4,13 @@ Loaded for the whole suite by ``pytest_plugins`` in ``tests/conftest.py``. Each 
 starts at most once per session, and only when a test asks for its fixture; its
 process group is stopped at session end. A server that cannot start here skips the
 test with what to install, except on CI (``CI=true``), where it fails.
+
+``ENGINES_TEST_SERVERS=containers`` starts the official images instead (compose.yaml's,
+through testcontainers: :mod:`tests.servers.containers`), where a Docker engine runs.
 """
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,15 +18,20 @@ from typing import ClassVar
 
 import pytest
 
+from engines.devservers import (
+    COSMOS_EMULATOR_KEY,
+    COSMOS_SERVER,
+    FIRESTORE_SERVER,
+    MOTO_SERVER,
+    DevServer,
+    ServerMissing,
+    firestore_emulator_script,
+)
+from tests.servers import containers
 from tests.servers.process import HOST, ServerProcess, free_port, unavailable
 
 HERE = Path(__file__).parent
 COSMOSDB_SERVER = HERE / "node_modules" / ".bin" / "cosmosdb-server"
-FIRESTORE_EMULATOR_SCRIPT = Path("platform", "cloud-firestore-emulator", "cloud_firestore_emulator")
-# The well-known key of Microsoft's Cosmos DB emulator; cosmosdb-server accepts any key.
-COSMOS_EMULATOR_KEY = (
-    "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw=="
-)
 
 
 @dataclass(frozen=True)
@@ -93,75 +98,55 @@ class CosmosDBServer(LocalServer):
         return {"COSMOS_ENDPOINT": self.endpoint_url, "COSMOS_KEY": self.key}
 
 
+def _start(server: DevServer, port: int) -> ServerProcess:
+    """Start ``server`` on ``port``: skipped (failed on CI) if it is not installed."""
+    try:
+        argv = server.command(HOST, port)
+    except ServerMissing as exc:
+        unavailable(str(exc))
+    return ServerProcess.start(
+        server.program,
+        argv,
+        ready_url=server.url(HOST, port) + server.ready_path,
+        timeout=server.timeout,
+    )
+
+
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[MotoServer]:
-    executable = shutil.which("moto_server", path=str(Path(sys.executable).parent))
-    if executable is None:
-        unavailable("moto_server is not installed: run `make test`, which installs moto[server]")
+    if containers.wanted():  # DynamoDB Local in its place
+        with containers.dynamodb_local() as port:
+            yield MotoServer(port=port)
+        return
     server = MotoServer(port=free_port())
-    # moto's server, taking one request at a time (see moto_serial.py for why)
-    with ServerProcess.start(
-        "moto_server",
-        [sys.executable, str(HERE / "moto_serial.py"), server.host, str(server.port)],
-        ready_url=f"{server.endpoint_url}/moto-api/",
-        timeout=30,
-    ):
+    with _start(MOTO_SERVER, server.port):
         yield server
 
 
 @pytest.fixture(scope="session")
 def firestore_emulator() -> Iterator[FirestoreEmulator]:
-    script = _firestore_emulator_script()
+    if containers.wanted():
+        with containers.firestore_emulator() as port:
+            yield FirestoreEmulator(port=port)
+        return
     server = FirestoreEmulator(port=free_port())
-    with ServerProcess.start(
-        "cloud-firestore-emulator",
-        [str(script), "start", f"--host={server.host}", f"--port={server.port}"],
-        ready_url=f"{server.endpoint_url}/",
-        timeout=60,  # Java
-    ):
+    with _start(FIRESTORE_SERVER, server.port):
         yield server
 
 
 @pytest.fixture(scope="session")
 def cosmosdb_server() -> Iterator[CosmosDBServer]:
-    if not COSMOSDB_SERVER.exists() or shutil.which("node") is None:
-        unavailable(
-            "cosmosdb-server is not installed: `npm ci` in tests/servers (which `make test` "
-            "runs) installs @vercel/cosmosdb-server; it needs Node.js"
-        )
+    if containers.wanted():  # the Cosmos DB emulator in its place
+        with containers.cosmos_emulator() as port:
+            yield CosmosDBServer(port=port)
+        return
     server = CosmosDBServer(port=free_port())
-    with ServerProcess.start(
-        "cosmosdb-server",
-        # Without --host it listens on every interface.
-        [str(COSMOSDB_SERVER), "--host", server.host, "-p", str(server.port)],
-        ready_url=f"{server.endpoint_url}/",
-        timeout=30,
-    ):
+    with _start(COSMOS_SERVER, server.port):
         yield server
 
 
 def _firestore_emulator_script() -> Path:
-    install = (
-        "install the Google Cloud CLI component cloud-firestore-emulator "
-        "(`gcloud components install cloud-firestore-emulator`, or Debian's "
-        "google-cloud-cli-firestore-emulator) and a Java runtime"
-    )
-    gcloud = shutil.which("gcloud")
-    if gcloud is None or shutil.which("java") is None:
-        unavailable(f"the Firestore emulator cannot run here: {install}")
-    # gcloud is usually <sdk root>/bin/gcloud; asking it (`gcloud info`) costs ~0.7 s.
-    sdk_root = Path(gcloud).resolve().parent.parent
-    if not (sdk_root / FIRESTORE_EMULATOR_SCRIPT).exists():
-        sdk_root = Path(
-            subprocess.run(
-                [gcloud, "info", "--format=value(installation.sdk_root)"],
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-            ).stdout.strip()
-        )
-    script = sdk_root / FIRESTORE_EMULATOR_SCRIPT
-    if not script.exists():
-        unavailable(f"the Firestore emulator is not installed in the Cloud SDK: {install}")
-    return script
+    try:
+        return firestore_emulator_script()
+    except ServerMissing as exc:
+        unavailable(str(exc))

@@ -1,38 +1,21 @@
-"""Start a local server in its own process group, wait until it answers, stop the group.
+"""The servers' launcher (:mod:`engines.devservers.process`) as tests use it: a server
+that fails to start fails the test; one that is not installed skips it (fails on CI).
 
-Every server binds 127.0.0.1 on a free port. Output goes to a log file (never an
-unread pipe, which a chatty server would fill and block on), and its tail is quoted
-when the server exits before it answers or does not answer in time.
+Every server binds 127.0.0.1 on a free port.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import socket
-import ssl
-import subprocess
-import tempfile
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Sequence
-from pathlib import Path
-from typing import IO, NoReturn
+from collections.abc import Mapping, Sequence
+from typing import NoReturn, Self
 
 import pytest
 
-HOST = "127.0.0.1"
-LOG_TAIL_CHARS = 2000
+from engines.devservers import process
+from engines.devservers.process import HOST, ServerFailed, free_port
 
-
-def free_port() -> int:
-    """A port nothing listens on now (the server binds it a moment later)."""
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
+__all__ = ["HOST", "ServerProcess", "free_port", "unavailable"]
 
 
 def unavailable(reason: str) -> NoReturn:
@@ -42,127 +25,20 @@ def unavailable(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
-class ServerProcess:
-    """One server process group, started by :meth:`start` and ended by :meth:`stop`
-    (or by leaving its ``with`` block)."""
-
-    def __init__(self, name: str, process: subprocess.Popen[bytes], log: IO[bytes]) -> None:
-        self.name = name
-        self.process = process
-        self._log = log
+class ServerProcess(process.ServerProcess):
+    """One server process group; a start that fails fails the test, quoting its output."""
 
     @classmethod
     def start(
-        cls, name: str, argv: Sequence[str], *, ready_url: str, timeout: float
-    ) -> ServerProcess:
-        """Start ``argv`` in a new session and return once ``ready_url`` answers any HTTP status.
-
-        Fails the test (and stops the group) if the process exits first or ``timeout``
-        seconds pass.
-        """
-        log = tempfile.TemporaryFile(prefix=f"{name}-")  # noqa: SIM115 (closed by stop())
-        process = subprocess.Popen(
-            list(argv),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        server = cls(name, process, log)
+        cls,
+        name: str,
+        argv: Sequence[str],
+        *,
+        ready_url: str,
+        timeout: float,
+        env: Mapping[str, str] | None = None,
+    ) -> Self:
         try:
-            server._wait_ready(ready_url, timeout)
-        except BaseException:
-            server.stop()
-            raise
-        return server
-
-    def _wait_ready(self, url: str, timeout: float) -> None:
-        # A self-signed certificate is expected here (cosmosdb-server); only liveness counts.
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        deadline = time.monotonic() + timeout
-        while True:
-            code = self.process.poll()
-            if code is not None:
-                pytest.fail(
-                    f"{self.name} exited with status {code} before it answered on {url}; "
-                    f"its output ends with:\n{self.log_tail()}",
-                    pytrace=False,
-                )
-            try:
-                with urllib.request.urlopen(url, timeout=1, context=context):
-                    return
-            except urllib.error.HTTPError:
-                return  # any HTTP status means it is serving
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"{self.name} did not answer on {url} within {timeout:.0f} s; "
-                    f"its output ends with:\n{self.log_tail()}",
-                    pytrace=False,
-                )
-            time.sleep(0.05)
-
-    def __enter__(self) -> ServerProcess:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    def log_tail(self) -> str:
-        self._log.flush()
-        self._log.seek(0, os.SEEK_END)
-        size = self._log.tell()
-        self._log.seek(max(0, size - LOG_TAIL_CHARS))
-        return self._log.read().decode(errors="replace")
-
-    def stop(self, grace: float = 10.0) -> None:
-        """Stop every process in the group: SIGTERM, then SIGKILL after ``grace`` seconds.
-
-        The whole group, not just the leader: a launcher script's children (the
-        Firestore emulator's Java) outlive a signal sent to the script alone.
-        """
-        pgid = self.process.pid  # start_new_session: the leader's pid is the group id
-        try:
-            _signal_group(pgid, signal.SIGTERM)
-            deadline = time.monotonic() + grace
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.process.wait(timeout=grace)
-            while _group_alive(pgid) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if _group_alive(pgid):
-                _signal_group(pgid, signal.SIGKILL)
-            self.process.wait(timeout=grace)
-        finally:
-            self._log.close()
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, sig)
-
-
-def _group_alive(pgid: int) -> bool:
-    """Whether a process of the group still runs; zombies don't count.
-
-    A child orphaned by the leader's exit stays a zombie until init reaps it, which
-    here can take seconds, so ``killpg(pgid, 0)`` alone would wait for init, not for us.
-    """
-    proc = Path("/proc")
-    if not proc.is_dir():
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return False
-        return True
-    for stat in proc.glob("[0-9]*/stat"):
-        try:
-            # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses.
-            state, _ppid, pgrp = stat.read_text().rsplit(")", 1)[1].split()[:3]
-        except (OSError, IndexError):
-            continue
-        if int(pgrp) == pgid and state != "Z":
-            return True
-    return False
+            return super().start(name, argv, ready_url=ready_url, timeout=timeout, env=env)
+        except ServerFailed as exc:
+            pytest.fail(str(exc), pytrace=False)

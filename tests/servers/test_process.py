@@ -79,3 +79,26 @@ def test_a_missing_server_fails_on_ci(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="install it"):
         unavailable("install it")
+
+
+def test_the_containers_switch_without_testcontainers_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import builtins
+
+    from tests.servers import containers
+
+    real_import = builtins.__import__
+
+    def no_testcontainers(name: str, *args: object, **kwargs: object) -> object:
+        if name.startswith("testcontainers"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_testcontainers)
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setenv("ENGINES_TEST_SERVERS", "containers")
+
+    assert containers.wanted()
+    with pytest.raises(pytest.skip.Exception, match=r"pip install -e '\.\[docker\]'"):
+        containers.docker_container(containers.DYNAMODB_IMAGE)
