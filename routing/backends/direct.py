@@ -182,6 +182,8 @@ class DirectFeed:
         """Durable checkpoint stores whose consumers are not known yet: nothing is
         cleared for want of a consumer until they are read."""
         self._learning = asyncio.Lock()
+        self._adopting = asyncio.Lock()
+        self._adopt_next: asyncio.Future[None] | None = None
         self._clear_soon: list[_Entry] = []
         self._last = 0
         self._wake = asyncio.Event()
@@ -283,6 +285,27 @@ class DirectFeed:
         if not entry.waiting:
             self._clear_later(entry)
         return entry
+
+    async def adopt_pending(self) -> None:
+        """Take into flight every marker pending in the store now (a subscription that
+        starts or resumes). Subscriptions starting together share the reads: a call
+        arriving while one runs waits for the next, which starts after it arrived, so
+        it still sees every marker written before it (at start-up, every projector of
+        the service would otherwise read every outbox shard)."""
+        joining = self._adopt_next
+        if joining is not None:
+            await asyncio.shield(joining)
+            return
+        mine = self._adopt_next = asyncio.get_running_loop().create_future()
+        try:
+            async with self._adopting:  # the run in progress, which began before this call
+                self._adopt_next = None
+                await self.adopt(older_than=0.0)
+        except BaseException as exc:
+            mine.set_exception(exc)
+            mine.exception()  # retrieved: whoever joined raises it, nobody else must
+            raise
+        mine.set_result(None)
 
     async def adopt(
         self, *, older_than: float, skip: DirectSubscription | None = None
@@ -570,7 +593,7 @@ class DirectSubscription:
 
     async def _resume(self) -> None:
         """Every marker still pending that this consumer has not taken."""
-        await self.feed.adopt(older_than=0.0)
+        await self.feed.adopt_pending()
         for entry in list(self.feed.inflight.values()):
             if not self.takes(entry.pending.stream_id):
                 continue
@@ -579,7 +602,7 @@ class DirectSubscription:
 
     async def _catch_up(self) -> None:
         """From the spine: what is pending now is covered by the scan that follows."""
-        await self.feed.adopt(older_than=0.0, skip=self)
+        await self.feed.adopt_pending()  # offered to this one too: dropped just below
         covered = []
         for entry in list(self.feed.inflight.values()):
             if self.takes(entry.pending.stream_id) and (

@@ -79,4 +79,9 @@ def settings(
             project=firestore_emulator.project, emulator_host=firestore_emulator.host_port
         ),
     )
-    return lab.model_copy(update={"routes": routes, "connections": connections})
+    # A write answers 201 once its view shows it. Three local servers and moto's one
+    # request at a time on two cores are slower than the lab, most of all while every
+    # projector catches up at start-up: a write may wait longer here (202 after it).
+    return lab.model_copy(
+        update={"routes": routes, "connections": connections, "write_wait_seconds": 10.0}
+    )
