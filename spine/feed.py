@@ -27,12 +27,15 @@ Guarantees, for every feed:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from spine.events import AppendResult, EventEnvelope
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,35 @@ class RelaySource(Outbox, Protocol):
         event that cannot be decoded comes as :class:`Unreadable` instead of ending the
         scan, so one bad event never stops a consumer's catch-up."""
         ...
+
+
+class AppendListeners:
+    """The listeners of a :class:`RelaySource`'s appends, for an event store to keep:
+    :meth:`add` is its ``on_append``; :meth:`tell` calls each after a committed append,
+    logging (never raising) what a listener raises, since the append stands."""
+
+    def __init__(self, route: str) -> None:
+        self.route = route
+        self._listeners: list[AppendListener] = []
+
+    def __bool__(self) -> bool:
+        return bool(self._listeners)
+
+    def add(self, listener: AppendListener) -> Callable[[], None]:
+        self._listeners.append(listener)
+
+        def remove() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+
+        return remove
+
+    def tell(self, pending: Pending, result: AppendResult) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(pending, result)
+            except Exception:  # the append is committed: a listener's fault is not its
+                log.exception("an append listener of %s failed", self.route)
 
 
 @runtime_checkable

@@ -44,7 +44,7 @@ from spine.events import (
     NewEvent,
     StreamState,
 )
-from spine.feed import AppendListener, Delivered, Pending
+from spine.feed import AppendListener, AppendListeners, Delivered, Pending
 from spine.streams import ScanScope, parse_stream_id, scan_scope
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,7 @@ class CosmosEventStore:
         self.route = route
         """The route's physical name (the container), named in every error."""
         self._turns: dict[str, _Turn] = {}
-        self._listeners: list[AppendListener] = []
+        self._listeners = AppendListeners(route)
 
     # -- append ---------------------------------------------------------------------------
 
@@ -255,7 +255,7 @@ class CosmosEventStore:
             return await self._refused(stream_id, command_id, expected)
         result = appended(stream_id, envelopes)
         where = f"{stream_id} outbox marker"
-        self._tell(
+        self._listeners.tell(
             Pending(
                 stream_id=stream_id,
                 first_seq=_int(outbox, "first_seq", where),
@@ -267,21 +267,8 @@ class CosmosEventStore:
         )
         return result
 
-    def _tell(self, pending: Pending, result: AppendResult) -> None:
-        for listener in list(self._listeners):
-            try:
-                listener(pending, result)
-            except Exception:  # the append is committed: a listener's fault is not its
-                log.exception("an append listener of %s failed", self.route)
-
     def on_append(self, listener: AppendListener) -> Callable[[], None]:
-        self._listeners.append(listener)
-
-        def remove() -> None:
-            if listener in self._listeners:
-                self._listeners.remove(listener)
-
-        return remove
+        return self._listeners.add(listener)
 
     def _sealed(
         self,

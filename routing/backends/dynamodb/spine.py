@@ -44,7 +44,6 @@ and the backend.
 from __future__ import annotations
 
 import asyncio
-import logging
 import uuid
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -79,7 +78,7 @@ from spine.events import (
     Mode,
     NewEvent,
 )
-from spine.feed import AppendListener, Delivered, Pending
+from spine.feed import AppendListener, AppendListeners, Delivered, Pending
 from spine.streams import parse_stream_id, scan_scope
 
 #: Actions a transaction takes, less the two markers every append writes.
@@ -89,8 +88,6 @@ MAX_REQUEST: Final = 4 * 1024 * 1024 - 64 * 1024
 OUTBOX_SHARDS: Final = 16
 OUTBOX_INDEX: Final = "outbox"
 _ANY_ROUNDS: Final = 200
-
-log = logging.getLogger(__name__)
 
 
 def event_sk(seq: int) -> str:
@@ -109,7 +106,7 @@ class DynamoEventStore:
         self._client = client
         self.table = table
         self.route = route
-        self._listeners: list[AppendListener] = []
+        self._listeners = AppendListeners(route)
 
     async def _call(self, what: Callable[[], Awaitable[T]]) -> T:
         try:
@@ -256,15 +253,8 @@ class DynamoEventStore:
         except (TimeoutError, BotoCoreError, OSError) as exc:
             raise BackendUnavailable(self.route, BACKEND, f"{type(exc).__name__}: {exc}") from exc
         result = appended(stream_id, sealed)
-        self._tell(Pending(stream_id, first, last, f"o#{first:020d}", now), result)
+        self._listeners.tell(Pending(stream_id, first, last, f"o#{first:020d}", now), result)
         return result
-
-    def _tell(self, pending: Pending, result: AppendResult) -> None:
-        for listener in list(self._listeners):
-            try:
-                listener(pending, result)
-            except Exception:  # the append is committed: a listener's fault is not its
-                log.exception("an append listener of %s failed", self.route)
 
     def _unavailable(self, exc: ClientError) -> EnginesError:
         return translate(self.route, exc)
@@ -463,10 +453,4 @@ class DynamoEventStore:
                 )
 
     def on_append(self, listener: AppendListener) -> Callable[[], None]:
-        self._listeners.append(listener)
-
-        def remove() -> None:
-            if listener in self._listeners:
-                self._listeners.remove(listener)
-
-        return remove
+        return self._listeners.add(listener)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import random
 import time
 from collections import OrderedDict
@@ -66,7 +65,7 @@ from spine.events import (
     Mode,
     NewEvent,
 )
-from spine.feed import AppendListener, Delivered, Pending
+from spine.feed import AppendListener, AppendListeners, Delivered, Pending
 from spine.streams import parse_stream_id, scan_scope
 
 #: Events one read asks for at once.
@@ -82,8 +81,6 @@ _PAST_PREFIX: Final = "\x7f"
 
 Fields = dict[str, FieldValue]
 Row = tuple[str, int, bytes]
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,16 +138,10 @@ class FirestoreEventStore:
         self._in_order = _InOrder()
         self._seen: OrderedDict[str, int] = OrderedDict()
         """The last version seen of recently appended streams: a hint, never trusted."""
-        self._listeners: list[AppendListener] = []
+        self._listeners = AppendListeners(route)
 
     def on_append(self, listener: AppendListener) -> Callable[[], None]:
-        self._listeners.append(listener)
-
-        def remove() -> None:
-            if listener in self._listeners:
-                self._listeners.remove(listener)
-
-        return remove
+        return self._listeners.add(listener)
 
     def _tell(self, stream_id: str, sealed: Sequence[EventEnvelope], result: AppendResult) -> None:
         """Tell the listeners of an append this process committed (its outbox marker)."""
@@ -159,11 +150,7 @@ class FirestoreEventStore:
         first, last = sealed[0].seq, sealed[-1].seq
         marker = outbox_doc_id(stream_id, first)
         pending = Pending(stream_id, first, last, marker, sealed[0].recorded_at)
-        for listener in list(self._listeners):
-            try:
-                listener(pending, result)
-            except Exception:  # the append is committed: a listener's fault is not its
-                log.exception("an append listener of %s failed", self.route)
+        self._listeners.tell(pending, result)
 
     def _saw(self, stream_id: str, version: int) -> None:
         seen = self._seen
