@@ -31,7 +31,10 @@ from spine.events import EventEnvelope, Identifier, NewEvent, ProvenanceValue, S
 from spine.streams import stream_id
 
 DOMAIN = "notes"
-MAX_CONTENT_BYTES = 1_000_000
+#: The most a note's content takes, as encoded JSON. Chosen so a note fits every store
+#: whole, its event and its view record: DynamoDB takes 400 KB an item, and Firestore's
+#: 1 MiB a document holds a view record's data twice (as JSON, and its fields).
+MAX_CONTENT_BYTES = 256 * 1024
 
 
 #: Commas (a tag list's separator) and the invisible spaces and joiners that would make

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
@@ -13,6 +13,10 @@ from spine.events import Mode
 
 #: The largest number a route option takes (every store holds it as a 32-bit int).
 MAX_OPTION = 2**31 - 1
+
+#: The most a blackboard key's value may be set to take (``max_value_bytes``): what a
+#: record holding it fits in every store (DynamoDB takes 400 KB an item).
+MAX_VALUE_BYTES: Final = 256 * 1024
 
 PhysicalName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,62}$")]
 
@@ -26,8 +30,9 @@ class RouteOptions(BaseModel):
     ttl_seconds: int | None = Field(default=None, gt=0, le=MAX_OPTION, strict=True)
     """For session memory: the time to live of a key when its write names none, and the
     most a write may name. Counted from the write's recorded time."""
-    max_value_bytes: int | None = Field(default=None, gt=0, le=MAX_OPTION, strict=True)
-    """For the blackboard: the most bytes a key's value may take, encoded (413 above)."""
+    max_value_bytes: int | None = Field(default=None, gt=0, le=MAX_VALUE_BYTES, strict=True)
+    """For the blackboard: the most bytes a key's value may take, encoded (413 above);
+    at most :data:`MAX_VALUE_BYTES`, what fits every store."""
 
 
 class Route(BaseModel):

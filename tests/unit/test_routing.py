@@ -261,3 +261,15 @@ def test_a_route_option_is_a_plain_positive_integer(value: Any) -> None:
     route = {"backend": "sqlite", "name": "m", "lab": True, "options": {"ttl_seconds": value}}
     with pytest.raises(ValidationError):
         config("lab", lab_routes(memory_store=route))
+
+
+def test_a_blackboard_value_limit_no_store_could_hold_is_refused_with_the_file() -> None:
+    routes = cloud_routes(
+        blackboard_store={
+            "backend": "dynamodb",
+            "name": "board",
+            "options": {"max_value_bytes": 256 * 1024 + 1},
+        }
+    )
+    with pytest.raises(ValidationError, match="max_value_bytes"):
+        RoutesFile.model_validate({"mode": "saas", "routes": routes})

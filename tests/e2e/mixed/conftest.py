@@ -11,6 +11,7 @@ Cosmos database and fresh Firestore collections.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Final
 
 import pytest
@@ -46,20 +47,24 @@ PLACES: Final = {
 
 
 @pytest.fixture
-def settings(
-    moto_server: MotoServer,
-    cosmosdb_server: CosmosDBServer,
-    firestore_emulator: FirestoreEmulator,
-    unique: str,
-) -> Settings:
+def settings(request: pytest.FixtureRequest, unique: str) -> Settings:
+    return routed(request, PLACES, unique)
+
+
+def routed(request: pytest.FixtureRequest, places: Mapping[str, str], unique: str) -> Settings:
+    """The lab settings with each kind of ``places`` on its backend, on the session's
+    servers, under names of this test's own."""
     lab = load_settings(None)[0]
     routes = dict(lab.routes)
-    for kind, backend in PLACES.items():
+    for kind, backend in places.items():
         options: RouteOptions = routes[kind].options
         # one emulator project serves the session: collection names carry the test's id
         name = f"{routes[kind].name}_{unique}" if backend == "firestore" else routes[kind].name
         routes[kind] = Route(backend=backend, name=name, options=options)
     routes["spine_feed"] = Route(backend="direct", name="feed")
+    moto_server: MotoServer = request.getfixturevalue("moto_server")
+    cosmosdb_server: CosmosDBServer = request.getfixturevalue("cosmosdb_server")
+    firestore_emulator: FirestoreEmulator = request.getfixturevalue("firestore_emulator")
     connections = Connections(
         sqlite=lab.connections.sqlite,
         dynamodb=DynamoDBConnection(
