@@ -84,6 +84,10 @@ class CosmosConnection(BaseModel):
     """A file holding the account key (relative to the data directory)."""
     database: str = Field(default="engines", pattern=r"^[A-Za-z0-9_-]{1,255}$")
     verify_tls: bool = True
+    endpoint_discovery: bool = True
+    """Whether the client follows the regional endpoints the account advertises (the
+    SDK's default). ``false``: only ``endpoint`` is used, as behind a port mapping or a
+    proxy, where the advertised address is not reachable (an emulator in a container)."""
 
 
 class FirestoreConnection(BaseModel):

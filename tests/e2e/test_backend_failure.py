@@ -4,14 +4,15 @@ half-written, nothing falls back to another store, and ``/readyz`` says which ro
 down. (A saas routes file naming a lab backend refuses to start:
 ``test_serve.py::test_a_sqlite_route_in_saas_mode_is_refused``.)
 
-Refused credentials are tested on DynamoDB only: moto can check keys
+Down at start-up and going down while serving are tested on DynamoDB, Cosmos DB and
+Firestore. Refused credentials only on DynamoDB: moto can check keys
 (``/moto-api/reset-auth``); cosmosdb-server does not check the account key, and the
 Firestore emulator accepts any credentials.
 
-Only the spine, its feed and the checkpoints sit on the cloud backend here; the views
-stay on the lab's SQLite until the cloud view stores land (issue 9), so the routes are
-lab mode. A server "goes down" behind :class:`tests.servers.proxy.Outage` (no server of
-its own); one that is down from the start is a closed port.
+The spine, its feed and the checkpoints sit on the cloud backend; the views stay on
+the lab's SQLite (lab mode), so a write that falls back anywhere would show there. A
+server "goes down" behind :class:`tests.servers.proxy.Outage` (no server of its own);
+one that is down from the start is a closed port.
 """
 
 from __future__ import annotations
@@ -48,7 +49,10 @@ def cloud_spine(settings: Settings, connections: Connections, backend: str) -> S
         "projection_checkpoints": Route(backend=backend, name="checkpoints"),
     }
     joined = connections.model_copy(update={"sqlite": settings.connections.sqlite})
-    return settings.model_copy(update={"routes": routes, "connections": joined})
+    # after an outage a projector retries within 5 s (its backoff): a write waits for it
+    return settings.model_copy(
+        update={"routes": routes, "connections": joined, "write_wait_seconds": 10.0}
+    )
 
 
 def dynamodb(endpoint: str, prefix: str, key: str = "testing") -> Connections:
@@ -99,17 +103,7 @@ def sqlite_holds(data_dir: Path, text: str) -> bool:
     [
         pytest.param("dynamodb", marks=pytest.mark.dynamodb),
         pytest.param("cosmos", marks=pytest.mark.cosmos),
-        pytest.param(
-            "firestore",
-            marks=[
-                pytest.mark.firestore,
-                pytest.mark.skip(
-                    reason="spine_feed: direct does not follow a Firestore spine yet, and "
-                    "opening Firestore stores sends no request: a Firestore down at "
-                    "start-up shows on /readyz and on first use, not at start-up"
-                ),
-            ],
-        ),
+        pytest.param("firestore", marks=pytest.mark.firestore),
     ],
 )
 async def test_a_backend_down_at_start_up_refuses_to_start_naming_route_and_backend(
@@ -125,15 +119,46 @@ async def test_a_backend_down_at_start_up_refuses_to_start_naming_route_and_back
     assert not (tmp_path / "engines.db").exists()  # no other store was opened instead
 
 
-@pytest.mark.dynamodb
+def through(backend: str, address: str, unique: str) -> Connections:
+    """Connections to the session's ``backend`` server at ``address`` (a proxy)."""
+    if backend == "dynamodb":
+        return dynamodb(address, f"f{unique}_")
+    if backend == "cosmos":
+        return Connections(
+            cosmos=CosmosConnection(
+                endpoint=f"https://{address}/",
+                key=COSMOS_EMULATOR_KEY,
+                database=f"f{unique}",
+                verify_tls=False,
+                endpoint_discovery=False,  # else it goes around the proxy, as advertised
+            )
+        )
+    return Connections(firestore=FirestoreConnection(project=f"f{unique}", emulator_host=address))
+
+
+@pytest.mark.parametrize(
+    "backend",
+    [
+        pytest.param("dynamodb", marks=pytest.mark.dynamodb),
+        pytest.param("cosmos", marks=pytest.mark.cosmos),
+        pytest.param("firestore", marks=pytest.mark.firestore),
+    ],
+)
 async def test_a_backend_that_goes_down_answers_503_writes_nothing_and_readyz_names_it(
-    settings: Settings, tmp_path: Path, mint: Mint, moto_server: MotoServer, unique: str
+    request: pytest.FixtureRequest,
+    settings: Settings,
+    tmp_path: Path,
+    mint: Mint,
+    unique: str,
+    backend: str,
 ) -> None:
-    """(DynamoDB: the one cloud spine ``spine_feed: direct`` follows today.)"""
-    async with outage(moto_server.host, moto_server.port) as proxy:
-        connections = dynamodb(proxy.address, f"f{unique}_")
+    server = request.getfixturevalue(
+        {"dynamodb": "moto_server", "cosmos": "cosmosdb_server"}.get(backend, "firestore_emulator")
+    )
+    async with outage(server.host, server.port) as proxy:
+        connections = through(backend, proxy.address, unique)
         async with (
-            bootstrap(cloud_spine(settings, connections, "dynamodb"), tmp_path) as rt,
+            bootstrap(cloud_spine(settings, connections, backend), tmp_path) as rt,
             client_for(rt, mint()) as client,
             client_for(rt) as probe,
         ):
@@ -153,16 +178,16 @@ async def test_a_backend_that_goes_down_answers_503_writes_nothing_and_readyz_na
             events = [e async for e in rt.spine.scan(domain="notes")]
 
     body = problem(refused, 503)
-    assert (body["backend"], body["route"]) == ("dynamodb", "spine")
-    assert "backend 'dynamodb' for route 'spine'" in body["detail"]
+    assert (body["backend"], body["route"]) == (backend, "spine")
+    assert f"backend {backend!r} for route 'spine'" in body["detail"]
     assert refused.headers["retry-after"]
     assert not fell_back  # no other store took the write
 
     down = problem(ready, 503)
-    assert "event_spine (dynamodb:spine)" in down["detail"]
-    assert "projection_checkpoints (dynamodb:checkpoints)" in down["detail"]
+    assert f"event_spine ({backend}:spine)" in down["detail"]
+    assert f"projection_checkpoints ({backend}:checkpoints)" in down["detail"]
     assert down["backends"]["sqlite"] == "ok"
-    assert down["backends"]["dynamodb"] != "ok"
+    assert down["backends"][backend] != "ok"
     assert down["routes"]["event_spine"] != "ok"
     assert down["routes"]["notes_store"] == "ok"
     assert live.status_code == 200

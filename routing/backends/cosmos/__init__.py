@@ -319,5 +319,6 @@ async def open_backend(
         settings.endpoint,
         credential=account_key(settings, data_dir),
         connection_verify=settings.verify_tls,
+        enable_endpoint_discovery=settings.endpoint_discovery,
     )
     return CosmosBackend(client, settings, create=create)

@@ -111,6 +111,9 @@ class FirestoreBackend:
 
     async def event_store(self, route: Route) -> FirestoreEventStore:
         if route.name not in self._spines:
+            # Nothing else here asks the database: a service must not start on one that
+            # does not answer (as on the other backends, whose stores check their tables).
+            await self.db.ping(route.name)
             self._spines[route.name] = FirestoreEventStore(self.db, route.name)
             if self.create:
                 self.created.append(

@@ -136,10 +136,10 @@ class FirestoreDatabase:
         except (*TRANSIENT, gexc.Cancelled) as exc:
             raise Uncertain(str(exc)) from exc
 
-    async def ping(self) -> None:
-        """Read one (missing) document: :class:`BackendUnavailable` naming the database
-        unless it answers."""
-        with translated(self.name):
+    async def ping(self, route: str | None = None) -> None:
+        """Read one (missing) document: :class:`BackendUnavailable` naming ``route`` (or
+        the database) unless it answers."""
+        with translated(route or self.name):
             await self.get_all([self.client.collection("engines~ping").document("ping")])
 
     async def aclose(self) -> None:
