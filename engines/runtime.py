@@ -25,6 +25,7 @@ from projections.projector import Projector
 from projections.runner import ProjectorRunner
 from projections.views import ViewStore
 from routing.registry import Registry, ResolvedRoute
+from spine.errors import BackendUnavailable
 from spine.feed import CheckpointStore, Feed
 from spine.store import EventStore
 from spine.upcasting import Upcasters, UpcastingEventStore
@@ -96,8 +97,15 @@ class Runtime:
 
     async def wait_for(self, projector: str, stream_id: str, seq: int, timeout: float) -> bool:
         """Wait (at most ``timeout`` seconds) until ``projector``'s view reflects ``seq`` of
-        ``stream_id``; False if it does not in time."""
-        return await self.runners[projector].wait_for(stream_id, seq, timeout)
+        ``stream_id``; False if it does not in time, or if its store does not answer: the
+        write is durable all the same (an answer of 503 would invite a duplicate)."""
+        try:
+            return await self.runners[projector].wait_for(stream_id, seq, timeout)
+        except BackendUnavailable as exc:
+            log.warning(
+                "%s is written; its view %s cannot show it yet: %s", stream_id, projector, exc
+            )
+            return False
 
     async def status(self, projector: str) -> ProjectorStatus:
         return await projector_status(projector, self.feed, self.checkpoints, self.parking)

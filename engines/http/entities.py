@@ -15,6 +15,7 @@ Answers:
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlencode
@@ -45,7 +46,7 @@ from engines.http.writes import envelope, written
 from projections.entities import VERSION, latest_key, version_key
 from projections.views import Filter, Grant, ViewQuery, ViewRecord
 from spine.entities import EntityKind
-from spine.errors import ConcurrencyError, NotFound, PreconditionRequired
+from spine.errors import BackendUnavailable, ConcurrencyError, NotFound, PreconditionRequired
 from spine.events import Mode, Provenance, Scope
 
 
@@ -397,9 +398,10 @@ class EntityApi:
         )
         record = None
         if reflected:
-            record = await runtime.view_of(self.view).get(
-                version_key(result.stream_id, result.version)
-            )
+            with contextlib.suppress(BackendUnavailable):  # gone since: the write is durable
+                record = await runtime.view_of(self.view).get(
+                    version_key(result.stream_id, result.version)
+                )
         if record is None:
             ident = dict(zip(self.path_fields, path, strict=True))
             return OrjsonResponse(

@@ -4,6 +4,7 @@ view to reflect the write, then the record as the view has it, or ``202``."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
@@ -17,6 +18,7 @@ from engines.http.errors import Gone
 from engines.http.provenance import provenance_of
 from engines.http.responses import OrjsonResponse, etag
 from projections.views import ViewRecord
+from spine.errors import BackendUnavailable
 from spine.events import Provenance
 
 IdempotencyKey = Annotated[
@@ -68,8 +70,9 @@ async def written(
     )
     current = None
     if reflected:
-        found = await runtime.view_of(projector).get_many([key], include_deleted=True)
-        current = found.get(key)
+        with contextlib.suppress(BackendUnavailable):  # gone since: the write is durable
+            found = await runtime.view_of(projector).get_many([key], include_deleted=True)
+            current = found.get(key)
     if current is None or current.version < result.version:
         # not there yet; or the view's progress says applied while its record (which
         # follows the stream, version = seq) does not show it: say accepted, not a lie

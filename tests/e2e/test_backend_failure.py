@@ -34,7 +34,7 @@ from routing.config import (
     Route,
 )
 from spine.errors import BackendUnavailable
-from tests.e2e.support import Mint, client_for, create, problem
+from tests.e2e.support import Mint, client_for, create, note_stream_id, problem
 from tests.servers.fixtures import COSMOS_EMULATOR_KEY, MotoServer
 from tests.servers.process import HOST, free_port
 from tests.servers.proxy import outage
@@ -245,3 +245,30 @@ async def test_refused_credentials_answer_503_naming_route_and_backend(
     assert not sqlite_holds(tmp_path, "refused")
     assert "event_spine (dynamodb:spine)" in problem(ready, 503)["detail"]
     assert (info.value.backend, info.value.route) == ("dynamodb", "spine")
+
+
+@pytest.mark.dynamodb
+async def test_a_write_whose_view_store_is_down_answers_202_and_is_written_once(
+    settings: Settings, tmp_path: Path, mint: Mint, moto_server: MotoServer, unique: str
+) -> None:
+    """The spine takes the write; only its view (notes on DynamoDB) is down. The write is
+    durable, so it answers 202, not a 503 that would invite a retry making a second
+    note; once the store is back, the view shows it, once."""
+    async with outage(moto_server.host, moto_server.port) as proxy:
+        routes = {**settings.routes, "notes_store": Route(backend="dynamodb", name="notes")}
+        connections = dynamodb(proxy.address, f"v{unique}_")
+        joined = connections.model_copy(update={"sqlite": settings.connections.sqlite})
+        on_cloud = settings.model_copy(update={"routes": routes, "connections": joined})
+        async with bootstrap(on_cloud, tmp_path) as rt, client_for(rt, mint()) as client:
+            await proxy.down()
+            accepted = await client.post("/notes", json={"title": "while the view is down"})
+            await proxy.up()
+            note_id = accepted.json()["note_id"]
+            assert await rt.wait_for("notes", note_stream_id(note_id), 1, 15)  # its retry
+            shown = await client.get(f"/notes/{note_id}")
+            events = [e async for e in rt.spine.scan(domain="notes")]
+
+    assert accepted.status_code == 202, accepted.text
+    assert accepted.json()["status"] == "accepted"
+    assert shown.json()["title"] == "while the view is down"
+    assert [e.event_type for e in events] == ["note.created"]
