@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TypeVar
 
@@ -37,7 +37,7 @@ from projections.parking import Parked, ParkingStore, error_text
 from projections.projector import Projector
 from projections.views import ViewRecord, ViewStore, ViewWrite
 from spine.codec import expected_hash
-from spine.errors import BackendUnavailable, IntegrityError
+from spine.errors import BackendUnavailable, IntegrityError, InvalidInput
 from spine.events import EventEnvelope
 from spine.feed import Delivered, Unreadable
 from spine.store import EventStore
@@ -203,11 +203,19 @@ class ProjectorRunner:
         await self._hold_back(by_stream)
         applied = 0
         refusals = 0
+        singly: set[str] = set()
+        """Streams whose write the store refused as invalid: applied one event a write,
+        to find the event it cannot take."""
         while by_stream:
             streams, keys = await self._prepare(by_stream)
-            writes = self._decide(streams, await self._load(keys))
-            refused = set(await self.views.commit(self.name, writes)) if writes else set()
-            applied += self._settle(streams, refused)
+            writes = self._decide(streams, await self._load(keys), singly)
+            refused, invalid = await self._commit(writes)
+            applied += self._settle(streams, refused | invalid.keys())
+            redo = {
+                s.stream_id
+                for s in streams
+                if s.stream_id in invalid and self._invalid(s, invalid[s.stream_id], singly)
+            }
             poisoned = [s for s in streams if s.poison is not None and s.stream_id not in refused]
             if poisoned:
                 refused |= await self._park_unless_passed(poisoned)
@@ -222,8 +230,43 @@ class ProjectorRunner:
                     refused = set()
             # a stream cut short to fit the store's write goes on from where it stopped
             again = refused | {s.stream_id for s in streams if s.cut_short}
+            again |= redo
             by_stream = {sid: by_stream[sid] for sid in again}
         return applied
+
+    async def _commit(self, writes: list[ViewWrite]) -> tuple[set[str], dict[str, InvalidInput]]:
+        """Commit ``writes``: the streams refused (a race), and those whose write the
+        store can never take (:class:`InvalidInput`: too large for it), each with why.
+        A store refuses an invalid commit whole, so then each write goes alone."""
+        if not writes:
+            return set(), {}
+        try:
+            return set(await self.views.commit(self.name, writes)), {}
+        except InvalidInput as exc:
+            if len(writes) == 1:
+                return set(), {writes[0].stream_id: exc}
+        refused: set[str] = set()
+        invalid: dict[str, InvalidInput] = {}
+        for write in writes:
+            try:
+                refused |= set(await self.views.commit(self.name, [write]))
+            except InvalidInput as exc:
+                invalid[write.stream_id] = exc
+        return refused, invalid
+
+    def _invalid(self, stream: _Stream, why: InvalidInput, singly: set[str]) -> bool:
+        """``stream``'s write cannot be stored: if it held one event, that event is
+        poison (parked, its stream held back, every other stream going on); else the
+        stream is to be redone (True) one event a write, to find which."""
+        write = stream.write
+        assert write is not None
+        if write.applied_to - write.applied_from > 1:
+            singly.add(stream.stream_id)
+            return True
+        event = next(e for e in stream.events if e.seq == write.applied_to)
+        stream.poison = _Poison(event, why)
+        stream.cut_short = False  # it stops at the poison, held back once parked
+        return False
 
     async def _park_unless_passed(self, poisoned: list[_Stream]) -> set[str]:
         """Park each poisoned stream's event, unless the view store says the stream has
@@ -363,9 +406,15 @@ class ProjectorRunner:
     def _missing(stream_id: str, seq: int) -> Unreadable:
         return Unreadable(stream_id, seq, f"the spine holds no seq {seq} of {stream_id}")
 
-    def _decide(self, streams: list[_Stream], current: dict[str, ViewRecord]) -> list[ViewWrite]:
+    def _decide(
+        self,
+        streams: list[_Stream],
+        current: dict[str, ViewRecord],
+        singly: Container[str] = frozenset(),
+    ) -> list[ViewWrite]:
         """Apply every stream's events to ``current``, the records they touch (pure, in
-        memory); leave each stream's :class:`ViewWrite` on it and return them all."""
+        memory); leave each stream's :class:`ViewWrite` on it and return them all. A
+        stream of ``singly`` writes one event."""
         apply = self.projector.apply
         limit = self.views.max_write_records
         writes: list[ViewWrite] = []
@@ -373,7 +422,11 @@ class ProjectorRunner:
             changed: list[tuple[ViewRecord, int]] = []
             touched: set[str] = set()
             last = stream.applied
+            one = stream.stream_id in singly
             for env in stream.events:
+                if one and last > stream.applied:
+                    stream.cut_short = True
+                    break
                 try:
                     records = apply(env, current)
                 except BackendUnavailable:

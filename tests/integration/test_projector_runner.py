@@ -21,6 +21,7 @@ from projections.projector import next_version
 from projections.runner import ProjectorRunner
 from projections.views import ViewRecord, ViewWrite
 from routing.backends.sqlite import SqliteBackend
+from spine.errors import InvalidInput
 from spine.events import NO_STREAM, EventEnvelope, Scope
 from spine.feed import CheckpointStore
 from spine.streams import stream_id
@@ -471,6 +472,37 @@ async def test_an_event_whose_changes_alone_exceed_one_store_write_is_parked(
     assert "changes 3 records" in parked[sid].error
     assert "at most 2" in parked[sid].error
     assert await notes.views.get(f"wide/{sid}/1/0") is None
+
+
+async def test_a_write_the_store_cannot_take_parks_its_event_and_every_other_goes_on(
+    notes: Notes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store refuses a commit holding a record too large for it (a cloud store's item
+    limit) as invalid, whole: the runner finds the one event, parks it (its stream held
+    back) and writes everything else, instead of retrying the batch for ever."""
+    commit = notes.views.commit
+
+    async def limited(projector: str, writes: Sequence[ViewWrite]) -> list[str]:
+        for w in writes:  # a's event 2 made a record too large (whatever came after it)
+            if w.stream_id == "notes/t1/lab/a" and w.applied_from < 2 <= w.applied_to:
+                raise InvalidInput("a record of 2 MB; this store takes 1 MiB a document")
+        return await commit(projector, writes)
+
+    monkeypatch.setattr(notes.views, "commit", limited)
+    await notes.do(CreateNote(note_id="a", title="fine"))
+    await notes.do(UpdateNote(note_id="a", title="huge"))
+    await notes.do(UpdateNote(note_id="a", title="after"))
+    await notes.do(CreateNote(note_id="b", title="other"))
+    runner = notes.new_runner()
+
+    applied = await runner.apply([e async for e in notes.spine.scan()])
+
+    assert applied == 2  # a's first event, and b
+    assert (await notes.view("a")).data["title"] == "fine"
+    assert (await notes.view("b")).data["title"] == "other"
+    parked = await notes.parking.find("notes", ["notes/t1/lab/a"])
+    assert parked["notes/t1/lab/a"].seq == 2
+    assert "takes 1 MiB a document" in parked["notes/t1/lab/a"].error
 
 
 # -- poison events ---------------------------------------------------------------------------
