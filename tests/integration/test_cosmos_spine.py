@@ -266,3 +266,31 @@ async def test_a_routes_file_sends_the_spine_to_cosmos_and_readiness_asks_it(
         assert await registry.ready() == {"cosmos": None}
     finally:
         await registry.aclose()
+
+
+async def test_readiness_fails_naming_a_container_gone_since_it_was_opened(
+    cosmosdb_server: CosmosDBServer, unique: str, tmp_path: Path, sid: str
+) -> None:
+    """A server that restarted empty, or a container deleted behind the service's back:
+    the account answers, but the store's container is gone, and readiness says so."""
+    connections = cosmos_connections(cosmosdb_server, f"engines-{unique}")
+    routes = RoutesFile(
+        mode="saas",
+        connections=connections,
+        routes={"event_spine": Route(backend="cosmos", name=f"spine_{unique}")},
+    )
+    registry = Registry(routes, tmp_path)
+    try:
+        await registry.event_store()
+        _, backend = await registry.backend("event_spine")
+        database = backend.client.get_database_client(f"engines-{unique}")
+        await database.delete_container(f"spine_{unique}")
+
+        answers = await registry.ready()
+
+        assert answers["cosmos"] is not None
+        assert f"container 'spine_{unique}' no longer exists" in answers["cosmos"]
+        await backend.client.delete_database(f"engines-{unique}")
+        assert "the database does not exist" in str((await registry.ready())["cosmos"])
+    finally:
+        await registry.aclose()

@@ -113,3 +113,20 @@ async def test_without_create_a_missing_table_is_unavailable_not_made(
             await backend.event_store(Route(backend="dynamodb", name="spine"))
     finally:
         await backend.aclose()
+
+
+async def test_readiness_fails_naming_a_table_gone_since_it_was_opened(
+    moto_server: MotoServer, tmp_path: Path, unique: str
+) -> None:
+    """A server that restarted empty, or a table deleted behind the service's back: the
+    service answers, but the store's table is gone, and ``ping`` says which."""
+    backend = await open_dynamodb(dynamodb_connections(moto_server, f"r{unique}_"), tmp_path)
+    try:
+        await backend.event_store(Route(backend="dynamodb", name="spine"))
+        await backend.ping()
+        await backend._client.delete_table(TableName=f"r{unique}_spine")
+
+        with pytest.raises(BackendUnavailable, match=f"table 'r{unique}_spine' no longer exists"):
+            await backend.ping()
+    finally:
+        await backend.aclose()

@@ -267,15 +267,28 @@ class CosmosBackend:
 
     async def ping(self) -> None:
         """Raise :class:`~spine.errors.BackendUnavailable` unless the account answers and
-        the database exists (or may still be created)."""
+        the database exists (or may still be created, before any store is open), and
+        every container a store was opened on is still there (a server that restarted
+        empty, a container deleted behind the service's back)."""
         where = f"database {self.settings.database}"
         database = await self._database(where)
         with translated(where):
             try:
                 await database.read()
             except CosmosResourceNotFoundError as exc:
-                if not self.create:
+                if self.properties or not self.create:
                     raise BackendUnavailable(where, BACKEND, "the database does not exist") from exc
+                return
+            if not self.properties:
+                return
+            present = {c["id"] async for c in database.list_containers()}
+        for name in sorted(self.properties.keys() - present):
+            raise BackendUnavailable(
+                name,
+                BACKEND,
+                f"container {name!r} no longer exists in database {self.settings.database!r}"
+                " (`engines routes provision` creates it again)",
+            )
 
     async def aclose(self) -> None:
         await self.client.close()

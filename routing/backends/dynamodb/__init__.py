@@ -170,7 +170,24 @@ class DynamoBackend:
         self._ready.add(table)
 
     async def ping(self) -> None:
-        await call(BACKEND, lambda: self._client.list_tables(Limit=1))
+        """Raise :class:`~spine.errors.BackendUnavailable` unless DynamoDB answers and
+        every table a store was opened on is still there (a local server that restarted
+        empty, a table deleted behind the service's back)."""
+        if not self._ready:
+            await call(BACKEND, lambda: self._client.list_tables(Limit=1))
+            return
+        present: set[str] = set()
+        request: dict[str, Any] = {}
+        while True:
+            page = await call(BACKEND, self._client.list_tables, **request)
+            present.update(page.get("TableNames", []))
+            if "LastEvaluatedTableName" not in page:
+                break
+            request = {"ExclusiveStartTableName": page["LastEvaluatedTableName"]}
+        for table in sorted(self._ready - present):
+            raise BackendUnavailable(
+                table, BACKEND, f"table {table!r} no longer exists (`engines routes provision`)"
+            )
 
     async def aclose(self) -> None:
         await self._stack.aclose()
