@@ -70,6 +70,9 @@ class DynamoDBConnection(BaseModel):
     secret_access_key: str | None = None
     table_prefix: str = Field(default="", pattern=r"^[A-Za-z0-9_.-]{0,64}$")
     """Put before every physical name (one account, several deployments)."""
+    timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+    """How long one attempt of a request may wait for its answer (up to three attempts)
+    before the backend is reported unavailable (a server that hangs answers no sooner)."""
 
 
 class CosmosConnection(BaseModel):
@@ -84,6 +87,10 @@ class CosmosConnection(BaseModel):
     """A file holding the account key (relative to the data directory)."""
     database: str = Field(default="engines", pattern=r"^[A-Za-z0-9_-]{1,255}$")
     verify_tls: bool = True
+    timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+    """How long one attempt of a request may wait for its answer (the SDK tries a few
+    times) before the backend is reported unavailable; a server that hangs is reported
+    no sooner."""
     endpoint_discovery: bool = True
     """Whether the client follows the regional endpoints the account advertises (the
     SDK's default). ``false``: only ``endpoint`` is used, as behind a port mapping or a

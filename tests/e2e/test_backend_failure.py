@@ -17,6 +17,7 @@ one that is down from the start is a closed port.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -119,10 +120,12 @@ async def test_a_backend_down_at_start_up_refuses_to_start_naming_route_and_back
     assert not (tmp_path / "engines.db").exists()  # no other store was opened instead
 
 
-def through(backend: str, address: str, unique: str) -> Connections:
+def through(backend: str, address: str, unique: str, timeout: float = 10.0) -> Connections:
     """Connections to the session's ``backend`` server at ``address`` (a proxy)."""
     if backend == "dynamodb":
-        return dynamodb(address, f"f{unique}_")
+        on = dynamodb(address, f"f{unique}_")
+        assert on.dynamodb is not None
+        return Connections(dynamodb=on.dynamodb.model_copy(update={"timeout_seconds": timeout}))
     if backend == "cosmos":
         return Connections(
             cosmos=CosmosConnection(
@@ -130,10 +133,15 @@ def through(backend: str, address: str, unique: str) -> Connections:
                 key=COSMOS_EMULATOR_KEY,
                 database=f"f{unique}",
                 verify_tls=False,
+                timeout_seconds=timeout,
                 endpoint_discovery=False,  # else it goes around the proxy, as advertised
             )
         )
-    return Connections(firestore=FirestoreConnection(project=f"f{unique}", emulator_host=address))
+    return Connections(
+        firestore=FirestoreConnection(
+            project=f"f{unique}", emulator_host=address, timeout_seconds=timeout
+        )
+    )
 
 
 @pytest.mark.parametrize(
@@ -272,3 +280,45 @@ async def test_a_write_whose_view_store_is_down_answers_202_and_is_written_once(
     assert accepted.json()["status"] == "accepted"
     assert shown.json()["title"] == "while the view is down"
     assert [e.event_type for e in events] == ["note.created"]
+
+
+@pytest.mark.parametrize(
+    "backend",
+    [
+        pytest.param("dynamodb", marks=pytest.mark.dynamodb),
+        pytest.param("cosmos", marks=pytest.mark.cosmos),
+        pytest.param("firestore", marks=pytest.mark.firestore),
+    ],
+)
+async def test_a_backend_that_hangs_answers_503_in_its_timeout_not_never(
+    request: pytest.FixtureRequest,
+    settings: Settings,
+    tmp_path: Path,
+    mint: Mint,
+    unique: str,
+    backend: str,
+) -> None:
+    """A server that takes connections and answers nothing (stopped, swapping): a write
+    answers 503 once the connection's ``timeout_seconds`` (here 3, per attempt) are
+    spent, and its retry, once the server answers, writes the note once."""
+    server = request.getfixturevalue(
+        {"dynamodb": "moto_server", "cosmos": "cosmosdb_server"}.get(backend, "firestore_emulator")
+    )
+    async with outage(server.host, server.port) as proxy:
+        connections = through(backend, proxy.address, unique, timeout=3.0)
+        async with (
+            bootstrap(cloud_spine(settings, connections, backend), tmp_path) as rt,
+            client_for(rt, mint()) as client,
+        ):
+            key = {"Idempotency-Key": f"h-{unique}"}
+            proxy.stall()
+            async with asyncio.timeout(60):  # no answer at all would hang here
+                hung = await client.post("/notes", json={"title": "hung"}, headers=key)
+            proxy.flow()
+            retried = await client.post("/notes", json={"title": "hung"}, headers=key)
+            events = [e async for e in rt.spine.scan(domain="notes")]
+
+    body = problem(hung, 503)
+    assert (body["backend"], body["route"]) == (backend, "spine")
+    assert retried.status_code in (200, 201), retried.text
+    assert len(events) == 1

@@ -333,5 +333,7 @@ async def open_backend(
         credential=account_key(settings, data_dir),
         connection_verify=settings.verify_tls,
         enable_endpoint_discovery=settings.endpoint_discovery,
+        timeout=settings.timeout_seconds,
+        read_timeout=settings.timeout_seconds,
     )
     return CosmosBackend(client, settings, create=create)

@@ -209,8 +209,8 @@ async def open_backend(
         region_name=settings.region,
     )
     config = Config(
-        connect_timeout=5,
-        read_timeout=10,
+        connect_timeout=min(5.0, settings.timeout_seconds),
+        read_timeout=settings.timeout_seconds,
         retries={"max_attempts": 3, "mode": "standard"},
     )
     stack = contextlib.AsyncExitStack()
