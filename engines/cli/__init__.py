@@ -54,7 +54,7 @@ def cmd_token(args: argparse.Namespace) -> int:
     }
     if settings.mode == "lab":
         token = mint_lab_token(
-            data_dir_of(args),
+            data_dir_of(args, settings),
             settings=settings.auth,
             create_secret=False,  # the server's secret, never a new one
             **grants,
