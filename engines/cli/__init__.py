@@ -22,6 +22,7 @@ from engines.cli.common import (
     data_dir_of,
     err,
     exit_code_for,
+    port_number,
     positive_int,
     settings_of,
 )
@@ -92,7 +93,7 @@ def parser() -> argparse.ArgumentParser:
     )
     add_common(s)
     s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--port", type=port_number, default=8000)
     s.add_argument("--log-level", default="info")
     s.set_defaults(func=cmd_serve)
 

@@ -125,3 +125,19 @@ def test_a_server_whose_program_is_missing_says_what_to_install_and_starts_nothi
     assert out == ""
     assert "cosmos: cosmosdb-server is not installed: `npm ci` in tests/servers" in err
     assert "firestore: the Firestore emulator cannot run here: install the Google Cloud CLI" in err
+
+
+@pytest.mark.parametrize("option", [f"--{s.backend}-port" for s in DEV_SERVERS])
+@pytest.mark.parametrize("value", ["0", "70000", "-1", "http"])
+def test_a_port_that_is_not_1_to_65535_is_a_usage_error_before_anything_starts(
+    option: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from engines.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["dev", "servers", f"{option}={value}"])
+
+    err = capsys.readouterr().err
+    assert info.value.code == 2
+    assert f"argument {option}:" in err
+    assert "Traceback" not in err
