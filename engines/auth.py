@@ -92,6 +92,8 @@ def lab_secret(data_dir: Path, *, create: bool = True) -> str:
                 f"no lab signing secret in {data_dir}: `engines serve` makes it on first "
                 "start (is --data-dir the server's?)"
             ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EnginesError(f"cannot read the lab signing secret {path}: {exc}") from exc
     data_dir.mkdir(parents=True, exist_ok=True)
     # A name of its own per caller: a shared one would let a racing thread truncate it.
     tmp = data_dir / f".{LAB_SECRET_FILE}.{os.getpid()}.{secrets.token_hex(8)}"
@@ -112,6 +114,34 @@ def _read_text(path: Path) -> str:
         return path.read_text(encoding="utf-8")
     except OSError as exc:
         raise EnginesError(f"cannot read key file {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise EnginesError(f"key file {path} is not UTF-8 text: {exc.reason}") from exc
+
+
+def uses_lab_secret(settings: AuthSettings, mode: Mode) -> bool:
+    """Whether tokens are signed with the data directory's lab secret: lab mode, HS256,
+    and no secret configured."""
+    return (
+        mode == "lab"
+        and settings.algorithm == "HS256"
+        and not (settings.hs256_secret or settings.hs256_secret_file)
+    )
+
+
+def signing_key_problems(settings: AuthSettings, *, mode: Mode, data_dir: Path | None) -> list[str]:
+    """What would stop a server from loading its signing key, found without making one:
+    a key file missing, unreadable, too short or not a key. In lab mode without a
+    configured secret, the data directory's is checked where it exists (a missing one is
+    made on first start, so it is no problem), and not at all without ``data_dir``."""
+    if uses_lab_secret(settings, mode) and (
+        data_dir is None or not (data_dir / LAB_SECRET_FILE).exists()
+    ):
+        return []
+    try:
+        TokenVerifier(settings, mode=mode, data_dir=data_dir or Path("."), create_secret=False)
+    except EnginesError as exc:
+        return [f"auth: {exc}"]
+    return []
 
 
 def _checked_secret(text: str, source: Path) -> str:

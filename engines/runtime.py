@@ -16,7 +16,7 @@ from typing import Any
 from commands.bus import CommandBus
 from commands.envelope import Command, CommandResult
 from commands.handler import handler_for
-from engines.auth import TokenVerifier
+from engines.auth import TokenVerifier, signing_key_problems
 from engines.domain import Domain
 from engines.settings import Settings
 from projections.driver import FeedLoop, ProjectorStatus, projector_status
@@ -24,7 +24,7 @@ from projections.parking import ParkingStore
 from projections.projector import Projector
 from projections.runner import ProjectorRunner
 from projections.views import ViewStore
-from routing.registry import Registry, ResolvedRoute
+from routing.registry import Registry, ResolvedRoute, check_routes
 from spine.errors import BackendUnavailable
 from spine.feed import CheckpointStore, Feed
 from spine.store import EventStore
@@ -151,6 +151,16 @@ async def open_view_store(
     return store
 
 
+def check_settings(settings: Settings, data_dir: Path | None) -> list[ResolvedRoute]:
+    """The start-up check of a configuration file, every problem in one
+    :class:`~spine.errors.RoutingError`: its routes and their connections
+    (:func:`~routing.registry.check_routes`), and its signing key
+    (:func:`~engines.auth.signing_key_problems`; ``data_dir`` is where a lab secret
+    lives, ``None`` where it is not known). Returns the routes resolved."""
+    keys = signing_key_problems(settings.auth, mode=settings.mode, data_dir=data_dir)
+    return check_routes(settings, also=keys)
+
+
 @contextlib.asynccontextmanager
 async def bootstrap(
     settings: Settings,
@@ -170,8 +180,8 @@ async def bootstrap(
 
         domains = DOMAINS
     upcasters = upcasters or Upcasters()
+    check_settings(settings, data_dir)  # every problem of the file at once
     registry = Registry(settings, data_dir, create=create)
-    registry.check_required()
     try:
         spine = await registry.event_store()
         feed = await registry.feed()

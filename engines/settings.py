@@ -15,7 +15,7 @@ from pydantic import (
     model_validator,
 )
 
-from routing.config import Route, RoutesFile, describe_validation_error, load_yaml
+from routing.config import Connections, Route, RoutesFile, describe_validation_error, load_yaml
 from routing.kinds import required_kinds
 from routing.registry import check_routes
 from spine.errors import RoutingError
@@ -126,9 +126,16 @@ def _route_problems(data: dict[str, Any]) -> list[str]:
         config = RoutesFile.model_validate({"mode": data.get("mode"), "routes": well_formed})
     except ValidationError:
         return []  # no usable mode: nothing to check the routes against
+    try:  # connections that are well-formed are checked too (others are named already)
+        config = config.model_copy(
+            update={"connections": Connections.model_validate(data.get("connections") or {})}
+        )
+        connections = True
+    except ValidationError:
+        connections = False
     needed = required_kinds(config.mode) - (routes.keys() - well_formed.keys())
     try:
-        check_routes(config, kinds=needed)
+        check_routes(config, kinds=needed, connections=connections)
     except RoutingError as exc:
         return [f"  {line.strip()}" for line in str(exc).splitlines() if line.strip()]
     return []

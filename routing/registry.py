@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import importlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from commands.bus import CommandBus
 from projections.parking import ParkingStore
@@ -48,13 +48,32 @@ class ResolvedRoute:
         return f"{self.kind:<24} -> {self.route.backend}:{self.route.name}{label}"
 
 
-def check_routes(config: RoutesFile, kinds: Iterable[str] | None = None) -> list[ResolvedRoute]:
+#: What a backend's ``connections`` block must give at least, for the message naming a
+#: block that is missing.
+CONNECTION_HINTS: Final[dict[str, str]] = {
+    "dynamodb": "its `region`, and `endpoint_url` for a local server",
+    "cosmos": "its `endpoint` and `key` (or `key_file`)",
+    "firestore": "at least its `project`, and `emulator_host` for a local emulator",
+}
+
+
+def check_routes(
+    config: RoutesFile,
+    kinds: Iterable[str] | None = None,
+    *,
+    connections: bool = True,
+    also: Sequence[str] = (),
+) -> list[ResolvedRoute]:
     """Validate ``config``; return its routes resolved, sorted by kind.
 
     Every problem is reported at once, in one error: :class:`MissingRoutes` if any
     required kind lacks a route (``kinds`` narrows what is required), else
-    :class:`ReservedKind` if a reserved kind is routed, else :class:`RouteNotAllowed`;
-    the message lists the other problems found too.
+    :class:`ReservedKind` if a reserved kind is routed, else :class:`RouteNotAllowed`
+    (:class:`RoutingError` where only ``also`` has any); the message lists the other
+    problems found too. ``connections``: also refuse a
+    backend routed to without its ``connections`` block (off only where the blocks were
+    refused already, so as not to name them twice). ``also``: problems the caller found
+    outside the routes (the signing key), reported in the same error.
     """
     problems: list[str] = []
     reserved: list[str] = []
@@ -97,14 +116,43 @@ def check_routes(config: RoutesFile, kinds: Iterable[str] | None = None) -> list
     needed = required_kinds(config.mode) if kinds is None else frozenset(kinds)
     missing = sorted(needed - config.routes.keys())
     problems += _shared_names(resolved)
+    if connections:
+        problems += _connection_problems(config, resolved)
+    problems += also
     reserved_problems = [f"resource kind {k!r} is reserved, not active" for k in reserved]
     if missing:
         raise MissingRoutes(missing, config.mode, also=reserved_problems + problems)
     if reserved:
         raise ReservedKind(reserved[0], also=reserved_problems[1:] + problems)
-    if problems:
-        raise RouteNotAllowed("routes refused:\n  " + "\n  ".join(problems))
+    listed = "\n  ".join(problems)
+    if len(problems) > len(also):
+        raise RouteNotAllowed(f"routes refused:\n  {listed}")
+    if problems:  # the routes are fine; what the caller found is not
+        raise RoutingError(f"configuration refused:\n  {listed}")
     return resolved
+
+
+def _connection_problems(config: RoutesFile, resolved: list[ResolvedRoute]) -> list[str]:
+    """A backend routed to needs its ``connections`` block (one problem per backend,
+    naming its routes); a Cosmos DB block needs exactly one of ``key`` and ``key_file``."""
+    routed: dict[str, list[str]] = {}
+    for r in resolved:
+        routed.setdefault(r.spec.name, []).append(r.kind)
+    problems = []
+    for backend, hint in CONNECTION_HINTS.items():
+        if backend in routed and getattr(config.connections, backend) is None:
+            problems.append(
+                f"backend {backend!r} has no `connections.{backend}` block (routes "
+                f"{', '.join(routed[backend])}): add one with {hint}"
+            )
+    cosmos = config.connections.cosmos
+    if (
+        "cosmos" in routed
+        and cosmos is not None
+        and (cosmos.key is None) == (cosmos.key_file is None)
+    ):
+        problems.append("connections.cosmos needs exactly one of `key` and `key_file`")
+    return problems
 
 
 def _shared_names(resolved: list[ResolvedRoute]) -> list[str]:

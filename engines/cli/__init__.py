@@ -18,40 +18,27 @@ from pydantic import ValidationError
 from engines.auth import KINDS, ROLES, lab_projects, mint_lab_token, mint_token
 from engines.cli import dev, projections, routes, spine
 from engines.cli.common import (
-    LAB_NOTICE,
     add_common,
     data_dir_of,
     err,
     exit_code_for,
+    port_number,
     positive_int,
     settings_of,
 )
-from routing.registry import check_routes
 from spine.errors import EnginesError, InvalidInput
+
+SERVE_EPILOG = """\
+exit status: 0 stopped by Ctrl-C or SIGTERM; 2 the routes file is invalid or its
+signing key unusable (every problem named, before anything starts); 1 it could not
+start (a backend does not answer, the address is in use: said why).
+"""
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    from engines.cli.serve import serve  # uvicorn and the app: only for this command
 
-    from engines.http import create_app
-
-    settings = settings_of(args)
-    resolved = check_routes(settings)  # refuse to start, naming every missing kind
-    data_dir = Path(args.data_dir)
-    err(f"engines: serving on http://{args.host}:{args.port} mode={settings.mode}")
-    if any(r.is_lab for r in resolved):
-        err(LAB_NOTICE, f"[LAB] data directory: {data_dir.resolve()}")
-    uvicorn.run(
-        create_app(settings, data_dir),
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        # The app resolves the client address itself, believing X-Forwarded-For only from
-        # the configured `http.trusted_proxies`; uvicorn's own handling would believe it
-        # from any local peer.
-        proxy_headers=False,
-    )
-    return 0
+    return serve(args)
 
 
 def cmd_token(args: argparse.Namespace) -> int:
@@ -68,7 +55,7 @@ def cmd_token(args: argparse.Namespace) -> int:
     }
     if settings.mode == "lab":
         token = mint_lab_token(
-            data_dir_of(args),
+            data_dir_of(args, settings),
             settings=settings.auth,
             create_secret=False,  # the server's secret, never a new one
             **grants,
@@ -93,10 +80,20 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="engines", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("serve", help="run the HTTP service")
+    s = sub.add_parser(
+        "serve",
+        help="run the HTTP service",
+        description=(
+            "Serve the HTTP API over the routes of --routes. The file is checked first "
+            "(as `engines routes check` does), then every store is opened; only then "
+            "does it say it is serving."
+        ),
+        epilog=SERVE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     add_common(s)
     s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--port", type=port_number, default=8000)
     s.add_argument("--log-level", default="info")
     s.set_defaults(func=cmd_serve)
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import orjson
 
+from engines.auth import uses_lab_secret
 from engines.runtime import Runtime, bootstrap
 from engines.settings import Settings, load_settings
 from routing.registry import Registry
@@ -54,19 +55,49 @@ def err(*lines: str) -> None:
 def add_common(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--routes", help="configuration/routes file (default: packaged lab)")
     sp.add_argument(
-        "--data-dir", default=str(DEFAULT_DATA_DIR), help="lab data directory (./.engines)"
+        "--data-dir",
+        default=str(DEFAULT_DATA_DIR),
+        help=(
+            "data directory (./.engines): the lab database and signing secret, a relative "
+            "key_file; a routes file on cloud stores with its own keys needs none"
+        ),
     )
 
 
-def data_dir_of(args: argparse.Namespace) -> Path:
-    """The data directory a command that reads (or mints for) existing data names; a
-    directory that does not exist is refused rather than created empty (only
-    ``engines serve`` creates one)."""
+def data_dir_needs(settings: Settings) -> list[str]:
+    """What of ``settings`` is kept in the data directory: a lab SQLite file, the lab
+    signing secret, a relative Cosmos DB ``key_file``. None for a routes file on cloud
+    stores with its own keys."""
+    needs = []
+    routed = {route.backend for route in settings.routes.values()}
+    sqlite = settings.connections.sqlite.path
+    if "sqlite" in routed and not Path(sqlite).is_absolute():
+        needs.append(f"the lab database ({sqlite})")
+    if uses_lab_secret(settings.auth, settings.mode):
+        needs.append("the lab signing secret")
+    cosmos = settings.connections.cosmos
+    if (
+        "cosmos" in routed
+        and cosmos
+        and cosmos.key_file
+        and not Path(cosmos.key_file).is_absolute()
+    ):
+        needs.append(f"the Cosmos DB key file ({cosmos.key_file})")
+    return needs
+
+
+def data_dir_of(args: argparse.Namespace, settings: Settings) -> Path:
+    """The data directory a command that reads (or mints for) existing data names; one
+    that does not exist is refused rather than created empty (only ``engines serve``
+    creates one) where ``settings`` keep anything there (:func:`data_dir_needs`).
+    A routes file that keeps nothing there needs none."""
     path = Path(args.data_dir)
-    if not path.is_dir():
+    needs = data_dir_needs(settings)
+    if needs and not path.is_dir():
         raise InvalidInput(
-            f"data directory {path} does not exist: pass the --data-dir that "
-            "`engines serve` uses (it creates the directory on first start)"
+            f"data directory {path} does not exist, and this routes file keeps "
+            f"{' and '.join(needs)} there: pass the --data-dir that `engines serve` uses "
+            "(it creates the directory on first start)"
         )
     return path
 
@@ -88,7 +119,8 @@ def event_line(event: EventEnvelope) -> str:
 async def with_registry(
     args: argparse.Namespace, body: Callable[[Registry], Awaitable[int]]
 ) -> int:
-    registry = Registry(settings_of(args), data_dir_of(args), create=False)
+    settings = settings_of(args)
+    registry = Registry(settings, data_dir_of(args, settings), create=False)
     label_lab(registry)
     try:
         return await body(registry)
@@ -102,7 +134,9 @@ def with_runtime(args: argparse.Namespace, body: Callable[[Runtime], Awaitable[i
 
     async def main() -> int:
         settings = settings_of(args)
-        async with bootstrap(settings, data_dir_of(args), run_projectors=False, create=False) as rt:
+        async with bootstrap(
+            settings, data_dir_of(args, settings), run_projectors=False, create=False
+        ) as rt:
             if rt.lab_routes:
                 err(LAB_NOTICE)
             return await body(rt)
@@ -117,4 +151,16 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def port_number(text: str) -> int:
+    """A TCP port to listen on: 1 to 65535 (0, "any free port", would leave the port
+    unknown to whoever is told to connect)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1 to 65535, not {value}")
     return value

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from types import FrameType
 
-from engines.cli.common import err
+from engines.cli.common import err, port_number
 from engines.devservers import (
     CHECKOUT,
     DEV_SERVERS,
@@ -46,7 +46,8 @@ EXIT_MISSING = 2  # a server's program is not installed, or its port is taken
 EPILOG = """\
 exit status: 0 stopped by Ctrl-C or SIGTERM; 1 a server failed to start or exited
 while running (its output is quoted); 2 a server's program is not installed (the
-message says what to install; --only leaves it out) or its port is in use.
+message says what to install; --only leaves it out) or its port is in use, or an
+option is invalid (a port is 1 to 65535).
 """
 
 
@@ -174,7 +175,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     for server in DEV_SERVERS:
         ds.add_argument(
             f"--{server.backend}-port",
-            type=int,
+            type=port_number,
             default=server.default_port,
             metavar="PORT",
             help=f"{server.program}'s port (default {server.default_port})",

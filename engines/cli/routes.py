@@ -18,27 +18,35 @@ from pathlib import Path
 from typing import Any
 
 from engines.cli.common import err
-from engines.runtime import open_view_store, view_projectors
+from engines.runtime import check_settings, open_view_store, view_projectors
 from engines.settings import load_settings
 from routing.kinds import VIEW_KINDS
-from routing.registry import Registry, check_routes
+from routing.registry import Registry
 from spine.errors import RoutingError
+
+CHECK_EPILOG = """\
+exit status: 0 the file is usable; 2 it is not (every problem named).
+"""
 
 PROVISION_EPILOG = """\
 exit status: 0 every route provisioned (or already there); 2 the routes file is invalid
-(every problem named); 1 a backend is unavailable or refused (the route and backend
-named; provisioning stops there, and running it again goes on).
+or its signing key unusable (every problem named, before anything is made); 1 a
+backend is unavailable or refused (the route and backend named; provisioning stops
+there, and running it again goes on).
 """
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     settings, label = load_settings(Path(args.file))
     try:
-        resolved = check_routes(settings)
+        resolved = check_settings(settings, Path(args.data_dir) if args.data_dir else None)
     except RoutingError as exc:
         err(f"{label}: {exc}")
         return 2
-    print(f"# {label}: mode {settings.mode}, {len(resolved)} routes, all required kinds present")
+    print(
+        f"# {label}: mode {settings.mode}, {len(resolved)} routes, all required kinds "
+        "present, connections and signing key usable"
+    )
     for route in resolved:
         print(route.describe())
     return 0
@@ -78,7 +86,8 @@ async def provision(registry: Registry) -> int:
 
 def cmd_provision(args: argparse.Namespace) -> int:
     settings, label = load_settings(Path(args.file))
-    resolved = check_routes(settings)  # every problem at once, before anything is made
+    # every problem at once (routes, connections, signing key), before anything is made
+    resolved = check_settings(settings, Path(args.data_dir))
     print(f"# {label}: mode {settings.mode}, {len(resolved)} routes", flush=True)
 
     async def main() -> int:
@@ -94,8 +103,22 @@ def cmd_provision(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     r = sub.add_parser("routes", help="check a routes file; provision what it names")
     rsub = r.add_subparsers(dest="routes_command", required=True)
-    rc = rsub.add_parser("check", help="validate a routes file; list kind -> backend:name")
+    rc = rsub.add_parser(
+        "check",
+        help="validate a routes file; list kind -> backend:name",
+        description=(
+            "Check a routes file as `engines serve` does before it starts, naming every "
+            "problem at once: its routes, a `connections` block for every cloud backend "
+            "routed to, and its signing key (a secret file readable and long enough)."
+        ),
+        epilog=CHECK_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     rc.add_argument("file")
+    rc.add_argument(
+        "--data-dir",
+        help="in lab mode, check the lab signing secret there too (made on first start)",
+    )
     rc.set_defaults(func=cmd_check)
     rp = rsub.add_parser(
         "provision",

@@ -19,9 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from engines.devservers.process import HOST, ServerFailed, ServerProcess, free_port
+from engines.devservers.process import CHECKOUT, HOST, ServerFailed, ServerProcess, free_port
 
 __all__ = [
+    "CHECKOUT",
     "COSMOS_EMULATOR_KEY",
     "COSMOS_SERVER",
     "DEV_SERVERS",
@@ -37,8 +38,6 @@ __all__ = [
     "free_port",
 ]
 
-#: The source checkout this package runs from (cosmosdb-server is installed under it).
-CHECKOUT: Final = Path(__file__).resolve().parents[2]
 #: Where ``npm ci`` in ``tests/servers`` (``make test`` runs it) installs cosmosdb-server.
 COSMOSDB_SERVER_BIN: Final = CHECKOUT / "tests" / "servers" / "node_modules" / ".bin"
 FIRESTORE_EMULATOR_SCRIPT: Final = Path(

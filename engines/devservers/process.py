@@ -1,5 +1,9 @@
 """Start a local server in its own process group, wait until it answers, stop the group.
 
+Each group has a watchdog (:mod:`.watchdog`) that stops it if the process that started
+it dies without doing so (SIGKILL, a crash): no server outlives its starter. POSIX only,
+as process groups are.
+
 Every server binds 127.0.0.1. Output goes to a log file (never an unread pipe, which a
 chatty server would fill and block on), and its tail is quoted when the server exits
 before it answers or does not answer in time (:class:`ServerFailed`).
@@ -13,6 +17,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -22,6 +27,9 @@ from pathlib import Path
 from typing import IO, Self
 
 HOST = "127.0.0.1"
+#: The source checkout this package runs from (cosmosdb-server is installed under it; the
+#: watchdog runs as ``python -m`` from it).
+CHECKOUT = Path(__file__).resolve().parents[2]
 LOG_TAIL_CHARS = 2000
 
 
@@ -42,10 +50,20 @@ class ServerProcess:
     """One server process group, started by :meth:`start` and ended by :meth:`stop`
     (or by leaving its ``with`` block)."""
 
-    def __init__(self, name: str, process: subprocess.Popen[bytes], log: IO[bytes]) -> None:
+    def __init__(
+        self,
+        name: str,
+        process: subprocess.Popen[bytes],
+        log: IO[bytes],
+        watchdog: subprocess.Popen[bytes] | None = None,
+        lifeline: int | None = None,
+    ) -> None:
         self.name = name
         self.process = process
         self._log = log
+        self._watchdog = watchdog
+        self._lifeline = lifeline
+        """The write end of the watchdog's pipe: closing it (or dying) lets it act."""
 
     @classmethod
     def start(
@@ -72,7 +90,8 @@ class ServerProcess:
             start_new_session=True,
             env=None if env is None else {**os.environ, **env},
         )
-        server = cls(name, process, log)
+        watchdog, lifeline = _watch(process.pid)
+        server = cls(name, process, log, watchdog, lifeline)
         try:
             server._wait_ready(ready_url, timeout)
         except BaseException:
@@ -130,20 +149,54 @@ class ServerProcess:
             return  # stopped already
         pgid = self.process.pid  # start_new_session: the leader's pid is the group id
         try:
-            _signal_group(pgid, signal.SIGTERM)
+            signal_group(pgid, signal.SIGTERM)
             deadline = time.monotonic() + grace
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=grace)
             while group_alive(pgid) and time.monotonic() < deadline:
                 time.sleep(0.05)
             if group_alive(pgid):
-                _signal_group(pgid, signal.SIGKILL)
+                signal_group(pgid, signal.SIGKILL)
             self.process.wait(timeout=grace)
         finally:
             self._log.close()
+            self._release_watchdog(grace)
+
+    def _release_watchdog(self, grace: float) -> None:
+        """Let the watchdog go (the group is stopped: it finds nothing to do) and reap it."""
+        if self._lifeline is not None:
+            os.close(self._lifeline)
+            self._lifeline = None
+        if self._watchdog is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._watchdog.wait(timeout=grace)
 
 
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
+def _watch(pgid: int) -> tuple[subprocess.Popen[bytes] | None, int | None]:
+    """Start the watchdog of group ``pgid`` (:mod:`.watchdog`); return it and the write
+    end of its pipe, which only this process holds (``os.pipe`` makes descriptors that
+    no child inherits). ``(None, None)`` where there are no process groups."""
+    if not hasattr(os, "killpg"):  # pragma: no cover - not POSIX: nothing to watch
+        return None, None
+    read_end, write_end = os.pipe()
+    try:
+        watchdog = subprocess.Popen(
+            [sys.executable, "-m", "engines.devservers.watchdog", str(pgid)],
+            stdin=read_end,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # a Ctrl-C or hang-up on the terminal is not for it
+            cwd=CHECKOUT,
+        )
+    except BaseException:
+        os.close(write_end)
+        raise
+    finally:
+        os.close(read_end)
+    return watchdog, write_end
+
+
+def signal_group(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, sig)
 

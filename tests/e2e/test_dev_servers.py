@@ -3,12 +3,14 @@ printed, and SIGTERM stops every process of every server."""
 
 from __future__ import annotations
 
+import os
 import queue
 import signal
 import ssl
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from engines.devservers import DEV_SERVERS, ServerMissing
+from engines.devservers import DEV_SERVERS, MOTO_SERVER, ServerMissing
 from engines.devservers.process import group_alive
 from tests.servers.process import HOST, free_port, unavailable
 
@@ -110,6 +112,56 @@ def test_dev_servers_print_ready_lines_serve_and_stop_every_process_on_sigterm(
         assert not _answers(url + "/"), url
 
 
+def test_killing_dev_servers_with_sigkill_leaves_no_server_running() -> None:
+    try:
+        MOTO_SERVER.command(HOST, 0)
+    except ServerMissing as exc:
+        unavailable(str(exc))
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "engines.cli",
+            "dev",
+            "servers",
+            "--only",
+            "dynamodb",
+            f"--dynamodb-port={port}",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    group = 0
+    try:
+        assert process.stdout is not None
+        lines = _lines(process.stdout)
+        while not group:
+            line = lines.get(timeout=START_SECONDS)
+            assert line is not None, "engines dev servers exited before its server was ready"
+            if " ready " in line:
+                group = int(line.split()[-1].rstrip(")"))
+        url = f"http://{HOST}:{port}/moto-api/"
+        assert _answers(url)
+
+        process.send_signal(signal.SIGKILL)  # no handler runs: nothing of ours stops the group
+        process.wait(timeout=STOP_SECONDS)
+
+        deadline = time.monotonic() + STOP_SECONDS
+        while group_alive(group) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not group_alive(group), f"moto_server (process group {group}) outlived its parent"
+        assert not _answers(url)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        if group and group_alive(group):  # the test failed: leave nothing running
+            os.killpg(group, signal.SIGKILL)
+
+
 def test_a_server_whose_program_is_missing_says_what_to_install_and_starts_nothing(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -125,3 +177,19 @@ def test_a_server_whose_program_is_missing_says_what_to_install_and_starts_nothi
     assert out == ""
     assert "cosmos: cosmosdb-server is not installed: `npm ci` in tests/servers" in err
     assert "firestore: the Firestore emulator cannot run here: install the Google Cloud CLI" in err
+
+
+@pytest.mark.parametrize("option", [f"--{s.backend}-port" for s in DEV_SERVERS])
+@pytest.mark.parametrize("value", ["0", "70000", "-1", "http"])
+def test_a_port_that_is_not_1_to_65535_is_a_usage_error_before_anything_starts(
+    option: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from engines.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["dev", "servers", f"{option}={value}"])
+
+    err = capsys.readouterr().err
+    assert info.value.code == 2
+    assert f"argument {option}:" in err
+    assert "Traceback" not in err

@@ -18,7 +18,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import httpx
 import jwt
@@ -271,12 +270,13 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-def saas_file(tmp_path: Path, routes: dict[str, str]) -> Path:
+def saas_file(tmp_path: Path, routes: dict[str, str], connections: str = "{dynamodb: {}}") -> Path:
     lines = [
         "mode: saas",
         "auth:",
         "  algorithm: HS256",
         f"  hs256_secret: {SAAS_SECRET}",
+        f"connections: {connections}",
         "routes:",
     ]
     lines += [f"  {kind}: {route}" for kind, route in routes.items()]
@@ -465,10 +465,96 @@ def test_serve_leaves_forwarded_headers_to_the_app(
 
     from engines.cli import main
 
-    calls: list[dict[str, Any]] = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.append(kw))
+    configs: list[uvicorn.Config] = []
+
+    async def serve(self: uvicorn.Server, sockets: object = None) -> None:
+        configs.append(self.config)
+        self.started = True
+
+    monkeypatch.setattr(uvicorn.Server, "serve", serve)
 
     assert main(["serve", "--data-dir", str(tmp_path), "--port", "1"]) == 0
 
-    (options,) = calls
-    assert options["proxy_headers"] is False
+    (config,) = configs
+    assert config.proxy_headers is False
+
+
+def unusable_file(tmp_path: Path) -> Path:
+    """Every kind routed, but to clouds without their connections, and a secret file
+    too short to sign with."""
+    secret = write(tmp_path / "short-secret", "too-short\n")
+    routes = {kind: f"{{backend: firestore, name: {kind}}}" for kind in VIEW_KINDS}
+    routes |= {
+        "event_spine": "{backend: cosmos, name: spine}",
+        "projection_checkpoints": "{backend: dynamodb, name: checkpoints}",
+        "spine_feed": "{backend: direct, name: feed}",
+        "command_bus": "{backend: inprocess, name: commands}",
+    }
+    lines = ["mode: saas", "auth:", f"  hs256_secret_file: {secret}", "routes:"]
+    lines += [f"  {kind}: {route}" for kind, route in routes.items()]
+    return write(tmp_path / "unusable.yaml", "\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("command", ["serve", "check", "provision"])
+def test_a_file_that_cannot_work_is_refused_naming_every_problem_before_serving(
+    tmp_path: Path, command: str
+) -> None:
+    path = unusable_file(tmp_path)
+    args = {
+        "serve": ["serve", "--routes", str(path), "--port", str(free_port())],
+        "check": ["routes", "check", str(path)],
+        "provision": ["routes", "provision", str(path)],
+    }[command]
+
+    result = run_cli(*args, cwd=tmp_path)
+
+    assert result.returncode == 2, result.stderr
+    for backend in ("dynamodb", "cosmos", "firestore"):
+        assert f"no `connections.{backend}` block" in result.stderr, backend
+    assert "short-secret has 9 characters; at least 32 are required" in result.stderr
+    assert "serving on" not in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
+    assert not (tmp_path / ".engines").exists()
+
+
+def test_a_missing_secret_file_is_named_by_routes_check(tmp_path: Path) -> None:
+    path = saas_file(tmp_path, all_dynamodb())
+    write(path, path.read_text().replace(f"hs256_secret: {SAAS_SECRET}", "hs256_secret_file: gone"))
+
+    result = run_cli("routes", "check", str(path), cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert "configuration refused:\n  auth: cannot read key file gone" in result.stderr
+
+
+def test_serve_whose_backend_does_not_answer_exits_1_without_a_traceback(tmp_path: Path) -> None:
+    routes = all_dynamodb() | {
+        "spine_feed": "{backend: direct, name: f}",
+        "command_bus": "{backend: inprocess, name: c}",
+    }
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    path = saas_file(tmp_path, routes, f"{{dynamodb: {{endpoint_url: '{nowhere}'}}}}")
+
+    result = run_cli("serve", "--routes", str(path), "--port", str(free_port()), cwd=tmp_path)
+
+    assert result.returncode == 1, result.stderr
+    assert "backend 'dynamodb' for route" in result.stderr
+    assert "unavailable" in result.stderr
+    assert "serving on" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_on_a_lab_data_dir_whose_secret_is_too_short_refuses_to_start(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    write(data / "lab-jwt-secret", "short")
+
+    result = run_cli("serve", "--data-dir", str(data), "--port", str(free_port()), cwd=tmp_path)
+
+    assert result.returncode == 2
+    assert "lab-jwt-secret has 5 characters" in result.stderr
+    assert "serving on" not in result.stderr
+    assert not (data / "engines.db").exists()

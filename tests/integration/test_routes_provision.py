@@ -71,6 +71,25 @@ def test_provision_creates_the_tables_once_and_then_finds_them(
         assert second[kind] == ["exists"], kind
 
 
+def test_tools_over_a_cloud_routes_file_need_no_data_directory(
+    moto_server: MotoServer, tmp_path: Path, unique: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = routes_file(tmp_path, moto_server, f"t{unique}_")
+    provision(path, capsys)
+    nowhere = str(tmp_path / "no-data-dir")
+
+    status = main(["projections", "status", "--routes", str(path), "--data-dir", nowhere])
+    status_out = capsys.readouterr()
+    read = main(["spine", "read", "notes/t/saas/n1", "--routes", str(path), "--data-dir", nowhere])
+    read_err = capsys.readouterr().err
+
+    assert status == 0, status_out.err
+    assert "notes" in status_out.out
+    assert read == 1  # the store was asked: the stream is not there
+    assert "not found" in read_err or "no stream" in read_err, read_err
+    assert not Path(nowhere).exists()
+
+
 def test_a_backend_that_does_not_answer_is_named_and_the_exit_is_not_zero(
     moto_server: MotoServer, tmp_path: Path, unique: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from engines.devservers.process import group_alive
 from tests.servers.process import HOST, ServerProcess, free_port, unavailable
 
 # A parent that starts an HTTP server as its child and waits, the way the Firestore
@@ -43,6 +48,57 @@ def test_stop_ends_the_whole_process_group_not_only_the_leader() -> None:
 
     assert not _alive(child)
     assert server.process.returncode is not None
+
+
+# A starter that starts the stand-in through the launcher, says which processes run it,
+# and waits to be killed.
+STARTER = """
+import sys, time
+from engines.devservers.process import ServerProcess
+server = ServerProcess.start(
+    "stand-in", [sys.executable, "-c", sys.argv[1], sys.argv[2], sys.argv[3]],
+    ready_url=f"http://{sys.argv[2]}:{sys.argv[3]}/", timeout=30,
+)
+print(server.process.pid, server.log_tail().split()[1], flush=True)
+time.sleep(600)
+"""
+#: A bound so a broken watchdog fails the test instead of hanging it (not a timing check).
+GONE_SECONDS = 60
+
+
+def _gone_within(pids: list[int], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while any(_alive(pid) for pid in pids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def test_the_whole_group_stops_when_its_starter_is_killed_without_stopping_it() -> None:
+    port = free_port()
+    starter = subprocess.Popen(
+        [sys.executable, "-c", STARTER, LAUNCHER, HOST, str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    leader = 0
+    try:
+        assert starter.stdout is not None
+        leader, child = (int(pid) for pid in starter.stdout.readline().split())
+        assert _alive(leader)
+        assert _alive(child)
+
+        starter.send_signal(signal.SIGKILL)
+        starter.wait(timeout=GONE_SECONDS)
+
+        assert _gone_within([leader, child], GONE_SECONDS), "the stand-in outlived its starter"
+    finally:
+        if starter.poll() is None:
+            starter.kill()
+            starter.wait()
+        if leader and group_alive(leader):  # the test failed: leave nothing running
+            os.killpg(leader, signal.SIGKILL)
 
 
 def test_a_server_that_exits_before_answering_fails_with_its_output() -> None:

@@ -40,8 +40,24 @@ def cloud_routes(**overrides: Any) -> dict[str, Any]:
     return {k: v for k, v in routes.items() if v is not None}
 
 
-def config(mode: str, routes: dict[str, Any]) -> RoutesFile:
-    return RoutesFile.model_validate({"mode": mode, "routes": routes})
+#: A connection block for each cloud backend (nothing is opened by these tests).
+CLOUD_CONNECTIONS: dict[str, Any] = {
+    "dynamodb": {"region": "eu-west-1"},
+    "cosmos": {"endpoint": "https://localhost:1", "key": "a2V5"},
+    "firestore": {"project": "engines-test"},
+}
+
+
+def config(
+    mode: str, routes: dict[str, Any], connections: dict[str, Any] | None = None
+) -> RoutesFile:
+    return RoutesFile.model_validate(
+        {
+            "mode": mode,
+            "routes": routes,
+            "connections": CLOUD_CONNECTIONS if connections is None else connections,
+        }
+    )
 
 
 def test_the_packaged_lab_routes_are_complete_and_all_lab_marked() -> None:
@@ -143,24 +159,51 @@ async def test_a_route_to_a_backend_not_built_yet_is_unavailable_not_replaced() 
         await registry.command_bus()
 
 
-async def test_a_dynamodb_route_without_its_connection_says_what_to_add() -> None:
-    registry = Registry(config("saas", cloud_routes()), Path("."))
-    with pytest.raises(RoutingError, match=r"connections\.dynamodb"):
-        await registry.checkpoint_store()
+def test_every_backend_routed_without_its_connection_is_named_with_what_to_add() -> None:
+    routes = cloud_routes(notes_store={"backend": "mongodb", "name": "n"})
+    with pytest.raises(RouteNotAllowed) as info:
+        check_routes(config("saas", routes, connections={}))
+    message = str(info.value)
+    assert "unknown backend 'mongodb'" in message  # with the other problems, in one error
+    assert "backend 'dynamodb' has no `connections.dynamodb` block" in message
+    assert "`connections.cosmos` block (routes event_spine): add one with its `endpoint`" in (
+        message
+    )
+    assert "`connections.firestore` block (routes memory_store): add one with at least" in (message)
 
 
-async def test_a_cosmos_route_without_its_connection_says_what_to_add() -> None:
-    registry = Registry(config("saas", cloud_routes()), Path("."))
-    with pytest.raises(
-        RoutingError, match=r"no `connections\.cosmos`: add one with its `endpoint`"
-    ):
-        await registry.event_store()
+def test_a_connection_block_is_required_only_for_the_backends_routed_to() -> None:
+    routes = cloud_routes(event_spine={"backend": "dynamodb", "name": "events"})
+    routes["memory_store"] = {"backend": "dynamodb", "name": "memory"}
+    check_routes(config("saas", routes, connections={"dynamodb": {}}))
 
 
-async def test_a_firestore_route_without_its_connection_names_what_to_add() -> None:
-    registry = Registry(config("saas", cloud_routes()), Path("."))
-    with pytest.raises(RoutingError, match=r"connections\.firestore"):
-        await registry.view_store("memory_store")
+def test_a_registry_without_a_routed_backends_connection_refuses_to_start() -> None:
+    with pytest.raises(RoutingError, match=r"no `connections\.firestore` block"):
+        Registry(
+            config(
+                "saas",
+                cloud_routes(),
+                connections={
+                    "dynamodb": {},
+                    "cosmos": {"endpoint": "https://localhost:1", "key": "a2V5"},
+                },
+            ),
+            Path("."),
+        )
+
+
+@pytest.mark.parametrize("keys", [{}, {"key": "a2V5", "key_file": "k"}])
+def test_a_cosmos_connection_needs_exactly_one_key(keys: dict[str, str]) -> None:
+    connections = {**CLOUD_CONNECTIONS, "cosmos": {"endpoint": "https://localhost:1", **keys}}
+    with pytest.raises(RouteNotAllowed, match="exactly one of `key` and `key_file`"):
+        check_routes(config("saas", cloud_routes(), connections=connections))
+
+
+def test_only_the_signing_key_refused_is_a_configuration_problem() -> None:
+    with pytest.raises(RoutingError, match="configuration refused:\n  auth: bad") as info:
+        check_routes(config("saas", cloud_routes()), also=["auth: bad"])
+    assert not isinstance(info.value, RouteNotAllowed)
 
 
 @pytest.mark.parametrize(

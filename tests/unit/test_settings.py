@@ -65,6 +65,40 @@ def test_schema_errors_and_routing_errors_are_named_together(tmp_path: Path) -> 
     assert "flow_store, " not in message.split("no route for")[1].split("\n")[0]
 
 
+def test_a_file_with_bad_fields_also_names_a_backend_routed_without_its_connection(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "saas.yaml"
+    path.write_text(
+        "mode: saas\nwrite_wait_seconds: -1\n"
+        "routes:\n  notes_store: {backend: firestore, name: n}\n",
+        encoding="utf-8",
+    )
+
+    with pytest.raises(RoutingError) as info:
+        load_settings(path)
+
+    message = str(info.value)
+    assert "write_wait_seconds" in message
+    assert "backend 'firestore' has no `connections.firestore` block" in message
+
+
+def test_a_malformed_connection_block_is_named_once_not_as_missing(tmp_path: Path) -> None:
+    path = tmp_path / "saas.yaml"
+    path.write_text(
+        "mode: saas\nconnections: {firestore: {database: d}}\n"
+        "routes:\n  notes_store: {backend: firestore, name: n}\n",
+        encoding="utf-8",
+    )
+
+    with pytest.raises(RoutingError) as info:
+        load_settings(path)
+
+    message = str(info.value)
+    assert "connections.firestore.project" in message
+    assert "has no `connections.firestore` block" not in message
+
+
 def test_a_routes_file_that_is_not_text_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "binary.yaml"
     path.write_bytes(bytes(range(128, 256)) * 3)
