@@ -103,7 +103,12 @@ async def test_a_server_that_is_down_is_unavailable_naming_route_and_backend_in_
     down = FirestoreEmulator(port=free_port())  # nothing listens there
     backend = await open_backend(emulator_connections(down, timeout_seconds=1.0), Path("."))
     try:
-        store = await backend.event_store(Route(backend="firestore", name=f"spine_{unique}"))
+        started = time.monotonic()
+        with pytest.raises(BackendUnavailable) as opening:  # opening asks the database once
+            await backend.event_store(Route(backend="firestore", name=f"spine_{unique}"))
+        assert time.monotonic() - started < 5
+        assert opening.value.route == f"spine_{unique}"
+        store = FirestoreEventStore(backend.db, f"spine_{unique}")  # the store, unopened
         calls = {
             "append": store.append(sid, [make_event()], NO_STREAM),
             "append ANY": store.append(sid, [make_event()], ANY),
