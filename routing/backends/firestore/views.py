@@ -19,7 +19,11 @@ document                       id                               fields
 ``body`` gives the data back exactly (any JSON: nested lists, any key); ``f`` is what
 queries read: a map of the data's top-level fields a query can name (a field name
 Firestore does not reserve) whose value is a scalar or a list (of its scalars), which
-Firestore indexes by itself (``f.tags`` for ``array-contains`` too).
+Firestore indexes by itself (``f.tags`` for ``array-contains`` too). A scalar over
+1,500 bytes (what Firestore indexes whole) or a list over 8 KiB stays in ``body``
+only: an opaque value (a blob, a memory value) that no query names, which would
+otherwise take the document over its limit. A filter on such a field does not find
+that record.
 
 **Why a commit is atomic and conditional.** A :class:`ViewWrite` is one batched write
 (Firestore applies all of it or nothing) after one read, by key, of every document it
@@ -41,7 +45,8 @@ moves backwards.
 **Limits** (refused with :class:`~spine.errors.InvalidInput` before anything is
 written): a commit takes 500 writes, so a write holds at most :attr:`max_write_records`
 (499: one is its progress) records; a document takes 1 MiB (the key, scope, ``body``
-and ``f`` counted as Firestore counts them, so about half a MiB of JSON data); a
+and ``f`` counted as Firestore counts them: the API's largest values, 256 KiB of JSON,
+fit); a
 request 10 MiB (4 MiB on the emulator).
 
 **Queries.** The server filters on ``tenant_id``, ``mode``, ``deleted == false``, the
@@ -113,6 +118,7 @@ from routing.backends.firestore.layout import (
     SLASH,
     document_size,
     encode_id,
+    value_size,
     write_size,
 )
 from spine.codec import trusted
@@ -157,16 +163,30 @@ def servable(name: str) -> bool:
     return bool(_NAME.match(name)) and not (name.startswith("__") and name.endswith("__"))
 
 
+#: The largest value Firestore indexes whole (it truncates longer ones in its indexes).
+INDEXED_VALUE_BYTES: Final = 1500
+#: The largest list kept in ``f`` (a note's 64 tags fit); a longer one is an opaque
+#: value (a flow's blob, a memory value), which no query names.
+INDEXED_LIST_BYTES: Final = 8 * 1024
+
+
 def _queryable(data: Mapping[str, Any]) -> dict[str, object]:
-    """``f``: the data's top-level fields a query may name, scalars and lists of them."""
+    """``f``: the data's top-level fields a query may name: scalars of at most
+    :data:`INDEXED_VALUE_BYTES`, and lists (of such scalars) of at most
+    :data:`INDEXED_LIST_BYTES`. A larger value stays in ``body`` only: ``f`` would take
+    it again, up to four times over (a small number takes 8 bytes, "0," in JSON 2),
+    and a record within every size limit would not fit one document."""
     out: dict[str, object] = {}
     for name, value in data.items():
         if not servable(name):
             continue
         if _scalar(value):
-            out[name] = value
+            if value_size(value) <= INDEXED_VALUE_BYTES:
+                out[name] = value
         elif isinstance(value, list):
-            out[name] = [item for item in value if _scalar(item)]
+            items = [i for i in value if _scalar(i) and value_size(i) <= INDEXED_VALUE_BYTES]
+            if value_size(items) <= INDEXED_LIST_BYTES:
+                out[name] = items
     return out
 
 
