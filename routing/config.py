@@ -87,10 +87,10 @@ class CosmosConnection(BaseModel):
     """A file holding the account key (relative to the data directory)."""
     database: str = Field(default="engines", pattern=r"^[A-Za-z0-9_-]{1,255}$")
     verify_tls: bool = True
-    timeout_seconds: float = Field(default=10.0, gt=0, le=600)
-    """How long one attempt of a request may wait for its answer (the SDK tries a few
-    times) before the backend is reported unavailable; a server that hangs is reported
-    no sooner."""
+    timeout_seconds: float = Field(default=5.0, gt=0, le=600)
+    """How long one attempt of a request may wait to connect and for its answer (the
+    SDK makes up to about four attempts) before the backend is reported unavailable: a
+    server that hangs is reported after about four times this. 5: the SDK's own."""
     endpoint_discovery: bool = True
     """Whether the client follows the regional endpoints the account advertises (the
     SDK's default). ``false``: only ``endpoint`` is used, as behind a port mapping or a

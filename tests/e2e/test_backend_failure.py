@@ -299,8 +299,9 @@ async def test_a_backend_that_hangs_answers_503_in_its_timeout_not_never(
     backend: str,
 ) -> None:
     """A server that takes connections and answers nothing (stopped, swapping): a write
-    answers 503 once the connection's ``timeout_seconds`` (here 3, per attempt) are
-    spent, and its retry, once the server answers, writes the note once."""
+    answers 503 once each of the SDK's few attempts has waited the connection's
+    ``timeout_seconds`` (here 3), and its retry, once the server answers, writes the
+    note once."""
     server = request.getfixturevalue(
         {"dynamodb": "moto_server", "cosmos": "cosmosdb_server"}.get(backend, "firestore_emulator")
     )

@@ -335,5 +335,6 @@ async def open_backend(
         enable_endpoint_discovery=settings.endpoint_discovery,
         timeout=settings.timeout_seconds,
         read_timeout=settings.timeout_seconds,
+        connection_timeout=settings.timeout_seconds,
     )
     return CosmosBackend(client, settings, create=create)
