@@ -63,7 +63,10 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:
 
 
 def _port_taken(port: int) -> bool:
+    """Whether something listens on ``port`` (a port left in TIME-WAIT by a server just
+    stopped is free: the servers bind with SO_REUSEADDR too)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((HOST, port))
         except OSError:
@@ -87,6 +90,10 @@ def _problems(chosen: list[tuple[DevServer, int]]) -> list[str]:
     """What stops a server from starting before anything is started: its program, its
     port (a server already there would answer our readiness check in its place)."""
     problems = []
+    ports = [port for _, port in chosen]
+    for port in sorted({p for p in ports if ports.count(p) > 1}):
+        named = ", ".join(s.backend for s, p in chosen if p == port)
+        problems.append(f"{named}: given the same port {port}; each needs its own")
     for server, port in chosen:
         try:
             server.command(HOST, port)

@@ -193,3 +193,37 @@ def test_a_port_that_is_not_1_to_65535_is_a_usage_error_before_anything_starts(
     assert info.value.code == 2
     assert f"argument {option}:" in err
     assert "Traceback" not in err
+
+
+def test_two_servers_given_one_port_is_refused_before_anything_starts(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from engines.cli import main
+    from engines.devservers.process import free_port
+
+    port = free_port()
+    code = main(["dev", "servers", "--dynamodb-port", str(port), "--cosmos-port", str(port)])
+
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert out == ""
+    assert f"dynamodb, cosmos: given the same port {port}; each needs its own" in err
+
+
+def test_a_port_left_in_time_wait_is_free_and_a_listened_one_is_not() -> None:
+    import socket
+
+    from engines.cli.dev import _port_taken
+    from engines.devservers.process import HOST
+
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind((HOST, 0))
+        server.listen()
+        port = server.getsockname()[1]
+        assert _port_taken(port)
+        client = socket.create_connection((HOST, port))
+        accepted, _ = server.accept()
+        accepted.close()  # the server's side closes first: its end waits in TIME-WAIT
+        client.close()
+    assert not _port_taken(port)
