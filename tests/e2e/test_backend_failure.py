@@ -40,6 +40,18 @@ from tests.servers.fixtures import COSMOS_EMULATOR_KEY, MotoServer
 from tests.servers.process import HOST, free_port
 from tests.servers.proxy import outage
 
+CLOUDS = [
+    pytest.param("dynamodb", marks=pytest.mark.dynamodb),
+    pytest.param("cosmos", marks=pytest.mark.cosmos),
+    pytest.param("firestore", marks=pytest.mark.firestore),
+]
+#: The session fixture of each backend's local server.
+SERVERS = {
+    "dynamodb": "moto_server",
+    "cosmos": "cosmosdb_server",
+    "firestore": "firestore_emulator",
+}
+
 
 def cloud_spine(settings: Settings, connections: Connections, backend: str) -> Settings:
     """``settings`` with the spine, its feed and the checkpoints on ``backend``."""
@@ -99,14 +111,7 @@ def sqlite_holds(data_dir: Path, text: str) -> bool:
         conn.close()
 
 
-@pytest.mark.parametrize(
-    "backend",
-    [
-        pytest.param("dynamodb", marks=pytest.mark.dynamodb),
-        pytest.param("cosmos", marks=pytest.mark.cosmos),
-        pytest.param("firestore", marks=pytest.mark.firestore),
-    ],
-)
+@pytest.mark.parametrize("backend", CLOUDS)
 async def test_a_backend_down_at_start_up_refuses_to_start_naming_route_and_backend(
     settings: Settings, tmp_path: Path, backend: str
 ) -> None:
@@ -144,14 +149,7 @@ def through(backend: str, address: str, unique: str, timeout: float = 10.0) -> C
     )
 
 
-@pytest.mark.parametrize(
-    "backend",
-    [
-        pytest.param("dynamodb", marks=pytest.mark.dynamodb),
-        pytest.param("cosmos", marks=pytest.mark.cosmos),
-        pytest.param("firestore", marks=pytest.mark.firestore),
-    ],
-)
+@pytest.mark.parametrize("backend", CLOUDS)
 async def test_a_backend_that_goes_down_answers_503_writes_nothing_and_readyz_names_it(
     request: pytest.FixtureRequest,
     settings: Settings,
@@ -160,9 +158,7 @@ async def test_a_backend_that_goes_down_answers_503_writes_nothing_and_readyz_na
     unique: str,
     backend: str,
 ) -> None:
-    server = request.getfixturevalue(
-        {"dynamodb": "moto_server", "cosmos": "cosmosdb_server"}.get(backend, "firestore_emulator")
-    )
+    server = request.getfixturevalue(SERVERS[backend])
     async with outage(server.host, server.port) as proxy:
         connections = through(backend, proxy.address, unique)
         async with (
@@ -282,14 +278,7 @@ async def test_a_write_whose_view_store_is_down_answers_202_and_is_written_once(
     assert [e.event_type for e in events] == ["note.created"]
 
 
-@pytest.mark.parametrize(
-    "backend",
-    [
-        pytest.param("dynamodb", marks=pytest.mark.dynamodb),
-        pytest.param("cosmos", marks=pytest.mark.cosmos),
-        pytest.param("firestore", marks=pytest.mark.firestore),
-    ],
-)
+@pytest.mark.parametrize("backend", CLOUDS)
 async def test_a_backend_that_hangs_answers_503_in_its_timeout_not_never(
     request: pytest.FixtureRequest,
     settings: Settings,
@@ -302,9 +291,7 @@ async def test_a_backend_that_hangs_answers_503_in_its_timeout_not_never(
     answers 503 once each of the SDK's few attempts has waited the connection's
     ``timeout_seconds`` (here 3), and its retry, once the server answers, writes the
     note once."""
-    server = request.getfixturevalue(
-        {"dynamodb": "moto_server", "cosmos": "cosmosdb_server"}.get(backend, "firestore_emulator")
-    )
+    server = request.getfixturevalue(SERVERS[backend])
     async with outage(server.host, server.port) as proxy:
         connections = through(backend, proxy.address, unique, timeout=3.0)
         async with (
