@@ -294,16 +294,27 @@ class DirectFeed:
         the service would otherwise read every outbox shard)."""
         joining = self._adopt_next
         if joining is not None:
-            await asyncio.shield(joining)
+            try:
+                await asyncio.shield(joining)
+            except asyncio.CancelledError:
+                if not joining.cancelled():
+                    raise  # this call was cancelled
+                await self.adopt_pending()  # the run it joined was: take another
             return
         mine = self._adopt_next = asyncio.get_running_loop().create_future()
         try:
             async with self._adopting:  # the run in progress, which began before this call
-                self._adopt_next = None
+                if self._adopt_next is mine:
+                    self._adopt_next = None
                 await self.adopt(older_than=0.0)
         except BaseException as exc:
-            mine.set_exception(exc)
-            mine.exception()  # retrieved: whoever joined raises it, nobody else must
+            if self._adopt_next is mine:  # cancelled while waiting: nobody may join it now
+                self._adopt_next = None
+            if isinstance(exc, asyncio.CancelledError):
+                mine.cancel()
+            else:
+                mine.set_exception(exc)
+                mine.exception()  # retrieved: whoever joined raises it, nobody else must
             raise
         mine.set_result(None)
 
