@@ -297,9 +297,10 @@ class DirectFeed:
             try:
                 await asyncio.shield(joining)
             except asyncio.CancelledError:
-                if not joining.cancelled():
-                    raise  # this call was cancelled
-                await self.adopt_pending()  # the run it joined was: take another
+                task = asyncio.current_task()
+                if not joining.cancelled() or (task is not None and task.cancelling()):
+                    raise  # this call was cancelled (perhaps with the run it joined)
+                await self.adopt_pending()  # only the run it joined was: take another
             return
         mine = self._adopt_next = asyncio.get_running_loop().create_future()
         try:

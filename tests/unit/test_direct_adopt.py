@@ -77,3 +77,21 @@ async def test_a_read_abandoned_by_its_caller_is_taken_up_by_those_who_joined_it
     assert outbox.calls == 2
     await asyncio.wait_for(direct.adopt_pending(), 5)  # and later calls still work
     assert outbox.calls == 3
+
+
+async def test_cancelling_every_caller_at_once_ends_them_all() -> None:
+    """A service stopping cancels every projector at once, the one running the next
+    read and those that joined it: none may take the abandoned read up and go on."""
+    outbox = SlowOutbox()
+    direct = feed(outbox)
+    running = asyncio.create_task(direct.adopt_pending())
+    await asyncio.sleep(0)
+    callers = [asyncio.create_task(direct.adopt_pending()) for _ in range(5)]
+    await asyncio.sleep(0)
+
+    for task in (running, *callers):
+        task.cancel()
+    done = await asyncio.wait_for(asyncio.gather(running, *callers, return_exceptions=True), 5)
+
+    assert all(isinstance(result, asyncio.CancelledError) for result in done)
+    assert outbox.calls == 1
