@@ -58,6 +58,8 @@ from typing import Any, Protocol
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import workload  # benchmarks/ is on sys.path: run as `python benchmarks/bench_cloud.py`
+
 from engines.devservers import (
     COSMOS_EMULATOR_KEY,
     COSMOS_SERVER,
@@ -83,10 +85,9 @@ from routing.config import (
     Route,
     SqliteConnection,
 )
-from spine.events import NO_STREAM, EventEnvelope, ExpectedVersion, NewEvent, new_id
+from spine.events import NO_STREAM, EventEnvelope, NewEvent, new_id
 from spine.feed import Pending
 from spine.store import EventStore
-from spine.streams import stream_id
 
 BATCH = 98
 WRITERS = 100
@@ -228,36 +229,17 @@ def route(target: Target, name: str) -> Route:
 
 
 def note_event(note_id: str, seq: int, command_id: str | None = None) -> NewEvent:
-    """``note.created`` at seq 1, else ``note.updated``, shaped as the notes commands
-    make them (about 300 B of JSON payload)."""
-    payload: dict[str, Any] = {
-        "title": f"Bench note {seq:06d}",
-        "content_type": "markdown",
-        "content": "x" * 200,
-        "tags": ["bench", "cloud"],
-    }
-    if seq == 1:
-        payload["source"] = {"created_by": "user", "agent_id": None, "run_id": None}
-        payload["note_id"] = note_id
-    return NewEvent(
-        event_type="note.created" if seq == 1 else "note.updated",
-        tenant_id="t1",
-        mode="saas",
-        user_id="u1",
-        surface_id="chat",
-        source="ui",
-        command_id=command_id or new_id(),
-        payload=payload,
+    """The benchmarks' notes event (workload.py), as a saas deployment's."""
+    return workload.note_event(
+        note_id, seq, command_id, mode="saas", surface_id="chat", run_id=None, tag="cloud"
     )
 
 
 def new_note() -> tuple[str, str]:
-    note_id = new_id()
-    return note_id, stream_id("notes", "t1", "saas", note_id)
+    return workload.new_note("saas")
 
 
-def expected(version: int) -> ExpectedVersion:
-    return version or NO_STREAM
+expected = workload.expected
 
 
 async def fill(store: EventStore, streams: int, per_stream: int, batch: int) -> list[str]:

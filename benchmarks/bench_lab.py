@@ -54,6 +54,7 @@ from typing import Any, NamedTuple
 import baselines  # benchmarks/ is on sys.path: run as `python benchmarks/bench_lab.py`
 import httpx
 import yaml
+from workload import expected, new_note, note_event  # benchmarks/ is on sys.path
 
 from commands.handler import fold
 from commands.notes import NotesDecider
@@ -63,8 +64,7 @@ from engines.runtime import bootstrap, serving_gc
 from engines.settings import Settings, load_settings
 from routing.backends.sqlite import SqliteBackend, SqliteEventStore, open_backend
 from routing.config import Connections, Route, SqliteConnection
-from spine.events import ANY, NO_STREAM, ExpectedVersion, NewEvent, new_id
-from spine.streams import stream_id
+from spine.events import ANY, NO_STREAM, new_id
 
 SPINE = Route(backend="sqlite", name="spine_events", lab=True)
 WRITERS = 100
@@ -95,40 +95,6 @@ def pct(values: list[float], q: float) -> float:
 
 def fresh() -> Path:
     return Path(tempfile.mkdtemp(prefix="ours-"))
-
-
-def note_event(note_id: str, seq: int, command_id: str | None = None) -> NewEvent:
-    """``note.created`` at seq 1, else ``note.updated``, shaped as commands.notes makes
-    them (about 300 B of JSON payload)."""
-    payload: dict[str, Any] = {
-        "title": f"Bench note {seq:06d}",
-        "content_type": "markdown",
-        "content": "x" * 200,
-        "tags": ["bench", "lab"],
-    }
-    if seq == 1:
-        payload["source"] = {"created_by": "user", "agent_id": None, "run_id": None}
-        payload["note_id"] = note_id
-    return NewEvent(
-        event_type="note.created" if seq == 1 else "note.updated",
-        tenant_id="t1",
-        mode="lab",
-        user_id="u1",
-        surface_id="s",
-        run_id="bench",
-        source="ui",
-        command_id=command_id or new_id(),
-        payload=payload,
-    )
-
-
-def new_note() -> tuple[str, str]:
-    note_id = new_id()
-    return note_id, stream_id("notes", "t1", "lab", note_id)
-
-
-def expected(version: int) -> ExpectedVersion:
-    return version or NO_STREAM
 
 
 @contextlib.asynccontextmanager
