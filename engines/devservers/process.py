@@ -100,10 +100,6 @@ class ServerProcess:
         return server
 
     def _wait_ready(self, url: str, timeout: float) -> None:
-        # A self-signed certificate is expected here (cosmosdb-server); only liveness counts.
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
         deadline = time.monotonic() + timeout
         while True:
             code = self.process.poll()
@@ -112,19 +108,29 @@ class ServerProcess:
                     f"{self.name} exited with status {code} before it answered on {url}; "
                     f"its output ends with:\n{self.log_tail()}"
                 )
-            try:
-                with urllib.request.urlopen(url, timeout=1, context=context):
-                    return
-            except urllib.error.HTTPError:
-                return  # any HTTP status means it is serving
-            except OSError:
-                pass
+            if self._answers(url):
+                return
             if time.monotonic() > deadline:
                 raise ServerFailed(
                     f"{self.name} did not answer on {url} within {timeout:.0f} s; "
                     f"its output ends with:\n{self.log_tail()}"
                 )
             time.sleep(0.05)
+
+    def _answers(self, url: str) -> bool:
+        """Whether the server answers ``url`` with any HTTP status (a subclass asks in its
+        server's own protocol)."""
+        # A self-signed certificate is expected here (cosmosdb-server); only liveness counts.
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        try:
+            with urllib.request.urlopen(url, timeout=1, context=context):
+                return True
+        except urllib.error.HTTPError:
+            return True  # any HTTP status means it is serving
+        except OSError:
+            return False
 
     def __enter__(self) -> Self:
         return self
