@@ -1,11 +1,12 @@
 """``engines dev servers``: the cloud backends' local servers, for trying a routes file
 without Docker or a cloud account.
 
-It starts moto_server (DynamoDB), the Cloud Firestore emulator and cosmosdb-server (Cosmos
-DB) on 127.0.0.1, each in its own process group, on the ports ``examples/routes/*.yaml``
-name; prints one line per server once it answers, then the routes files to use; and
-stops every group on Ctrl-C or SIGTERM. Local only: the servers keep data in memory and
-forget it when stopped.
+It starts moto_server (DynamoDB), the Cloud Firestore emulator, cosmosdb-server (Cosmos
+DB) and Tansu (a Kafka-compatible broker) on 127.0.0.1, each in its own process group, on
+the ports ``examples/routes/*.yaml`` name (Kafka: 9092, as compose.yaml publishes it);
+prints one line per server once it answers (Kafka: its bootstrap address), then the
+routes files to use; and stops every group on Ctrl-C or SIGTERM. Local only: the servers
+keep data in memory and forget it when stopped.
 """
 
 from __future__ import annotations

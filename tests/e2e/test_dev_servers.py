@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from engines.devservers import DEV_SERVERS, MOTO_SERVER, ServerMissing
+from engines.devservers import DEV_SERVERS, MOTO_SERVER, ServerMissing, kafka_answers
 from engines.devservers.process import group_alive
 from tests.servers.process import HOST, free_port, unavailable
 
@@ -41,6 +41,11 @@ def _answers(url: str) -> bool:
         return True  # any status: it serves
     except OSError:
         return False
+
+
+def _serves(url: str) -> bool:
+    """An HTTP server answers ``url``; a Kafka broker (a bare ``host:port``) its protocol."""
+    return _answers(url + "/") if "://" in url else kafka_answers(url)
 
 
 def _lines(stream: Iterator[str]) -> queue.Queue[str | None]:
@@ -100,8 +105,9 @@ def test_dev_servers_print_ready_lines_serve_and_stop_every_process_on_sigterm(
             ready[backend] = (url, int(group.rstrip(")")))
 
     assert sorted(ready) == sorted(s.backend for s in DEV_SERVERS)
+    assert ready["kafka"][0].count(":") == 1  # a bootstrap address, host:port
     for url, _ in ready.values():
-        assert _answers(url + "/"), url
+        assert _serves(url), url
     assert {"examples/routes/mixed.yaml", "examples/routes/dynamodb.yaml"} <= set(shown)
 
     dev_servers.send_signal(signal.SIGTERM)
@@ -109,7 +115,7 @@ def test_dev_servers_print_ready_lines_serve_and_stop_every_process_on_sigterm(
     assert dev_servers.wait(timeout=STOP_SECONDS) == 0
     for url, group in ready.values():
         assert not group_alive(group), f"{url}: process group {group} still runs"
-        assert not _answers(url + "/"), url
+        assert not _serves(url), url
 
 
 def test_killing_dev_servers_with_sigkill_leaves_no_server_running() -> None:

@@ -72,5 +72,5 @@ def test_an_example_points_at_the_dev_servers_default_ports(name: str) -> None:
         "firestore": c.firestore and f"http://{c.firestore.emulator_host}",
     }
     for server in DEV_SERVERS:
-        if urls[server.backend] is not None:
+        if urls.get(server.backend) is not None:
             assert urls[server.backend] == server.url("127.0.0.1", server.default_port)
