@@ -1,4 +1,5 @@
-"""Session fixtures for the real local servers: moto (DynamoDB, S3), Firestore, Cosmos DB.
+"""Session fixtures for the real local servers: moto (DynamoDB, S3), Firestore, Cosmos DB,
+and Tansu (Kafka), in memory or kept in moto's S3 and restartable.
 
 Loaded for the whole suite by ``pytest_plugins`` in ``tests/conftest.py``. Each server
 starts at most once per session, and only when a test asks for its fixture; its
@@ -7,10 +8,12 @@ test with what to install, except on CI (``CI=true``), where it fails.
 
 ``ENGINES_TEST_SERVERS=containers`` starts the official images instead (compose.yaml's,
 through testcontainers: :mod:`tests.servers.containers`), where a Docker engine runs.
+Tansu is one static binary, so it runs as a local process either way.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,9 +27,13 @@ from engines.devservers import (
     FIRESTORE_SERVER,
     MOTO_SERVER,
     DevServer,
+    ServerFailed,
     ServerMissing,
+    TansuS3Storage,
     firestore_emulator_script,
+    start_tansu,
 )
+from engines.devservers import ServerProcess as BareServerProcess
 from tests.servers import containers
 from tests.servers.process import HOST, ServerProcess, free_port, unavailable
 
@@ -98,6 +105,43 @@ class CosmosDBServer(LocalServer):
         return {"COSMOS_ENDPOINT": self.endpoint_url, "COSMOS_KEY": self.key}
 
 
+@dataclass(frozen=True)
+class TansuBroker(LocalServer):
+    """Tansu, a Kafka-compatible broker: clients bootstrap from ``bootstrap``."""
+
+    scheme: ClassVar[str] = "tcp"
+
+    @property
+    def bootstrap(self) -> str:
+        return self.host_port
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {"KAFKA_BOOTSTRAP_SERVERS": self.bootstrap}
+
+
+class TansuOnS3:
+    """Tansu keeping topics, records and committed offsets in a bucket on moto's S3:
+    :meth:`restart` stops its process group and starts it again on the same port, from
+    the same bucket, as a broker restart in production would."""
+
+    def __init__(self, storage: TansuS3Storage, port: int) -> None:
+        self.storage = storage
+        self.broker = TansuBroker(port=port)
+        self._process = _start_tansu(port, storage)
+
+    @property
+    def bootstrap(self) -> str:
+        return self.broker.bootstrap
+
+    def restart(self) -> None:
+        self._process.stop()
+        self._process = _start_tansu(self.broker.port, self.storage)
+
+    def stop(self) -> None:
+        self._process.stop()
+
+
 def _start(server: DevServer, port: int) -> ServerProcess:
     """Start ``server`` on ``port``: skipped (failed on CI) if it is not installed."""
     try:
@@ -143,6 +187,64 @@ def cosmosdb_server() -> Iterator[CosmosDBServer]:
     server = CosmosDBServer(port=free_port())
     with _start(COSMOS_SERVER, server.port):
         yield server
+
+
+def _start_tansu(port: int, storage: TansuS3Storage | None = None) -> BareServerProcess:
+    """Tansu on ``port``: skipped (failed on CI) if it is not installed."""
+    try:
+        return start_tansu(HOST, port, storage)
+    except ServerMissing as exc:
+        unavailable(str(exc))
+    except ServerFailed as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def tansu() -> Iterator[TansuBroker]:
+    """Tansu in memory, for every Kafka test of the session (each uses topics and
+    groups of its own)."""
+    broker = TansuBroker(port=free_port())
+    with _start_tansu(broker.port):
+        yield broker
+
+
+@pytest.fixture(scope="session")
+def s3_server(request: pytest.FixtureRequest) -> Iterator[MotoServer]:
+    """moto_server, for its S3. With ENGINES_TEST_SERVERS=containers, DynamoDB Local (no
+    S3) takes moto_server's place, so S3 gets a moto_server of its own."""
+    if not containers.wanted():
+        yield request.getfixturevalue("moto_server")
+        return
+    server = MotoServer(port=free_port())
+    with _start(MOTO_SERVER, server.port):
+        yield server
+
+
+@pytest.fixture(scope="session")
+def tansu_on_s3(s3_server: MotoServer) -> Iterator[TansuOnS3]:
+    """Tansu kept in a fresh bucket on moto's S3, restartable (:class:`TansuOnS3`)."""
+    import boto3
+
+    storage = TansuS3Storage(
+        bucket=f"tansu-{uuid.uuid4().hex[:12]}",
+        endpoint_url=s3_server.endpoint_url,
+        region=s3_server.region,
+        access_key_id=s3_server.access_key_id,
+        secret_access_key=s3_server.secret_access_key,
+    )
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=storage.endpoint_url,
+        region_name=storage.region,
+        aws_access_key_id=storage.access_key_id,
+        aws_secret_access_key=storage.secret_access_key,
+    )
+    s3.create_bucket(Bucket=storage.bucket)
+    broker = TansuOnS3(storage, free_port())
+    try:
+        yield broker
+    finally:
+        broker.stop()
 
 
 def _firestore_emulator_script() -> Path:
