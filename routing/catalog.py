@@ -41,7 +41,12 @@ BACKENDS: Final[dict[str, BackendSpec]] = {
             lab_only=False,
             module="routing.backends.direct",
         ),
-        BackendSpec("kafka", frozenset({"command_bus", "spine_feed"}), lab_only=False, module=None),
+        BackendSpec(
+            "kafka",
+            frozenset({"command_bus", "spine_feed"}),
+            lab_only=False,
+            module="routing.backends.kafka",
+        ),
         BackendSpec("cosmos", _STORE_KINDS, lab_only=False, module="routing.backends.cosmos"),
         BackendSpec("firestore", _STORE_KINDS, lab_only=False, module="routing.backends.firestore"),
         BackendSpec("dynamodb", _STORE_KINDS, lab_only=False, module="routing.backends.dynamodb"),

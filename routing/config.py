@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
@@ -111,6 +111,47 @@ class FirestoreConnection(BaseModel):
     reported unavailable (a server that is down answers no sooner)."""
 
 
+class KafkaConnection(BaseModel):
+    """A Kafka cluster (aiokafka), for ``spine_feed: kafka`` and ``command_bus: kafka``.
+    Nothing here relies on idempotent producers or transactions (correctness comes
+    from the spine's command ids and seqs); a cluster that has them may turn the
+    producer's on."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    bootstrap_servers: str = Field(pattern=r"^[A-Za-z0-9_.:\[\]-]+(,[A-Za-z0-9_.:\[\]-]+)*$")
+    """``host:port[,host:port...]``."""
+    client_id: str = Field(default="engines", pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    group_prefix: str = Field(default="engines.", pattern=r"^[A-Za-z0-9_.-]{0,64}$")
+    """Put before a consumer group's name (``<prefix><topic>.<projector>``)."""
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password_file: str | None = None
+    """A file holding the SASL password (relative to the data directory)."""
+    partitions: int = Field(default=16, ge=1, le=10_000, strict=True)
+    """Partitions of a topic created here (``routes provision``, start-up with create)."""
+    replication_factor: int = Field(default=1, ge=1, le=16, strict=True)
+    idempotent_producer: bool = False
+    """Turn on the producer's idempotence where the cluster offers it (a real Kafka);
+    off by default: correctness never depends on it."""
+    linger_ms: int = Field(default=0, ge=0, le=1_000, strict=True)
+    """How long the producer waits to fill a batch (0: send at once; latency first)."""
+    fetch_max_wait_ms: int = Field(default=100, ge=1, le=10_000, strict=True)
+    """How long a fetch waits at the broker for records before answering empty."""
+    session_timeout_ms: int = Field(default=10_000, ge=100, le=3_600_000, strict=True)
+    """A consumer group member silent this long is dropped and its partitions handed to
+    the others (a real cluster takes 6 s to 30 min by default; a local broker less, and
+    a shorter one makes joins faster there)."""
+    heartbeat_interval_ms: int = Field(default=3_000, ge=10, le=3_600_000, strict=True)
+    """How often a member tells the group it lives (well under ``session_timeout_ms``)."""
+    rebalance_timeout_ms: int = Field(default=30_000, ge=100, le=3_600_000, strict=True)
+    """How long the group waits for its members to rejoin in a rebalance."""
+    timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+    """How long a request (a send, a metadata read, a group join) may take before the
+    backend is reported unavailable."""
+
+
 class Connections(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -118,6 +159,7 @@ class Connections(BaseModel):
     dynamodb: DynamoDBConnection | None = None
     cosmos: CosmosConnection | None = None
     firestore: FirestoreConnection | None = None
+    kafka: KafkaConnection | None = None
 
 
 class RoutesFile(BaseModel):

@@ -54,6 +54,7 @@ CONNECTION_HINTS: Final[dict[str, str]] = {
     "dynamodb": "its `region`, and `endpoint_url` for a local server",
     "cosmos": "its `endpoint` and `key` (or `key_file`)",
     "firestore": "at least its `project`, and `emulator_host` for a local emulator",
+    "kafka": "its `bootstrap_servers`",
 }
 
 
@@ -272,7 +273,8 @@ class Registry:
         """The ``spine_feed``: delivery of the spine's committed events, by partition."""
         spine = await self.event_store()
         resolved, backend = await self.backend("spine_feed")
-        feed: Feed = await backend.feed(resolved.route, spine)
+        checkpoints = await self.checkpoint_store()  # where a relay keeps its position
+        feed: Feed = await backend.feed(resolved.route, spine, checkpoints=checkpoints)
         return feed
 
     async def view_store(self, kind: str) -> ViewStore:

@@ -117,6 +117,17 @@ class RelaySource(Outbox, Protocol):
         ...
 
 
+@runtime_checkable
+class PositionedStore(Protocol):
+    """An event store that delivers its own commits by a global position (the lab's
+    SQLite): a relay to another transport follows :meth:`own_feed` with a checkpoint,
+    where an outbox store's relay follows its markers."""
+
+    def own_feed(self) -> Feed:
+        """The store's feed by position (the one ``spine_feed`` on this backend serves)."""
+        ...
+
+
 class AppendListeners:
     """The listeners of a :class:`RelaySource`'s appends, for an event store to keep:
     :meth:`add` is its ``on_append``; :meth:`tell` calls each after a committed append,

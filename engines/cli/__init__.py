@@ -95,6 +95,15 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=port_number, default=8000)
     s.add_argument("--log-level", default="info")
+    s.add_argument(
+        "--no-projectors",
+        dest="projectors",
+        action="store_false",
+        help=(
+            "serve without running the projectors here: `engines projections run` runs "
+            "them in processes of their own (with spine_feed: kafka, in consumer groups)"
+        ),
+    )
     s.set_defaults(func=cmd_serve)
 
     t = sub.add_parser(

@@ -1,16 +1,23 @@
-"""``engines projections``: where each projector stands, and what it has parked.
+"""``engines projections``: run projectors, see where each stands and what it parked.
 
-``status`` shows each projector's checkpoint and lag per feed partition and how many
-streams it holds back; ``failures`` lists the parked events; ``retry`` releases a parked
-stream and applies it from the spine; ``skip`` passes over the parked event first.
+``run`` runs projectors as a long-lived process of their own (beside ``engines serve
+--no-projectors``; with ``spine_feed: kafka`` each is a consumer group member, so
+several such processes split the work); ``status`` shows each projector's checkpoint
+and lag per feed partition and how many streams it holds back; ``failures`` lists the
+parked events; ``retry`` releases a parked stream and applies it from the spine;
+``skip`` passes over the parked event first.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import signal
+from pathlib import Path
 
-from engines.cli.common import add_common, err, shown, with_runtime
-from engines.runtime import Runtime
+from engines.cli.common import LAB_NOTICE, add_common, data_dir_of, err, shown, with_runtime
+from engines.runtime import Runtime, bootstrap, check_settings, supervise
+from engines.settings import Settings
 from projections.parking import Parked
 from spine.errors import InvalidInput
 
@@ -21,6 +28,39 @@ def _named(rt: Runtime, name: str | None) -> list[str]:
     if name not in rt.runners:
         raise InvalidInput(f"no projector {name!r} (known: {', '.join(sorted(rt.runners))})")
     return [name]
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from engines.cli.common import settings_of
+
+    settings = settings_of(args)
+    data_dir = data_dir_of(args, settings)
+    check_settings(settings, data_dir)  # every problem of the file, before anything opens
+    return asyncio.run(_run(settings, data_dir, args.names))
+
+
+async def _run(settings: Settings, data_dir: Path, names: list[str]) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with bootstrap(settings, data_dir, run_projectors=False) as rt:
+            chosen = [n for name in names for n in _named(rt, name)] if names else list(rt.loops)
+            rt.tasks = [asyncio.create_task(supervise(rt.loops[n])) for n in chosen]
+            if rt.lab_routes:
+                err(LAB_NOTICE)
+            feed = rt.settings.routes["spine_feed"]
+            err(
+                f"engines: running {len(chosen)} projector(s) on spine_feed "
+                f"{feed.backend}:{feed.name}: {', '.join(chosen)}"
+            )
+            await stop.wait()
+            err("engines: stopping; what was applied and not checkpointed is applied again")
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -96,6 +136,13 @@ def cmd_skip(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     pj = sub.add_parser("projections", help="projector checkpoints, lag and parked events")
     psub = pj.add_subparsers(dest="projections_command", required=True)
+    pn = psub.add_parser(
+        "run",
+        help="run projectors until Ctrl-C or SIGTERM (beside `serve --no-projectors`)",
+    )
+    add_common(pn)
+    pn.add_argument("names", nargs="*", metavar="NAME", help="projectors to run (default: all)")
+    pn.set_defaults(func=cmd_run)
     ps = psub.add_parser("status", help="checkpoint and lag per projector and partition")
     add_common(ps)
     ps.add_argument("name", nargs="?", help="one projector (default: all)")

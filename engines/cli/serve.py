@@ -66,7 +66,8 @@ def serve(args: argparse.Namespace) -> int:
 
 
 async def _serve(settings: Settings, data_dir: Path, args: argparse.Namespace) -> int:
-    async with bootstrap(settings, data_dir) as runtime:  # a backend down: its error
+    # a backend down: its error
+    async with bootstrap(settings, data_dir, run_projectors=args.projectors) as runtime:
         config = uvicorn.Config(
             build_app(runtime),
             host=args.host,

@@ -787,8 +787,10 @@ class DirectBackend:
         self.sweep_after = sweep_after
         self._feeds: list[DirectFeed] = []
 
-    async def feed(self, route: Route, spine: EventStore) -> DirectFeed:
-        del route
+    async def feed(
+        self, route: Route, spine: EventStore, *, checkpoints: CheckpointStore | None = None
+    ) -> DirectFeed:
+        del route, checkpoints  # the outbox is its own record of what is delivered
         inner: EventStore = getattr(spine, "inner", spine)  # an upcasting wrapper: its store
         if not isinstance(inner, RelaySource):
             raise RoutingError(

@@ -67,7 +67,7 @@ async def cosmos_harness(
             backend,
             lab=False,
             tamper=tamper,
-            capabilities=set(),
+            capabilities={"independent_subscriptions"},
             connections=connections,
             data_dir=data_dir,
         )

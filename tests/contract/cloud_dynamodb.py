@@ -57,7 +57,7 @@ async def dynamodb_backend(
             backend,
             lab=False,
             tamper=tamper,
-            capabilities={"atomic_batch"},
+            capabilities={"atomic_batch", "independent_subscriptions"},
             connections=connections,
             data_dir=tmp_path,
         )

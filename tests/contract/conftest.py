@@ -22,6 +22,7 @@ from spine.store import EventStore
 from tests.contract.cloud_cosmos import cosmos_backend, cosmos_direct_backend
 from tests.contract.cloud_dynamodb import dynamodb_backend, dynamodb_direct_backend
 from tests.contract.cloud_firestore import firestore_backend, firestore_direct_backend
+from tests.contract.cloud_kafka import dynamodb_kafka_backend, sqlite_kafka_backend
 from tests.contract.harness import Harness, Tamper, requires
 
 __all__ = [
@@ -31,9 +32,11 @@ __all__ = [
     "cosmos_direct_backend",
     "dynamodb_backend",
     "dynamodb_direct_backend",
+    "dynamodb_kafka_backend",
     "firestore_backend",
     "firestore_direct_backend",
     "requires",
+    "sqlite_kafka_backend",
 ]
 
 
@@ -56,9 +59,12 @@ FEED_BACKENDS = [
     pytest.param("dynamodb_direct", marks=pytest.mark.dynamodb),
     pytest.param("firestore_direct", marks=pytest.mark.firestore),
     pytest.param("cosmos_direct", marks=pytest.mark.cosmos),
+    pytest.param("sqlite_kafka", marks=pytest.mark.kafka),
+    pytest.param("dynamodb_kafka", marks=[pytest.mark.kafka, pytest.mark.dynamodb]),
 ]
 """Spine, feed and checkpoints that go together: the feed suite runs against them
-(``<name>_direct``: that backend's spine and checkpoints, ``spine_feed: direct``)."""
+(``<name>_direct``: that backend's spine and checkpoints, ``spine_feed: direct``;
+``<name>_kafka``: with ``spine_feed: kafka``)."""
 
 CHECKPOINT_BACKENDS = [
     *BACKENDS,
@@ -98,7 +104,7 @@ async def sqlite_backend(tmp_path: Path) -> AsyncIterator[Harness]:
             conn.close()
 
     try:
-        capabilities = {"atomic_batch", "lag_from_start"}
+        capabilities = {"atomic_batch", "lag_from_start", "independent_subscriptions"}
         yield Harness(
             "sqlite",
             backend,

@@ -7,6 +7,9 @@ Declared capabilities (``Harness.capabilities``, checked with :func:`requires`):
   cosmosdb-server, DESIGN §8).
 * ``lag_from_start``: the feed can count what lies before a consumer with no position
   (SQLite's global feed; not the outbox relay, which would count the whole spine).
+* ``independent_subscriptions``: two subscriptions of one consumer each read every
+  partition from the stored positions (not Kafka, where they form a consumer group and
+  split the partitions).
 """
 
 from __future__ import annotations
@@ -52,7 +55,8 @@ class Harness:
             feed: Feed = await self.backend.feed(self.route(physical), spine)
             return feed
         route = Route(backend=self.feeder_name, name=physical)
-        fed: Feed = await self.feeder.feed(route, spine)
+        relay = await self.backend.checkpoint_store(self.route(f"{physical}_relay"))
+        fed: Feed = await self.feeder.feed(route, spine, checkpoints=relay)
         return fed
 
 
@@ -61,6 +65,5 @@ def requires(h: Harness, capability: str, why: str = "") -> None:
     a backend may lack it, for the skip message."""
     if capability not in h.capabilities:
         reason = f": {why}" if why else ""
-        pytest.skip(
-            f"backend {h.name!r} does not offer {capability!r} (declared capability){reason}"
-        )
+        who = f"{h.name!r} with spine_feed {h.feeder_name!r}" if h.feeder_name else repr(h.name)
+        pytest.skip(f"backend {who} does not offer {capability!r} (declared capability){reason}")

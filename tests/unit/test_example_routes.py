@@ -24,7 +24,10 @@ def backends_of(name: str) -> dict[str, str]:
     return {r.kind: r.route.backend for r in check_routes(settings)}
 
 
-@pytest.mark.parametrize("name", [*(f"{b}.yaml" for b in ONE_BACKEND), "mixed.yaml"])
+ALL = [*(f"{b}.yaml" for b in ONE_BACKEND), "mixed.yaml", "kafka.yaml"]
+
+
+@pytest.mark.parametrize("name", ALL)
 def test_an_example_routes_file_passes_the_start_up_check_in_saas_mode(
     name: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -62,7 +65,16 @@ def test_the_mixed_example_spreads_the_kinds_over_the_three_clouds() -> None:
     assert set(routes.values()) == {*ONE_BACKEND, *TRANSPORT.values()}
 
 
-@pytest.mark.parametrize("name", [*(f"{b}.yaml" for b in ONE_BACKEND), "mixed.yaml"])
+def test_the_kafka_example_puts_the_feed_and_the_bus_on_kafka_over_the_mixed_stores() -> None:
+    routes, mixed = backends_of("kafka.yaml"), backends_of("mixed.yaml")
+
+    assert {k: routes[k] for k in TRANSPORT} == dict.fromkeys(TRANSPORT, "kafka")
+    assert {k: b for k, b in routes.items() if k not in TRANSPORT} == {
+        k: b for k, b in mixed.items() if k not in TRANSPORT
+    }
+
+
+@pytest.mark.parametrize("name", ALL)
 def test_an_example_points_at_the_dev_servers_default_ports(name: str) -> None:
     settings, _ = load_settings(EXAMPLES / name)
     c = settings.connections
@@ -70,6 +82,7 @@ def test_an_example_points_at_the_dev_servers_default_ports(name: str) -> None:
         "dynamodb": c.dynamodb and c.dynamodb.endpoint_url,
         "cosmos": c.cosmos and c.cosmos.endpoint,
         "firestore": c.firestore and f"http://{c.firestore.emulator_host}",
+        "kafka": c.kafka and c.kafka.bootstrap_servers,
     }
     for server in DEV_SERVERS:
         if urls.get(server.backend) is not None:

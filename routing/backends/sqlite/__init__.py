@@ -28,6 +28,7 @@ from routing.backends.sqlite.spine import SqliteEventStore, spine_schema
 from routing.backends.sqlite.views import SqliteViewStore, view_schema
 from routing.config import Connections, Route
 from spine.errors import BackendUnavailable, RoutingError
+from spine.feed import CheckpointStore
 from spine.store import EventStore
 
 __all__ = [
@@ -100,10 +101,12 @@ class SqliteBackend:
             self._spines[route.name] = SqliteEventStore(self.db, route.name)
         return self._spines[route.name]
 
-    async def feed(self, route: Route, spine: EventStore) -> SqliteFeed:
+    async def feed(
+        self, route: Route, spine: EventStore, *, checkpoints: CheckpointStore | None = None
+    ) -> SqliteFeed:
         """The lab feed reads the spine's own table by position, so the spine must be
         on this database too (the route's name names nothing else)."""
-        del route
+        del route, checkpoints
         inner = getattr(spine, "inner", spine)  # an upcasting wrapper reads the same table
         if not isinstance(inner, SqliteEventStore) or inner.db is not self.db:
             raise RoutingError(

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -34,6 +35,9 @@ from spine.events import (
     NewEvent,
 )
 from spine.streams import parse_stream_id, scan_scope
+
+if TYPE_CHECKING:
+    from routing.backends.sqlite.feed import SqliteFeed
 
 
 def spine_schema(table: str) -> list[str]:
@@ -112,6 +116,12 @@ class SqliteEventStore:
             " AND (stream_id > ? OR (stream_id = ? AND seq > ?))"
             " ORDER BY stream_id, seq LIMIT ?"
         )
+
+    def own_feed(self) -> SqliteFeed:
+        """The feed by global position over this table (:class:`spine.feed.PositionedStore`)."""
+        from routing.backends.sqlite.feed import SqliteFeed
+
+        return SqliteFeed(self)
 
     async def append(
         self, stream_id: str, events: Sequence[NewEvent], expected_version: ExpectedVersion

@@ -1,0 +1,133 @@
+"""Kafka (aiokafka): the backend behind routes to ``kafka``.
+
+* ``spine_feed: kafka`` (:mod:`.feed`): a relay in every process publishes the spine's
+  committed events to the route's topic, keyed by stream id (:mod:`.relay`); projectors
+  read it as consumer groups.
+* ``command_bus: kafka``: commands on the route's topic, answers on ``<topic>.results``.
+
+Its connection is ``connections.kafka``. Topics are created where the backend may
+create (start-up, ``engines routes provision``), with ``partitions`` partitions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer
+
+from routing.backends.kafka.client import BACKEND, KafkaClients, partitions_of, unavailable
+from routing.backends.kafka.feed import KafkaFeed, KafkaSubscription
+from routing.backends.kafka.relay import Relay
+from routing.config import Connections, KafkaConnection, Route
+from spine.errors import BackendUnavailable, RoutingError
+from spine.feed import CheckpointStore, PositionedStore, RelaySource
+from spine.store import EventStore
+
+__all__ = ["KafkaBackend", "KafkaFeed", "KafkaSubscription", "Relay", "open_backend"]
+
+
+class KafkaBackend:
+    def __init__(
+        self,
+        clients: KafkaClients,
+        *,
+        create: bool,
+        sweep_interval: float = 2.0,
+        sweep_after: float = 5.0,
+    ) -> None:
+        self.clients = clients
+        self.create = create
+        self.sweep_interval = sweep_interval
+        self.sweep_after = sweep_after
+        self._producer: AIOKafkaProducer | None = None
+        self._feeds: list[KafkaFeed] = []
+        self._topics: set[str] = set()
+
+    async def producer(self, route: str) -> AIOKafkaProducer:
+        if self._producer is None:
+            producer = self.clients.producer()
+            async with unavailable(route, "connect"):
+                await producer.start()
+            self._producer = producer
+        return self._producer
+
+    async def topic(self, route: Route, kind: str) -> str:
+        """The route's topic, created if missing and this backend may create."""
+        name = route.name
+        if name not in self._topics:
+            if self.create:
+                await self.clients.ensure_topics([name], kind)
+            self._topics.add(name)
+        return name
+
+    async def feed(
+        self, route: Route, spine: EventStore, *, checkpoints: CheckpointStore | None = None
+    ) -> KafkaFeed:
+        inner: EventStore = getattr(spine, "inner", spine)  # an upcasting wrapper: its store
+        if not isinstance(inner, RelaySource | PositionedStore):
+            raise RoutingError(
+                "spine_feed: kafka needs an event store with an outbox or a position "
+                f"for its relay to follow ({type(inner).__name__} has neither)"
+            )
+        if not isinstance(inner, RelaySource) and checkpoints is None:
+            raise RoutingError("spine_feed: kafka over a positioned spine needs a checkpoint store")
+        for feed in self._feeds:
+            if feed.store is inner and feed.topic == route.name:
+                return feed  # one relay per store and topic
+        topic = await self.topic(route, "spine_feed")
+        relay = Relay(
+            inner,
+            await self.producer("spine_feed"),
+            topic,
+            checkpoints=checkpoints,
+            sweep_interval=self.sweep_interval,
+            sweep_after=self.sweep_after,
+        )
+        feed = KafkaFeed(self.clients, topic, inner, relay)
+        relay.start()
+        self._feeds.append(feed)
+        return feed
+
+    async def ping(self) -> None:
+        """Raise :class:`BackendUnavailable` unless the cluster answers and every topic
+        opened here still exists."""
+        consumer = self.clients.consumer()
+        try:
+            async with unavailable("spine_feed", "connect"):
+                await consumer.start()
+                for topic in sorted(self._topics):
+                    await partitions_of(consumer, topic, "spine_feed")
+        finally:
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+
+    async def aclose(self) -> None:
+        feeds, self._feeds = self._feeds, []
+        for feed in feeds:
+            await feed.aclose()
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+
+
+async def open_backend(
+    connections: Connections,
+    data_dir: Path,
+    *,
+    create: bool = True,
+    sweep_interval: float = 2.0,
+    sweep_after: float = 5.0,
+) -> KafkaBackend:
+    conn: KafkaConnection | None = connections.kafka
+    if conn is None:
+        raise BackendUnavailable(
+            "spine_feed", BACKEND, "no `connections.kafka` block: add its `bootstrap_servers`"
+        )
+    return KafkaBackend(
+        KafkaClients(conn, data_dir),
+        create=create,
+        sweep_interval=sweep_interval,
+        sweep_after=sweep_after,
+    )
