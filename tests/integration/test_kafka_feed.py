@@ -36,7 +36,9 @@ async def stores(
         spine = await sqlite.event_store(lab("spine"))
         checkpoints = await sqlite.checkpoint_store(lab("checkpoints"))
         relay = await sqlite.checkpoint_store(lab("relay"))
-        feed = await kafka.feed(Route(backend="kafka", name=f"t.{unique}"), spine, checkpoints=relay)
+        feed = await kafka.feed(
+            Route(backend="kafka", name=f"t.{unique}"), spine, checkpoints=relay
+        )
         yield spine, checkpoints, feed
     finally:
         await kafka.aclose()
