@@ -16,6 +16,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 
+from routing.backends.kafka.bus import KafkaCommandBus, results_topic
 from routing.backends.kafka.client import BACKEND, KafkaClients, partitions_of, unavailable
 from routing.backends.kafka.feed import KafkaFeed, KafkaSubscription
 from routing.backends.kafka.relay import Relay
@@ -24,7 +25,14 @@ from spine.errors import BackendUnavailable, RoutingError
 from spine.feed import CheckpointStore, PositionedStore, RelaySource
 from spine.store import EventStore
 
-__all__ = ["KafkaBackend", "KafkaFeed", "KafkaSubscription", "Relay", "open_backend"]
+__all__ = [
+    "KafkaBackend",
+    "KafkaCommandBus",
+    "KafkaFeed",
+    "KafkaSubscription",
+    "Relay",
+    "open_backend",
+]
 
 
 class KafkaBackend:
@@ -88,6 +96,15 @@ class KafkaBackend:
         relay.start()
         self._feeds.append(feed)
         return feed
+
+    async def command_bus(self, route: Route) -> KafkaCommandBus:
+        """The bus on ``route``'s topic (answers on ``<topic>.results``), both created if
+        missing and this backend may create."""
+        name = route.name
+        if self.create and name not in self._topics:
+            await self.clients.ensure_topics([name, results_topic(name)], "command_bus")
+        self._topics.update((name, results_topic(name)))
+        return KafkaCommandBus(self.clients, name)
 
     async def ping(self) -> None:
         """Raise :class:`BackendUnavailable` unless the cluster answers and every topic
