@@ -8,6 +8,7 @@ import asyncio
 import signal
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import jwt
 import orjson
@@ -44,13 +45,15 @@ def token_for(data_dir: Path, *, user_id: str = USER, tenant_id: str = TENANT) -
 
 
 def create_note(
-    data_dir: Path, unique: str, *, command_id: str | None = None, **fields: object
+    data_dir: Path, unique: str, *, token: str | None = None, **fields: Any
 ) -> CommandMessage:
+    """The message creating note ``n-<unique>`` as command ``c-<unique>`` (by default,
+    for the default caller)."""
     return message_for(
         CreateNote(note_id=f"n-{unique}", title="from the bus"),
-        token=fields.pop("token", None) or token_for(data_dir),  # type: ignore[arg-type]
-        command_id=command_id or f"c-{unique}",
-        **fields,  # type: ignore[arg-type]
+        token=token or token_for(data_dir),
+        command_id=f"c-{unique}",
+        **fields,
     )
 
 
