@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from commands.notes import CreateNote
-from engines.auth import mint_lab_token
+from engines.auth import LAB_SECRET_FILE, mint_lab_token
 from engines.client import CommandClient, message_for
 from engines.runtime import Runtime
 from engines.worker import CommandWorker
@@ -80,13 +82,30 @@ async def test_a_command_is_carried_out_answered_with_its_version_and_reaches_th
     )
 
 
-async def test_a_forged_token_is_refused_and_audited(
-    runtime: Runtime, worker: CommandWorker, client: CommandClient, tmp_path: Path, unique: str
+def forged(data_dir: Path) -> str:
+    """The default caller's claims, signed with a key that is not the server's."""
+    claims = jwt.decode(token_for(data_dir), options={"verify_signature": False})
+    return jwt.encode(claims, "x" * 48, algorithm="HS256")
+
+
+def expired(data_dir: Path) -> str:
+    """The default caller's claims, signed with the server's key, an hour past ``exp``."""
+    claims = jwt.decode(token_for(data_dir), options={"verify_signature": False})
+    secret = (data_dir / LAB_SECRET_FILE).read_text(encoding="utf-8").strip()
+    return jwt.encode({**claims, "exp": int(time.time()) - 3600}, secret, algorithm="HS256")
+
+
+@pytest.mark.parametrize("bad_token", [forged, expired])
+async def test_a_forged_or_expired_token_is_refused_and_audited(
+    runtime: Runtime,
+    worker: CommandWorker,
+    client: CommandClient,
+    tmp_path: Path,
+    unique: str,
+    bad_token: Callable[[Path], str],
 ) -> None:
-    claims = jwt.decode(token_for(tmp_path), options={"verify_signature": False})
-    forged = jwt.encode(claims, "x" * 48, algorithm="HS256")
     answer = await client.send_and_wait(
-        create_note(tmp_path, unique, token=forged), timeout=ANSWER_SECONDS
+        create_note(tmp_path, unique, token=bad_token(tmp_path)), timeout=ANSWER_SECONDS
     )
     assert isinstance(answer, Refused)
     assert (answer.code, answer.http_status) == ("Unauthenticated", 401)
