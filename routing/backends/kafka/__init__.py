@@ -51,6 +51,8 @@ class KafkaBackend:
         self._producer: AIOKafkaProducer | None = None
         self._feeds: list[KafkaFeed] = []
         self._topics: set[str] = set()
+        self.created: list[str] = []
+        """What this backend made (``engines routes provision`` prints it)."""
 
     async def producer(self, route: str) -> AIOKafkaProducer:
         if self._producer is None:
@@ -60,14 +62,24 @@ class KafkaBackend:
             self._producer = producer
         return self._producer
 
-    async def topic(self, route: Route, kind: str) -> str:
-        """The route's topic, created if missing and this backend may create."""
-        name = route.name
+    async def topic(self, route: Route, kind: str, name: str | None = None) -> str:
+        """The route's topic (or ``name``), created if missing and this backend may."""
+        name = name or route.name
         if name not in self._topics:
             if self.create:
-                await self.clients.ensure_topics([name], kind)
+                made = await self.clients.ensure_topics([name], kind)
+                self.created += [
+                    f"Kafka topic {t} ({self.clients.conn.partitions} partitions)" for t in made
+                ]
             self._topics.add(name)
         return name
+
+    async def provision(self, route: Route, kind: str) -> None:
+        """Create the topics ``kind``'s route names: the spine's topic, or the commands
+        topic and its answers' (``<name>.results``)."""
+        await self.topic(route, kind)
+        if kind == "command_bus":
+            await self.topic(route, kind, f"{route.name}.results")
 
     async def feed(
         self, route: Route, spine: EventStore, *, checkpoints: CheckpointStore | None = None
