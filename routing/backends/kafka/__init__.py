@@ -79,7 +79,7 @@ class KafkaBackend:
         topic and its answers' (``<name>.results``)."""
         await self.topic(route, kind)
         if kind == "command_bus":
-            await self.topic(route, kind, f"{route.name}.results")
+            await self.topic(route, kind, results_topic(route.name))
 
     async def feed(
         self, route: Route, spine: EventStore, *, checkpoints: CheckpointStore | None = None
@@ -110,13 +110,10 @@ class KafkaBackend:
         return feed
 
     async def command_bus(self, route: Route) -> KafkaCommandBus:
-        """The bus on ``route``'s topic (answers on ``<topic>.results``), both created if
+        """The bus on ``route``'s topic, answers on ``<topic>.results``; both created if
         missing and this backend may create."""
-        name = route.name
-        if self.create and name not in self._topics:
-            await self.clients.ensure_topics([name, results_topic(name)], "command_bus")
-        self._topics.update((name, results_topic(name)))
-        return KafkaCommandBus(self.clients, name)
+        await self.provision(route, "command_bus")
+        return KafkaCommandBus(self.clients, route.name)
 
     async def ping(self) -> None:
         """Raise :class:`BackendUnavailable` unless the cluster answers and every topic
