@@ -16,6 +16,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 
+from routing.backends.kafka.bus import KafkaCommandBus, results_topic
 from routing.backends.kafka.client import BACKEND, KafkaClients, partitions_of, unavailable
 from routing.backends.kafka.feed import KafkaFeed, KafkaSubscription
 from routing.backends.kafka.relay import Relay
@@ -24,7 +25,14 @@ from spine.errors import BackendUnavailable, RoutingError
 from spine.feed import CheckpointStore, PositionedStore, RelaySource
 from spine.store import EventStore
 
-__all__ = ["KafkaBackend", "KafkaFeed", "KafkaSubscription", "Relay", "open_backend"]
+__all__ = [
+    "KafkaBackend",
+    "KafkaCommandBus",
+    "KafkaFeed",
+    "KafkaSubscription",
+    "Relay",
+    "open_backend",
+]
 
 
 class KafkaBackend:
@@ -71,7 +79,7 @@ class KafkaBackend:
         topic and its answers' (``<name>.results``)."""
         await self.topic(route, kind)
         if kind == "command_bus":
-            await self.topic(route, kind, f"{route.name}.results")
+            await self.topic(route, kind, results_topic(route.name))
 
     async def feed(
         self, route: Route, spine: EventStore, *, checkpoints: CheckpointStore | None = None
@@ -100,6 +108,12 @@ class KafkaBackend:
         relay.start()
         self._feeds.append(feed)
         return feed
+
+    async def command_bus(self, route: Route) -> KafkaCommandBus:
+        """The bus on ``route``'s topic, answers on ``<topic>.results``; both created if
+        missing and this backend may create."""
+        await self.provision(route, "command_bus")
+        return KafkaCommandBus(self.clients, route.name)
 
     async def ping(self) -> None:
         """Raise :class:`BackendUnavailable` unless the cluster answers and every topic
