@@ -9,7 +9,7 @@ For each command (:class:`CommandWorker`):
    (:class:`~engines.auth.TokenVerifier`, :func:`~engines.auth.check_claimed`: 401/403,
    audited through :class:`~engines.audit.RefusalAudit`, as HTTP's gate does);
 3. its type is looked up by wire name (:func:`engines.client.wire_names`), and refused
-   unless the bus takes it (:data:`BUS_COMMANDS`); its payload is validated;
+   unless its domain lets the bus take it (``Domain.bus``); its payload is validated;
 4. its scope is resolved (:func:`~engines.auth.resolve_scope`, audited);
 5. the domain's handler runs (``Runtime.dispatch``); a repeated command id is answered
    with its original result only once that result is found to be the caller's (same
@@ -30,19 +30,17 @@ import contextlib
 import logging
 import signal
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from commands import notes
 from commands.envelope import Command, CommandResult
 from engines.audit import Refusal, RefusalAudit, request_summary
 from engines.auth import Principal, check_claimed, resolve_scope
 from engines.client import wire_names
-from engines.domain import Domain
+from engines.domain import Domain, OnBus
 from engines.http.errors import status_for
 from engines.runtime import Runtime, bootstrap
 from engines.settings import Settings
@@ -72,22 +70,10 @@ class NotOnBus(InvalidInput):
     can): send it over HTTP."""
 
 
-@dataclass(frozen=True)
-class OnBus:
-    """How the bus takes one command type, mirroring its HTTP path: whether the scope
-    must name a surface (a new record), and the check that a repeated command is the
-    same request."""
+def bus_commands(domains: Sequence[Domain]) -> dict[type[BaseModel], OnBus]:
+    """The command types the bus takes: what each domain declares (``Domain.bus``)."""
+    return {t: on_bus for domain in domains for t, on_bus in domain.bus.items()}
 
-    require_surface: bool = False
-    same_request: Callable[[Command[Any], CommandResult], None] | None = None
-
-
-#: The command types the bus takes (see the module's docstring).
-BUS_COMMANDS: Final[dict[type[BaseModel], OnBus]] = {
-    notes.CreateNote: OnBus(require_surface=True, same_request=notes.same_request_or_refuse),
-    notes.UpdateNote: OnBus(),
-    notes.DeleteNote: OnBus(),
-}
 
 #: Statuses of what a refusal answers where the HTTP table has no row of its own.
 MALFORMED_STATUS: Final = 400
@@ -127,7 +113,9 @@ class CommandWorker:
         self.runtime = runtime
         self.bus = bus
         self.mode = runtime.settings.mode
-        self.types = wire_names(domains if domains is not None else runtime.domains)
+        domains = runtime.domains if domains is None else domains
+        self.types = wire_names(domains)
+        self.on_bus = bus_commands(domains)
         self.refusals = refusals or RefusalAudit(runtime.spine, self.mode, runtime.settings.audit)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -176,7 +164,7 @@ class CommandWorker:
         payload_type = self.types.get(message.type)
         if payload_type is None:
             raise UnknownCommandType(f"no command is named {message.type!r}")
-        on_bus = BUS_COMMANDS.get(payload_type)
+        on_bus = self.on_bus.get(payload_type)
         if on_bus is None:
             raise NotOnBus(
                 f"{message.type} is not taken on the command bus (its HTTP path checks more "
