@@ -17,15 +17,16 @@ import os
 import re
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 from engines.devservers.process import signal_group
 from engines.settings import Settings, load_settings
 from routing.config import Connections
+from routing.registry import Registry
 from tests.e2e.kafka.cli import ASSIGNED
 from tests.servers.process import HOST, ServerProcess, free_port
 
@@ -34,6 +35,7 @@ ROOT = str(Path(__file__).resolve().parents[3])
 STARTUP_SECONDS = 30.0
 #: What ``engines projections run`` says once its projectors are running.
 RUNNING = b"engines: running"
+T = TypeVar("T")
 
 
 def kafka_block(bootstrap: str) -> dict[str, Any]:
@@ -190,3 +192,33 @@ async def run_projectors(routes: Path, data_dir: Path, names: Sequence[str]) -> 
         timeout=STARTUP_SECONDS,
         env=_env(),
     )
+
+
+async def eventually(check: Callable[[], Awaitable[T | None]], *, timeout: float, what: str) -> T:
+    """Poll ``check`` until it returns something other than ``None`` (or falsy); fail
+    saying ``what`` was awaited at the deadline."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        found = await check()
+        if found:
+            return found
+        if loop.time() > deadline:
+            raise AssertionError(f"not within {timeout:.0f}s: {what}")
+        await asyncio.sleep(0.05)
+
+
+async def positions(settings: Settings, data_dir: Path, projector: str) -> dict[str, str]:
+    """``projector``'s stored positions on the topic's partitions (``<topic>/<n>``)."""
+    registry = Registry(settings, data_dir, create=False)
+    try:
+        stored = await (await registry.checkpoint_store()).get(projector)
+    finally:
+        await registry.aclose()
+    topic = settings.routes["spine_feed"].name
+    out = {}
+    for partition, token in stored.items():
+        name, _, number = partition.rpartition("/")
+        if name == topic and number.isdigit():
+            out[partition] = token
+    return out

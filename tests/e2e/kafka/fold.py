@@ -91,11 +91,12 @@ async def wait_until_applied(
 
 
 async def assert_views_are_folds_of_the_spine(
-    settings: Settings, data_dir: Path, scratch: Path, projectors: Iterable[str]
+    settings: Settings, data_dir: Path, projectors: Iterable[str], *, scratch: Path | None = None
 ) -> None:
     """Each of ``projectors``' views, as the deployment wrote it, equals a fresh fold of
-    the spine (see the module's docstring)."""
+    the spine (see the module's docstring), built in ``scratch`` (``<data_dir>/fold``)."""
     names = sorted(projectors)
+    scratch = scratch or data_dir / "fold"
     await asyncio.to_thread(scratch.mkdir, parents=True, exist_ok=True)
     live_db = data_dir / settings.connections.sqlite.path
     fold_db = scratch / "fold.db"
