@@ -133,3 +133,33 @@ async def test_a_note_committed_to_dynamodb_by_a_process_that_died_is_swept_to_t
 
 async def _none_pending(outbox: RelaySource) -> bool:
     return not await outbox.pending(older_than=0.0, limit=10)
+
+
+async def test_two_projector_processes_split_the_partitions_and_writes_still_answer_201(
+    routes: Path, kafka_settings: Settings, tmp_path: Path, mint: Mint, http_for: HttpFor
+) -> None:
+    token = mint()
+    one = await run_projectors(routes, tmp_path, ["notes"])
+    with one, await run_projectors(routes, tmp_path, ["notes"]) as two:
+
+        async def split() -> tuple[set[int], set[int]] | None:
+            mine, theirs = one.assigned(), two.assigned()
+            if mine and theirs and not mine & theirs and mine | theirs == set(range(4)):
+                return mine, theirs
+            return None
+
+        await eventually(split, timeout=30, what="both processes hold partitions of the group")
+        with await serve(routes, tmp_path) as server:
+            http = http_for(server, token)
+            statuses = [
+                (await http.post("/notes", json={"title": f"note {i}"})).status_code
+                for i in range(16)
+            ]
+        held = (one.assigned(), two.assigned())
+        moved = await positions(kafka_settings, tmp_path, "notes")
+
+    assert statuses == [201] * 16
+    # each process checkpointed what it applied on its own partitions (from offset 0)
+    applied_on = {int(p.rpartition("/")[2]) for p, t in moved.items() if int(t) > 0}
+    assert applied_on & held[0] and applied_on & held[1], (held, moved)
+    await assert_views_are_folds_of_the_spine(kafka_settings, tmp_path, ["notes"])
