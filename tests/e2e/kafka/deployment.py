@@ -194,8 +194,10 @@ async def run_projectors(routes: Path, data_dir: Path, names: Sequence[str]) -> 
     )
 
 
-async def eventually(check: Callable[[], Awaitable[T | None]], *, timeout: float, what: str) -> T:
-    """Poll ``check`` until it returns something other than ``None`` (or falsy); fail
+async def eventually(
+    check: Callable[[], Awaitable[T | None]], *, timeout: float, what: str, every: float = 0.05
+) -> T:
+    """Poll ``check`` every ``every`` seconds until it returns something truthy; fail
     saying ``what`` was awaited at the deadline."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -205,7 +207,7 @@ async def eventually(check: Callable[[], Awaitable[T | None]], *, timeout: float
             return found
         if loop.time() > deadline:
             raise AssertionError(f"not within {timeout:.0f}s: {what}")
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(every)
 
 
 async def positions(settings: Settings, data_dir: Path, projector: str) -> dict[str, str]:

@@ -8,10 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from engines.runtime import bootstrap
 from engines.settings import Settings
 from routing.config import Connections, Route, SqliteConnection
 from routing.registry import Registry
+from spine.events import NO_STREAM
 from spine.feed import RelaySource
+from tests.conftest import make_event
 from tests.contract.cloud_dynamodb import dynamodb_connections
 from tests.contract.crash import die_after_appending
 from tests.contract.harness import Harness
@@ -164,3 +167,12 @@ async def test_two_projector_processes_split_the_partitions_and_writes_still_ans
     assert applied_on & held[0], (held, moved)
     assert applied_on & held[1], (held, moved)
     await assert_views_are_folds_of_the_spine(kafka_settings, tmp_path, ["notes"])
+
+
+async def test_a_runtime_relaying_a_sqlite_spine_to_kafka_closes_cleanly(
+    kafka_settings: Settings, tmp_path: Path, unique: str
+) -> None:
+    """Its relay flushes on close, reading the spine's head: the spine must still be
+    open then (it was closed first, and the close raised, leaking the producer)."""
+    async with bootstrap(kafka_settings, tmp_path, run_projectors=False) as rt:
+        await rt.spine.append(note_stream_id(unique), [make_event()], NO_STREAM)
