@@ -327,6 +327,8 @@ class Registry:
         return Readiness(answers, routes, [self._routes[k] for k in routes])
 
     async def aclose(self) -> None:
+        """Close the backends in the reverse order of opening: one opened later may use
+        one opened before it as it closes (a Kafka relay reads the spine to flush)."""
         backends, self._backends = self._backends, {}
-        for backend in backends.values():
+        for backend in reversed(backends.values()):
             await backend.aclose()
