@@ -18,8 +18,8 @@ from tests.conftest import make_event
 from tests.contract.cloud_dynamodb import dynamodb_connections
 from tests.contract.crash import die_after_appending
 from tests.contract.harness import Harness
-from tests.e2e.kafka.conftest import HttpFor
-from tests.e2e.kafka.deployment import (
+from tests.e2e.kafka.feed.conftest import HttpFor
+from tests.e2e.kafka.feed.deployment import (
     eventually,
     positions,
     run_projectors,
@@ -27,7 +27,7 @@ from tests.e2e.kafka.deployment import (
     settings_of,
     write_routes,
 )
-from tests.e2e.kafka.fold import assert_views_are_folds_of_the_spine, wait_until_applied
+from tests.e2e.kafka.feed.fold import assert_views_are_folds_of_the_spine, wait_until_applied
 from tests.e2e.support import Mint, note_stream_id
 from tests.servers.fixtures import MotoServer, TansuBroker
 

@@ -1,4 +1,4 @@
-"""``python -m tests.e2e.kafka.cli ARGS``: the ``engines`` command, with the consumer
+"""``python -m tests.e2e.kafka.feed.cli ARGS``: the ``engines`` command, with the consumer
 group's assignments logged.
 
 The CLI configures no logging, so aiokafka's INFO lines ("Setting newly assigned

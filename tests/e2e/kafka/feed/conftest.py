@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from engines.settings import Settings
-from tests.e2e.kafka.deployment import Serving, settings_of, write_routes
+from tests.e2e.kafka.feed.deployment import Serving, settings_of, write_routes
 from tests.e2e.support import bearer
 from tests.servers.fixtures import TansuBroker
 

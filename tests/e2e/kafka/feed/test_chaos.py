@@ -23,14 +23,14 @@ from routing.backends.sqlite.views import applied_table
 from spine.events import NO_STREAM, new_id
 from spine.store import EventStore
 from tests.conftest import make_event
-from tests.e2e.kafka.deployment import (
+from tests.e2e.kafka.feed.deployment import (
     eventually,
     positions,
     run_projectors,
     settings_of,
     write_routes,
 )
-from tests.e2e.kafka.fold import assert_views_are_folds_of_the_spine, wait_until_applied
+from tests.e2e.kafka.feed.fold import assert_views_are_folds_of_the_spine, wait_until_applied
 from tests.servers.fixtures import TansuOnS3
 
 pytestmark = [pytest.mark.kafka, pytest.mark.e2e]

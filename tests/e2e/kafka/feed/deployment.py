@@ -6,7 +6,7 @@ process) or on DynamoDB, ``spine_feed: kafka`` on a fresh topic of the test's br
 ``command_bus: inprocess``, checkpoints and views on the same SQLite file.
 
 The processes are started as the test servers are (:mod:`tests.servers.process`: their
-own process group, a watchdog, the log in a file), through :mod:`tests.e2e.kafka.cli`,
+own process group, a watchdog, the log in a file), through :mod:`tests.e2e.kafka.feed.cli`,
 which is the ``engines`` command with the consumer groups' assignments logged.
 """
 
@@ -27,11 +27,11 @@ from engines.devservers.process import signal_group
 from engines.settings import Settings, load_settings
 from routing.config import Connections
 from routing.registry import Registry
-from tests.e2e.kafka.cli import ASSIGNED
+from tests.e2e.kafka.feed.cli import ASSIGNED
 from tests.servers.process import HOST, ServerProcess, free_port
 
 #: The checkout's root: the processes import ``engines`` and ``tests`` from it.
-ROOT = str(Path(__file__).resolve().parents[3])
+ROOT = str(Path(__file__).resolve().parents[4])
 STARTUP_SECONDS = 30.0
 #: What ``engines projections run`` says once its projectors are running.
 RUNNING = b"engines: running"
@@ -143,7 +143,7 @@ class Projecting(EnginesProcess):
 
 
 def _argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "tests.e2e.kafka.cli", *args]
+    return [sys.executable, "-m", "tests.e2e.kafka.feed.cli", *args]
 
 
 def _env() -> dict[str, str]:

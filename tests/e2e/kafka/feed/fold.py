@@ -8,7 +8,7 @@ progress. A record the view lacks, holds twice-applied, or holds in excess shows
 nothing may be parked on either side.
 
 The views are on the deployment's SQLite file (the routes of
-:mod:`tests.e2e.kafka.deployment`), so both sides are read with plain SQL: the whole
+:mod:`tests.e2e.kafka.feed.deployment`), so both sides are read with plain SQL: the whole
 table, not only the keys the fold knows.
 """
 
