@@ -20,7 +20,7 @@ from engines.cli import memory as memory_cli
 from engines.cli import notes as notes_cli
 from engines.cli import telemetry as telemetry_cli
 from engines.cli.entities import entity_group
-from engines.domain import Domain
+from engines.domain import Domain, OnBus
 from engines.http import blackboard as blackboard_http
 from engines.http import budget as budget_http
 from engines.http import memory as memory_http
@@ -70,6 +70,13 @@ DOMAINS: tuple[Domain, ...] = (
         reads="notes",
         router=notes_http.router,
         cli=notes_cli.register,
+        bus={
+            notes_commands.CreateNote: OnBus(
+                require_surface=True, same_request=notes_commands.same_request_or_refuse
+            ),
+            notes_commands.UpdateNote: OnBus(),
+            notes_commands.DeleteNote: OnBus(),
+        },
     ),
     _entities(
         tabular_http.FLOWS_API, tabular_http.flows_router, store="flow_store", command="flows"

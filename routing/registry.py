@@ -327,8 +327,8 @@ class Registry:
         return Readiness(answers, routes, [self._routes[k] for k in routes])
 
     async def aclose(self) -> None:
-        """Close the backends in the reverse order of opening: one opened later may use
-        one opened before it as it closes (a Kafka relay reads the spine to flush)."""
+        """Close every backend opened, the last opened first: a transport (a feed's
+        relay) is opened after the stores it reads and may still need them to close."""
         backends, self._backends = self._backends, {}
         for backend in reversed(backends.values()):
             await backend.aclose()

@@ -16,7 +16,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from engines.auth import KINDS, ROLES, lab_projects, mint_lab_token, mint_token
-from engines.cli import dev, projections, routes, spine
+from engines.cli import dev, projections, routes, spine, worker
 from engines.cli.common import (
     add_common,
     data_dir_of,
@@ -136,6 +136,7 @@ def parser() -> argparse.ArgumentParser:
     spine.register(sub)
     projections.register(sub)
     dev.register(sub)
+    worker.register(sub)
     for domain in DOMAINS:
         if domain.cli is not None:
             domain.cli(sub)

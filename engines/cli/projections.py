@@ -66,14 +66,17 @@ async def _run(settings: Settings, data_dir: Path, names: list[str]) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     async def body(rt: Runtime) -> int:
         names = _named(rt, args.name)
-        print(f"{'projector':<16} {'partition':<12} {'checkpoint':>22} {'lag':>10} {'parked':>7}")
-        for name in names:
-            status = await rt.status(name)
+        statuses = [await rt.status(name) for name in names]
+        width = max([12, *(len(p.partition) for s in statuses for p in s.partitions)])
+        print(
+            f"{'projector':<16} {'partition':<{width}} {'checkpoint':>22} {'lag':>10} {'parked':>7}"
+        )
+        for status in statuses:
             for p in status.partitions or ():
                 lag = "?" if p.lag is None else str(p.lag)
                 print(
-                    f"{name:<16} {p.partition:<12} {p.checkpoint or '-':>22} {lag:>10} "
-                    f"{status.parked:>7}"
+                    f"{status.name:<16} {p.partition:<{width}} {p.checkpoint or '-':>22} "
+                    f"{lag:>10} {status.parked:>7}"
                 )
         return 0
 

@@ -71,7 +71,9 @@ async def provision(registry: Registry) -> int:
             store = open_view_store(registry, kind, projectors.get(kind, []))
         elif kind in opens:
             store = opens[kind]()
-        else:  # transport (spine_feed, command_bus): opening its backend was all
+        elif hasattr(backend, "provision"):  # transport with something to make (topics)
+            store = backend.provision(route.route, kind)
+        else:  # transport (spine_feed, command_bus) in process: opening it was all
             print("    nothing to create", flush=True)
             continue
         await store

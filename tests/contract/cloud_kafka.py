@@ -1,5 +1,6 @@
-"""The Kafka feed harnesses: the feed suite with the spine on SQLite (lab) or DynamoDB
-and ``spine_feed: kafka`` on a session Tansu broker (a fresh topic per test)."""
+"""The Kafka feed harnesses: the feed suite with the spine on each backend (SQLite, the
+lab's, followed by position; DynamoDB, Cosmos DB and Firestore by their outboxes) and
+``spine_feed: kafka`` on a session Tansu broker (a fresh topic per test)."""
 
 from __future__ import annotations
 
@@ -64,4 +65,20 @@ async def dynamodb_kafka_backend(
     dynamodb_backend: Harness, tansu: TansuBroker, tmp_path: Path
 ) -> AsyncIterator[Harness]:
     async for h in _with_kafka(dynamodb_backend, tansu, tmp_path):
+        yield h
+
+
+@pytest.fixture
+async def cosmos_kafka_backend(
+    cosmos_backend: Harness, tansu: TansuBroker, tmp_path: Path
+) -> AsyncIterator[Harness]:
+    async for h in _with_kafka(cosmos_backend, tansu, tmp_path):
+        yield h
+
+
+@pytest.fixture
+async def firestore_kafka_backend(
+    firestore_backend: Harness, tansu: TansuBroker, tmp_path: Path
+) -> AsyncIterator[Harness]:
+    async for h in _with_kafka(firestore_backend, tansu, tmp_path):
         yield h

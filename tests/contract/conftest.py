@@ -22,7 +22,12 @@ from spine.store import EventStore
 from tests.contract.cloud_cosmos import cosmos_backend, cosmos_direct_backend
 from tests.contract.cloud_dynamodb import dynamodb_backend, dynamodb_direct_backend
 from tests.contract.cloud_firestore import firestore_backend, firestore_direct_backend
-from tests.contract.cloud_kafka import dynamodb_kafka_backend, sqlite_kafka_backend
+from tests.contract.cloud_kafka import (
+    cosmos_kafka_backend,
+    dynamodb_kafka_backend,
+    firestore_kafka_backend,
+    sqlite_kafka_backend,
+)
 from tests.contract.harness import Harness, Tamper, requires
 
 __all__ = [
@@ -30,11 +35,13 @@ __all__ = [
     "Tamper",
     "cosmos_backend",
     "cosmos_direct_backend",
+    "cosmos_kafka_backend",
     "dynamodb_backend",
     "dynamodb_direct_backend",
     "dynamodb_kafka_backend",
     "firestore_backend",
     "firestore_direct_backend",
+    "firestore_kafka_backend",
     "requires",
     "sqlite_kafka_backend",
 ]
@@ -61,6 +68,8 @@ FEED_BACKENDS = [
     pytest.param("cosmos_direct", marks=pytest.mark.cosmos),
     pytest.param("sqlite_kafka", marks=pytest.mark.kafka),
     pytest.param("dynamodb_kafka", marks=[pytest.mark.kafka, pytest.mark.dynamodb]),
+    pytest.param("cosmos_kafka", marks=[pytest.mark.kafka, pytest.mark.cosmos]),
+    pytest.param("firestore_kafka", marks=[pytest.mark.kafka, pytest.mark.firestore]),
 ]
 """Spine, feed and checkpoints that go together: the feed suite runs against them
 (``<name>_direct``: that backend's spine and checkpoints, ``spine_feed: direct``;

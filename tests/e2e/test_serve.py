@@ -270,7 +270,11 @@ def write(path: Path, text: str) -> Path:
     return path
 
 
-def saas_file(tmp_path: Path, routes: dict[str, str], connections: str = "{dynamodb: {}}") -> Path:
+#: The connections ``all_dynamodb()`` needs (nothing is reached by the tests using it).
+SAAS_CONNECTIONS = "{dynamodb: {}, kafka: {bootstrap_servers: '127.0.0.1:1'}}"
+
+
+def saas_file(tmp_path: Path, routes: dict[str, str], connections: str = SAAS_CONNECTIONS) -> Path:
     lines = [
         "mode: saas",
         "auth:",

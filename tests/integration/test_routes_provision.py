@@ -11,7 +11,7 @@ import yaml
 
 from engines.cli import main
 from routing.kinds import ACTIVE_KINDS, VIEW_KINDS
-from tests.servers.fixtures import MotoServer
+from tests.servers.fixtures import MotoServer, TansuBroker
 from tests.servers.process import free_port
 
 pytestmark = pytest.mark.dynamodb
@@ -113,3 +113,25 @@ def test_an_invalid_routes_file_is_refused_before_anything_is_made(
 
     assert code == 2
     assert "event_spine" in capsys.readouterr().err
+
+
+@pytest.mark.kafka
+def test_provision_creates_the_spine_feeds_topic_once(
+    moto_server: MotoServer,
+    tansu: TansuBroker,
+    tmp_path: Path,
+    unique: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    path = routes_file(tmp_path, moto_server, f"k{unique}_")
+    data = yaml.safe_load(path.read_text())
+    topic = f"spine.{unique}"
+    data["routes"]["spine_feed"] = {"backend": "kafka", "name": topic}
+    data["connections"]["kafka"] = {"bootstrap_servers": tansu.bootstrap, "partitions": 3}
+    path.write_text(yaml.safe_dump(data))
+
+    first_code, first, _ = provision(path, capsys)
+    second_code, second, _ = provision(path, capsys)
+
+    assert (first_code, first["spine_feed"]) == (0, [f"Kafka topic {topic} (3 partitions)"])
+    assert (second_code, second["spine_feed"]) == (0, ["exists"])

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
 
+from routing.backends.kafka.bus import KafkaCommandBus, results_topic
 from routing.backends.kafka.client import BACKEND, KafkaClients, partitions_of, unavailable
 from routing.backends.kafka.feed import KafkaFeed, KafkaSubscription
 from routing.backends.kafka.relay import Relay
@@ -24,7 +25,14 @@ from spine.errors import BackendUnavailable, RoutingError
 from spine.feed import CheckpointStore, PositionedStore, RelaySource
 from spine.store import EventStore
 
-__all__ = ["KafkaBackend", "KafkaFeed", "KafkaSubscription", "Relay", "open_backend"]
+__all__ = [
+    "KafkaBackend",
+    "KafkaCommandBus",
+    "KafkaFeed",
+    "KafkaSubscription",
+    "Relay",
+    "open_backend",
+]
 
 
 class KafkaBackend:
@@ -43,6 +51,8 @@ class KafkaBackend:
         self._producer: AIOKafkaProducer | None = None
         self._feeds: list[KafkaFeed] = []
         self._topics: set[str] = set()
+        self.created: list[str] = []
+        """What this backend made (``engines routes provision`` prints it)."""
 
     async def producer(self, route: str) -> AIOKafkaProducer:
         if self._producer is None:
@@ -52,14 +62,24 @@ class KafkaBackend:
             self._producer = producer
         return self._producer
 
-    async def topic(self, route: Route, kind: str) -> str:
-        """The route's topic, created if missing and this backend may create."""
-        name = route.name
+    async def topic(self, route: Route, kind: str, name: str | None = None) -> str:
+        """The route's topic (or ``name``), created if missing and this backend may."""
+        name = name or route.name
         if name not in self._topics:
             if self.create:
-                await self.clients.ensure_topics([name], kind)
+                made = await self.clients.ensure_topics([name], kind)
+                self.created += [
+                    f"Kafka topic {t} ({self.clients.conn.partitions} partitions)" for t in made
+                ]
             self._topics.add(name)
         return name
+
+    async def provision(self, route: Route, kind: str) -> None:
+        """Create the topics ``kind``'s route names: the spine's topic, or the commands
+        topic and its answers' (``<name>.results``)."""
+        await self.topic(route, kind)
+        if kind == "command_bus":
+            await self.topic(route, kind, results_topic(route.name))
 
     async def feed(
         self, route: Route, spine: EventStore, *, checkpoints: CheckpointStore | None = None
@@ -88,6 +108,12 @@ class KafkaBackend:
         relay.start()
         self._feeds.append(feed)
         return feed
+
+    async def command_bus(self, route: Route) -> KafkaCommandBus:
+        """The bus on ``route``'s topic, answers on ``<topic>.results``; both created if
+        missing and this backend may create."""
+        await self.provision(route, "command_bus")
+        return KafkaCommandBus(self.clients, route.name)
 
     async def ping(self) -> None:
         """Raise :class:`BackendUnavailable` unless the cluster answers and every topic

@@ -104,19 +104,23 @@ class KafkaClients:
                 wanted = [t for t in topics if t not in existing]
                 created = []
                 for topic in wanted:
+                    new = NewTopic(
+                        topic,
+                        num_partitions=self.conn.partitions,
+                        replication_factor=self.conn.replication_factor,
+                    )
                     try:
-                        await admin.create_topics(
-                            [
-                                NewTopic(
-                                    topic,
-                                    num_partitions=self.conn.partitions,
-                                    replication_factor=self.conn.replication_factor,
-                                )
-                            ]
-                        )
-                        created.append(topic)
+                        answer = await admin.create_topics([new])
                     except TopicAlreadyExistsError:
-                        pass  # another process made it first
+                        continue  # another process made it first
+                    # aiokafka answers a topic's refusal with its code, not an error
+                    for name, code, message, *_ in getattr(answer, "topic_errors", ()):
+                        if code == 0:
+                            created.append(name)
+                        elif code != TopicAlreadyExistsError.errno:
+                            raise BackendUnavailable(
+                                route, BACKEND, f"topic {name!r} not created: {message} ({code})"
+                            )
                 return created
             finally:
                 await admin.close()

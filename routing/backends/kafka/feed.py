@@ -195,6 +195,8 @@ class KafkaSubscription:
         self._buffer: deque[FeedBatch] = deque()
         self._kafka: AIOKafkaConsumer | None = None
         self._assigned = asyncio.Event()
+        self._reset = False
+        """The topic lost what lies after a stored position: catch up from the spine."""
         self._looked = 0.0
         # catch-up
         self._scan: AsyncIterator[Delivered] | None = None
@@ -334,6 +336,19 @@ class KafkaSubscription:
         if kafka is None:
             return
         stored = await self.checkpoints.get(self.consumer)
+        lost = await self._lost(assigned, stored)
+        if lost:
+            # The topic no longer holds what lies after the stored positions (it was made
+            # again, or retention passed them): the events in between are read from the
+            # spine, as for a new consumer.
+            log.error(
+                "%s: the topic %s does not hold the records after its positions (%s): "
+                "catching up from the spine",
+                self.consumer,
+                self.feed.topic,
+                "; ".join(lost),
+            )
+            self._reset = True
         for tp in assigned:
             name = self.feed.partition(tp.partition)
             held = self._held[name] = stored.get(name)
@@ -343,24 +358,51 @@ class KafkaSubscription:
                 kafka.seek(tp, offset_of(held))
         self._assigned.set()
 
+    async def _lost(self, assigned: set[TopicPartition], stored: Mapping[str, str]) -> list[str]:
+        """The assigned partitions whose stored position lies outside what the topic holds
+        now, each described."""
+        kafka = self._kafka
+        held: dict[TopicPartition, str] = {}
+        for tp in assigned:
+            token_ = stored.get(self.feed.partition(tp.partition))
+            if token_ is not None:
+                held[tp] = token_
+        if not held or kafka is None:
+            return []
+        ends = await self.feed.ends(list(held))
+        starts = await kafka.beginning_offsets(list(held))
+        lost = []
+        for tp, t in held.items():
+            at, end, start = offset_of(t), ends[tp.partition], starts[tp]
+            if at > end or at < start:
+                lost.append(f"{self.feed.partition(tp.partition)} at {at}, holds {start}..{end}")
+        return lost
+
     # -- the Subscription protocol ---------------------------------------------------------
 
     async def next_batch(self, timeout: float) -> FeedBatch | None:
         if self._mode is None:
             await self._start()
+        if self._mode == "live" and not self._buffer:
+            if timeout <= 0:
+                await self._settle()
+            else:
+                # getmany may answer empty before its time (a seek, a rebalance): wait on
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + timeout
+                while not self._buffer and (left := deadline - loop.time()) > 0:
+                    await self._fetch(left)
+                if not self._buffer:
+                    await self._look(force=True)  # idle: a reset is followed from here
+        if self._reset:
+            self._reset = False
+            await self.checkpoints.reset(self.consumer)
+            await self._catch_up()
         if self._mode == "catchup":
             return await self._next_catchup(timeout)
         if self._buffer:
             return self._buffer.popleft()
-        if timeout <= 0:
-            return await self._next_now()
-        await self._fetch(timeout)
-        if self._buffer:
-            return self._buffer.popleft()
-        await self._look(force=True)  # idle: a reset is followed from here
-        if self._mode == "catchup":
-            return await self._next_catchup(0)
-        return self._buffer.popleft() if self._buffer else None
+        return await self._next_now() if timeout <= 0 else None
 
     async def _next_catchup(self, timeout: float) -> FeedBatch | None:
         batch = self._ahead
@@ -411,19 +453,20 @@ class KafkaSubscription:
                 if not self._overlap:
                     self._scanned = {}
 
-    async def _next_now(self) -> FeedBatch | None:
-        """What is on the topic now (see the module's docstring)."""
-        kafka = self._kafka
-        assert kafka is not None
+    async def _settle(self) -> None:
+        """Before ``next_batch(0)`` answers: this process's appends published, the
+        group's partitions assigned, a reset noticed."""
         await self.feed.relay.flush()
         if not self._assigned.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._assigned.wait(), JOIN_WAIT)
         await self._look()
-        if self._mode == "catchup":
-            return await self._next_catchup(0)
-        if self._buffer:
-            return self._buffer.popleft()
+
+    async def _next_now(self) -> FeedBatch | None:
+        """What is on the topic now, once :meth:`_settle` has run (see the module's
+        docstring): fetches until every assigned partition reaches its end."""
+        kafka = self._kafka
+        assert kafka is not None
         mine = [tp for tp in kafka.assignment() if self.feed.partition(tp.partition) in self._held]
         if not mine:
             return None

@@ -245,7 +245,10 @@ class Relay:
             self._unlisten = None
         task, self._task = self._task, None
         if task is not None:
-            await self.flush(2.0)
+            try:
+                await self.flush(2.0)  # what this process appended, if it can
+            except Exception as exc:  # what is not published is published by a later relay
+                log.warning("relay to %s closing without a flush: %s", self.topic, exc)
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
