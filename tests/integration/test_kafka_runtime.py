@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaProducer
 
 from commands.notes import create_note_command
 from engines.runtime import bootstrap
@@ -56,3 +57,37 @@ async def test_a_command_reaches_its_view_through_the_topic_and_the_runtime_clos
     assert {p.partition for p in status.partitions} == {f"spine.{unique}/{n}" for n in range(4)}
     # Closing the spine before the relay that reads it left the relay failing and retrying.
     assert [r.getMessage() for r in caplog.records] == []
+
+
+async def test_a_bad_record_on_the_topic_is_parked_and_the_partition_goes_on(
+    tansu: TansuBroker, tmp_path: Path, unique: str
+) -> None:
+    """Whatever is on the topic, a projector never stops on it: a record that does not
+    decode is parked as its stream's event, one that names no stream is passed over,
+    and the events after them on the same partition are applied."""
+    topic = f"spine.{unique}"
+    settings = kafka_lab(tansu, topic)
+    async with bootstrap(settings, tmp_path) as rt:
+        first = await rt.dispatch(create_note_command(SCOPE, {"title": "a", "content": "c"}))
+        assert await rt.wait_for("notes", first.stream_id, first.version, 30)
+        bad = "notes/t1/lab/forged"
+        producer = AIOKafkaProducer(bootstrap_servers=tansu.bootstrap)
+        await producer.start()
+        try:
+            for partition in range(4):  # on every partition, before the next real event
+                await producer.send_and_wait(
+                    topic,
+                    key=bad.encode(),
+                    value=b"{not json",
+                    partition=partition,
+                    headers=[("seq", b"1")],
+                )
+                await producer.send_and_wait(topic, key=b"no seq", value=b"{}", partition=partition)
+        finally:
+            await producer.stop()
+        later = await rt.dispatch(create_note_command(SCOPE, {"title": "b", "content": "c"}))
+
+        assert await rt.wait_for("notes", later.stream_id, later.version, 30)
+        parked = await rt.parking.parked("notes")
+        assert [(p.stream_id, p.seq) for p in parked] == [(bad, 1)]
+        assert "cannot be decoded" in parked[0].error
