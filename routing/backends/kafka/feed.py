@@ -197,6 +197,8 @@ class KafkaSubscription:
         self._assigned = asyncio.Event()
         self._reset = False
         """The topic lost what lies after a stored position: catch up from the spine."""
+        self._untaken: set[TopicPartition] = set()
+        """Assigned partitions whose positions could not be read yet (paused)."""
         self._looked = 0.0
         # catch-up
         self._scan: AsyncIterator[Delivered] | None = None
@@ -316,6 +318,7 @@ class KafkaSubscription:
     async def _stop_kafka(self) -> None:
         kafka, self._kafka = self._kafka, None
         self._held = {}
+        self._untaken = set()
         self._buffer.clear()
         self._assigned.clear()
         if kafka is not None:
@@ -325,6 +328,7 @@ class KafkaSubscription:
     # -- rebalances ----------------------------------------------------------------------
 
     def revoked(self, revoked: set[TopicPartition]) -> None:
+        self._untaken -= revoked
         names = {self.feed.partition(tp.partition) for tp in revoked}
         self._buffer = deque(b for b in self._buffer if b.partition not in names)
         for name in names:
@@ -335,6 +339,16 @@ class KafkaSubscription:
         kafka = self._kafka
         if kafka is None:
             return
+        try:
+            await self._take(kafka, assigned)
+        except Exception as exc:  # a store down: fetch nothing there until it answers
+            log.warning("%s: partitions assigned, positions not read yet: %s", self.consumer, exc)
+            kafka.pause(*assigned)
+            self._untaken |= assigned
+        self._assigned.set()
+
+    async def _take(self, kafka: AIOKafkaConsumer, assigned: set[TopicPartition]) -> None:
+        """Start the assigned partitions at the stored positions."""
         stored = await self.checkpoints.get(self.consumer)
         lost = await self._lost(assigned, stored)
         if lost:
@@ -356,7 +370,6 @@ class KafkaSubscription:
                 await kafka.seek_to_beginning(tp)
             else:
                 kafka.seek(tp, offset_of(held))
-        self._assigned.set()
 
     async def _lost(self, assigned: set[TopicPartition], stored: Mapping[str, str]) -> list[str]:
         """The assigned partitions whose stored position lies outside what the topic holds
@@ -383,6 +396,11 @@ class KafkaSubscription:
     async def next_batch(self, timeout: float) -> FeedBatch | None:
         if self._mode is None:
             await self._start()
+        if self._untaken and self._kafka is not None:  # assigned while the store was down
+            untaken = {tp for tp in self._untaken if tp in self._kafka.assignment()}
+            await self._take(self._kafka, untaken)  # raises while it is still down
+            self._untaken = set()
+            self._kafka.resume(*untaken)
         if self._mode == "live" and not self._buffer:
             if timeout <= 0:
                 await self._settle()

@@ -35,6 +35,7 @@ from typing import Final
 
 from aiokafka import AIOKafkaProducer
 
+from routing.backends.kafka.client import unavailable
 from routing.backends.kafka.wire import record_of
 from spine.errors import IntegrityError
 from spine.events import AppendResult, EventEnvelope
@@ -48,11 +49,12 @@ MAX_BACKOFF: Final = 5.0
 
 async def publish(producer: AIOKafkaProducer, topic: str, events: Sequence[Delivered]) -> None:
     """Send ``events`` to ``topic`` and wait until the broker has every one (acks=all)."""
-    sent = []
-    for event in events:
-        key, value, headers = record_of(event)
-        sent.append(await producer.send(topic, key=key, value=value, headers=headers))
-    await asyncio.gather(*sent)
+    async with unavailable("spine_feed", f"publish to {topic}"):
+        sent = []
+        for event in events:
+            key, value, headers = record_of(event)
+            sent.append(await producer.send(topic, key=key, value=value, headers=headers))
+        await asyncio.gather(*sent)
 
 
 async def read_pending(store: EventStore, pending: Pending) -> list[Delivered]:
