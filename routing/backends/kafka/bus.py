@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapte
 
 from commands.bus import InProcessCommandBus
 from routing.backends.kafka.client import KafkaClients, partitions_of, true_ends, unavailable
-from spine.errors import EnginesError
+from spine.errors import BackendUnavailable, EnginesError
 from spine.events import Identifier, Provenance
 
 log = logging.getLogger(__name__)
@@ -149,13 +149,48 @@ Answerer = Callable[[bytes | None, bytes | None], Awaitable[Accepted | Refused |
 """Answers one record (key, value); ``None``: nothing to answer (logged and skipped)."""
 
 
-async def serve_commands(bus: KafkaCommandBus, answer: Answerer, stop: asyncio.Event) -> None:
+async def serve_commands(
+    bus: KafkaCommandBus, answer: Answerer, stop: asyncio.Event, *, max_backoff: float = 5.0
+) -> None:
     """Consume ``bus``'s topic as its consumer group until ``stop`` is set: each record
     answered by ``answer`` on the results topic (keyed by command id), and a partition's
-    offset committed only after the answers of what it covers are published. An
-    exception of ``answer`` stops the loop uncommitted (the record is delivered again)."""
+    offset committed only after the answers of what it covers are published. A
+    partition's records are answered in order, the partitions of a batch side by side.
+    A broker that does not answer is waited for (logged, retried with backoff, with new
+    clients): what was not committed is delivered again, and the spine answers a
+    repeated command with its original result."""
+    backoff = 0.1
+    while not stop.is_set():
+        try:
+            await _serve_once(bus, answer, stop)
+        except BackendUnavailable as exc:
+            log.warning("command bus: %s; retrying in %.1fs", exc, backoff)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), backoff)
+            backoff = min(backoff * 2, max_backoff)
+
+
+async def _serve_once(bus: KafkaCommandBus, answer: Answerer, stop: asyncio.Event) -> None:
     consumer = bus.clients.consumer(bus.topic, group_id=bus.group_id)
     producer = bus.clients.producer()
+
+    async def partition(tp: TopicPartition, records: list[Any]) -> None:
+        sent = []
+        for record in records:
+            reply = await answer(record.key, record.value)
+            if reply is not None:  # published while the next is answered; awaited below
+                async with unavailable(ROUTE, "publish an answer"):
+                    sent.append(
+                        await producer.send(
+                            bus.results_topic,
+                            key=reply.command_id.encode(),
+                            value=encode_answer(reply),
+                        )
+                    )
+        async with unavailable(ROUTE, "publish an answer"):
+            await asyncio.gather(*sent)
+        await _commit(consumer, tp, records[-1].offset + 1)
+
     try:
         async with unavailable(ROUTE, "connect"):
             await producer.start()
@@ -163,17 +198,14 @@ async def serve_commands(bus: KafkaCommandBus, answer: Answerer, stop: asyncio.E
         while not stop.is_set():
             async with unavailable(ROUTE, "consume"):
                 batch = await consumer.getmany(timeout_ms=200, max_records=100)
-            for tp, records in batch.items():
-                for record in records:
-                    reply = await answer(record.key, record.value)
-                    if reply is not None:
-                        async with unavailable(ROUTE, "publish an answer"):
-                            await producer.send_and_wait(
-                                bus.results_topic,
-                                key=reply.command_id.encode(),
-                                value=encode_answer(reply),
-                            )
-                await _commit(consumer, tp, records[-1].offset + 1)
+            # every partition finished (or failed) before the next fetch or a retry
+            results = await asyncio.gather(
+                *(partition(tp, records) for tp, records in batch.items()),
+                return_exceptions=True,
+            )
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
     finally:
         for client in (consumer, producer):
             with contextlib.suppress(Exception):
