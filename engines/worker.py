@@ -31,7 +31,7 @@ import logging
 import signal
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import orjson
 from pydantic import BaseModel, ValidationError
@@ -41,6 +41,7 @@ from engines.audit import Refusal, RefusalAudit, request_summary
 from engines.auth import Principal, check_claimed, resolve_scope
 from engines.client import wire_names
 from engines.domain import Domain, OnBus
+from engines.http.access import check_role
 from engines.http.errors import status_for
 from engines.runtime import Runtime, bootstrap
 from engines.settings import Settings
@@ -55,6 +56,7 @@ from spine.errors import EnginesError, IdentityError, InvalidInput, RoutingError
 from spine.events import Scope
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 class MalformedCommand(InvalidInput):
@@ -174,7 +176,9 @@ class CommandWorker:
             payload = payload_type.model_validate(message.payload)
         except ValidationError as exc:
             raise MalformedCommand(_fields_wrong(exc, "payload")) from None
-        scope = await self._scope(principal, message, on_bus.require_surface)
+        if on_bus.role is not None:
+            await self._checked(message, principal, check_role, principal, on_bus.role)
+        scope = await self._scope(principal, message, payload, on_bus)
         command = Command[Any](
             command_id=message.command_id,
             scope=scope,
@@ -184,11 +188,19 @@ class CommandWorker:
             grants=principal.grants,
             payload=payload,
         )
+        if on_bus.admit is not None:
+            try:
+                command = on_bus.admit(principal, command, self.runtime.registry)
+            except ValidationError as exc:
+                raise MalformedCommand(_fields_wrong(exc, "payload")) from None
         result = await self.runtime.dispatch(command)
         if result.deduplicated:
             await self._owned(principal, message, result)
             if on_bus.same_request is not None:
                 on_bus.same_request(command, result)
+        refusal = on_bus.answer(command, result) if on_bus.answer is not None else None
+        if refusal is not None:
+            raise refusal
         seqs = [e.seq for e in result.events]
         return Accepted(
             command_id=message.command_id,
@@ -210,16 +222,41 @@ class CommandWorker:
             raise
         return principal
 
-    async def _scope(self, principal: Principal, message: CommandMessage, require: bool) -> Scope:
-        try:
+    async def _scope(
+        self, principal: Principal, message: CommandMessage, payload: BaseModel, on_bus: OnBus
+    ) -> Scope:
+        """The command's scope: where its message and payload place it (``OnBus.place``),
+        resolved against the token; refusals audited."""
+
+        def resolve() -> Scope:
+            surface_id, project_id = message.surface_id, message.project_id
+            if on_bus.place is not None:
+                surface_id, project_id = on_bus.place(payload, principal, surface_id, project_id)
             return resolve_scope(
                 principal,
                 self.mode,
                 claimed=_claimed(message),
-                surface_id=message.surface_id,
-                project_id=message.project_id,
-                require_surface=require,
+                surface_id=surface_id,
+                project_id=project_id,
+                require_surface=(
+                    on_bus.require_surface(payload)
+                    if callable(on_bus.require_surface)
+                    else on_bus.require_surface
+                ),
             )
+
+        return await self._checked(message, principal, resolve)
+
+    async def _checked(
+        self,
+        message: CommandMessage,
+        principal: Principal,
+        check: Callable[..., _T],
+        *args: Any,
+    ) -> _T:
+        """``check(*args)``, its refusal of identity (403) audited."""
+        try:
+            return check(*args)
         except IdentityError as exc:
             await self._deny(message, exc, principal)
             raise

@@ -38,7 +38,7 @@ from commands.budget import (
     format_minor,
     same_request_or_refuse,
 )
-from commands.envelope import CommandResult
+from commands.envelope import Command, CommandResult
 from engines.auth import Principal
 from engines.http.access import require_role
 from engines.http.errors import (
@@ -281,31 +281,49 @@ async def _move(
     )
     result = await rt.dispatch(command)
     same_request_or_refuse(command, result)
-    (event,) = result.events
-    if event.event_type != DEBIT_REFUSED:
+    refusal = over_limit(command, result)
+    if refusal is None:
+        (event,) = result.events
         return await _written(request, result, payload.budget_id, 201, entry=event)
     # Recorded: let the view show the refusal too (bounded), then refuse.
     await rt.wait_for(VIEW, result.stream_id, result.version, rt.settings.write_wait_seconds)
+    return problem(
+        status_for(refusal),
+        str(refusal),
+        kind="limit-exceeded",
+        extensions={"budget_id": payload.budget_id, **refusal.amounts},
+    )
+
+
+class DebitRefused(LimitExceeded):
+    """A debit over the limit, refused and recorded (``seq``); ``amounts``: the limit,
+    spent and requested, as decimal strings and in minor units."""
+
+    def __init__(self, message: str, amounts: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.amounts = amounts
+
+
+def over_limit(command: Command[Any], result: CommandResult) -> DebitRefused | None:
+    """The refusal a debit's result answers (402), however the debit came (a request, a
+    command on the bus), if it was refused as over the limit (and recorded)."""
+    event = result.events[0] if len(result.events) == 1 else None
+    if event is None or event.event_type != DEBIT_REFUSED:
+        return None
     p = event.payload
-    amounts = {
+    minor = {
         "limit": p["limit_minor"],
         "spent": p["spent_minor"],
         "requested": p["amount_minor"],
     }
-    shown = {name: format_minor(value, p["scale"]) for name, value in amounts.items()}
-    exc = LimitExceeded(
-        f"budget {payload.budget_id!r}: a debit of {shown['requested']} would take spent "
-        f"from {shown['spent']} over the limit of {shown['limit']}; refused and recorded "
-        f"(seq {event.seq})"
-    )
-    return problem(
-        status_for(exc),
-        str(exc),
-        kind="limit-exceeded",
-        extensions={
-            "budget_id": payload.budget_id,
+    shown = {name: format_minor(value, p["scale"]) for name, value in minor.items()}
+    return DebitRefused(
+        f"budget {command.payload.budget_id!r}: a debit of {shown['requested']} would take "
+        f"spent from {shown['spent']} over the limit of {shown['limit']}; refused and "
+        f"recorded (seq {event.seq})",
+        {
             **shown,
-            **{f"{name}_minor": value for name, value in amounts.items()},
+            **{f"{name}_minor": value for name, value in minor.items()},
             "seq": event.seq,
         },
     )

@@ -33,6 +33,7 @@ SEO_CONFIG_API = EntityApi(
     body=SeoConfigBody,
     base_path="/seo-config",
     sparse=True,
+    as_given=True,
 )
 
 Cursor = Annotated[str | None, Query(max_length=512)]
@@ -66,7 +67,11 @@ router = APIRouter(tags=["SEO config"], route_class=StrictJsonRoute)
 async def _surface_scope(request: Request, principal: Principal, surface_id: str) -> Scope:
     """The scope of a request on ``surface_id``, which the token must grant (403,
     audited, otherwise). A config belongs to the surface, not to a project."""
-    scope = await scope_for(request, principal, surface_id, None)
+    return surface_scope(await scope_for(request, principal, surface_id, None))
+
+
+def surface_scope(scope: Scope) -> Scope:
+    """The scope a config is kept in: its surface's, in no project."""
     return scope.model_copy(update={"project_id": None})
 
 
@@ -100,7 +105,7 @@ async def put(
         principal,
         scope,
         (surface_id,),
-        body.model_dump(mode="json", exclude_unset=True, exclude={"provenance"}),
+        SEO_CONFIG_API.stored(body),
         create="may",
         if_match=if_match,
         if_none_match=if_none_match,

@@ -39,6 +39,7 @@ STRATEGY_LOCKS_API = EntityApi(
     base_path="/strategy-locks",
     answers="version",
     url_fields=("strategy_id",),
+    as_given=True,
 )
 
 ProjectQuery = Annotated[
@@ -154,7 +155,7 @@ async def take_snapshot(
         principal,
         scope,
         path,
-        body.model_dump(mode="json", exclude_unset=True, exclude={"provenance"}),
+        STRATEGY_LOCKS_API.stored(body),
         create="may",
         if_match=if_match,
         if_none_match=if_none_match,

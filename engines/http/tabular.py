@@ -82,9 +82,6 @@ def document_router(api: EntityApi, *, filter_by_app: bool = False) -> APIRouter
 
     router = APIRouter(tags=[tag], route_class=StrictJsonRoute)
 
-    def body_fields(body: BaseModel) -> dict[str, Any]:
-        return body.model_dump(mode="json", include=set(body_model.model_fields))
-
     @router.post(
         base,
         status_code=201,
@@ -123,7 +120,7 @@ def document_router(api: EntityApi, *, filter_by_app: bool = False) -> APIRouter
             principal,
             scope,
             (entity_id,),
-            body_fields(body),
+            api.stored(body),
             create="must",
             if_match=None,
             if_none_match=if_none_match,
@@ -189,7 +186,7 @@ def document_router(api: EntityApi, *, filter_by_app: bool = False) -> APIRouter
             principal,
             scope,
             (id,),
-            body_fields(body),
+            api.stored(body),
             create="never",
             if_match=if_match,
             if_none_match=if_none_match,
