@@ -9,18 +9,24 @@ For each command (:class:`CommandWorker`):
    (:class:`~engines.auth.TokenVerifier`, :func:`~engines.auth.check_claimed`: 401/403,
    audited through :class:`~engines.audit.RefusalAudit`, as HTTP's gate does);
 3. its type is looked up by wire name (:func:`engines.client.wire_names`), and refused
-   unless its domain lets the bus take it (``Domain.bus``); its payload is validated;
-4. its scope is resolved (:func:`~engines.auth.resolve_scope`, audited);
-5. the domain's handler runs (``Runtime.dispatch``); a repeated command id is answered
-   with its original result only once that result is found to be the caller's (same
-   tenant, mode and user as its events; else 403, audited) and, where the HTTP path
-   checks it, the same request (:func:`commands.notes.same_request_or_refuse`).
+   unless its domain lets the bus take it (``Domain.bus``, an :class:`~engines.domain.OnBus`
+   per command type); its payload is validated;
+4. the role its HTTP path needs is checked (``OnBus.role``: 403, audited); its scope is
+   resolved (:func:`~engines.auth.resolve_scope`, audited) where its message and payload
+   place it (``OnBus.place``: a blackboard key's project, as HTTP's URL names it);
+5. its HTTP path's checks before dispatch run (``OnBus.admit``: a route's option, a body
+   model, a required precondition; the server's time); the domain's handler runs
+   (``Runtime.dispatch``); a repeated command id is answered with its original result
+   only once that result is found to be the caller's (same tenant, mode and user as its
+   events; else 403, audited) and the same request (``OnBus.same_request``); a result
+   its HTTP path answers as an error is refused the same way (``OnBus.answer``: a debit
+   over the limit, recorded, is refused with 402).
 
-**What the bus takes.** A command whose HTTP path checks nothing outside the decider
-beyond the steps above. Notes are taken. Every other domain's HTTP write path checks
-something more (a role, a route option, a precondition its endpoint requires, or it
-answers a recorded refusal as an error): those are refused (``NotOnBus``, 422) rather
-than carried out with weaker checks than HTTP's.
+**What the bus takes.** What each domain declares, with the very functions its HTTP
+path calls, so no check is weaker than HTTP's: notes, session memory, budgets, the
+blackboard, strategy locks, SEO config, flows, graphs and overlays. Telemetry is refused
+(``NotOnBus``, 422): its HTTP path checks and answers what a command cannot carry (see
+README, "Kafka: the command bus").
 """
 
 from __future__ import annotations

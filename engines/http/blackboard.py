@@ -30,8 +30,8 @@ from commands.blackboard import (
 )
 from commands.envelope import idempotent_id
 from engines.auth import Principal
-from engines.http.access import project_granted, route_option_of
-from engines.http.entities import EntityApi
+from engines.http.access import one_place, project_granted, route_option_of
+from engines.http.entities import EntityApi, on_bus
 from engines.http.errors import AUTHENTICATED, problem_responses
 from engines.http.identity import Auth, requested, runtime_of, scope_for
 from engines.http.jsonbody import StrictJsonRoute
@@ -123,6 +123,21 @@ def check_size(registry: Registry, body: BlackboardBody) -> None:
     """Refuse (413) a value over the ``blackboard_store`` route's ``max_value_bytes``."""
     check_value_size(body.value, route_option_of(registry, "blackboard_store", "max_value_bytes"))
 
+
+def _key_place(
+    payload: PutBlackboardKey | DeleteBlackboardKey,
+    principal: Principal,
+    surface: str | None,
+    project: str | None,
+) -> tuple[str | None, str | None]:
+    """A key sent on the command bus is written in its path's project, on
+    :func:`write_surface`."""
+    project = one_place("project_id", project, payload.path[0])
+    return write_surface(principal, project, surface), project
+
+
+#: The command bus takes puts and deletes as ``put_key`` and ``delete_key`` do.
+ON_BUS = on_bus(API, place=_key_place, check=check_size)
 
 router = APIRouter(tags=["blackboard"], route_class=StrictJsonRoute)
 

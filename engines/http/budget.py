@@ -40,6 +40,7 @@ from commands.budget import (
 )
 from commands.envelope import Command, CommandResult
 from engines.auth import Principal
+from engines.domain import OnBus
 from engines.http.access import require_role
 from engines.http.errors import (
     AUTHENTICATED,
@@ -386,6 +387,14 @@ async def credit(
     return await _move(
         request, principal, payload, idempotency_key, body.provenance, if_match, if_none_match
     )
+
+
+#: The command bus takes limits, debits and credits as their endpoints do.
+ON_BUS: dict[type[BaseModel], OnBus] = {
+    SetLimit: OnBus(role="admin", same_request=same_request_or_refuse),
+    DebitBudget: OnBus(same_request=same_request_or_refuse, answer=over_limit),
+    CreditBudget: OnBus(same_request=same_request_or_refuse),
+}
 
 
 # Before GET /budgets/{budget_id:path}, which would take ".../ledger" as an id.

@@ -16,9 +16,10 @@ Answers:
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlencode
 
 import orjson
@@ -34,7 +35,8 @@ from commands.entities import (
     refuse_reused_key,
 )
 from commands.envelope import Command, CommandResult
-from engines.auth import Principal
+from engines.auth import Principal, Role
+from engines.domain import OnBus, Place
 from engines.http.identity import runtime_of
 from engines.http.responses import (
     OrjsonResponse,
@@ -50,6 +52,9 @@ from projections.views import Filter, Grant, ViewQuery, ViewRecord
 from spine.entities import EntityKind
 from spine.errors import BackendUnavailable, ConcurrencyError, NotFound, PreconditionRequired
 from spine.events import Mode, Provenance, Scope
+
+if TYPE_CHECKING:
+    from routing.registry import Registry
 
 
 class ScopeOut(BaseModel):
@@ -474,6 +479,43 @@ class EntityApi:
                 f"a {self.kind.entity} is never overwritten blindly: {read}, or "
                 "If-None-Match: * to create one"
             )
+
+
+def on_bus(
+    api: EntityApi,
+    *,
+    role: Role | None = None,
+    place: Place | None = None,
+    check: Callable[[Registry, Any], None] | None = None,
+    scoped: Callable[[Scope], Scope] | None = None,
+) -> dict[type[BaseModel], OnBus]:
+    """How the command bus takes ``api``'s puts and deletes, as its endpoints take them:
+    the ``role`` they need; where the scope is (``place``, from the path, as the URL
+    says it); a scope that must name a surface for a put that may create; ``check``,
+    the domain's own check of a valid body against the routes (before the
+    preconditions); ``scoped``, the scope an entity is kept in; a repeated put must be
+    the same request."""
+
+    def admit(principal: Principal, command: Command[Any], registry: Registry) -> Command[Any]:
+        del principal
+        if scoped is not None:
+            command = command.model_copy(update={"scope": scoped(command.scope)})
+        return api.admit(command, None if check is None else functools.partial(check, registry))
+
+    def creates(payload: Any) -> bool:
+        return isinstance(payload, PutEntity) and payload.create != "never"
+
+    taken = OnBus(
+        require_surface=creates,
+        role=role,
+        place=place,
+        admit=admit,
+        same_request=same_put_or_refuse,
+    )
+    types: tuple[type[BaseModel], ...] = (api.put_type,)
+    if api.delete_type is not None:
+        types += (api.delete_type,)
+    return dict.fromkeys(types, taken)
 
 
 def same_put_or_refuse(command: Command[Any], result: CommandResult) -> None:

@@ -34,6 +34,7 @@ from commands.memory import (
     same_request_or_refuse,
 )
 from engines.auth import Principal
+from engines.domain import OnBus
 from engines.http.access import route_option_of
 from engines.http.errors import AUTHENTICATED, problem_responses
 from engines.http.identity import Auth, runtime_of, scope_for
@@ -257,6 +258,12 @@ async def _written(
         replay=replay,
     )
 
+
+#: The command bus takes sets and deletes as ``put_key`` and ``delete_key`` do.
+ON_BUS: dict[type[BaseModel], OnBus] = dict.fromkeys(
+    (SetMemory, DeleteMemory),
+    OnBus(require_surface=True, admit=admit, same_request=same_request_or_refuse),
+)
 
 router = APIRouter(tags=["memory"], route_class=StrictJsonRoute)
 

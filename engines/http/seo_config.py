@@ -17,8 +17,8 @@ from pydantic import BaseModel, Field
 
 from commands.seo_config import SEO_CONFIG, PutSeoConfig, SeoConfigBody
 from engines.auth import Principal
-from engines.http.access import require_role
-from engines.http.entities import EntityApi
+from engines.http.access import one_place, require_role
+from engines.http.entities import EntityApi, on_bus
 from engines.http.errors import AUTHENTICATED, problem_responses
 from engines.http.identity import Auth, scope_for
 from engines.http.jsonbody import StrictJsonRoute
@@ -64,6 +64,14 @@ class SeoConfigAccepted(BaseModel):
 router = APIRouter(tags=["SEO config"], route_class=StrictJsonRoute)
 
 
+def _config_place(
+    payload: PutSeoConfig, principal: Principal, surface: str | None, project: str | None
+) -> tuple[str | None, str | None]:
+    """A config sent on the command bus is put on its path's surface."""
+    del principal
+    return one_place("surface_id", surface, payload.path[0]), project
+
+
 async def _surface_scope(request: Request, principal: Principal, surface_id: str) -> Scope:
     """The scope of a request on ``surface_id``, which the token must grant (403,
     audited, otherwise). A config belongs to the surface, not to a project."""
@@ -73,6 +81,10 @@ async def _surface_scope(request: Request, principal: Principal, surface_id: str
 def surface_scope(scope: Scope) -> Scope:
     """The scope a config is kept in: its surface's, in no project."""
     return scope.model_copy(update={"project_id": None})
+
+
+#: The command bus takes configs as ``put`` does.
+ON_BUS = on_bus(SEO_CONFIG_API, role="admin", place=_config_place, scoped=surface_scope)
 
 
 @router.put(
