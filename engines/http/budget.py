@@ -283,8 +283,8 @@ async def _move(
     result = await rt.dispatch(command)
     same_request_or_refuse(command, result)
     refusal = over_limit(command, result)
+    (event,) = result.events
     if refusal is None:
-        (event,) = result.events
         return await _written(request, result, payload.budget_id, 201, entry=event)
     # Recorded: let the view show the refusal too (bounded), then refuse.
     await rt.wait_for(VIEW, result.stream_id, result.version, rt.settings.write_wait_seconds)
@@ -292,41 +292,30 @@ async def _move(
         status_for(refusal),
         str(refusal),
         kind="limit-exceeded",
-        extensions={"budget_id": payload.budget_id, **refusal.amounts},
+        extensions={"budget_id": payload.budget_id, **refused_amounts(event)},
     )
 
 
-class DebitRefused(LimitExceeded):
-    """A debit over the limit, refused and recorded (``seq``); ``amounts``: the limit,
-    spent and requested, as decimal strings and in minor units."""
+def refused_amounts(event: EventEnvelope) -> dict[str, Any]:
+    """What a refused debit's event records: the limit, spent and requested, as decimal
+    strings and in minor units, and its ``seq``."""
+    p = event.payload
+    minor = {"limit": p["limit_minor"], "spent": p["spent_minor"], "requested": p["amount_minor"]}
+    shown = {name: format_minor(value, p["scale"]) for name, value in minor.items()}
+    return {**shown, **{f"{name}_minor": value for name, value in minor.items()}, "seq": event.seq}
 
-    def __init__(self, message: str, amounts: dict[str, Any]) -> None:
-        super().__init__(message)
-        self.amounts = amounts
 
-
-def over_limit(command: Command[Any], result: CommandResult) -> DebitRefused | None:
-    """The refusal a debit's result answers (402), however the debit came (a request, a
+def over_limit(command: Command[Any], result: CommandResult) -> LimitExceeded | None:
+    """The refusal (402) a debit's result answers, however the debit came (a request, a
     command on the bus), if it was refused as over the limit (and recorded)."""
     event = result.events[0] if len(result.events) == 1 else None
     if event is None or event.event_type != DEBIT_REFUSED:
         return None
-    p = event.payload
-    minor = {
-        "limit": p["limit_minor"],
-        "spent": p["spent_minor"],
-        "requested": p["amount_minor"],
-    }
-    shown = {name: format_minor(value, p["scale"]) for name, value in minor.items()}
-    return DebitRefused(
-        f"budget {command.payload.budget_id!r}: a debit of {shown['requested']} would take "
-        f"spent from {shown['spent']} over the limit of {shown['limit']}; refused and "
-        f"recorded (seq {event.seq})",
-        {
-            **shown,
-            **{f"{name}_minor": value for name, value in minor.items()},
-            "seq": event.seq,
-        },
+    a = refused_amounts(event)
+    return LimitExceeded(
+        f"budget {command.payload.budget_id!r}: a debit of {a['requested']} would take spent "
+        f"from {a['spent']} over the limit of {a['limit']}; refused and recorded "
+        f"(seq {event.seq})"
     )
 
 

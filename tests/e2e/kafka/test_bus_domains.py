@@ -209,7 +209,7 @@ async def test_a_debit_over_the_limit_is_refused_with_402_recorded_and_spends_no
     answer = await send(
         client, tmp_path, DebitBudget(budget_id=budget, amount="10.01", reason="r"), "d"
     )
-    refused(answer, "DebitRefused", 402)
+    refused(answer, "LimitExceeded", 402)
     assert "over the limit of 10.00" in answer.message
     # as over HTTP: the refusal is recorded (an event), the debit is not
     assert await events_of(runtime, limit.stream_id) == ["budget.limit_set", "budget.debit_refused"]
@@ -221,7 +221,7 @@ async def test_a_debit_over_the_limit_is_refused_with_402_recorded_and_spends_no
     again = await send(
         client, tmp_path, DebitBudget(budget_id=budget, amount="10.01", reason="r"), "d"
     )
-    refused(again, "DebitRefused", 402)
+    refused(again, "LimitExceeded", 402)
     assert len(await events_of(runtime, limit.stream_id)) == 2
 
 
