@@ -137,7 +137,7 @@ def _key_place(
 
 
 #: The command bus takes puts and deletes as ``put_key`` and ``delete_key`` do.
-ON_BUS = on_bus(API, place=_key_place, check=check_size)
+ON_BUS = on_bus(API, place=_key_place, require_surface=True, check=check_size)
 
 router = APIRouter(tags=["blackboard"], route_class=StrictJsonRoute)
 

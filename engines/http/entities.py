@@ -486,12 +486,14 @@ def on_bus(
     *,
     role: Role | None = None,
     place: Place | None = None,
+    require_surface: bool | None = None,
     check: Callable[[Registry, Any], None] | None = None,
     scoped: Callable[[Scope], Scope] | None = None,
 ) -> dict[type[BaseModel], OnBus]:
     """How the command bus takes ``api``'s puts and deletes, as its endpoints take them:
     the ``role`` they need; where the scope is (``place``, from the path, as the URL
-    says it); a scope that must name a surface for a put that may create; ``check``,
+    says it); whether the scope must name a surface (``require_surface``; by default,
+    for a put that may create, as a document's ``POST`` does); ``check``,
     the domain's own check of a valid body against the routes (before the
     preconditions); ``scoped``, the scope an entity is kept in; a repeated put must be
     the same request."""
@@ -506,7 +508,7 @@ def on_bus(
         return isinstance(payload, PutEntity) and payload.create != "never"
 
     taken = OnBus(
-        require_surface=creates,
+        require_surface=creates if require_surface is None else require_surface,
         role=role,
         place=place,
         admit=admit,

@@ -84,7 +84,13 @@ def surface_scope(scope: Scope) -> Scope:
 
 
 #: The command bus takes configs as ``put`` does.
-ON_BUS = on_bus(SEO_CONFIG_API, role="admin", place=_config_place, scoped=surface_scope)
+ON_BUS = on_bus(
+    SEO_CONFIG_API,
+    role="admin",
+    place=_config_place,
+    require_surface=False,  # the place names the path's surface; a config has no project
+    scoped=surface_scope,
+)
 
 
 @router.put(

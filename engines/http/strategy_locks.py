@@ -99,7 +99,7 @@ def _snapshot_place(
 
 
 #: The command bus takes snapshots as ``take_snapshot`` does.
-ON_BUS = on_bus(STRATEGY_LOCKS_API, role="admin", place=_snapshot_place)
+ON_BUS = on_bus(STRATEGY_LOCKS_API, role="admin", place=_snapshot_place, require_surface=True)
 
 
 def _no_project(granted: int) -> InvalidField:

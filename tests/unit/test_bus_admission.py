@@ -15,9 +15,8 @@ from commands.strategy_locks import TakeStrategySnapshot
 from commands.telemetry import EmitEvents
 from engines.auth import Principal
 from engines.domains import DOMAINS
-from engines.http import blackboard, strategy_locks
+from engines.http import blackboard, seo_config, strategy_locks
 from engines.http.access import check_role, one_place
-from engines.http.entities import on_bus
 from spine.errors import PreconditionRequired, RoleRequired, ScopeMismatch
 from spine.events import Scope
 
@@ -99,10 +98,15 @@ def test_a_command_body_is_checked_and_stored_as_its_endpoint_stores_it() -> Non
 
 
 def test_a_key_command_is_placed_in_its_paths_project_on_the_one_granting_surface() -> None:
-    (taken,) = set(on_bus(blackboard.API).values())
-    assert taken.require_surface is not False
+    assert {t.require_surface for t in blackboard.ON_BUS.values()} == {True}
     (place,) = {t.place for t in blackboard.ON_BUS.values()}
     assert place is not None
     assert place(key(), ALICE, None, None) == ("s1", "p1")
     with pytest.raises(ScopeMismatch):
         place(key(), ALICE, None, "p2")
+
+
+def test_a_config_command_needs_no_project_as_its_endpoint_needs_none() -> None:
+    (taken,) = set(seo_config.ON_BUS.values())
+    assert taken.require_surface is False
+    assert taken.role == "admin"
