@@ -7,8 +7,10 @@ its entry, ``_entities(...)``, builds its projector and CLI group."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 
 from fastapi import APIRouter
+from pydantic import BaseModel
 
 from commands import budget as budget_commands
 from commands import memory as memory_commands
@@ -38,10 +40,17 @@ from projections.entities import EntityProjector
 
 
 def _entities(
-    api: EntityApi, router: APIRouter, *, store: str, command: str, history: bool = True
+    api: EntityApi,
+    router: APIRouter,
+    *,
+    store: str,
+    command: str,
+    bus: Mapping[type[BaseModel], OnBus],
+    history: bool = True,
 ) -> Domain:
     """A domain of versioned entities (:mod:`commands.entities`): its view in ``store``
-    (with the version history unless ``history`` is false), its CLI group ``command``."""
+    (with the version history unless ``history`` is false), its CLI group ``command``,
+    the commands the bus takes (``bus``)."""
     projector = EntityProjector(api.kind, name=api.view, resource_kind=store, history=history)
     cli = functools.partial(
         entity_group,
@@ -58,6 +67,7 @@ def _entities(
         reads=api.view,
         router=router,
         cli=cli,
+        bus=bus,
     )
 
 
@@ -79,16 +89,25 @@ DOMAINS: tuple[Domain, ...] = (
         },
     ),
     _entities(
-        tabular_http.FLOWS_API, tabular_http.flows_router, store="flow_store", command="flows"
+        tabular_http.FLOWS_API,
+        tabular_http.flows_router,
+        store="flow_store",
+        command="flows",
+        bus=tabular_http.FLOWS_ON_BUS,
     ),
     _entities(
-        tabular_http.GRAPHS_API, tabular_http.graphs_router, store="graph_store", command="graphs"
+        tabular_http.GRAPHS_API,
+        tabular_http.graphs_router,
+        store="graph_store",
+        command="graphs",
+        bus=tabular_http.GRAPHS_ON_BUS,
     ),
     _entities(
         tabular_http.OVERLAYS_API,
         tabular_http.overlays_router,
         store="overlay_store",
         command="overlays",
+        bus=tabular_http.OVERLAYS_ON_BUS,
     ),
     Domain(
         name=memory_commands.DOMAIN,
@@ -98,12 +117,14 @@ DOMAINS: tuple[Domain, ...] = (
         reads="memory",
         router=memory_http.router,
         cli=memory_cli.register,
+        bus=memory_http.ON_BUS,
     ),
     _entities(
         blackboard_http.API,
         blackboard_http.router,
         store="blackboard_store",
         command="blackboard",
+        bus=blackboard_http.ON_BUS,
     ),
     Domain(
         name=budget_commands.DOMAIN,
@@ -117,18 +138,21 @@ DOMAINS: tuple[Domain, ...] = (
         reads="budgets",
         router=budget_http.router,
         cli=budget_cli.register,
+        bus=budget_http.ON_BUS,
     ),
     _entities(
         strategy_locks_http.STRATEGY_LOCKS_API,
         strategy_locks_http.router,
         store="strategy_lock_store",
         command="strategy-locks",
+        bus=strategy_locks_http.ON_BUS,
     ),
     _entities(
         seo_config_http.SEO_CONFIG_API,
         seo_config_http.router,
         store="seo_config_store",
         command="seo-config",
+        bus=seo_config_http.ON_BUS,
     ),
     Domain(
         name=telemetry_commands.DOMAIN,

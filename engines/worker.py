@@ -9,18 +9,24 @@ For each command (:class:`CommandWorker`):
    (:class:`~engines.auth.TokenVerifier`, :func:`~engines.auth.check_claimed`: 401/403,
    audited through :class:`~engines.audit.RefusalAudit`, as HTTP's gate does);
 3. its type is looked up by wire name (:func:`engines.client.wire_names`), and refused
-   unless its domain lets the bus take it (``Domain.bus``); its payload is validated;
-4. its scope is resolved (:func:`~engines.auth.resolve_scope`, audited);
-5. the domain's handler runs (``Runtime.dispatch``); a repeated command id is answered
-   with its original result only once that result is found to be the caller's (same
-   tenant, mode and user as its events; else 403, audited) and, where the HTTP path
-   checks it, the same request (:func:`commands.notes.same_request_or_refuse`).
+   unless its domain lets the bus take it (``Domain.bus``, an :class:`~engines.domain.OnBus`
+   per command type); its payload is validated;
+4. the role its HTTP path needs is checked (``OnBus.role``: 403, audited); its scope is
+   resolved (:func:`~engines.auth.resolve_scope`, audited) where its message and payload
+   place it (``OnBus.place``: a blackboard key's project, as HTTP's URL names it);
+5. its HTTP path's checks before dispatch run (``OnBus.admit``: a route's option, a body
+   model, a required precondition; the server's time); the domain's handler runs
+   (``Runtime.dispatch``); a repeated command id is answered with its original result
+   only once that result is found to be the caller's (same tenant, mode and user as its
+   events; else 403, audited) and the same request (``OnBus.same_request``); a result
+   its HTTP path answers as an error is refused the same way (``OnBus.answer``: a debit
+   over the limit, recorded, is refused with 402).
 
-**What the bus takes.** A command whose HTTP path checks nothing outside the decider
-beyond the steps above. Notes are taken. Every other domain's HTTP write path checks
-something more (a role, a route option, a precondition its endpoint requires, or it
-answers a recorded refusal as an error): those are refused (``NotOnBus``, 422) rather
-than carried out with weaker checks than HTTP's.
+**What the bus takes.** What each domain declares, with the very functions its HTTP
+path calls, so no check is weaker than HTTP's: notes, session memory, budgets, the
+blackboard, strategy locks, SEO config, flows, graphs and overlays. Telemetry is refused
+(``NotOnBus``, 422): its HTTP path checks and answers what a command cannot carry (see
+README, "Kafka: the command bus").
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import logging
 import signal
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import orjson
 from pydantic import BaseModel, ValidationError
@@ -41,6 +47,7 @@ from engines.audit import Refusal, RefusalAudit, request_summary
 from engines.auth import Principal, check_claimed, resolve_scope
 from engines.client import wire_names
 from engines.domain import Domain, OnBus
+from engines.http.access import check_role
 from engines.http.errors import status_for
 from engines.runtime import Runtime, bootstrap
 from engines.settings import Settings
@@ -55,6 +62,7 @@ from spine.errors import EnginesError, IdentityError, InvalidInput, RoutingError
 from spine.events import Scope
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 class MalformedCommand(InvalidInput):
@@ -174,7 +182,9 @@ class CommandWorker:
             payload = payload_type.model_validate(message.payload)
         except ValidationError as exc:
             raise MalformedCommand(_fields_wrong(exc, "payload")) from None
-        scope = await self._scope(principal, message, on_bus.require_surface)
+        if on_bus.role is not None:
+            await self._checked(message, principal, check_role, principal, on_bus.role)
+        scope = await self._scope(principal, message, payload, on_bus)
         command = Command[Any](
             command_id=message.command_id,
             scope=scope,
@@ -184,11 +194,19 @@ class CommandWorker:
             grants=principal.grants,
             payload=payload,
         )
+        if on_bus.admit is not None:
+            try:
+                command = on_bus.admit(principal, command, self.runtime.registry)
+            except ValidationError as exc:
+                raise MalformedCommand(_fields_wrong(exc, "payload")) from None
         result = await self.runtime.dispatch(command)
         if result.deduplicated:
             await self._owned(principal, message, result)
             if on_bus.same_request is not None:
                 on_bus.same_request(command, result)
+        refusal = on_bus.answer(command, result) if on_bus.answer is not None else None
+        if refusal is not None:
+            raise refusal
         seqs = [e.seq for e in result.events]
         return Accepted(
             command_id=message.command_id,
@@ -210,16 +228,41 @@ class CommandWorker:
             raise
         return principal
 
-    async def _scope(self, principal: Principal, message: CommandMessage, require: bool) -> Scope:
-        try:
+    async def _scope(
+        self, principal: Principal, message: CommandMessage, payload: BaseModel, on_bus: OnBus
+    ) -> Scope:
+        """The command's scope: where its message and payload place it (``OnBus.place``),
+        resolved against the token; refusals audited."""
+
+        def resolve() -> Scope:
+            surface_id, project_id = message.surface_id, message.project_id
+            if on_bus.place is not None:
+                surface_id, project_id = on_bus.place(payload, principal, surface_id, project_id)
             return resolve_scope(
                 principal,
                 self.mode,
                 claimed=_claimed(message),
-                surface_id=message.surface_id,
-                project_id=message.project_id,
-                require_surface=require,
+                surface_id=surface_id,
+                project_id=project_id,
+                require_surface=(
+                    on_bus.require_surface(payload)
+                    if callable(on_bus.require_surface)
+                    else on_bus.require_surface
+                ),
             )
+
+        return await self._checked(message, principal, resolve)
+
+    async def _checked(
+        self,
+        message: CommandMessage,
+        principal: Principal,
+        check: Callable[..., _T],
+        *args: Any,
+    ) -> _T:
+        """``check(*args)``, its refusal of identity (403) audited."""
+        try:
+            return check(*args)
         except IdentityError as exc:
             await self._deny(message, exc, principal)
             raise

@@ -15,7 +15,7 @@ nothing is written.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
@@ -30,15 +30,18 @@ from commands.blackboard import (
 )
 from commands.envelope import idempotent_id
 from engines.auth import Principal
-from engines.http.access import project_granted, route_option
-from engines.http.entities import EntityApi
+from engines.http.access import one_place, project_granted, route_option_of
+from engines.http.entities import EntityApi, on_bus
 from engines.http.errors import AUTHENTICATED, problem_responses
-from engines.http.identity import Auth, requested, scope_for
+from engines.http.identity import Auth, requested, runtime_of, scope_for
 from engines.http.jsonbody import StrictJsonRoute
 from engines.http.writes import IdempotencyKey, IfMatch, IfNoneMatch
 from projections.views import Filter
 from spine.errors import NotFound
 from spine.events import Identifier, Provenance, Scope
+
+if TYPE_CHECKING:
+    from routing.registry import Registry
 
 API = EntityApi(
     kind=BLACKBOARD,
@@ -100,15 +103,41 @@ async def read_scope(request: Request, principal: Principal, project_id: str) ->
 
 
 async def write_scope(request: Request, principal: Principal, project_id: str) -> Scope:
-    """The scope of a write to ``project_id``'s blackboard (403 unless granted): on the
-    surface the request names, else the one surface that grants the project."""
-    surface = requested(request, "surface_id", None)
-    if surface is None:
-        granting = [s for s, projects in principal.grants.items() if project_id in projects]
-        if len(granting) == 1:
-            (surface,) = granting
+    """The scope of a write to ``project_id``'s blackboard (403 unless granted): on
+    :func:`write_surface`."""
+    surface = write_surface(principal, project_id, requested(request, "surface_id", None))
     return await scope_for(request, principal, surface, project_id, require_surface=True)
 
+
+def write_surface(principal: Principal, project_id: str, named: str | None) -> str | None:
+    """The surface a write to ``project_id``'s blackboard is made on: the one ``named``,
+    else the one surface that grants the project (else none: refused as unsettled)."""
+    if named is None:
+        granting = [s for s, projects in principal.grants.items() if project_id in projects]
+        if len(granting) == 1:
+            (named,) = granting
+    return named
+
+
+def check_size(registry: Registry, body: BlackboardBody) -> None:
+    """Refuse (413) a value over the ``blackboard_store`` route's ``max_value_bytes``."""
+    check_value_size(body.value, route_option_of(registry, "blackboard_store", "max_value_bytes"))
+
+
+def _key_place(
+    payload: PutBlackboardKey | DeleteBlackboardKey,
+    principal: Principal,
+    surface: str | None,
+    project: str | None,
+) -> tuple[str | None, str | None]:
+    """A key sent on the command bus is written in its path's project, on
+    :func:`write_surface`."""
+    project = one_place("project_id", project, payload.path[0])
+    return write_surface(principal, project, surface), project
+
+
+#: The command bus takes puts and deletes as ``put_key`` and ``delete_key`` do.
+ON_BUS = on_bus(API, place=_key_place, require_surface=True, check=check_size)
 
 router = APIRouter(tags=["blackboard"], route_class=StrictJsonRoute)
 
@@ -213,7 +242,7 @@ async def put_key(
     not at N); ``If-None-Match: *`` creates it (201; 412 if it exists). Neither: 428.
     ``Idempotency-Key`` (per key): a retry answers as the first request did."""
     scope = await write_scope(request, principal, project_id)
-    check_value_size(body.value, route_option(request, "blackboard_store", "max_value_bytes"))
+    check_size(runtime_of(request).registry, body)
     command_id = None
     if idempotency_key is not None:
         command_id = "put:" + idempotent_id(scope, BLACKBOARD.domain, idempotency_key)
@@ -222,7 +251,7 @@ async def put_key(
         principal,
         scope,
         (project_id, run_id, key),
-        {"value": body.value},
+        API.stored(body),
         create="may",  # with If-None-Match (a create) or If-Match (never a create): 428 else
         if_match=if_match,
         if_none_match=if_none_match,

@@ -38,8 +38,9 @@ from commands.budget import (
     format_minor,
     same_request_or_refuse,
 )
-from commands.envelope import CommandResult
+from commands.envelope import Command, CommandResult
 from engines.auth import Principal
+from engines.domain import OnBus
 from engines.http.access import require_role
 from engines.http.errors import (
     AUTHENTICATED,
@@ -281,33 +282,40 @@ async def _move(
     )
     result = await rt.dispatch(command)
     same_request_or_refuse(command, result)
+    refusal = over_limit(command, result)
     (event,) = result.events
-    if event.event_type != DEBIT_REFUSED:
+    if refusal is None:
         return await _written(request, result, payload.budget_id, 201, entry=event)
     # Recorded: let the view show the refusal too (bounded), then refuse.
     await rt.wait_for(VIEW, result.stream_id, result.version, rt.settings.write_wait_seconds)
-    p = event.payload
-    amounts = {
-        "limit": p["limit_minor"],
-        "spent": p["spent_minor"],
-        "requested": p["amount_minor"],
-    }
-    shown = {name: format_minor(value, p["scale"]) for name, value in amounts.items()}
-    exc = LimitExceeded(
-        f"budget {payload.budget_id!r}: a debit of {shown['requested']} would take spent "
-        f"from {shown['spent']} over the limit of {shown['limit']}; refused and recorded "
-        f"(seq {event.seq})"
-    )
     return problem(
-        status_for(exc),
-        str(exc),
+        status_for(refusal),
+        str(refusal),
         kind="limit-exceeded",
-        extensions={
-            "budget_id": payload.budget_id,
-            **shown,
-            **{f"{name}_minor": value for name, value in amounts.items()},
-            "seq": event.seq,
-        },
+        extensions={"budget_id": payload.budget_id, **refused_amounts(event)},
+    )
+
+
+def refused_amounts(event: EventEnvelope) -> dict[str, Any]:
+    """What a refused debit's event records: the limit, spent and requested, as decimal
+    strings and in minor units, and its ``seq``."""
+    p = event.payload
+    minor = {"limit": p["limit_minor"], "spent": p["spent_minor"], "requested": p["amount_minor"]}
+    shown = {name: format_minor(value, p["scale"]) for name, value in minor.items()}
+    return {**shown, **{f"{name}_minor": value for name, value in minor.items()}, "seq": event.seq}
+
+
+def over_limit(command: Command[Any], result: CommandResult) -> LimitExceeded | None:
+    """The refusal (402) a debit's result answers, however the debit came (a request, a
+    command on the bus), if it was refused as over the limit (and recorded)."""
+    event = result.events[0] if len(result.events) == 1 else None
+    if event is None or event.event_type != DEBIT_REFUSED:
+        return None
+    a = refused_amounts(event)
+    return LimitExceeded(
+        f"budget {command.payload.budget_id!r}: a debit of {a['requested']} would take spent "
+        f"from {a['spent']} over the limit of {a['limit']}; refused and recorded "
+        f"(seq {event.seq})"
     )
 
 
@@ -368,6 +376,14 @@ async def credit(
     return await _move(
         request, principal, payload, idempotency_key, body.provenance, if_match, if_none_match
     )
+
+
+#: The command bus takes limits, debits and credits as their endpoints do.
+ON_BUS: dict[type[BaseModel], OnBus] = {
+    SetLimit: OnBus(role="admin", same_request=same_request_or_refuse),
+    DebitBudget: OnBus(same_request=same_request_or_refuse, answer=over_limit),
+    CreditBudget: OnBus(same_request=same_request_or_refuse),
+}
 
 
 # Before GET /budgets/{budget_id:path}, which would take ".../ledger" as an id.

@@ -16,10 +16,13 @@ Answers:
 from __future__ import annotations
 
 import contextlib
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlencode
 
+import orjson
 from fastapi import Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, create_model
@@ -32,7 +35,8 @@ from commands.entities import (
     refuse_reused_key,
 )
 from commands.envelope import Command, CommandResult
-from engines.auth import Principal
+from engines.auth import Principal, Role
+from engines.domain import OnBus, Place
 from engines.http.identity import runtime_of
 from engines.http.responses import (
     OrjsonResponse,
@@ -48,6 +52,9 @@ from projections.views import Filter, Grant, ViewQuery, ViewRecord
 from spine.entities import EntityKind
 from spine.errors import BackendUnavailable, ConcurrencyError, NotFound, PreconditionRequired
 from spine.events import Mode, Provenance, Scope
+
+if TYPE_CHECKING:
+    from routing.registry import Registry
 
 
 class ScopeOut(BaseModel):
@@ -89,6 +96,8 @@ class EntityApi:
     """The path fields an entity's URL names, in order (default: all of them); the others
     come from the request's scope (a strategy lock's project) and are named in the
     query of a ``Location``."""
+    as_given: bool = False
+    """Store only the body fields given (none defaulted): see :meth:`stored`."""
 
     @property
     def path_fields(self) -> tuple[str, ...]:
@@ -294,6 +303,36 @@ class EntityApi:
 
     # -- writes ----------------------------------------------------------------------------
 
+    def stored(self, body: BaseModel) -> dict[str, Any]:
+        """What a put stores of ``body`` (an instance of :attr:`body`, or of a request
+        model adding fields to it): its body fields, as JSON; with :attr:`as_given`, only
+        those given."""
+        return body.model_dump(
+            mode="json", include=set(self.body.model_fields), exclude_unset=self.as_given
+        )
+
+    def admit(
+        self, command: Command[Any], check: Callable[[Any], None] | None = None
+    ) -> Command[Any]:
+        """A put or delete sent as a command (the command bus), checked as a request is
+        checked before dispatch: the body against :attr:`body` (as JSON, as a request's
+        is parsed), and the preconditions, with ``expected_version`` read as the headers
+        would say it (``N``: ``If-Match: "N"``; ``0``: ``If-None-Match: *``). ``check``:
+        the domain's own check of a valid body, before the preconditions (as its
+        endpoint's)."""
+        payload = command.payload
+        expected = command.expected_version
+        matched, absent = expected is not None and expected > 0, expected == 0
+        if isinstance(payload, PutEntity):
+            body = self.body.model_validate_json(orjson.dumps(payload.body))
+            if check is not None:
+                check(body)
+            create, expected = self.settle(expected, payload.create, matched, absent)
+            payload = type(payload)(path=payload.path, body=self.stored(body), create=create)
+        else:
+            expected = self.settle_delete(expected)
+        return command.model_copy(update={"payload": payload, "expected_version": expected})
+
     async def put(
         self,
         request: Request,
@@ -312,13 +351,10 @@ class EntityApi:
         """Create or replace an entity under the request's preconditions: ``If-Match``
         needs it as it is (and never creates); ``If-None-Match: *`` needs it absent.
         ``command_id`` (from an ``Idempotency-Key``): a retry answers as the first did."""
-        expected = self._preconditions(if_match, if_none_match)
-        if if_match is not None:
-            create = "never"
-        elif if_none_match is not None and create != "never":
-            create, expected = "must", None  # absent, whatever the stream's version
-        # (a replace under If-None-Match: * keeps expected version 0: 412 if it exists,
-        # 404 if it does not; it never creates)
+        expected = expected_version(if_match, if_none_match)  # validates both headers
+        create, expected = self.settle(
+            expected, create, if_match is not None, if_none_match is not None
+        )
         extra: dict[str, Any] = {} if command_id is None else {"command_id": command_id}
         command = Command[Any](
             scope=scope,
@@ -329,7 +365,7 @@ class EntityApi:
         )
         result = await runtime_of(request).dispatch(command)
         if result.deduplicated:
-            refuse_reused_key(result.events, command)
+            same_put_or_refuse(command, result)
             # A replay under If-None-Match: * is refused (as for notes: the client asked
             # for a create, and this one made nothing), unless every create must say
             # If-None-Match: then a retry answers as its create did, or no create could
@@ -367,7 +403,7 @@ class EntityApi:
     ) -> Response:
         """Delete an entity (a tombstone: history and spine keep it)."""
         assert self.delete_type is not None, f"{self.kind.entity} cannot be deleted"
-        expected = self._preconditions(if_match, if_none_match, deleting=True)
+        expected = self.settle_delete(expected_version(if_match, if_none_match))
         command = Command[Any](
             scope=scope,
             expected_version=expected,
@@ -413,10 +449,28 @@ class EntityApi:
             headers["Location"] = self.location(path, result.version)
         return OrjsonResponse(self.render_version(record), status_code=status, headers=headers)
 
-    def _preconditions(
-        self, if_match: str | None, if_none_match: str | None, *, deleting: bool = False
-    ) -> int | None:
-        expected = expected_version(if_match, if_none_match)  # validates both headers
+    def settle(
+        self, expected: int | None, create: Creation, matched: bool, absent: bool
+    ) -> tuple[Creation, int | None]:
+        """What a put may do and the version it expects, given ``expected`` and whether
+        it names a version it replaces (``matched``: ``If-Match``; never a create) or
+        that there is none (``absent``: ``If-None-Match: *``)."""
+        self._required(expected, deleting=False)
+        if matched:
+            return "never", expected
+        if absent and create != "never":
+            return "must", None  # absent, whatever the stream's version
+        # (a replace under If-None-Match: * keeps expected version 0: 412 if it exists,
+        # 404 if it does not; it never creates)
+        return create, expected
+
+    def settle_delete(self, expected: int | None) -> int | None:
+        """The version a delete expects (``expected``), which it must name if
+        :attr:`require_precondition`."""
+        self._required(expected, deleting=True)
+        return expected
+
+    def _required(self, expected: int | None, *, deleting: bool) -> None:
         if self.require_precondition and expected is None:  # neither, or If-Match: *
             read = 'send If-Match with the version you read (its ETag, e.g. "3")'
             if deleting:
@@ -425,4 +479,50 @@ class EntityApi:
                 f"a {self.kind.entity} is never overwritten blindly: {read}, or "
                 "If-None-Match: * to create one"
             )
-        return expected
+
+
+def on_bus(
+    api: EntityApi,
+    *,
+    role: Role | None = None,
+    place: Place | None = None,
+    require_surface: bool | None = None,
+    check: Callable[[Registry, Any], None] | None = None,
+    scoped: Callable[[Scope], Scope] | None = None,
+) -> dict[type[BaseModel], OnBus]:
+    """How the command bus takes ``api``'s puts and deletes, as its endpoints take them:
+    the ``role`` they need; where the scope is (``place``, from the path, as the URL
+    says it); whether the scope must name a surface (``require_surface``; by default,
+    for a put that may create, as a document's ``POST`` does); ``check``,
+    the domain's own check of a valid body against the routes (before the
+    preconditions); ``scoped``, the scope an entity is kept in; a repeated put must be
+    the same request."""
+
+    def admit(principal: Principal, command: Command[Any], registry: Registry) -> Command[Any]:
+        del principal
+        if scoped is not None:
+            command = command.model_copy(update={"scope": scoped(command.scope)})
+        return api.admit(command, None if check is None else functools.partial(check, registry))
+
+    def creates(payload: Any) -> bool:
+        return isinstance(payload, PutEntity) and payload.create != "never"
+
+    taken = OnBus(
+        require_surface=creates if require_surface is None else require_surface,
+        role=role,
+        place=place,
+        admit=admit,
+        same_request=same_put_or_refuse,
+    )
+    types: tuple[type[BaseModel], ...] = (api.put_type,)
+    if api.delete_type is not None:
+        types += (api.delete_type,)
+    return dict.fromkeys(types, taken)
+
+
+def same_put_or_refuse(command: Command[Any], result: CommandResult) -> None:
+    """A repeated put (its command id derived from an ``Idempotency-Key``, or resent on
+    the command bus) must be the same request (:func:`commands.entities.refuse_reused_key`);
+    a repeated delete is."""
+    if result.deduplicated and isinstance(command.payload, PutEntity):
+        refuse_reused_key(result.events, command)

@@ -17,7 +17,7 @@ it.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
@@ -34,7 +34,8 @@ from commands.memory import (
     same_request_or_refuse,
 )
 from engines.auth import Principal
-from engines.http.access import route_option
+from engines.domain import OnBus
+from engines.http.access import route_option_of
 from engines.http.errors import AUTHENTICATED, problem_responses
 from engines.http.identity import Auth, runtime_of, scope_for
 from engines.http.jsonbody import StrictJsonRoute
@@ -51,6 +52,9 @@ from projections.views import Filter, ViewQuery, ViewRecord
 from spine.codec import timestamp_text
 from spine.errors import ConcurrencyError, InvalidField, NotFound
 from spine.events import Identifier, Mode, Provenance, Scope
+
+if TYPE_CHECKING:
+    from routing.registry import Registry
 
 #: The projector whose view (``memory_store``) answers every read here.
 VIEW = "memory"
@@ -180,10 +184,13 @@ async def _scope(
     return await scope_for(request, principal, surface_id, project_id, require_surface=True)
 
 
-def _ttl(request: Request, given: int | None) -> int | None:
+_Memory = TypeVar("_Memory", SetMemory, DeleteMemory)
+
+
+def _ttl(registry: Registry, given: int | None) -> int | None:
     """The time to live of a write: the one given, else the route's; above the route's,
     refused naming the field."""
-    most = route_option(request, KIND, "ttl_seconds")
+    most = route_option_of(registry, KIND, "ttl_seconds")
     if given is None:
         return most
     if most is not None and given > most:
@@ -192,6 +199,22 @@ def _ttl(request: Request, given: int | None) -> int | None:
             f"ttl_seconds is {given}; session memory here lives at most {most} seconds",
         )
     return given
+
+
+def settled(payload: _Memory, registry: Registry) -> _Memory:
+    """``payload`` as it is dispatched, however it came (a request, a command on the bus):
+    at the server's time (what a key's expiry is compared with, never the sender's), and
+    a set with its time to live settled against the route (:func:`_ttl`)."""
+    fields: dict[str, Any] = {"at": datetime.now(UTC)}
+    if isinstance(payload, SetMemory):
+        fields["ttl_seconds"] = _ttl(registry, payload.ttl_seconds)
+    return type(payload).model_validate({**dict(payload), **fields})
+
+
+def admit(principal: Principal, command: Command[Any], registry: Registry) -> Command[Any]:
+    """A memory command from the bus, settled as a request's is (:func:`settled`)."""
+    del principal
+    return command.model_copy(update={"payload": settled(command.payload, registry)})
 
 
 def _preconditions(if_match: str | None, if_none_match: str | None) -> dict[str, Any]:
@@ -235,6 +258,12 @@ async def _written(
         replay=replay,
     )
 
+
+#: The command bus takes sets and deletes as ``put_key`` and ``delete_key`` do.
+ON_BUS: dict[type[BaseModel], OnBus] = dict.fromkeys(
+    (SetMemory, DeleteMemory),
+    OnBus(require_surface=True, admit=admit, same_request=same_request_or_refuse),
+)
 
 router = APIRouter(tags=["memory"], route_class=StrictJsonRoute)
 
@@ -336,10 +365,11 @@ async def put_key(
         session_id=session_id,
         key=key,
         value=body.value,
-        ttl_seconds=_ttl(request, body.ttl_seconds),
+        ttl_seconds=body.ttl_seconds,
         at=datetime.now(UTC),
         **preconditions,
     )
+    payload = settled(payload, runtime_of(request).registry)
     result = await _dispatch(request, principal, scope, payload, idempotency_key, body.provenance)
     if if_none_match is not None and result.deduplicated:
         raise ConcurrencyError(result.stream_id, "no key (If-None-Match: *)", result.version)
@@ -370,6 +400,9 @@ async def delete_key(
     preconditions = _preconditions(if_match, if_none_match)
     preconditions.pop("require_live", None)  # every delete needs a live key
     scope = await _scope(request, principal, surface_id, project_id)
-    payload = DeleteMemory(session_id=session_id, key=key, at=datetime.now(UTC), **preconditions)
+    payload = settled(
+        DeleteMemory(session_id=session_id, key=key, at=datetime.now(UTC), **preconditions),
+        runtime_of(request).registry,
+    )
     result = await _dispatch(request, principal, scope, payload, idempotency_key)
     return await _written(request, result, session_id, key, replay=False)

@@ -17,8 +17,8 @@ from pydantic import BaseModel, Field
 
 from commands.seo_config import SEO_CONFIG, PutSeoConfig, SeoConfigBody
 from engines.auth import Principal
-from engines.http.access import require_role
-from engines.http.entities import EntityApi
+from engines.http.access import one_place, require_role
+from engines.http.entities import EntityApi, on_bus
 from engines.http.errors import AUTHENTICATED, problem_responses
 from engines.http.identity import Auth, scope_for
 from engines.http.jsonbody import StrictJsonRoute
@@ -33,6 +33,7 @@ SEO_CONFIG_API = EntityApi(
     body=SeoConfigBody,
     base_path="/seo-config",
     sparse=True,
+    as_given=True,
 )
 
 Cursor = Annotated[str | None, Query(max_length=512)]
@@ -63,11 +64,33 @@ class SeoConfigAccepted(BaseModel):
 router = APIRouter(tags=["SEO config"], route_class=StrictJsonRoute)
 
 
+def _config_place(
+    payload: PutSeoConfig, principal: Principal, surface: str | None, project: str | None
+) -> tuple[str | None, str | None]:
+    """A config sent on the command bus is put on its path's surface."""
+    del principal
+    return one_place("surface_id", surface, payload.path[0]), project
+
+
 async def _surface_scope(request: Request, principal: Principal, surface_id: str) -> Scope:
     """The scope of a request on ``surface_id``, which the token must grant (403,
     audited, otherwise). A config belongs to the surface, not to a project."""
-    scope = await scope_for(request, principal, surface_id, None)
+    return surface_scope(await scope_for(request, principal, surface_id, None))
+
+
+def surface_scope(scope: Scope) -> Scope:
+    """The scope a config is kept in: its surface's, in no project."""
     return scope.model_copy(update={"project_id": None})
+
+
+#: The command bus takes configs as ``put`` does.
+ON_BUS = on_bus(
+    SEO_CONFIG_API,
+    role="admin",
+    place=_config_place,
+    require_surface=False,  # the place names the path's surface; a config has no project
+    scoped=surface_scope,
+)
 
 
 @router.put(
@@ -100,7 +123,7 @@ async def put(
         principal,
         scope,
         (surface_id,),
-        body.model_dump(mode="json", exclude_unset=True, exclude={"provenance"}),
+        SEO_CONFIG_API.stored(body),
         create="may",
         if_match=if_match,
         if_none_match=if_none_match,

@@ -21,8 +21,8 @@ from pydantic import BaseModel, Field
 from commands.envelope import idempotent_id
 from commands.strategy_locks import STRATEGY_LOCKS, StrategyLockBody, TakeStrategySnapshot
 from engines.auth import Principal
-from engines.http.access import require_role
-from engines.http.entities import EntityApi
+from engines.http.access import one_place, require_role
+from engines.http.entities import EntityApi, on_bus
 from engines.http.errors import AUTHENTICATED, problem_responses
 from engines.http.identity import Auth, scope_for
 from engines.http.jsonbody import StrictJsonRoute
@@ -39,6 +39,7 @@ STRATEGY_LOCKS_API = EntityApi(
     base_path="/strategy-locks",
     answers="version",
     url_fields=("strategy_id",),
+    as_given=True,
 )
 
 ProjectQuery = Annotated[
@@ -87,6 +88,18 @@ class StrategyLockAccepted(BaseModel):
 
 
 router = APIRouter(tags=["strategy locks"], route_class=StrictJsonRoute)
+
+
+def _snapshot_place(
+    payload: TakeStrategySnapshot, principal: Principal, surface: str | None, project: str | None
+) -> tuple[str | None, str | None]:
+    """A snapshot sent on the command bus is taken in its path's project."""
+    del principal
+    return surface, one_place("project_id", project, payload.path[0])
+
+
+#: The command bus takes snapshots as ``take_snapshot`` does.
+ON_BUS = on_bus(STRATEGY_LOCKS_API, role="admin", place=_snapshot_place, require_surface=True)
 
 
 def _no_project(granted: int) -> InvalidField:
@@ -154,7 +167,7 @@ async def take_snapshot(
         principal,
         scope,
         path,
-        body.model_dump(mode="json", exclude_unset=True, exclude={"provenance"}),
+        STRATEGY_LOCKS_API.stored(body),
         create="may",
         if_match=if_match,
         if_none_match=if_none_match,

@@ -27,7 +27,7 @@ from commands.tabular import (
     PutGraph,
     PutOverlay,
 )
-from engines.http.entities import EntityApi
+from engines.http.entities import EntityApi, on_bus
 from engines.http.errors import AUTHENTICATED, problem_responses
 from engines.http.identity import Auth, requested, scope_for
 from engines.http.jsonbody import StrictJsonRoute
@@ -82,9 +82,6 @@ def document_router(api: EntityApi, *, filter_by_app: bool = False) -> APIRouter
 
     router = APIRouter(tags=[tag], route_class=StrictJsonRoute)
 
-    def body_fields(body: BaseModel) -> dict[str, Any]:
-        return body.model_dump(mode="json", include=set(body_model.model_fields))
-
     @router.post(
         base,
         status_code=201,
@@ -123,7 +120,7 @@ def document_router(api: EntityApi, *, filter_by_app: bool = False) -> APIRouter
             principal,
             scope,
             (entity_id,),
-            body_fields(body),
+            api.stored(body),
             create="must",
             if_match=None,
             if_none_match=if_none_match,
@@ -189,7 +186,7 @@ def document_router(api: EntityApi, *, filter_by_app: bool = False) -> APIRouter
             principal,
             scope,
             (id,),
-            body_fields(body),
+            api.stored(body),
             create="never",
             if_match=if_match,
             if_none_match=if_none_match,
@@ -279,6 +276,11 @@ def document_api(
 FLOWS_API = document_api(FLOWS, "flows", PutFlow, DeleteFlow, DocumentBody)
 GRAPHS_API = document_api(GRAPHS, "graphs", PutGraph, DeleteGraph, DocumentBody)
 OVERLAYS_API = document_api(OVERLAYS, "overlays", PutOverlay, DeleteOverlay, OverlayBody)
+
+#: The command bus takes each kind's puts and deletes as its endpoints do.
+FLOWS_ON_BUS = on_bus(FLOWS_API)
+GRAPHS_ON_BUS = on_bus(GRAPHS_API)
+OVERLAYS_ON_BUS = on_bus(OVERLAYS_API)
 
 flows_router = document_router(FLOWS_API)
 graphs_router = document_router(GRAPHS_API)
