@@ -69,6 +69,11 @@ class MalformedCommand(InvalidInput):
     """The record is not a command message (not JSON, a field missing or wrong)."""
 
 
+class InvalidPayload(InvalidInput):
+    """The payload does not validate against its command's model (422, as HTTP answers
+    a body that does not)."""
+
+
 class UnknownCommandType(InvalidInput):
     """The message's type names no domain's command."""
 
@@ -181,7 +186,7 @@ class CommandWorker:
         try:
             payload = payload_type.model_validate(message.payload)
         except ValidationError as exc:
-            raise MalformedCommand(_fields_wrong(exc, "payload")) from None
+            raise InvalidPayload(_fields_wrong(exc, "payload")) from None
         if on_bus.role is not None:
             await self._checked(message, principal, check_role, principal, on_bus.role)
         scope = await self._scope(principal, message, payload, on_bus)
@@ -198,7 +203,7 @@ class CommandWorker:
             try:
                 command = on_bus.admit(principal, command, self.runtime.registry)
             except ValidationError as exc:
-                raise MalformedCommand(_fields_wrong(exc, "payload")) from None
+                raise InvalidPayload(_fields_wrong(exc, "payload")) from None
         result = await self.runtime.dispatch(command)
         if result.deduplicated:
             await self._owned(principal, message, result)

@@ -93,8 +93,10 @@ class Accepted(BaseModel):
 
 
 class Refused(BaseModel):
-    """Nothing was written. ``code`` names the reason (the error's class), ``http_status``
-    is what the HTTP API answers for it."""
+    """The command was not carried out. ``code`` names the reason (the error's class),
+    ``http_status`` is what the HTTP API answers for it. Nothing was written, but where
+    the HTTP API records the refusal too (a debit over its budget's limit: 402, with its
+    ``budget.debit_refused`` event)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 

@@ -141,7 +141,7 @@ async def test_a_strategy_snapshot_whose_body_breaks_its_model_is_refused(
 ) -> None:
     bad = snapshot(unique, toggles={"fast": "yes"})
     answer = await send(client, tmp_path, bad, f"c-{unique}", "admin")
-    refused(answer, "MalformedCommand", 400)
+    refused(answer, "InvalidPayload", 422)  # as HTTP answers a body that breaks its model
     assert "payload.toggles" in answer.message
     assert await entries_on(runtime, "strategy_lock/") == 0
 
@@ -342,7 +342,7 @@ async def test_a_flow_whose_body_breaks_its_model_is_refused_and_not_created(
 ) -> None:
     flow = PutFlow(path=(f"f-{unique}",), body={"json_blob": 1, "nope": 1}, create="must")
     answer = await send(client, tmp_path, flow, "c")
-    refused(answer, "MalformedCommand", 400)
+    refused(answer, "InvalidPayload", 422)  # as HTTP answers a body that breaks its model
     assert await entries_on(runtime, "flows/") == 0
 
 

@@ -195,7 +195,7 @@ async def test_malformed_messages_do_not_stop_the_worker(
     assert isinstance(unknown, Refused)
     assert unknown.code == "UnknownCommandType"
     assert isinstance(invalid, Refused)
-    assert invalid.http_status == 400
+    assert (invalid.code, invalid.http_status) == ("InvalidPayload", 422)  # as HTTP
     assert "payload.title" in invalid.message
 
 
