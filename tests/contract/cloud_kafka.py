@@ -31,6 +31,7 @@ def kafka_connections(server: TansuBroker) -> Connections:
             session_timeout_ms=1_000,
             heartbeat_interval_ms=100,
             rebalance_timeout_ms=1_000,
+            fetch_max_wait_ms=50,  # it answers an idle fetch late
         )
     )
 

@@ -15,8 +15,9 @@ from aiokafka import AIOKafkaProducer
 from commands.notes import create_note_command
 from engines.runtime import bootstrap
 from engines.settings import Settings, load_settings
-from routing.config import KafkaConnection, Route
+from routing.config import Route
 from spine.events import Scope
+from tests.contract.cloud_kafka import kafka_connections
 from tests.servers.fixtures import TansuBroker
 
 pytestmark = pytest.mark.kafka
@@ -27,14 +28,7 @@ SCOPE = Scope(tenant_id="t1", mode="lab", user_id="u1", surface_id="s1")
 def kafka_lab(tansu: TansuBroker, topic: str) -> Settings:
     """The packaged lab routes with ``spine_feed`` on ``topic``."""
     settings = load_settings(None)[0]
-    kafka = KafkaConnection(
-        bootstrap_servers=tansu.bootstrap,
-        partitions=4,
-        session_timeout_ms=1_000,
-        heartbeat_interval_ms=100,
-        rebalance_timeout_ms=1_000,
-        fetch_max_wait_ms=50,
-    )
+    kafka = kafka_connections(tansu).kafka
     routes = dict(settings.routes) | {"spine_feed": Route(backend="kafka", name=topic)}
     connections = settings.connections.model_copy(update={"kafka": kafka})
     return settings.model_copy(update={"routes": routes, "connections": connections})
