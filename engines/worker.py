@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import signal
 from collections.abc import Callable, Sequence
@@ -49,6 +50,7 @@ from engines.client import wire_names
 from engines.domain import Domain, OnBus
 from engines.http.access import check_role
 from engines.http.errors import status_for
+from engines.http.jsonbody import strict_loads
 from engines.runtime import Runtime, bootstrap
 from engines.settings import Settings
 from routing.backends.kafka.bus import (
@@ -150,6 +152,10 @@ class CommandWorker:
         try:
             if not isinstance(data, dict):
                 raise MalformedCommand("the record is not a JSON object")
+            try:  # as the HTTP API parses a body: no repeated keys, exact numbers
+                strict_loads(value or b"")
+            except json.JSONDecodeError as exc:
+                raise MalformedCommand(f"the record is not strict JSON: {exc.msg}") from None
             try:
                 message = CommandMessage.model_validate(data)
             except ValidationError as exc:

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from commands.notes import create_note_command
+from commands.envelope import Command
+from commands.notes import UpdateNote, create_note_command
 from engines.runtime import bootstrap
 from engines.settings import Settings, load_settings
 from routing.config import Route
@@ -47,8 +48,10 @@ async def test_a_command_reaches_its_view_through_the_topic_and_the_runtime_clos
                 break
             await asyncio.sleep(0.05)
             status = await rt.status("notes")
+        readiness = await rt.registry.readiness()
 
     assert {p.partition for p in status.partitions} == {f"spine.{unique}/{n}" for n in range(4)}
+    assert readiness.down == []  # /readyz: Kafka answers
     # Closing the spine before the relay that reads it left the relay failing and retrying.
     assert [r.getMessage() for r in caplog.records] == []
 
@@ -77,11 +80,22 @@ async def test_a_bad_record_on_the_topic_is_parked_and_the_partition_goes_on(
                     headers=[("seq", b"1")],
                 )
                 await producer.send_and_wait(topic, key=b"no seq", value=b"{}", partition=partition)
+                await producer.send_and_wait(  # a real stream, a seq no store can hold
+                    topic,
+                    key=first.stream_id.encode(),
+                    value=b"{}",
+                    partition=partition,
+                    headers=[("seq", str(10**30).encode())],
+                )
         finally:
             await producer.stop()
         later = await rt.dispatch(create_note_command(SCOPE, {"title": "b", "content": "c"}))
+        note_id = first.stream_id.rsplit("/", 1)[-1]
+        update = UpdateNote(note_id=note_id, title="a2", content="c")
+        again = await rt.dispatch(Command[UpdateNote](scope=SCOPE, payload=update))
 
         assert await rt.wait_for("notes", later.stream_id, later.version, 30)
+        assert await rt.wait_for("notes", again.stream_id, again.version, 30)
         parked = await rt.parking.parked("notes")
         assert [(p.stream_id, p.seq) for p in parked] == [(bad, 1)]
         assert "cannot be decoded" in parked[0].error

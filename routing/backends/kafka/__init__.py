@@ -17,7 +17,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer
 
 from routing.backends.kafka.bus import KafkaCommandBus, results_topic
-from routing.backends.kafka.client import BACKEND, KafkaClients, partitions_of, unavailable
+from routing.backends.kafka.client import BACKEND, KafkaClients, unavailable
 from routing.backends.kafka.feed import KafkaFeed, KafkaSubscription
 from routing.backends.kafka.relay import Relay
 from routing.config import Connections, KafkaConnection, Route
@@ -57,8 +57,13 @@ class KafkaBackend:
     async def producer(self, route: str) -> AIOKafkaProducer:
         if self._producer is None:
             producer = self.clients.producer()
-            async with unavailable(route, "connect"):
-                await producer.start()
+            try:
+                async with unavailable(route, "connect"):
+                    await producer.start()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await producer.stop()  # what start() opened before it failed
+                raise
             self._producer = producer
         return self._producer
 
@@ -118,15 +123,21 @@ class KafkaBackend:
     async def ping(self) -> None:
         """Raise :class:`BackendUnavailable` unless the cluster answers and every topic
         opened here still exists."""
-        consumer = self.clients.consumer()
+        admin = self.clients.admin()
         try:
             async with unavailable("spine_feed", "connect"):
-                await consumer.start()
-                for topic in sorted(self._topics):
-                    await partitions_of(consumer, topic, "spine_feed")
+                await admin.start()
+                existing = set(await admin.list_topics())
         finally:
             with contextlib.suppress(Exception):
-                await consumer.stop()
+                await admin.close()
+        missing = sorted(self._topics - existing)
+        if missing:
+            raise BackendUnavailable(
+                "spine_feed",
+                BACKEND,
+                f"topics {missing} do not exist: run `engines routes provision`",
+            )
 
     async def aclose(self) -> None:
         feeds, self._feeds = self._feeds, []

@@ -76,12 +76,12 @@ class KafkaClients:
     def consumer(
         self, *topics: str, group_id: str | None = None, **options: Any
     ) -> AIOKafkaConsumer:
+        options.setdefault("auto_offset_reset", "earliest")
         return AIOKafkaConsumer(
             *topics,
             **self.common(),
             group_id=group_id,
             enable_auto_commit=False,
-            auto_offset_reset="earliest",
             fetch_max_wait_ms=self.conn.fetch_max_wait_ms,
             session_timeout_ms=self.conn.session_timeout_ms,
             heartbeat_interval_ms=self.conn.heartbeat_interval_ms,

@@ -47,6 +47,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import OffsetOutOfRangeError
 
 from routing.backends.kafka.client import KafkaClients, partitions_of, true_ends, unavailable
 from routing.backends.kafka.relay import Relay
@@ -304,7 +305,11 @@ class KafkaSubscription:
         if self._kafka is not None:
             return
         kafka = self.feed.clients.consumer(
-            group_id=self.feed.group(self.consumer), max_poll_records=self.batch_size
+            group_id=self.feed.group(self.consumer),
+            max_poll_records=self.batch_size,
+            # positions are ours: one the topic no longer holds is an error to handle
+            # (caught up from the spine), never a silent jump to either end
+            auto_offset_reset="none",
         )
         kafka.subscribe([self.feed.topic], listener=_Listener(self))
         self._kafka = kafka  # before it starts: the first assignment may come meanwhile
@@ -408,19 +413,26 @@ class KafkaSubscription:
                 # getmany may answer empty before its time (a seek, a rebalance): wait on
                 loop = asyncio.get_running_loop()
                 deadline = loop.time() + timeout
-                while not self._buffer and (left := deadline - loop.time()) > 0:
+                while not (self._buffer or self._reset) and (left := deadline - loop.time()) > 0:
                     await self._fetch(left)
-                if not self._buffer:
+                if not (self._buffer or self._reset):
                     await self._look(force=True)  # idle: a reset is followed from here
+        batch = await self._next(timeout)
+        if batch is None and timeout <= 0 and self._mode == "live":
+            await self._next_now()
+            batch = await self._next(timeout)
+        return batch
+
+    async def _next(self, timeout: float) -> FeedBatch | None:
+        """What is ready: a catch-up's batch (one begun here if the topic lost what
+        follows a position), or one fetched."""
         if self._reset:
             self._reset = False
             await self.checkpoints.reset(self.consumer)
             await self._catch_up()
         if self._mode == "catchup":
             return await self._next_catchup(timeout)
-        if self._buffer:
-            return self._buffer.popleft()
-        return await self._next_now() if timeout <= 0 else None
+        return self._buffer.popleft() if self._buffer else None
 
     async def _next_catchup(self, timeout: float) -> FeedBatch | None:
         batch = self._ahead
@@ -436,8 +448,21 @@ class KafkaSubscription:
     async def _fetch(self, timeout: float) -> None:
         kafka = self._kafka
         assert kafka is not None
-        async with unavailable(self.feed.route, "fetch"):
-            data = await kafka.getmany(timeout_ms=int(timeout * 1000), max_records=self.batch_size)
+        try:
+            async with unavailable(self.feed.route, "fetch"):
+                data = await kafka.getmany(
+                    timeout_ms=int(timeout * 1000), max_records=self.batch_size
+                )
+        except OffsetOutOfRangeError as exc:  # the topic made again, or retention passed
+            log.error(
+                "%s: the topic %s does not hold the records after its positions (%s): "
+                "catching up from the spine",
+                self.consumer,
+                self.feed.topic,
+                exc,
+            )
+            self._reset = True
+            return
         for tp, records in data.items():
             name = self.feed.partition(tp.partition)
             if name not in self._held or not records:
@@ -480,14 +505,14 @@ class KafkaSubscription:
                 await asyncio.wait_for(self._assigned.wait(), JOIN_WAIT)
         await self._look()
 
-    async def _next_now(self) -> FeedBatch | None:
-        """What is on the topic now, once :meth:`_settle` has run (see the module's
-        docstring): fetches until every assigned partition reaches its end."""
+    async def _next_now(self) -> None:
+        """Fetch what is on the topic now, once :meth:`_settle` has run (see the module's
+        docstring): until a batch is ready or every assigned partition is at its end."""
         kafka = self._kafka
         assert kafka is not None
         mine = [tp for tp in kafka.assignment() if self.feed.partition(tp.partition) in self._held]
         if not mine:
-            return None
+            return
         ends = await self.feed.ends(mine)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.feed.clients.conn.timeout_seconds
@@ -497,11 +522,10 @@ class KafkaSubscription:
                 if tp in kafka.assignment() and await kafka.position(tp) < ends[tp.partition]:
                     behind.append(tp)
             if not behind:
-                return None
+                return
             await self._fetch(0.1)
-            if self._buffer:
-                return self._buffer.popleft()
-        return None
+            if self._buffer or self._reset:
+                return
 
     async def _look(self, *, force: bool = False) -> None:
         """Follow positions moved in the store by someone else (a reset): at most every
@@ -521,6 +545,35 @@ class KafkaSubscription:
             name = self.feed.partition(tp.partition)
             if name in self._held and stored.get(name) != self._held[name]:
                 self._follow(kafka, tp, stored.get(name))
+        await self._past_the_end(kafka)
+
+    async def _past_the_end(self, kafka: AIOKafkaConsumer) -> None:
+        """Notice a position past its partition's end (the topic made again): a broker
+        may answer such a fetch with nothing rather than an error (Tansu does). A fetch's
+        high watermark below the position raises the suspicion; the partition's end,
+        read afresh, settles it."""
+        suspects = []
+        for tp in kafka.assignment():
+            high = kafka.highwater(tp)
+            if high is not None and tp not in self._untaken and high < await kafka.position(tp):
+                suspects.append(tp)
+        if not suspects:
+            return
+        ends = await self.feed.ends(suspects)
+        lost = [
+            f"{self.feed.partition(tp.partition)} at {at}, ends at {ends[tp.partition]}"
+            for tp in suspects
+            if ends[tp.partition] < (at := await kafka.position(tp))
+        ]
+        if lost:
+            log.error(
+                "%s: the topic %s does not hold the records after its positions (%s): "
+                "catching up from the spine",
+                self.consumer,
+                self.feed.topic,
+                "; ".join(lost),
+            )
+            self._reset = True
 
     def _follow(self, kafka: AIOKafkaConsumer, tp: TopicPartition, stored: str | None) -> None:
         name = self.feed.partition(tp.partition)

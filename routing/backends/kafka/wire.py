@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from spine.appending import MAX_SEQ
 from spine.codec import StoredFormError, encode, load
 from spine.events import EventEnvelope
 from spine.feed import Delivered, Unreadable
@@ -45,8 +46,8 @@ def delivered_of(key: bytes | None, value: bytes | None, headers: Any) -> Delive
         seq = int(fields[SEQ])
     except (KeyError, ValueError, UnicodeDecodeError):
         return None
-    if not stream_id or seq < 1:
-        return None
+    if not stream_id or not 1 <= seq <= MAX_SEQ:
+        return None  # no store holds such a seq: not a spine event
     if UNREADABLE in fields:
         return Unreadable(stream_id, seq, bytes(fields[UNREADABLE]).decode("utf-8", "replace"))
     try:

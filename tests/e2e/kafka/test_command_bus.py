@@ -272,3 +272,25 @@ async def test_engines_worker_answers_and_stops_on_sigterm(
     assert answer.version == 1
     proc.send_signal(signal.SIGTERM)
     assert await asyncio.to_thread(proc.wait, 15) == 0
+
+
+async def test_a_message_with_a_repeated_key_is_refused_as_http_refuses_the_body(
+    runtime: Runtime,
+    worker: CommandWorker,
+    raw_producer: AIOKafkaProducer,
+    tansu: TansuBroker,
+    topic: str,
+    tmp_path: Path,
+    unique: str,
+) -> None:
+    text = create_note(tmp_path, unique).encode().decode()
+    twice = text.replace('"title":"from the bus"', '"title":"a","title":"b"', 1)
+    assert twice != text
+    await raw_producer.send_and_wait(topic, twice.encode(), key=f"c-{unique}".encode())
+
+    (answer,) = await answers_to(tansu, topic, f"c-{unique}", 1)
+
+    assert isinstance(answer, Refused)
+    assert (answer.code, answer.http_status) == ("MalformedCommand", 400)
+    assert "same key twice" in answer.message
+    assert await stream_events(runtime, note_stream_id(f"n-{unique}")) == 0
