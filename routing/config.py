@@ -132,6 +132,12 @@ class KafkaConnection(BaseModel):
     partitions: int = Field(default=16, ge=1, le=10_000, strict=True)
     """Partitions of a topic created here (``routes provision``, start-up with create)."""
     replication_factor: int = Field(default=1, ge=1, le=16, strict=True)
+    record_key_file: str | None = None
+    """A file (relative to the data directory) holding a secret every process of the
+    deployment shares: the relay signs each record of the spine's topic with it and
+    projectors pass over records not signed with it, so writing to the topic without
+    it can neither add an event to a view nor hold a stream back. Without it,
+    projectors trust the topic (its write access is the boundary). At least 32 bytes."""
     idempotent_producer: bool = False
     """Turn on the producer's idempotence where the cluster offers it (a real Kafka);
     off by default: correctness never depends on it."""

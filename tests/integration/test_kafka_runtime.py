@@ -16,6 +16,7 @@ from commands.envelope import Command
 from commands.notes import UpdateNote, create_note_command
 from engines.runtime import bootstrap
 from engines.settings import Settings, load_settings
+from routing.backends.kafka.wire import record_of
 from routing.config import Route
 from spine.events import Scope
 from tests.contract.cloud_kafka import kafka_connections
@@ -99,3 +100,43 @@ async def test_a_bad_record_on_the_topic_is_parked_and_the_partition_goes_on(
         parked = await rt.parking.parked("notes")
         assert [(p.stream_id, p.seq) for p in parked] == [(bad, 1)]
         assert "cannot be decoded" in parked[0].error
+
+
+async def test_with_a_record_key_a_record_not_signed_with_it_is_passed_over(
+    tansu: TansuBroker, tmp_path: Path, unique: str
+) -> None:
+    """Without the key, a forged record at a stream's next seq would park the stream
+    (see above); with it, the record is not a spine event, and the real seq applies."""
+    topic = f"spine.{unique}"
+    (tmp_path / "record.key").write_text("k" * 40)
+    settings = kafka_lab(tansu, topic)
+    kafka = settings.connections.kafka
+    assert kafka is not None
+    signed = kafka.model_copy(update={"record_key_file": "record.key"})
+    settings = settings.model_copy(
+        update={"connections": settings.connections.model_copy(update={"kafka": signed})}
+    )
+    async with bootstrap(settings, tmp_path) as rt:
+        first = await rt.dispatch(create_note_command(SCOPE, {"title": "a", "content": "c"}))
+        assert await rt.wait_for("notes", first.stream_id, first.version, 30)
+        (genuine,) = await rt.spine.read_stream(first.stream_id, 1, 1)
+        forged = genuine.model_copy(update={"seq": 2, "payload": {**genuine.payload, "x": 1}})
+        key, value, headers = record_of(forged)  # well formed, unsigned
+        producer = AIOKafkaProducer(bootstrap_servers=tansu.bootstrap)
+        await producer.start()
+        try:
+            for partition in range(4):
+                await producer.send_and_wait(
+                    topic, key=key, value=value, headers=headers, partition=partition
+                )
+        finally:
+            await producer.stop()
+        note_id = first.stream_id.rsplit("/", 1)[-1]
+        update = UpdateNote(note_id=note_id, title="a2", content="c")
+        again = await rt.dispatch(Command[UpdateNote](scope=SCOPE, payload=update))
+
+        assert await rt.wait_for("notes", again.stream_id, again.version, 30)
+        assert await rt.parking.parked("notes") == []
+        record = await rt.view_of("notes").get(first.stream_id)
+        assert record is not None
+        assert record.data["title"] == "a2"

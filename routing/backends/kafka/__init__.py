@@ -101,15 +101,17 @@ class KafkaBackend:
             if feed.store is inner and feed.topic == route.name:
                 return feed  # one relay per store and topic
         topic = await self.topic(route, "spine_feed")
+        secret = self.clients.record_key()
         relay = Relay(
             inner,
             await self.producer("spine_feed"),
             topic,
             checkpoints=checkpoints,
+            secret=secret,
             sweep_interval=self.sweep_interval,
             sweep_after=self.sweep_after,
         )
-        feed = KafkaFeed(self.clients, topic, inner, relay)
+        feed = KafkaFeed(self.clients, topic, inner, relay, secret=secret)
         relay.start()
         self._feeds.append(feed)
         return feed

@@ -64,6 +64,23 @@ class KafkaClients:
                 f"connections.kafka.sasl_password_file {name}: {exc.strerror}"
             ) from exc
 
+    def record_key(self) -> bytes | None:
+        """The secret of ``record_key_file`` (:mod:`.wire`), or ``None`` without one."""
+        name = self.conn.record_key_file
+        if name is None:
+            return None
+        path = Path(name) if Path(name).is_absolute() else self.data_dir / name
+        try:
+            secret = path.read_bytes().strip()
+        except OSError as exc:
+            raise RoutingError(f"connections.kafka.record_key_file {name}: {exc.strerror}") from exc
+        if len(secret) < 32:
+            raise RoutingError(
+                f"connections.kafka.record_key_file {name} holds {len(secret)} bytes; "
+                "a record key needs at least 32"
+            )
+        return secret
+
     def producer(self) -> AIOKafkaProducer:
         return AIOKafkaProducer(
             **self.common(),

@@ -51,7 +51,7 @@ from aiokafka.errors import OffsetOutOfRangeError
 
 from routing.backends.kafka.client import KafkaClients, partitions_of, true_ends, unavailable
 from routing.backends.kafka.relay import Relay
-from routing.backends.kafka.wire import delivered_of, domain_of_key
+from routing.backends.kafka.wire import NotSpineEvent, delivered_of, domain_of_key
 from spine.errors import IntegrityError
 from spine.feed import (
     CheckpointStore,
@@ -96,8 +96,11 @@ class KafkaFeed:
         relay: Relay,
         *,
         route: str = "spine_feed",
+        secret: bytes | None = None,
     ) -> None:
         self.clients = clients
+        self.secret = secret
+        """The record key: records without its signature are passed over."""
         self.topic = topic
         self.store = store
         self.relay = relay
@@ -472,21 +475,19 @@ class KafkaSubscription:
             for record in records:
                 if not self._takes(record.key):
                     continue
-                event = delivered_of(record.key, record.value, record.headers)
-                if (
-                    record.offset < overlap
-                    and event is not None
-                    and event.seq <= self._scanned.get(event.stream_id, 0)
-                ):
-                    continue  # the catch-up gave it
-                if event is None:
+                try:
+                    event = delivered_of(record.key, record.value, record.headers, self.feed.secret)
+                except NotSpineEvent as exc:
                     log.error(
-                        "record %s/%d@%d is not a spine event (no stream or seq): passed over",
+                        "record %s/%d@%d is not a spine event (%s): passed over",
                         tp.topic,
                         tp.partition,
                         record.offset,
+                        exc,
                     )
                     continue
+                if record.offset < overlap and event.seq <= self._scanned.get(event.stream_id, 0):
+                    continue  # the catch-up gave it
                 events.append(event)
             self._buffer.append(
                 FeedBatch(name, events, token(records[-1].offset + 1), len(records))

@@ -47,12 +47,18 @@ log = logging.getLogger(__name__)
 MAX_BACKOFF: Final = 5.0
 
 
-async def publish(producer: AIOKafkaProducer, topic: str, events: Sequence[Delivered]) -> None:
-    """Send ``events`` to ``topic`` and wait until the broker has every one (acks=all)."""
+async def publish(
+    producer: AIOKafkaProducer,
+    topic: str,
+    events: Sequence[Delivered],
+    secret: bytes | None = None,
+) -> None:
+    """Send ``events`` to ``topic`` (signed with ``secret``, if given) and wait until the
+    broker has every one (acks=all)."""
     async with unavailable("spine_feed", f"publish to {topic}"):
         sent = []
         for event in events:
-            key, value, headers = record_of(event)
+            key, value, headers = record_of(event, secret)
             sent.append(await producer.send(topic, key=key, value=value, headers=headers))
         await asyncio.gather(*sent)
 
@@ -82,6 +88,7 @@ class Relay:
         topic: str,
         *,
         checkpoints: CheckpointStore | None,
+        secret: bytes | None = None,
         sweep_interval: float = 2.0,
         sweep_after: float = 5.0,
         queue_bound: int = 10_000,
@@ -90,6 +97,8 @@ class Relay:
         self.producer = producer
         self.topic = topic
         self.checkpoints = checkpoints
+        self.secret = secret
+        """The record key each record is signed with (:mod:`.wire`), if any."""
         self.sweep_interval = sweep_interval
         self.sweep_after = sweep_after
         self.queue_bound = queue_bound
@@ -151,7 +160,8 @@ class Relay:
 
     async def _publish_queued(self, outbox: RelaySource) -> None:
         taken = list(self._queue)[:1000]
-        await publish(self.producer, self.topic, [e for _, events in taken for e in events])
+        events = [e for _, events in taken for e in events]
+        await publish(self.producer, self.topic, events, self.secret)
         for _ in taken:  # published: nothing is lost if the clear below fails
             self._queue.popleft()
         self.published += sum(len(events) for _, events in taken)
@@ -173,7 +183,7 @@ class Relay:
             if not pending:
                 return found
             events = [e for p in pending for e in await read_pending(self.store, p)]
-            await publish(self.producer, self.topic, events)
+            await publish(self.producer, self.topic, events, self.secret)
             self.published += len(events)
             await self.store.clear(pending)
             found += len(pending)
@@ -199,7 +209,7 @@ class Relay:
                     if batch is None:
                         continue
                     if batch.events:
-                        await publish(self.producer, self.topic, batch.events)
+                        await publish(self.producer, self.topic, batch.events, self.secret)
                         self.published += len(batch.events)
                     if await subscription.commit(batch):
                         self._position = batch.token
