@@ -3,13 +3,11 @@ consumer's stored positions (made again, or passed by retention)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
 
 from routing.backends.kafka import KafkaFeed
 from routing.backends.kafka import open_backend as open_kafka
@@ -118,39 +116,3 @@ async def test_partitions_assigned_while_the_checkpoint_store_is_down_start_once
     await subscription.aclose()
 
     assert sorted(e.stream_id for e in seen) == [f"notes/t1/lab/n{n}" for n in range(3)]
-
-
-async def test_a_topic_made_again_under_a_live_subscription_is_caught_up_from_the_spine(
-    stores: tuple[EventStore, CheckpointStore, KafkaFeed], tansu: TansuBroker
-) -> None:
-    spine, checkpoints, feed = stores
-    subscription = feed.subscribe("c", checkpoints)
-    for n in range(8):  # every partition has records: each position is past 0
-        await spine.append(f"notes/t1/lab/n{n}", [make_event(tenant_id="t1")], NO_STREAM)
-    await drain_all(subscription)
-    admin = AIOKafkaAdminClient(bootstrap_servers=tansu.bootstrap)
-    await admin.start()
-    try:
-        await admin.delete_topics([feed.topic])
-        await feed.clients.ensure_topics([feed.topic], "spine_feed")
-    finally:
-        await admin.close()
-    await spine.append("notes/t1/lab/later", [make_event(tenant_id="t1")], NO_STREAM)
-
-    seen = await drain_all(subscription, until="notes/t1/lab/later")
-    await subscription.aclose()
-
-    assert "notes/t1/lab/later" in {e.stream_id for e in seen}
-
-
-async def drain_all(subscription: Any, until: str | None = None) -> list[Any]:
-    """Batches (each committed) until none is ready, or until ``until``'s stream came."""
-    seen: list[Any] = []
-    async with asyncio.timeout(60):
-        while True:
-            batch = await subscription.next_batch(0 if until is None else 0.5)
-            if batch is None and (until is None or until in {e.stream_id for e in seen}):
-                return seen
-            if batch is not None:
-                seen += batch.events
-                assert await subscription.commit(batch)

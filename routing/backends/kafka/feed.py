@@ -47,7 +47,6 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import OffsetOutOfRangeError
 
 from routing.backends.kafka.client import KafkaClients, partitions_of, true_ends, unavailable
 from routing.backends.kafka.relay import Relay
@@ -310,9 +309,6 @@ class KafkaSubscription:
         kafka = self.feed.clients.consumer(
             group_id=self.feed.group(self.consumer),
             max_poll_records=self.batch_size,
-            # positions are ours: one the topic no longer holds is an error to handle
-            # (caught up from the spine), never a silent jump to either end
-            auto_offset_reset="none",
         )
         kafka.subscribe([self.feed.topic], listener=_Listener(self))
         self._kafka = kafka  # before it starts: the first assignment may come meanwhile
@@ -451,21 +447,8 @@ class KafkaSubscription:
     async def _fetch(self, timeout: float) -> None:
         kafka = self._kafka
         assert kafka is not None
-        try:
-            async with unavailable(self.feed.route, "fetch"):
-                data = await kafka.getmany(
-                    timeout_ms=int(timeout * 1000), max_records=self.batch_size
-                )
-        except OffsetOutOfRangeError as exc:  # the topic made again, or retention passed
-            log.error(
-                "%s: the topic %s does not hold the records after its positions (%s): "
-                "catching up from the spine",
-                self.consumer,
-                self.feed.topic,
-                exc,
-            )
-            self._reset = True
-            return
+        async with unavailable(self.feed.route, "fetch"):
+            data = await kafka.getmany(timeout_ms=int(timeout * 1000), max_records=self.batch_size)
         for tp, records in data.items():
             name = self.feed.partition(tp.partition)
             if name not in self._held or not records:
@@ -600,6 +583,21 @@ class KafkaSubscription:
             return True
         stored = (await self.checkpoints.get(self.consumer)).get(batch.partition)
         tp = self.feed.tp_of(batch.partition)
+        if stored is not None and tp is not None and batch.token <= stored:
+            # Behind the stored position: another member got there first, or the topic
+            # no longer holds what lies after it (made again; a broker's reset of an
+            # out-of-range fetch starts the partition over from an end).
+            lost = await self._lost({tp}, {batch.partition: stored})
+            if lost:
+                log.error(
+                    "%s: the topic %s does not hold the records after its positions (%s): "
+                    "catching up from the spine",
+                    self.consumer,
+                    self.feed.topic,
+                    "; ".join(lost),
+                )
+                self._reset = True
+                return False
         if self._kafka is not None and tp is not None and tp in self._kafka.assignment():
             self._follow(self._kafka, tp, stored)
         return False
