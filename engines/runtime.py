@@ -24,8 +24,9 @@ from projections.parking import ParkingStore
 from projections.projector import Projector
 from projections.runner import ProjectorRunner
 from projections.views import ViewStore
+from routing.config import read_record_key
 from routing.registry import Registry, ResolvedRoute, check_routes
-from spine.errors import BackendUnavailable
+from spine.errors import BackendUnavailable, RoutingError
 from spine.feed import CheckpointStore, Feed
 from spine.store import EventStore
 from spine.upcasting import Upcasters, UpcastingEventStore
@@ -158,6 +159,12 @@ def check_settings(settings: Settings, data_dir: Path | None) -> list[ResolvedRo
     (:func:`~engines.auth.signing_key_problems`; ``data_dir`` is where a lab secret
     lives, ``None`` where it is not known). Returns the routes resolved."""
     keys = signing_key_problems(settings.auth, mode=settings.mode, data_dir=data_dir)
+    kafka = settings.connections.kafka
+    if kafka is not None and kafka.record_key_file is not None:
+        try:
+            read_record_key(kafka, data_dir or Path("."))
+        except RoutingError as exc:
+            keys.append(str(exc))
     return check_routes(settings, also=keys)
 
 

@@ -158,6 +158,29 @@ class KafkaConnection(BaseModel):
     backend is reported unavailable."""
 
 
+#: The fewest bytes a Kafka record key may hold.
+MIN_RECORD_KEY_BYTES: Final = 32
+
+
+def read_record_key(conn: KafkaConnection, data_dir: Path) -> bytes | None:
+    """The secret of ``conn.record_key_file`` (relative to ``data_dir``), or ``None``
+    without one; :class:`RoutingError` naming the file if it cannot serve."""
+    name = conn.record_key_file
+    if name is None:
+        return None
+    path = Path(name) if Path(name).is_absolute() else data_dir / name
+    try:
+        secret = path.read_bytes().strip()
+    except OSError as exc:
+        raise RoutingError(f"connections.kafka.record_key_file {path}: {exc.strerror}") from exc
+    if len(secret) < MIN_RECORD_KEY_BYTES:
+        raise RoutingError(
+            f"connections.kafka.record_key_file {path} holds {len(secret)} bytes; "
+            f"a record key needs at least {MIN_RECORD_KEY_BYTES}"
+        )
+    return secret
+
+
 class Connections(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 

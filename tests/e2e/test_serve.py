@@ -562,3 +562,19 @@ def test_serve_on_a_lab_data_dir_whose_secret_is_too_short_refuses_to_start(
     assert "lab-jwt-secret has 5 characters" in result.stderr
     assert "serving on" not in result.stderr
     assert not (data / "engines.db").exists()
+
+
+@pytest.mark.parametrize("content", [None, "short"])
+def test_a_kafka_record_key_that_cannot_serve_is_named_by_routes_check(
+    tmp_path: Path, content: str | None
+) -> None:
+    key = tmp_path / "record.key"
+    if content is not None:
+        write(key, content)
+    kafka = f"{{bootstrap_servers: '127.0.0.1:1', record_key_file: '{key}'}}"
+    path = saas_file(tmp_path, all_dynamodb(), f"{{dynamodb: {{}}, kafka: {kafka}}}")
+
+    result = run_cli("routes", "check", str(path), cwd=tmp_path)
+
+    assert result.returncode == 2, result.stdout
+    assert f"connections.kafka.record_key_file {key}" in result.stderr

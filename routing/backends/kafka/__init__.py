@@ -17,7 +17,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer
 
 from routing.backends.kafka.bus import KafkaCommandBus, results_topic
-from routing.backends.kafka.client import BACKEND, KafkaClients, unavailable
+from routing.backends.kafka.client import BACKEND, KafkaClients, stop_quietly, unavailable
 from routing.backends.kafka.feed import KafkaFeed, KafkaSubscription
 from routing.backends.kafka.relay import Relay
 from routing.config import Connections, KafkaConnection, Route
@@ -61,8 +61,7 @@ class KafkaBackend:
                 async with unavailable(route, "connect"):
                     await producer.start()
             except BaseException:
-                with contextlib.suppress(Exception):
-                    await producer.stop()  # what start() opened before it failed
+                await stop_quietly(producer)  # what start() opened before it failed
                 raise
             self._producer = producer
         return self._producer
@@ -147,8 +146,7 @@ class KafkaBackend:
             await feed.aclose()
         producer, self._producer = self._producer, None
         if producer is not None:
-            with contextlib.suppress(Exception):
-                await producer.stop()
+            await stop_quietly(producer)
 
 
 async def open_backend(

@@ -32,7 +32,13 @@ from aiokafka.errors import KafkaError
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
 
 from commands.bus import InProcessCommandBus
-from routing.backends.kafka.client import KafkaClients, partitions_of, true_ends, unavailable
+from routing.backends.kafka.client import (
+    KafkaClients,
+    partitions_of,
+    stop_quietly,
+    true_ends,
+    unavailable,
+)
 from spine.errors import BackendUnavailable, EnginesError
 from spine.events import Identifier, Provenance
 
@@ -210,8 +216,7 @@ async def _serve_once(bus: KafkaCommandBus, answer: Answerer, stop: asyncio.Even
                     raise result
     finally:
         for client in (consumer, producer):
-            with contextlib.suppress(Exception):
-                await client.stop()
+            await stop_quietly(client)
 
 
 async def _commit(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> None:
@@ -307,8 +312,7 @@ class CommandClient:
             self._reader = None
         for client in (self._results, self._producer):
             if client is not None:
-                with contextlib.suppress(Exception):
-                    await client.stop()
+                await stop_quietly(client)
         self._results = self._producer = None
 
     async def __aenter__(self) -> Self:

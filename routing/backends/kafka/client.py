@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from routing.config import KafkaConnection
+from routing.config import KafkaConnection, read_record_key
 from spine.errors import BackendUnavailable, RoutingError
 
 log = logging.getLogger(__name__)
@@ -66,20 +66,7 @@ class KafkaClients:
 
     def record_key(self) -> bytes | None:
         """The secret of ``record_key_file`` (:mod:`.wire`), or ``None`` without one."""
-        name = self.conn.record_key_file
-        if name is None:
-            return None
-        path = Path(name) if Path(name).is_absolute() else self.data_dir / name
-        try:
-            secret = path.read_bytes().strip()
-        except OSError as exc:
-            raise RoutingError(f"connections.kafka.record_key_file {name}: {exc.strerror}") from exc
-        if len(secret) < 32:
-            raise RoutingError(
-                f"connections.kafka.record_key_file {name} holds {len(secret)} bytes; "
-                "a record key needs at least 32"
-            )
-        return secret
+        return read_record_key(self.conn, self.data_dir)
 
     def producer(self) -> AIOKafkaProducer:
         return AIOKafkaProducer(
@@ -141,6 +128,22 @@ class KafkaClients:
                 return created
             finally:
                 await admin.close()
+
+
+async def stop_quietly(client: Any) -> None:
+    """Stop an aiokafka client whatever state it is in. Stopping one whose broker went
+    away can raise ``CancelledError`` from its own background tasks: that is not this
+    task being cancelled, and must not end it (a worker would stop serving); a real
+    cancellation of this task still propagates."""
+    try:
+        await client.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        log.debug("stopping %s raised CancelledError from its own tasks", type(client).__name__)
+    except Exception as exc:
+        log.debug("stopping %s: %s", type(client).__name__, exc)
 
 
 @contextlib.asynccontextmanager

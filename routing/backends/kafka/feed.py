@@ -48,7 +48,13 @@ from typing import Any, Final
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
-from routing.backends.kafka.client import KafkaClients, partitions_of, true_ends, unavailable
+from routing.backends.kafka.client import (
+    KafkaClients,
+    partitions_of,
+    stop_quietly,
+    true_ends,
+    unavailable,
+)
 from routing.backends.kafka.relay import Relay
 from routing.backends.kafka.wire import NotSpineEvent, delivered_of, domain_of_key
 from spine.errors import IntegrityError
@@ -162,7 +168,7 @@ class KafkaFeed:
         await self.relay.aclose()
         probe, self._probe = self._probe, None
         if probe is not None:
-            await probe.stop()
+            await stop_quietly(probe)
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -326,8 +332,7 @@ class KafkaSubscription:
         self._buffer.clear()
         self._assigned.clear()
         if kafka is not None:
-            with contextlib.suppress(Exception):
-                await kafka.stop()
+            await stop_quietly(kafka)
 
     # -- rebalances ----------------------------------------------------------------------
 
