@@ -157,10 +157,15 @@ def _connection_problems(config: RoutesFile, resolved: list[ResolvedRoute]) -> l
 
 
 def _shared_names(resolved: list[ResolvedRoute]) -> list[str]:
-    """Two kinds may not share one physical name on one backend: their records would mix."""
+    """Two kinds may not share one physical name on one backend: their records would mix
+    (a name a route uses beside its own, as the command bus's answers topic, counts)."""
     owners: dict[tuple[str, str], list[str]] = {}
     for r in resolved:
         owners.setdefault((r.route.backend, r.route.name), []).append(r.kind)
+        for suffix in r.spec.derived.get(r.kind, ()):
+            owners.setdefault((r.route.backend, r.route.name + suffix), []).append(
+                f"{r.kind} (its {r.route.name + suffix})"
+            )
     return [
         f"{', '.join(kinds)}: share {backend}:{name}; each needs its own"
         for (backend, name), kinds in sorted(owners.items())

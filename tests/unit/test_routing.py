@@ -311,3 +311,16 @@ def test_a_blackboard_value_limit_no_store_could_hold_is_refused_with_the_file()
     )
     with pytest.raises(ValidationError, match="max_value_bytes"):
         RoutesFile.model_validate({"mode": "saas", "routes": routes})
+
+
+def test_no_route_may_take_the_name_of_the_command_buss_answers_topic() -> None:
+    routes = cloud_routes(spine_feed={"backend": "kafka", "name": "commands.results"})
+    with pytest.raises(RouteNotAllowed) as info:
+        check_routes(config("saas", routes))
+    assert "command_bus (its commands.results), spine_feed: share kafka:commands.results" in str(
+        info.value
+    )
+
+
+def test_the_answers_topic_of_the_bus_is_not_a_clash_with_itself() -> None:
+    check_routes(config("saas", cloud_routes()))  # commands, commands.results, spine

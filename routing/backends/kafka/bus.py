@@ -39,13 +39,14 @@ from routing.backends.kafka.client import (
     true_ends,
     unavailable,
 )
+from routing.catalog import KAFKA_RESULTS_SUFFIX
 from spine.errors import BackendUnavailable, EnginesError
 from spine.events import Identifier, Provenance
 
 log = logging.getLogger(__name__)
 
 ROUTE: Final = "command_bus"
-RESULTS_SUFFIX: Final = ".results"
+RESULTS_SUFFIX: Final = KAFKA_RESULTS_SUFFIX
 #: The largest token a message may carry (a JWT with many grants stays well under).
 MAX_TOKEN_CHARS: Final = 16 * 1024
 
