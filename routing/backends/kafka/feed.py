@@ -360,18 +360,7 @@ class KafkaSubscription:
         """Start the assigned partitions at the stored positions."""
         stored = await self.checkpoints.get(self.consumer)
         lost = await self._lost(assigned, stored)
-        if lost:
-            # The topic no longer holds what lies after the stored positions (it was made
-            # again, or retention passed them): the events in between are read from the
-            # spine, as for a new consumer.
-            log.error(
-                "%s: the topic %s does not hold the records after its positions (%s): "
-                "catching up from the spine",
-                self.consumer,
-                self.feed.topic,
-                "; ".join(lost),
-            )
-            self._reset = True
+        self._lose(lost)
         for tp in assigned:
             name = self.feed.partition(tp.partition)
             held = self._held[name] = stored.get(name)
@@ -554,6 +543,12 @@ class KafkaSubscription:
             for tp in suspects
             if ends[tp.partition] < (at := await kafka.position(tp))
         ]
+        self._lose(lost)
+
+    def _lose(self, lost: list[str]) -> None:
+        """The topic no longer holds what lies after these positions (it was made again,
+        or retention passed them): the events in between are read from the spine, as
+        for a new consumer, at the next batch."""
         if lost:
             log.error(
                 "%s: the topic %s does not hold the records after its positions (%s): "
@@ -594,14 +589,7 @@ class KafkaSubscription:
             # out-of-range fetch starts the partition over from an end).
             lost = await self._lost({tp}, {batch.partition: stored})
             if lost:
-                log.error(
-                    "%s: the topic %s does not hold the records after its positions (%s): "
-                    "catching up from the spine",
-                    self.consumer,
-                    self.feed.topic,
-                    "; ".join(lost),
-                )
-                self._reset = True
+                self._lose(lost)
                 return False
         if self._kafka is not None and tp is not None and tp in self._kafka.assignment():
             self._follow(self._kafka, tp, stored)
