@@ -10,6 +10,8 @@
     │   ├── InvalidStreamId
     │   └── InvalidAppend            empty append, mixed command ids, over a backend limit
     ├── ConcurrencyError             stale expected version; nothing was written
+    ├── ImportConflict               an import brings another event for a seq the stream
+    │                                holds (or another history); nothing of it was written
     ├── NotFound                     no such entity (or not the caller's to see)
     │   └── StreamNotFound
     ├── AlreadyExists                a create for an entity that exists
@@ -79,6 +81,19 @@ class ConcurrencyError(EnginesError):
         self.actual = actual
         wanted = f"version {expected}" if isinstance(expected, int) else str(expected)
         super().__init__(f"stream {stream_id!r}: expected {wanted}, actual version {actual}")
+
+
+class ImportConflict(EnginesError):
+    """An import brings, for a seq the stream holds, an event other than the one it holds
+    (or events that do not chain onto it, or a command the stream holds elsewhere): the
+    stream has another history there. Nothing of that import was written; retrying
+    cannot help, so this is not a :class:`ConcurrencyError`."""
+
+    def __init__(self, stream_id: str, seq: int, detail: str) -> None:
+        self.stream_id = stream_id
+        self.seq = seq
+        self.detail = detail
+        super().__init__(f"stream {stream_id!r} seq {seq}: {detail}")
 
 
 class NotFound(EnginesError):

@@ -16,6 +16,10 @@ Guarantees, for every backend:
 * **Hash chain.** Each event's ``prev_hash`` is its predecessor's ``hash``
   (:data:`~spine.events.GENESIS_HASH` for seq 1); see :func:`spine.codec.verify_chain`.
 * **Append-only.** No event is ever updated or deleted.
+* **Imports.** Events sealed elsewhere (an export) are written at their own seqs with
+  every field kept (:meth:`EventStore.import_events`); the rules are in
+  :mod:`spine.importing`. Imported events are delivered to projectors as appended ones
+  are, and their command ids deduplicate later appends.
 * Driver errors are translated into :mod:`spine.errors`
   (:class:`~spine.errors.BackendUnavailable` when the store cannot be reached).
 
@@ -28,6 +32,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Protocol, runtime_checkable
 
 from spine.events import AppendResult, EventEnvelope, ExpectedVersion, Mode, NewEvent
+from spine.importing import ImportResult
 
 
 @runtime_checkable
@@ -51,6 +56,33 @@ class EventStore(Protocol):
         """The events the command ``command_id`` appended to ``stream_id`` (empty if the
         stream holds none of its): what a repeated append of it would answer, read
         without appending (so a request can check every stream it touches first)."""
+        ...
+
+    async def import_events(
+        self, stream_id: str, events: Sequence[EventEnvelope], *, dry_run: bool = False
+    ) -> ImportResult:
+        """Write ``events``, sealed elsewhere, into ``stream_id`` at their own seqs,
+        keeping every field (event id, recorded time, hash, prev_hash).
+
+        The events must be one stream's, at contiguous seqs, chained (from the genesis
+        hash at seq 1), else :class:`~spine.errors.InvalidAppend` or
+        :class:`~spine.errors.IntegrityError`. A seq the stream holds with the same event
+        (id and hash) is skipped, so a repeated import writes nothing; a seq it holds with
+        another event, events that do not chain onto the stream's, or a command the
+        stream holds at other seqs, raise :class:`~spine.errors.ImportConflict`; events
+        that would leave a gap after the stream's head, ``InvalidAppend``. Every check is
+        made before anything is written.
+
+        The rest is written with the optimistic check an append makes (the first new
+        seq must be free), each command's events with their command marker and, on
+        stores with an outbox, an outbox marker per write, as an append writes them: in
+        one atomic write where the backend's atomic limit holds them all, else in
+        several, in seq order, cut between commands (a crash between two leaves a prefix
+        of the stream, which the same import completes). Another writer moving the
+        stream meanwhile makes the import plan again.
+
+        ``dry_run``: check everything, write nothing; ``written`` says what would be.
+        """
         ...
 
     def scan(

@@ -13,6 +13,7 @@ from typing import Any
 
 from spine.errors import UpcastError
 from spine.events import AppendResult, EventEnvelope, ExpectedVersion, Mode, NewEvent
+from spine.importing import ImportResult
 from spine.store import EventStore
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
@@ -75,6 +76,12 @@ class UpcastingEventStore:
     async def find_command(self, stream_id: str, command_id: str) -> list[EventEnvelope]:
         events = await self.inner.find_command(stream_id, command_id)
         return [self.upcasters.upcast(e) for e in events]
+
+    async def import_events(
+        self, stream_id: str, events: Sequence[EventEnvelope], *, dry_run: bool = False
+    ) -> ImportResult:
+        """Imported events are as stored elsewhere: written as they are, never upcast."""
+        return await self.inner.import_events(stream_id, events, dry_run=dry_run)
 
     async def scan(
         self,

@@ -62,7 +62,7 @@ async def firestore_backend(
             backend,
             lab=False,
             tamper=tamper,
-            capabilities={"independent_subscriptions"},
+            capabilities={"atomic_batch", "independent_subscriptions"},
             connections=connections,
             data_dir=tmp_path,
         )

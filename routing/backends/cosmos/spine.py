@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, Final
 
 import orjson
@@ -31,7 +32,7 @@ from spine.appending import (
     check_seq_range,
     validate_append,
 )
-from spine.codec import seal_after, timestamp_text
+from spine.codec import encode, seal_after, timestamp_text
 from spine.errors import ConcurrencyError, IntegrityError, InvalidAppend
 from spine.events import (
     ANY,
@@ -45,6 +46,7 @@ from spine.events import (
     StreamState,
 )
 from spine.feed import AppendListener, AppendListeners, Delivered, Pending
+from spine.importing import ImportResult, command_runs, run_import, split
 from spine.streams import ScanScope, parse_stream_id, scan_scope
 
 log = logging.getLogger(__name__)
@@ -94,6 +96,10 @@ _PENDING = (
 
 Item = dict[str, object]
 Operation = tuple[str, tuple[Item]]
+
+
+class _Taken(Exception):
+    """A write's batch failed with 409: an item it creates exists already."""
 
 
 def event_item_id(seq: int) -> str:
@@ -233,26 +239,19 @@ class CosmosEventStore:
         if marker is not None:
             original = await self._marked(stream_id, command_id, marker)
             return appended(stream_id, original, deduplicated=True)
-        envelopes, items = self._sealed(stream_id, command_id, events, head)
-        first, rest = items[0], items[1:-2]
-        command, outbox = items[-2], items[-1]
-        operations: list[Operation] = [
-            ("create", (item,)) for item in (first, command, *rest, outbox)
-        ]
+        now = datetime.now(UTC)
+        chain = seal_after(
+            events, stream_id=stream_id, head=head[0], prev_hash=head[1], recorded_at=now
+        )
+        envelopes = [envelope for envelope, _ in chain]
         try:
-            await self.container.execute_item_batch(operations, partition_key=stream_id)
-        except CosmosBatchOperationError as exc:
-            if exc.status_code != 409:
-                raise translate(exc, self.route) from exc
-            if exc.error_index:
-                log.warning(
-                    "cosmos %s: an append to %s failed at operation %d of its batch; a "
-                    "store without atomic batches kept the ones before it",
-                    self.route,
-                    stream_id,
-                    exc.error_index,
-                )
+            outbox = await self._write(stream_id, chain, now)
+        except _Taken:
             return await self._refused(stream_id, command_id, expected)
+        return self._told(stream_id, envelopes, outbox)
+
+    def _told(self, stream_id: str, envelopes: list[EventEnvelope], outbox: Item) -> AppendResult:
+        """The result of a write of ``envelopes``, told to this store's listeners."""
         result = appended(stream_id, envelopes)
         where = f"{stream_id} outbox marker"
         self._listeners.tell(
@@ -267,50 +266,103 @@ class CosmosEventStore:
         )
         return result
 
+    async def _write(
+        self, stream_id: str, chain: Sequence[tuple[EventEnvelope, bytes]], now: datetime
+    ) -> Item:
+        """Write sealed events (each with its stored form) in one transactional batch, as
+        an append and an import do: the first event's create first, then a marker per
+        command, the other events and the outbox marker (see the package's notes on
+        cosmosdb-server). Raises :class:`_Taken` if an item exists; answers the outbox
+        marker."""
+        items = self._items(stream_id, chain, now)
+        events = len(chain)
+        first, rest = items[0], items[1:events]
+        markers, outbox = items[events:-1], items[-1]
+        operations: list[Operation] = [
+            ("create", (item,)) for item in (first, *markers, *rest, outbox)
+        ]
+        try:
+            await self.container.execute_item_batch(operations, partition_key=stream_id)
+        except CosmosBatchOperationError as exc:
+            if exc.status_code != 409:
+                raise translate(exc, self.route) from exc
+            if exc.error_index:
+                log.warning(
+                    "cosmos %s: a write to %s failed at operation %d of its batch; a "
+                    "store without atomic batches kept the ones before it",
+                    self.route,
+                    stream_id,
+                    exc.error_index,
+                )
+            raise _Taken(str(exc)) from exc
+        return outbox
+
+    async def import_events(
+        self, stream_id: str, events: Sequence[EventEnvelope], *, dry_run: bool = False
+    ) -> ImportResult:
+        """As :class:`spine.EventStore` says: a batch per 100 operations (events, a
+        marker per command, the outbox marker) and 2 MB."""
+        return await run_import(
+            stream_id,
+            events,
+            read=self.read_stream,
+            write=self._import_chunk,
+            cut=partial(
+                split,
+                max_items=MAX_BATCH_OPERATIONS,
+                per_command=1,
+                extra=1,
+                max_bytes=MAX_BATCH_BYTES - 64 * 1024,
+                size=lambda e: request_bytes([{"body": encode(e).decode()}]) + 256,
+            ),
+            find_command=self.find_command,
+            dry_run=dry_run,
+        )
+
+    async def _import_chunk(self, stream_id: str, chunk: tuple[EventEnvelope, ...]) -> None:
+        now = datetime.now(UTC)
+        async with self._turn(stream_id):
+            with translated(self.route):
+                try:
+                    outbox = await self._write(stream_id, [(e, encode(e)) for e in chunk], now)
+                except _Taken:
+                    actual, _ = await self._last(stream_id)
+                    raise ConcurrencyError(stream_id, chunk[0].seq - 1, actual) from None
+        self._told(stream_id, list(chunk), outbox)
+
     def on_append(self, listener: AppendListener) -> Callable[[], None]:
         return self._listeners.add(listener)
 
-    def _sealed(
-        self,
-        stream_id: str,
-        command_id: str,
-        events: tuple[NewEvent, ...],
-        head: tuple[int, str],
-    ) -> tuple[list[EventEnvelope], list[Item]]:
-        """The events numbered and chained after ``head``, and the items that store them:
-        one per event, then the command marker and the outbox marker."""
-        now = datetime.now(UTC)
-        now_text = timestamp_text(now)
-        envelopes: list[EventEnvelope] = []
-        items: list[Item] = []
-        pairs = seal_after(
-            events, stream_id=stream_id, head=head[0], prev_hash=head[1], recorded_at=now
-        )
-        for envelope, body in pairs:
-            seq = envelope.seq
-            envelopes.append(envelope)
+    def _items(
+        self, stream_id: str, chain: Sequence[tuple[EventEnvelope, bytes]], now: datetime
+    ) -> list[Item]:
+        """The items that store sealed events: one per event, a marker per command, then
+        the outbox marker. A batch too big for Cosmos DB is refused."""
+        items: list[Item] = [
+            {
+                "id": event_item_id(envelope.seq),
+                "stream_id": stream_id,
+                "type": EVENT,
+                "seq": envelope.seq,
+                "command_id": envelope.command_id,
+                "hash": envelope.hash,
+                "body": body.decode(),
+            }
+            for envelope, body in chain
+        ]
+        envelopes = [envelope for envelope, _ in chain]
+        for command_id, first, last in command_runs(envelopes):
             items.append(
                 {
-                    "id": event_item_id(seq),
+                    "id": command_marker_id(command_id),
                     "stream_id": stream_id,
-                    "type": EVENT,
-                    "seq": seq,
+                    "type": COMMAND,
                     "command_id": command_id,
-                    "hash": envelope.hash,
-                    "body": body.decode(),
+                    "first_seq": first,
+                    "last_seq": last,
                 }
             )
-        first_seq, last_seq = head[0] + 1, envelopes[-1].seq
-        items.append(
-            {
-                "id": command_marker_id(command_id),
-                "stream_id": stream_id,
-                "type": COMMAND,
-                "command_id": command_id,
-                "first_seq": first_seq,
-                "last_seq": last_seq,
-            }
-        )
+        first_seq, last_seq = envelopes[0].seq, envelopes[-1].seq
         items.append(
             {
                 "id": outbox_marker_id(first_seq),
@@ -318,18 +370,18 @@ class CosmosEventStore:
                 "type": OUTBOX,
                 "first_seq": first_seq,
                 "last_seq": last_seq,
-                "written_at": now_text,
+                "written_at": timestamp_text(now),
                 "outbox_at": _micros(now),
             }
         )
         size = request_bytes(items)
         if size > MAX_BATCH_BYTES:
             raise InvalidAppend(
-                f"append of {len(events)} events to {stream_id!r} takes {size} bytes as one "
+                f"a write of {len(chain)} events to {stream_id!r} takes {size} bytes as one "
                 f"Cosmos DB transactional batch, over its limit of {MAX_BATCH_BYTES}; it is "
                 "refused, not split"
             )
-        return envelopes, items
+        return items
 
     async def _refused(
         self, stream_id: str, command_id: str, expected: ExpectedVersion

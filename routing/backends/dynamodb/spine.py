@@ -37,6 +37,10 @@ the event at the next seq is created only if absent, which is the same check.
 than 98 events (two actions are markers), an event whose stored form is over 380 KB, or
 a request over 4 MB is refused (``InvalidAppend``), never split.
 
+**Imports** (:meth:`DynamoEventStore.import_events`) write sealed events through the
+same transaction, a marker per command they hold, as many events as fit in 100 actions
+and 4 MB a transaction (:func:`spine.importing.split`).
+
 Every driver error becomes :class:`~spine.errors.BackendUnavailable` naming the route
 and the backend.
 """
@@ -48,6 +52,7 @@ import uuid
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any, Final
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -61,7 +66,7 @@ from spine.appending import (
     check_seq_range,
     validate_append,
 )
-from spine.codec import seal_after, timestamp_text
+from spine.codec import encode, seal_after, timestamp_text
 from spine.errors import (
     BackendUnavailable,
     ConcurrencyError,
@@ -79,6 +84,7 @@ from spine.events import (
     NewEvent,
 )
 from spine.feed import AppendListener, AppendListeners, Delivered, Pending
+from spine.importing import ImportResult, command_runs, run_import, split
 from spine.streams import parse_stream_id, scan_scope
 
 #: Actions a transaction takes, less the two markers every append writes.
@@ -88,6 +94,17 @@ MAX_REQUEST: Final = 4 * 1024 * 1024 - 64 * 1024
 OUTBOX_SHARDS: Final = 16
 OUTBOX_INDEX: Final = "outbox"
 _ANY_ROUNDS: Final = 200
+
+
+class _Taken(Exception):
+    """A write's transaction was cancelled: an event item (``event``) or a command
+    marker (``command``) it creates exists already, or something else (neither)."""
+
+    def __init__(self, error: ClientError, *, event: bool, command: bool) -> None:
+        self.error = error
+        self.event = event
+        self.command = command
+        super().__init__(str(error))
 
 
 def event_sk(seq: int) -> str:
@@ -171,17 +188,50 @@ class DynamoEventStore:
         """One attempt at appending after ``head``: the result, or ``None`` if ``ANY``
         lost the race (try again)."""
         now = datetime.now(UTC)
-        now_text = timestamp_text(now)
+        chain = seal_after(
+            batch, stream_id=stream_id, head=head, prev_hash=prev_hash, recorded_at=now
+        )
+        token = uuid.uuid5(uuid.NAMESPACE_URL, f"{stream_id}\n{command_id}\n{head}")
+        try:
+            sealed = await self._write(stream_id, chain, now, token)
+        except _Taken as taken:
+            if taken.command:
+                original = await self.find_command(stream_id, command_id)
+                if original:
+                    return appended(stream_id, original, deduplicated=True)
+            if taken.event:
+                if expected is ANY:
+                    return None
+                actual = await self._last_seq(stream_id)
+                check_expected_version(stream_id, expected, actual)
+                raise ConcurrencyError(stream_id, expected, actual) from taken.error
+            raise self._unavailable(taken.error) from taken.error
+        return self._told(stream_id, sealed, now)
+
+    def _told(self, stream_id: str, sealed: list[EventEnvelope], now: datetime) -> AppendResult:
+        """The result of a write of ``sealed``, told to this store's listeners."""
+        result = appended(stream_id, sealed)
+        first, last = sealed[0].seq, sealed[-1].seq
+        self._listeners.tell(Pending(stream_id, first, last, f"o#{first:020d}", now), result)
+        return result
+
+    async def _write(
+        self,
+        stream_id: str,
+        chain: Sequence[tuple[EventEnvelope, bytes]],
+        now: datetime,
+        token: uuid.UUID,
+    ) -> list[EventEnvelope]:
+        """Write sealed events (each with its stored form) in one transaction: an item
+        per event, a marker per command, the outbox marker, each created only if absent.
+        What an append and an import write; raises :class:`_Taken` if an item exists."""
         sealed: list[EventEnvelope] = []
         puts: list[Item] = []
         size = 0
-        pairs = seal_after(
-            batch, stream_id=stream_id, head=head, prev_hash=prev_hash, recorded_at=now
-        )
-        for (envelope, body), event in zip(pairs, batch, strict=True):
+        for envelope, body in chain:
             if len(body) > MAX_ITEM_BODY:
                 raise InvalidAppend(
-                    f"event {event.event_type} is {len(body)} bytes stored; a DynamoDB item "
+                    f"event {envelope.event_type} is {len(body)} bytes stored; a DynamoDB item "
                     f"takes at most {MAX_ITEM_BODY} here (it is refused, not split)"
                 )
             size += len(body)
@@ -191,7 +241,7 @@ class DynamoEventStore:
                     "stream_id": _s(stream_id),
                     "sk": _s(event_sk(envelope.seq)),
                     "seq": _n(envelope.seq),
-                    "command_id": _s(command_id),
+                    "command_id": _s(envelope.command_id),
                     "hash": _s(envelope.hash),
                     "body": _s(body.decode()),
                 }
@@ -201,25 +251,25 @@ class DynamoEventStore:
                 f"an append of {size} bytes is over DynamoDB's transaction limit of 4 MB "
                 "(it is refused, not split)"
             )
+        for command_id, first_seq, last_seq in command_runs(sealed):
+            puts.append(
+                {
+                    "stream_id": _s(stream_id),
+                    "sk": _s("c#" + command_id),
+                    "first_seq": _n(first_seq),
+                    "last_seq": _n(last_seq),
+                }
+            )
         first, last = sealed[0].seq, sealed[-1].seq
-        puts.append(
-            {
-                "stream_id": _s(stream_id),
-                "sk": _s("c#" + command_id),
-                "first_seq": _n(first),
-                "last_seq": _n(last),
-            }
-        )
         puts.append(
             {
                 "stream_id": _s(stream_id),
                 "sk": _s(f"o#{first:020d}"),
                 "last_seq": _n(last),
                 "outbox_shard": _s(_shard(stream_id)),
-                "outbox_at": _s(f"{now_text}#{stream_id}"),
+                "outbox_at": _s(f"{timestamp_text(now)}#{stream_id}"),
             }
         )
-        token = uuid.uuid5(uuid.NAMESPACE_URL, f"{stream_id}\n{command_id}\n{head}")
         items = [
             {
                 "Put": {
@@ -238,23 +288,47 @@ class DynamoEventStore:
             if exc.response.get("Error", {}).get("Code") != "TransactionCanceledException":
                 raise self._unavailable(exc) from exc
             reasons = [r.get("Code", "None") for r in exc.response.get("CancellationReasons", [])]
-            marker = len(batch)  # the command marker's place in the transaction
-            if len(reasons) > marker and reasons[marker] == "ConditionalCheckFailed":
-                original = await self.find_command(stream_id, command_id)
-                if original:
-                    return appended(stream_id, original, deduplicated=True)
-            if "ConditionalCheckFailed" in reasons[:marker]:
-                if expected is ANY:
-                    return None
-                actual = await self._last_seq(stream_id)
-                check_expected_version(stream_id, expected, actual)
-                raise ConcurrencyError(stream_id, expected, actual) from exc
-            raise self._unavailable(exc) from exc
+            taken = [reason == "ConditionalCheckFailed" for reason in reasons]
+            events, markers = taken[: len(sealed)], taken[len(sealed) : len(puts) - 1]
+            raise _Taken(exc, event=any(events), command=any(markers)) from exc
         except (TimeoutError, BotoCoreError, OSError) as exc:
             raise BackendUnavailable(self.route, BACKEND, f"{type(exc).__name__}: {exc}") from exc
-        result = appended(stream_id, sealed)
-        self._listeners.tell(Pending(stream_id, first, last, f"o#{first:020d}", now), result)
-        return result
+        return sealed
+
+    async def import_events(
+        self, stream_id: str, events: Sequence[EventEnvelope], *, dry_run: bool = False
+    ) -> ImportResult:
+        """As :class:`spine.EventStore` says: a transaction per 100 items (events, a
+        marker per command, the outbox marker) and 4 MB."""
+        return await run_import(
+            stream_id,
+            events,
+            read=self.read_stream,
+            write=self._import_chunk,
+            cut=partial(
+                split,
+                max_items=MAX_EVENTS + 2,
+                per_command=1,
+                extra=1,
+                max_bytes=MAX_REQUEST,
+                size=lambda e: len(encode(e)),
+            ),
+            find_command=self.find_command,
+            dry_run=dry_run,
+        )
+
+    async def _import_chunk(self, stream_id: str, chunk: tuple[EventEnvelope, ...]) -> None:
+        now = datetime.now(UTC)
+        first, last = chunk[0].seq, chunk[-1].seq
+        key = f"{stream_id}\nimport {first}..{last}\n{timestamp_text(now)}"
+        token = uuid.uuid5(uuid.NAMESPACE_URL, key)
+        try:
+            sealed = await self._write(stream_id, [(e, encode(e)) for e in chunk], now, token)
+        except _Taken as taken:
+            if not (taken.event or taken.command):
+                raise self._unavailable(taken.error) from taken.error
+            raise ConcurrencyError(stream_id, first - 1, await self._last_seq(stream_id)) from None
+        self._told(stream_id, sealed, now)
 
     def _unavailable(self, exc: ClientError) -> EnginesError:
         return translate(self.route, exc)

@@ -11,6 +11,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Final
 
 from google.cloud.firestore import (
@@ -53,8 +54,8 @@ from spine.appending import (
     check_seq_range,
     validate_append,
 )
-from spine.codec import seal_after
-from spine.errors import BackendUnavailable, IntegrityError, InvalidAppend
+from spine.codec import encode, seal_after
+from spine.errors import BackendUnavailable, ConcurrencyError, IntegrityError, InvalidAppend
 from spine.events import (
     ANY,
     GENESIS_HASH,
@@ -66,6 +67,7 @@ from spine.events import (
     NewEvent,
 )
 from spine.feed import AppendListener, AppendListeners, Delivered, Pending
+from spine.importing import ImportResult, command_runs, run_import, split
 from spine.streams import parse_stream_id, scan_scope
 
 #: Events one read asks for at once.
@@ -143,13 +145,20 @@ class FirestoreEventStore:
     def on_append(self, listener: AppendListener) -> Callable[[], None]:
         return self._listeners.add(listener)
 
-    def _tell(self, stream_id: str, sealed: Sequence[EventEnvelope], result: AppendResult) -> None:
-        """Tell the listeners of an append this process committed (its outbox marker)."""
+    def _tell(
+        self,
+        stream_id: str,
+        sealed: Sequence[EventEnvelope],
+        result: AppendResult,
+        written_at: datetime | None = None,
+    ) -> None:
+        """Tell the listeners of a write this process committed (its outbox marker,
+        written at ``written_at``: by default, an append's recorded time)."""
         if not self._listeners:
             return
         first, last = sealed[0].seq, sealed[-1].seq
         marker = outbox_doc_id(stream_id, first)
-        pending = Pending(stream_id, first, last, marker, sealed[0].recorded_at)
+        pending = Pending(stream_id, first, last, marker, written_at or sealed[0].recorded_at)
         self._listeners.tell(pending, result)
 
     def _saw(self, stream_id: str, version: int) -> None:
@@ -208,7 +217,7 @@ class FirestoreEventStore:
                     if ours:  # this process's commit, whose answer was lost
                         self._tell(stream_id, original, result)
                     return result
-                sealed, write = self._prepare(stream_id, stream, marker, command_id, batch, head)
+                sealed, write = self._prepare(stream_id, stream, batch, head)
                 try:
                     await self.db.commit(write)
                 except LostRace:
@@ -305,33 +314,41 @@ class FirestoreEventStore:
         return (_seq(found[0]), _text(found[0], "hash")) if found else None
 
     def _prepare(
-        self,
-        stream_id: str,
-        stream: _Stream,
-        marker: AsyncDocumentReference,
-        command_id: str,
-        batch: tuple[NewEvent, ...],
-        head: _Head,
+        self, stream_id: str, stream: _Stream, batch: tuple[NewEvent, ...], head: _Head
     ) -> tuple[list[EventEnvelope], AsyncWriteBatch]:
-        """Seal the events after ``head`` and build the one commit that writes them: a
-        create per event and for the command marker (the conditions), the outbox marker
-        and, on a stream's first append, the stream's document."""
+        """Seal the events after ``head`` and build the one commit that writes them
+        (:meth:`_commit_of`)."""
         now = datetime.now(UTC)
-        sealed: list[EventEnvelope] = []
-        creates: list[tuple[AsyncDocumentReference, Fields]] = []
-        pairs = seal_after(
+        chain = seal_after(
             batch,
             stream_id=stream_id,
             head=head.version,
             prev_hash=head.prev_hash,
             recorded_at=now,
         )
-        for envelope, body in pairs:
-            sealed.append(envelope)
+        write = self._commit_of(stream_id, stream, chain, now)
+        return [envelope for envelope, _ in chain], write
+
+    def _commit_of(
+        self,
+        stream_id: str,
+        stream: _Stream,
+        chain: Sequence[tuple[EventEnvelope, bytes]],
+        now: datetime,
+    ) -> AsyncWriteBatch:
+        """The one commit that writes sealed events (each with its stored form), as an
+        append and an import do: a create per event and per command marker (the
+        conditions), the outbox marker and, with seq 1, the stream's document."""
+        creates: list[tuple[AsyncDocumentReference, Fields]] = []
+        sealed = [envelope for envelope, _ in chain]
+        for envelope, body in chain:
             fields: Fields = {"seq": envelope.seq, "hash": envelope.hash, "body": body}
             creates.append((stream.events.document(seq_doc_id(envelope.seq)), fields))
+        for command_id, first_seq, last_seq in command_runs(sealed):
+            marker = stream.commands.document(command_doc_id(command_id))
+            values: Fields = {"command_id": command_id, "first_seq": first_seq}
+            creates.append((marker, {**values, "last_seq": last_seq}))
         first, last = sealed[0].seq, sealed[-1].seq
-        creates.append((marker, {"command_id": command_id, "first_seq": first, "last_seq": last}))
         outbox: Fields = {
             "stream_id": stream_id,
             "first_seq": first,
@@ -340,26 +357,65 @@ class FirestoreEventStore:
             "written_at": now,
         }
         sets = [(self.outbox.document(outbox_doc_id(stream_id, first)), outbox)]
-        if head.version == 0:
+        if first == 1:
             sets.append((stream.doc, {"stream_id": stream_id}))
-        self._check_limits(stream_id, creates, sets)
+        self._check_limits(stream_id, creates, sets, events=len(sealed))
         write = self.db.client.batch()
         for ref, values in creates:
             write.create(ref, values)
         for ref, values in sets:
             write.set(ref, values)
-        return sealed, write
+        return write
+
+    async def import_events(
+        self, stream_id: str, events: Sequence[EventEnvelope], *, dry_run: bool = False
+    ) -> ImportResult:
+        """As :class:`spine.EventStore` says: a commit per 500 writes (events, a marker
+        per command, the outbox marker, the stream's document) and request size."""
+        limits = self.db.limits
+        return await run_import(
+            stream_id,
+            events,
+            read=self.read_stream,
+            write=self._import_chunk,
+            cut=partial(
+                split,
+                max_items=limits.max_writes,
+                per_command=1,
+                extra=2,
+                max_bytes=limits.max_request_bytes - 64 * 1024,
+                size=lambda e: len(encode(e)) + 512,
+            ),
+            find_command=self.find_command,
+            dry_run=dry_run,
+        )
+
+    async def _import_chunk(self, stream_id: str, chunk: tuple[EventEnvelope, ...]) -> None:
+        stream = self._stream(stream_id)
+        now = datetime.now(UTC)
+        write = self._commit_of(stream_id, stream, [(e, encode(e)) for e in chunk], now)
+        async with self._in_order.turn(stream_id):
+            with translated(self.route):
+                try:
+                    await self.db.commit(write)
+                except (LostRace, Uncertain):  # applied or not, the next plan reads which
+                    last = await self._last(stream)
+                    actual = last[0] if last else 0
+                    raise ConcurrencyError(stream_id, chunk[0].seq - 1, actual) from None
+        self._saw(stream_id, chunk[-1].seq)
+        self._tell(stream_id, chunk, appended(stream_id, chunk), now)
 
     def _check_limits(
         self,
         stream_id: str,
         creates: list[tuple[AsyncDocumentReference, Fields]],
         sets: list[tuple[AsyncDocumentReference, Fields]],
+        *,
+        events: int,
     ) -> None:
-        """Refuse (:class:`InvalidAppend`) an append one commit cannot hold."""
+        """Refuse (:class:`InvalidAppend`) a write one commit cannot hold."""
         limits = self.db.limits
         writes = creates + sets
-        events = len(creates) - 1
         if len(writes) > limits.max_writes:
             raise InvalidAppend(
                 f"append of {events} events to {stream_id!r} needs {len(writes)} writes, over "

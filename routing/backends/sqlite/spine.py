@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -24,8 +24,8 @@ from spine.appending import (
     check_seq_range,
     validate_append,
 )
-from spine.codec import seal_after
-from spine.errors import ConcurrencyError, EnginesError
+from spine.codec import encode, seal_after
+from spine.errors import ConcurrencyError, EnginesError, ImportConflict
 from spine.events import (
     GENESIS_HASH,
     AppendResult,
@@ -34,6 +34,7 @@ from spine.events import (
     Mode,
     NewEvent,
 )
+from spine.importing import ImportResult, command_runs, plan_import, validate_import
 from spine.streams import parse_stream_id, scan_scope
 
 if TYPE_CHECKING:
@@ -62,6 +63,14 @@ def spine_schema(table: str) -> list[str]:
         f"""CREATE TRIGGER IF NOT EXISTS {q(table + "_no_delete")} BEFORE DELETE ON {t}
             BEGIN SELECT RAISE(ABORT, 'spine events are append-only'); END""",
     ]
+
+
+def _rows(
+    chain: Iterable[tuple[EventEnvelope, bytes]],
+) -> list[tuple[str, int, str, str, bytes]]:
+    """The rows that store sealed events (each with its stored form): what an append
+    and an import insert."""
+    return [(e.stream_id, e.seq, e.command_id, e.hash, body) for e, body in chain]
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +112,11 @@ class SqliteEventStore:
         self._sql_dedup = (
             f"SELECT stream_id, seq, body FROM {t} WHERE +stream_id = ? AND command_id = ?"
             " ORDER BY seq"
+        )
+        # which of a list of commands the stream holds already, each at its first seq
+        self._sql_commands = (
+            f"SELECT command_id, min(seq) FROM {t} WHERE command_id IN"
+            " (SELECT value FROM json_each(?2)) AND stream_id = ?1 GROUP BY command_id"
         )
         self._sql_insert = (
             f"INSERT INTO {t} (stream_id, seq, command_id, hash, body) VALUES (?, ?, ?, ?, ?)"
@@ -216,7 +230,7 @@ class SqliteEventStore:
                         prev_hash=prev_hash,
                         recorded_at=now,
                     )
-                    rows += [(e.stream_id, e.seq, e.command_id, e.hash, b) for e, b in chain]
+                    rows += _rows(chain)
                     envelopes = [e for e, _ in chain]
                     heads[request.stream_id] = (envelopes[-1].seq, envelopes[-1].hash)
                     sealed[key] = envelopes
@@ -235,6 +249,58 @@ class SqliteEventStore:
                 actual = heads[request.stream_id][0] - len(request.events)
                 raise ConcurrencyError(request.stream_id, request.expected, actual) from exc
         return outcomes
+
+    async def import_events(
+        self, stream_id: str, events: Sequence[EventEnvelope], *, dry_run: bool = False
+    ) -> ImportResult:
+        """As :class:`spine.EventStore` says, in one transaction whatever the number of
+        events: the stream is read, compared and written under the write lock, so no
+        other writer moves it meanwhile. The rows get positions as appended rows do, so
+        the global feed delivers them."""
+        batch = validate_import(stream_id, events)
+        job = partial(self._import, stream_id=stream_id, events=batch, dry_run=dry_run)
+        if dry_run:
+            return await self.db.read(job, route=self.table)
+        result = await self.db.write(job, route=self.table, weight=1 + len(batch) // 32)
+        if result.written:
+            self._committed(stream_id.split("/", 1)[0])
+        return result
+
+    def _import(
+        self,
+        conn: sqlite3.Connection,
+        *,
+        stream_id: str,
+        events: tuple[EventEnvelope, ...],
+        dry_run: bool,
+    ) -> ImportResult:
+        first, last = events[0].seq, events[-1].seq
+        held = decode_strict(
+            conn.execute(self._sql_read, (stream_id, max(first - 1, 1), last)).fetchall()
+        )
+        plan = plan_import(stream_id, events, held)
+        if plan.new:
+            runs = {command_id: seq for command_id, seq, _ in command_runs(plan.new)}
+            found = conn.execute(
+                self._sql_commands, (stream_id, orjson.dumps(list(runs)))
+            ).fetchall()
+            if found:
+                command_id, seq = min(found, key=lambda row: runs[row[0]])
+                raise ImportConflict(
+                    stream_id,
+                    runs[command_id],
+                    f"command {command_id!r} is in the stream already, at seq {seq}",
+                )
+            if not dry_run:
+                conn.executemany(self._sql_insert, _rows((e, encode(e)) for e in plan.new))
+        return ImportResult(
+            stream_id=stream_id,
+            first_seq=first,
+            last_seq=last,
+            written=len(plan.new),
+            already=plan.already,
+            dry_run=dry_run,
+        )
 
     async def read_stream(
         self, stream_id: str, from_seq: int = 1, to_seq: int | None = None
