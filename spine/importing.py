@@ -27,10 +27,10 @@ from typing import Final
 from pydantic import BaseModel, ConfigDict
 
 from spine.appending import MAX_SEQ, too_deep
-from spine.codec import verify_chain
+from spine.codec import expected_hash, verify_chain
 from spine.errors import ConcurrencyError, ImportConflict, IntegrityError, InvalidAppend
 from spine.events import GENESIS_HASH, EventEnvelope
-from spine.streams import parse_stream_id
+from spine.streams import StreamName, parse_stream_id
 
 #: How many times an import plans again after another writer moved the stream.
 ROUNDS: Final = 5
@@ -71,23 +71,12 @@ def validate_import(stream_id: str, events: Iterable[EventEnvelope]) -> tuple[Ev
     for offset, event in enumerate(batch):
         if not isinstance(event, EventEnvelope):
             raise InvalidAppend(f"cannot import {type(event).__name__}; only sealed events")
-        where = f"import into {stream_id!r}, seq {event.seq}"
-        if event.stream_id != stream_id:
-            raise InvalidAppend(f"{where}: the event belongs to stream {event.stream_id!r}")
-        if event.seq != first.seq + offset or event.seq > MAX_SEQ:
+        if event.stream_id == stream_id and event.seq != first.seq + offset:
             raise InvalidAppend(
                 f"import into {stream_id!r}: seq {event.seq} where {first.seq + offset} "
                 "was due (an import is one stream's events at contiguous seqs)"
             )
-        if event.tenant_id != name.tenant_id or event.mode != name.mode:
-            raise InvalidAppend(
-                f"{where}: the event is scoped to {event.tenant_id}/{event.mode}, the "
-                f"stream to {name.tenant_id}/{name.mode}"
-            )
-        if event.recorded_at.tzinfo is None:
-            raise InvalidAppend(f"{where}: recorded_at has no time zone")
-        if too_deep(event.payload):
-            raise InvalidAppend(f"{where}: the payload nests too deep")
+        check_event(event, stream_id, name)
     runs = command_runs(batch)
     seen: dict[str, int] = {}
     for command_id, first_seq, _ in runs:
@@ -101,6 +90,59 @@ def validate_import(stream_id: str, events: Iterable[EventEnvelope]) -> tuple[Ev
         raise IntegrityError(f"{stream_id} seq 1: prev_hash is not the genesis hash")
     verify_chain(batch, prev_hash=first.prev_hash)
     return batch
+
+
+def check_event(event: EventEnvelope, stream_id: str, name: StreamName | None = None) -> None:
+    """Check one imported event against the stream it is for (its id, scope, time and
+    payload): :class:`~spine.errors.InvalidAppend` (or ``InvalidStreamId``)."""
+    name = name or parse_stream_id(stream_id)
+    where = f"import into {stream_id!r}, seq {event.seq}"
+    if event.stream_id != stream_id:
+        raise InvalidAppend(f"{where}: the event belongs to stream {event.stream_id!r}")
+    if event.seq > MAX_SEQ:
+        raise InvalidAppend(f"{where}: over the highest seq a stream may reach")
+    if event.tenant_id != name.tenant_id or event.mode != name.mode:
+        raise InvalidAppend(
+            f"{where}: the event is scoped to {event.tenant_id}/{event.mode}, the "
+            f"stream to {name.tenant_id}/{name.mode}"
+        )
+    if event.recorded_at.tzinfo is None:
+        raise InvalidAppend(f"{where}: recorded_at has no time zone")
+    if too_deep(event.payload):
+        raise InvalidAppend(f"{where}: the payload nests too deep")
+
+
+class ChainChecker:
+    """Checks events as they come, any number of streams interleaved, each stream's in
+    seq order: what :func:`validate_import` checks of one stream's events, kept per
+    stream in a few values (its last seq, hash and command), so a file of any length is
+    checked in one pass. Raises as :func:`validate_import` does."""
+
+    def __init__(self) -> None:
+        self.streams: dict[str, tuple[int, str]] = {}
+        """Per stream: the last seq and hash seen."""
+        self.events = 0
+
+    def add(self, event: EventEnvelope) -> None:
+        stream_id = event.stream_id
+        check_event(event, stream_id)
+        last = self.streams.get(stream_id)
+        if last is None:
+            if event.seq == 1 and event.prev_hash != GENESIS_HASH:
+                raise IntegrityError(f"{stream_id} seq 1: prev_hash is not the genesis hash")
+        else:
+            seq, digest = last
+            if event.seq != seq + 1:
+                raise InvalidAppend(
+                    f"{stream_id}: seq {event.seq} follows seq {seq} (each stream's events "
+                    "must come in seq order, without gaps)"
+                )
+            if event.prev_hash != digest:
+                raise IntegrityError(f"{stream_id} seq {event.seq}: prev_hash does not chain")
+        if expected_hash(event) != event.hash:
+            raise IntegrityError(f"{stream_id} seq {event.seq}: hash does not match")
+        self.streams[stream_id] = (event.seq, event.hash)
+        self.events += 1
 
 
 def command_runs(events: Sequence[EventEnvelope]) -> list[tuple[str, int, int]]:

@@ -30,7 +30,7 @@ from engines.auth import uses_lab_secret
 from engines.runtime import Runtime, bootstrap
 from engines.settings import Settings, load_settings
 from routing.registry import Registry
-from spine.errors import EnginesError, IntegrityError, InvalidInput, RoutingError
+from spine.errors import EnginesError, ImportConflict, IntegrityError, InvalidInput, RoutingError
 from spine.events import EventEnvelope
 
 DEFAULT_DATA_DIR = Path(".engines")
@@ -58,6 +58,7 @@ EXIT_BY_ERROR: tuple[tuple[type[EnginesError], int], ...] = (
     (RoutingError, EXIT_ROUTING),
     (InvalidInput, EXIT_INVALID),
     (IntegrityError, EXIT_INTEGRITY),
+    (ImportConflict, EXIT_INTEGRITY),
     (EnginesError, EXIT_OTHER),
 )
 

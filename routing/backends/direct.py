@@ -43,10 +43,11 @@ again. Its last catch-up batch has a plain token; then come the live deliveries,
 what the catch-up already gave for the same stream. Overlap is harmless either way:
 the runner skips what it applied and repairs gaps from the spine.
 
-**Sweeper.** Every ``sweep_interval`` seconds the relay reads markers older than
-``sweep_after`` seconds that it does not hold (an append whose process died between
-the commit and the delivery, or another process's append) and delivers them like its
-own. So every committed event reaches its consumers at least once, even if the
+**Sweeper.** Every ``sweep_interval`` seconds (1) the relay reads markers older than
+``sweep_after`` seconds (2) that it does not hold (an append whose process died between
+the commit and the delivery, or another process's append or import) and delivers them
+like its own: a write from another process shows in the views within about three
+seconds. So every committed event reaches its consumers at least once, even if the
 process dies right after the commit. The sweeper also re-reads the checkpoint stores,
 to learn consumers and forget reset ones.
 
@@ -92,6 +93,11 @@ __all__ = ["PARTITION", "DirectBackend", "DirectFeed", "DirectSubscription", "op
 log = logging.getLogger(__name__)
 
 PARTITION: Final = "outbox"
+#: How often the sweeper looks for markers it does not hold, and how old they must be
+#: (seconds): another process's write (an import, a CLI, a crashed writer's) reaches
+#: the projectors within about their sum. Each look is one query per outbox shard.
+SWEEP_INTERVAL: Final = 1.0
+SWEEP_AFTER: Final = 2.0
 _CATCHUP: Final = "c"
 
 _Key = tuple[str, str]
@@ -160,8 +166,8 @@ class DirectFeed:
         store: EventStore,
         outbox: RelaySource,
         *,
-        sweep_interval: float = 2.0,
-        sweep_after: float = 5.0,
+        sweep_interval: float = SWEEP_INTERVAL,
+        sweep_after: float = SWEEP_AFTER,
         max_inflight: int = 10_000,
         max_held_events: int = 50_000,
         queue_bound: int = 10_000,
@@ -782,7 +788,9 @@ class DirectSubscription:
 class DirectBackend:
     """Serves ``spine_feed: direct``: one relay per event store."""
 
-    def __init__(self, *, sweep_interval: float = 2.0, sweep_after: float = 5.0) -> None:
+    def __init__(
+        self, *, sweep_interval: float = SWEEP_INTERVAL, sweep_after: float = SWEEP_AFTER
+    ) -> None:
         self.sweep_interval = sweep_interval
         self.sweep_after = sweep_after
         self._feeds: list[DirectFeed] = []
@@ -818,8 +826,8 @@ async def open_backend(
     data_dir: Path,
     *,
     create: bool = True,
-    sweep_interval: float = 2.0,
-    sweep_after: float = 5.0,
+    sweep_interval: float = SWEEP_INTERVAL,
+    sweep_after: float = SWEEP_AFTER,
 ) -> DirectBackend:
     del connections, data_dir, create
     return DirectBackend(sweep_interval=sweep_interval, sweep_after=sweep_after)
