@@ -342,8 +342,10 @@ class Rebuild:
         upcasters: Upcasters | None = None,
         batch_size: int = 500,
         progress: Progress | None = None,
+        save_seconds: float = SAVE_SECONDS,
     ) -> None:
         self.projectors = tuple(projectors)
+        self.save_seconds = save_seconds
         self.spine = spine
         self.views = views
         self.live_parking = parking
@@ -437,7 +439,7 @@ class Rebuild:
                     await _apply(self.runners, batch, domain)
                     batch = []
                     self._tell("scan", events)
-                    if time.monotonic() - saved_at >= SAVE_SECONDS:
+                    if time.monotonic() - saved_at >= self.save_seconds:
                         await self._save(ScanPosition(index, read))
                         saved_at = time.monotonic()
             await _apply(self.runners, batch, domain)
@@ -445,9 +447,14 @@ class Rebuild:
         self._tell("scan", events)
         return events, streams
 
-    async def _drain(self) -> int:
-        """Apply what the feed delivers to the rebuild's consumer now (from the heads
-        taken at the start); return the events it delivered."""
+    async def _drain(self, *, max_seconds: float = 60.0) -> int:
+        """Apply what the feed delivers to the rebuild's consumer (from the heads taken
+        at the start) up to the heads as they are now, or until it is quiet or
+        ``max_seconds`` have passed (a writer may keep appending; what comes later is
+        the live projectors' to apply, see :meth:`hand_over`). Return the events it
+        delivered."""
+        target = await self.feed.heads()
+        reached: dict[str, str] = {}
         subscription = self.feed.subscribe(
             self.consumer,
             self.checkpoints,
@@ -455,6 +462,7 @@ class Rebuild:
             batch_size=self.batch_size,
         )
         drained = 0
+        deadline = time.monotonic() + max_seconds
         try:
             while (batch := await subscription.next_batch(0.2)) is not None:
                 events: list[Delivered] = list(batch.events)
@@ -468,6 +476,11 @@ class Rebuild:
                         f"the feed position of {self.consumer} moved under this rebuild: "
                         "another rebuild into the same name is running"
                     )
+                reached[batch.partition] = batch.token
+                if time.monotonic() > deadline or all(
+                    reached.get(p, "") >= t for p, t in target.items()
+                ):
+                    break
         finally:
             await subscription.aclose()
         return drained
@@ -516,16 +529,44 @@ class Rebuild:
         for p in await self.parking.parked():
             await self.parking.release(p.projector, p.stream_id)
 
-    async def hand_over(self, positions: dict[str, str]) -> None:
-        """Set each live projector's feed position to ``positions`` (the rebuild's,
-        drained): a service that restarts on the new view applies, again and
-        idempotently, everything from there, so nothing the live projectors applied to
-        the old view after the drain is missing from the new one. A running projector
-        sees its checkpoint moved and follows it."""
+    async def hand_over(self, positions: dict[str, str], name: str) -> None:
+        """Leave ``positions`` (the rebuild's, drained) for each live projector to take
+        up when a service starts on the view named ``name``
+        (:func:`take_hand_overs`): it then applies, again and idempotently, everything
+        from there, so nothing the live projectors applied to the old view after the
+        drain is missing from the new one. (Moving their checkpoints now would not do:
+        a running service moves them on, applying to the old view.)"""
         for projector in self.projectors:
-            await self.checkpoints.reset(projector.name)
+            consumer = hand_over_consumer(projector.name, name)
+            await self.checkpoints.reset(consumer)
             for partition, token in positions.items():
-                await self.checkpoints.put(projector.name, partition, token, after=None)
+                await self.checkpoints.put(consumer, partition, token, after=None)
+
+
+def hand_over_consumer(projector: str, name: str) -> str:
+    """Where a rebuild leaves ``projector``'s positions for a service on view ``name``."""
+    return f"handover:{projector}:{name}"
+
+
+async def take_hand_overs(
+    checkpoints: CheckpointStore, live: Iterable[tuple[str, str]]
+) -> dict[str, dict[str, str]]:
+    """For each (projector, name of the view it writes now) that a rebuild handed over
+    to, set the projector's feed positions to those handed over, and forget the hand
+    over; return what was taken, by projector. A service calls it as it starts, before
+    its projectors follow the feed."""
+    taken: dict[str, dict[str, str]] = {}
+    for projector, name in live:
+        consumer = hand_over_consumer(projector, name)
+        positions = await checkpoints.get(consumer)
+        if not positions:
+            continue
+        await checkpoints.reset(projector)
+        for partition, token in positions.items():
+            await checkpoints.put(projector, partition, token, after=None)
+        await checkpoints.reset(consumer)
+        taken[projector] = positions
+    return taken
 
 
 def default_name(live: str, now: datetime | None = None) -> str:

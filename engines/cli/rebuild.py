@@ -16,13 +16,13 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from engines.cli.common import data_dir_of, err, label_lab, settings_of
+from engines.cli.common import data_dir_of, err, label_lab, positive_int, settings_of
 from engines.cli.output import Tracker, add_format, format_of, progress, summary
 from engines.routes_edit import apply_change, route_change
 from engines.runtime import check_settings
 from engines.settings import Settings
 from projections.projector import Projector
-from projections.rebuild import Rebuild, Verification, default_name, rebuild_consumer
+from projections.rebuild import SAVE_SECONDS, Rebuild, Verification, default_name, rebuild_consumer
 from projections.views import ViewStore
 from routing.config import Connections, Route, RoutesFile, SqliteConnection
 from routing.registry import Registry
@@ -140,6 +140,7 @@ async def _one(
             upcasters=Upcasters(),
             batch_size=args.batch_size,
             progress=_tracker_feed(bars),
+            save_seconds=args.save_seconds,
         )
         resuming = args.resume and await rebuild.has_checkpoint()
         if args.in_place:
@@ -217,9 +218,9 @@ async def _switch(
     row["routes_change"] = change.diff
     if not args.switch:
         return
-    # the live projectors restart from the drained positions first: if the file cannot
-    # be written, they re-apply (idempotently) into the old view, and nothing is lost
-    await rebuild.hand_over(positions)
+    # left for the service that starts on the new name: if the file cannot be written,
+    # no service ever starts on it, and the hand-over is never taken
+    await rebuild.hand_over(positions, target)
     backup = apply_change(change)
     row["switched"] = True
     err(
@@ -305,5 +306,6 @@ def register(psub: argparse._SubParsersAction[argparse.ArgumentParser], add_comm
     pr.add_argument(
         "--no-verify", dest="verify", action="store_false", help="skip the fold and checksum"
     )
-    pr.add_argument("--batch-size", type=int, default=500, help=argparse.SUPPRESS)
+    pr.add_argument("--batch-size", type=positive_int, default=500, help=argparse.SUPPRESS)
+    pr.add_argument("--save-seconds", type=float, default=SAVE_SECONDS, help=argparse.SUPPRESS)
     pr.set_defaults(func=cmd_rebuild)
