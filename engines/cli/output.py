@@ -65,6 +65,7 @@ def add_format(
         + ", ".join(
             {
                 "table": "table: a table for people",
+                "tree": "tree: a tree for people",
                 "json": "json: one JSON array",
                 "jsonl": "jsonl: one JSON object per line",
             }.get(c, c)
