@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from engines.cli.common import EXIT_OK, add_common, with_runtime
-from engines.cli.output import add_format, clip, emit, format_of, progress, summary
+from engines.cli.output import add_format, clip, emit, format_of, progress
 from engines.runtime import Runtime
 from projections.projector import Projector
 from projections.runner import ProjectorRunner
@@ -50,6 +50,7 @@ PROGRESS_EVERY = 500
 #: The deepest indentation a tree draws (a hostile chain may be thousands deep).
 MAX_INDENT = 24
 FORMATS = ("tree", "table", "jsonl")
+SANDBOX_COLUMNS = ("projector", "view", "events_applied", "records_written", "parked")
 COLUMNS = ("depth", "step_id", "event_type", "source", "stream_id", "seq", "payload", "note")
 
 EPILOG = """\
@@ -317,10 +318,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
             views = await into_sandbox(rt, registry, events, args.into)
         finally:
             await registry.aclose()
+        rows = []
         for view in views:
             parked = await rt.parking.parked(f"{view.projector}__sandbox_{args.into}")
-            summary(
-                args,
+            rows.append(
                 {
                     "sandbox": args.into,
                     "projector": view.projector,
@@ -328,8 +329,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
                     "events_applied": view.events_applied,
                     "records_written": view.records_written,
                     "parked": len(parked),
-                },
+                }
             )
+        if format_of(args) != "jsonl":
+            print()  # the tree or table above, then the sandbox's
+        emit(args, rows, columns=SANDBOX_COLUMNS, title=f"sandbox {args.into}:")
         return EXIT_OK
 
     return with_runtime(args, body)
