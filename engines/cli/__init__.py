@@ -16,7 +16,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from engines.auth import KINDS, ROLES, lab_projects, mint_lab_token, mint_token
-from engines.cli import dev, projections, replay, routes, spine, worker
+from engines.cli import dev, output, projections, replay, routes, spine, worker
 from engines.cli.common import (
     EXIT_CODES,
     EXIT_INTERRUPTED,
@@ -159,6 +159,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    output.new_command()
     try:
         code: int = args.func(args)
         sys.stdout.flush()  # here, so a closed pipe is caught below

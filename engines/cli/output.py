@@ -46,6 +46,21 @@ from rich.text import Text
 from engines.cli.common import shown
 
 FORMATS = ("table", "json", "jsonl")
+
+
+class _Stdout:
+    holds_json = False
+    """Whether this process has printed rows as JSON on stdout (see :func:`summary`)."""
+
+
+_STDOUT = _Stdout()
+
+
+def new_command() -> None:
+    """Forget what an earlier command of this process printed (``main`` calls it)."""
+    _STDOUT.holds_json = False
+
+
 #: work shorter than this shows no progress bar
 PROGRESS_DELAY_SECONDS = 1.0
 
@@ -140,6 +155,8 @@ def emit(
     """
     fmt = format_of(args)
     out = sys.stdout
+    if fmt in ("json", "jsonl"):
+        _STDOUT.holds_json = True
     if fmt == "jsonl":
         count = 0
         for row in rows:
@@ -173,6 +190,7 @@ def emit_record(
     record as one JSON object (indented for json, one line for jsonl)."""
     fmt = format_of(args)
     if fmt in ("json", "jsonl"):
+        _STDOUT.holds_json = True
         _write(sys.stdout, json_bytes(dict(record), indent=fmt == "json").decode() + "\n")
         return
     rows = [{"field": name, "value": value} for name, value in record.items()]
@@ -212,10 +230,13 @@ def summary(
     args: argparse.Namespace, mapping: Mapping[str, Any], *, title: str | None = None
 ) -> None:
     """Figures about the work: ``key  value`` lines on stderr for a table (stdout keeps
-    only the table), one JSON object on stdout for json / jsonl."""
+    only the table), one JSON object on stdout for json / jsonl — on stderr instead
+    where the command printed its rows as JSON on stdout already, so stdout always
+    holds one JSON document (json) or one kind of line (jsonl)."""
     fmt = format_of(args)
     if fmt in ("json", "jsonl"):
-        _write(sys.stdout, json_bytes(dict(mapping), indent=fmt == "json").decode() + "\n")
+        stream = sys.stderr if _STDOUT.holds_json else sys.stdout
+        _write(stream, json_bytes(dict(mapping), indent=fmt == "json").decode() + "\n")
         return
     width = max((len(k) for k in mapping), default=0)
     lines = [title] if title else []
