@@ -15,6 +15,11 @@ from engines.cli import output
 from engines.cli.common import shown
 
 
+@pytest.fixture(autouse=True)
+def _new_command() -> None:
+    output.new_command()  # as `main` does for each command
+
+
 def test_stored_values_cannot_drive_the_operators_terminal() -> None:
     assert shown("red \x1b[31mtext") == "red \\x1b[31mtext"
     assert shown("a\x00b\nc") == "a\\x00b\\nc"
