@@ -13,6 +13,7 @@ import argparse
 import orjson
 
 from commands.times import utc_text
+from engines.cli import audit
 from engines.cli.common import add_common, err, positive_int, shown, with_runtime
 from engines.http.telemetry import AUDIT_VIEW, event_out
 from engines.runtime import Runtime
@@ -97,3 +98,4 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     q.add_argument("--format", choices=("table", "jsonl"), default="table")
     q.add_argument("--limit", type=positive_int, default=1000)
     q.set_defaults(func=cmd_query)
+    audit.register(asub)
