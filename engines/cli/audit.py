@@ -103,9 +103,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 "streams": report.streams,
                 "events": report.events,
                 "broken": len(report.breaks),
-                "anchors checked": report.anchors,
-                "last anchor": _time(report.last_anchor),
-                "anchor macs": _key_state(report, key),
+                "anchors_checked": report.anchors,
+                "last_anchor": _time(report.last_anchor),
+                "anchor_macs": _key_state(report, key),
                 "seconds": round(report.seconds, 3),
             },
         )
@@ -150,7 +150,7 @@ def cmd_anchor(args: argparse.Namespace) -> int:
             {
                 "streams": report.streams,
                 "events": report.events,
-                "heads anchored": sum(a.heads for a in report.anchored),
+                "heads_anchored": sum(a.heads for a in report.anchored),
                 "broken": len(report.broken),
                 "seconds": round(report.seconds, 3),
             },

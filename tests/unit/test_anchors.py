@@ -197,3 +197,11 @@ def test_an_event_that_is_not_an_anchor_breaks_the_fold() -> None:
     broken = fold_anchors(ANCHORS, [odd], None).broken
     assert broken is not None
     assert broken.seq == 1
+
+
+def test_no_domain_writes_and_no_projector_reads_the_anchor_domain() -> None:
+    from engines.domains import DOMAINS
+    from spine.anchors import ANCHOR_DOMAIN
+
+    assert ANCHOR_DOMAIN not in {d.name for d in DOMAINS}
+    assert not [p.name for d in DOMAINS for p in d.projectors if ANCHOR_DOMAIN in p.domains]
