@@ -65,6 +65,7 @@ def add_format(
         + ", ".join(
             {
                 "table": "table: a table for people",
+                "tree": "tree: a tree for people",
                 "json": "json: one JSON array",
                 "jsonl": "jsonl: one JSON object per line",
             }.get(c, c)
@@ -103,6 +104,13 @@ def cell(value: object) -> str:
     if isinstance(value, (Mapping, list, tuple, set, frozenset, BaseModel)):
         return shown(json_bytes(value).decode())
     return shown(value)
+
+
+def clip(value: object, width: int = 60) -> str:
+    """A cell cut to ``width`` characters (with an ellipsis): a payload or a body summary
+    in a table; json and jsonl print the whole value."""
+    text = cell(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _write(stream: IO[str], text: str) -> None:
@@ -156,6 +164,25 @@ def emit(
             print(title, file=sys.stderr)
         _write(out, plain_table(names, cells))
     return len(listed)
+
+
+def emit_record(
+    args: argparse.Namespace, record: Mapping[str, Any], *, title: str | None = None
+) -> None:
+    """One record (a ``show`` command): a two-column ``field  value`` table, or the
+    record as one JSON object (indented for json, one line for jsonl)."""
+    fmt = format_of(args)
+    if fmt in ("json", "jsonl"):
+        _write(sys.stdout, json_bytes(dict(record), indent=fmt == "json").decode() + "\n")
+        return
+    rows = [{"field": name, "value": value} for name, value in record.items()]
+    emit(args, rows, columns=("field", "value"), title=title)
+
+
+def is_table(args: argparse.Namespace) -> bool:
+    """Whether ``args`` asks for a table (a command may then shape its rows for people:
+    amounts formatted, long values cut) rather than JSON for scripts."""
+    return format_of(args) == "table"
 
 
 def _columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:

@@ -351,7 +351,8 @@ async def test_the_cli_lists_shows_and_pages_the_history_of_a_document(
 
     assert await cli(["flows", "list", "--tenant", TENANT, *data_dir]) == 0
     listed = capsys.readouterr().out.splitlines()
-    assert await cli(["flows", "show", doc["id"], "--tenant", TENANT, *data_dir]) == 0
+    show = ["flows", "show", doc["id"], "--tenant", TENANT, "--format", "json", *data_dir]
+    assert await cli(show) == 0
     shown = orjson.loads(capsys.readouterr().out)
     assert await cli(["flows", "history", doc["id"], "--tenant", TENANT, *data_dir]) == 0
     history = capsys.readouterr().out.splitlines()
