@@ -13,6 +13,7 @@ import argparse
 from typing import Any
 
 from commands.times import utc_text
+from engines.cli import audit
 from engines.cli.common import add_common, err, positive_int, with_runtime
 from engines.cli.output import add_format, clip, emit, format_of, is_table
 from engines.http.telemetry import AUDIT_VIEW, event_out
@@ -104,3 +105,4 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_format(q)
     q.add_argument("--limit", type=positive_int, default=1000)
     q.set_defaults(func=cmd_query)
+    audit.register(asub)

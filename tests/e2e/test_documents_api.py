@@ -434,7 +434,7 @@ async def test_spine_read_verify_catches_a_stream_whose_first_event_was_removed(
     code = await cli(["spine", "read", stream, "--verify", *data_dir])
 
     assert code == 4
-    assert "begins at seq 2" in capsys.readouterr().err
+    assert "seq 1 is missing (the next stored is seq 2)" in capsys.readouterr().err
 
 
 async def test_a_record_and_each_version_say_who_wrote_them_and_from_where(
