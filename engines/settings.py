@@ -18,6 +18,7 @@ from pydantic import (
 from routing.config import Connections, Route, RoutesFile, describe_validation_error, load_yaml
 from routing.kinds import required_kinds
 from routing.registry import check_routes
+from spine.anchors import MIN_KEY_BYTES
 from spine.errors import RoutingError
 
 
@@ -68,6 +69,10 @@ class AuditSettings(BaseModel):
     refusal_max_keys: int = Field(default=1024, ge=1, le=1_000_000)
     """How many (caller, reason) pairs are tracked at once; beyond it, refusals of new
     pairs are counted together under one overflow key."""
+    anchor_key_file: str | None = None
+    """The key of the anchors' keyed chain (``engines audit anchor`` and ``verify``;
+    :mod:`spine.anchors`): a file of at least 32 bytes, relative to the data directory.
+    Without it, anchors carry no mac."""
 
 
 class Settings(RoutesFile):
@@ -87,6 +92,25 @@ class Settings(RoutesFile):
         ):
             raise ValueError(f"mode {self.mode!r} needs auth.hs256_secret(_file) or RS256 keys")
         return self
+
+
+def read_anchor_key(audit: AuditSettings, data_dir: Path) -> bytes | None:
+    """The secret of ``audit.anchor_key_file`` (relative to ``data_dir``), or ``None``
+    without one; :class:`RoutingError` naming the file if it cannot serve."""
+    name = audit.anchor_key_file
+    if name is None:
+        return None
+    path = Path(name) if Path(name).is_absolute() else data_dir / name
+    try:
+        secret = path.read_bytes().strip()
+    except OSError as exc:
+        raise RoutingError(f"audit.anchor_key_file {path}: {exc.strerror}") from exc
+    if len(secret) < MIN_KEY_BYTES:
+        raise RoutingError(
+            f"audit.anchor_key_file {path} holds {len(secret)} bytes; "
+            f"an anchor key needs at least {MIN_KEY_BYTES}"
+        )
+    return secret
 
 
 LAB_ROUTES = "lab.yaml"

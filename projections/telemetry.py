@@ -217,13 +217,16 @@ class AnalyticsProjector(EventIndex):
         for key, scope, who in self._counts(event):
             before = records.get(key)
             count = before.data["count"] if before is not None else 0
+            # the latest count's time, whatever order streams are applied in (a
+            # rebuild's fold gives the same record as the live view)
+            latest = max(at, before.data.get("updated_at", at)) if before is not None else at
             data = {
                 "entry": "count",
                 "name": event.event_type,
                 DAY: at[:10],
                 "counted_for": who,
                 "count": count + 1,
-                "updated_at": at,
+                "updated_at": latest,
             }
             out.append(ViewRecord(key=key, scope=scope, version=next_version(before), data=data))
         return out

@@ -1,4 +1,4 @@
-"""The ``engines`` command: serve, token, routes, spine, projections, dev servers, and
+"""The ``engines`` command: serve, token, routes, spine, projections, replay, dev servers, and
 one group per domain from the domain registry.
 
 Thin: parse, build from the composition root, call, print; errors map to exit codes in
@@ -16,7 +16,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from engines.auth import KINDS, ROLES, lab_projects, mint_lab_token, mint_token
-from engines.cli import dev, projections, routes, spine, worker
+from engines.cli import dev, output, projections, replay, routes, spine, worker
 from engines.cli.common import (
     EXIT_CODES,
     EXIT_INTERRUPTED,
@@ -148,6 +148,7 @@ def parser() -> argparse.ArgumentParser:
     routes.register(sub)
     spine.register(sub)
     projections.register(sub)
+    replay.register(sub)
     dev.register(sub)
     worker.register(sub)
     for domain in DOMAINS:
@@ -158,6 +159,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    output.new_command()
     try:
         code: int = args.func(args)
         sys.stdout.flush()  # here, so a closed pipe is caught below

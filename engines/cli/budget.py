@@ -1,21 +1,18 @@
 """``engines budgets``: what the budget view holds, as tables for an operator.
 
 ``list`` a tenant's budgets, ``show`` one budget's totals, ``ledger`` its lines (oldest
-first). Amounts are shown in major units at each budget's scale.
+first). Amounts are shown in major units at each budget's scale; ``--format json|jsonl``
+prints the view's records as stored (amounts in minor units, with their scale).
 """
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from commands.budget import budget_stream, format_minor
-from engines.cli.common import (
-    add_common,
-    err,
-    positive_int,
-    shown,
-    with_runtime,
-)
+from engines.cli.common import add_common, err, positive_int, with_runtime
+from engines.cli.output import add_format, clip, emit, is_table
 from engines.runtime import Runtime
 from projections.views import Filter, ViewQuery, ViewRecord
 from spine.errors import NotFound
@@ -28,16 +25,40 @@ def _money(record: ViewRecord, field: str) -> str:
     return format_minor(record.data[field], record.data["scale"])
 
 
-TOTALS_HEAD = f"{'budget_id':<24} {'limit':>16} {'spent':>16} {'remaining':>16} {'cur':<4} version"
+TOTALS = ("budget_id", "limit", "spent", "remaining", "cur", "version")
+LEDGER = ("seq", "kind", "amount", "spent_after", "user", "recorded_at", "reason")
 
 
-def _totals_row(r: ViewRecord) -> str:
+def _totals_row(args: argparse.Namespace, r: ViewRecord) -> dict[str, Any]:
+    """A budget's totals: amounts in major units for a table; for json the record's
+    data as stored (minor units and scale) with ``remaining_minor`` and the version."""
     d = r.data
-    remaining = format_minor(d["limit_minor"] - d["spent_minor"], d["scale"])
-    return (
-        f"{shown(d['budget_id']):<24} {_money(r, 'limit_minor'):>16} "
-        f"{_money(r, 'spent_minor'):>16} {remaining:>16} {shown(d['currency']):<4} {r.version}"
-    )
+    remaining = d["limit_minor"] - d["spent_minor"]
+    if not is_table(args):
+        return {**d, "remaining_minor": remaining, "version": r.version}
+    return {
+        "budget_id": d["budget_id"],
+        "limit": _money(r, "limit_minor"),
+        "spent": _money(r, "spent_minor"),
+        "remaining": format_minor(remaining, d["scale"]),
+        "cur": d["currency"],
+        "version": r.version,
+    }
+
+
+def _ledger_row(args: argparse.Namespace, r: ViewRecord) -> dict[str, Any]:
+    d = r.data
+    if not is_table(args):
+        return dict(d)
+    return {
+        "seq": d["seq"],
+        "kind": d["kind"],
+        "amount": _money(r, "amount_minor"),
+        "spent_after": _money(r, "spent_minor"),
+        "user": d.get("user_id"),
+        "recorded_at": d["recorded_at"],
+        "reason": clip(d.get("reason")),
+    }
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -52,9 +73,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                 limit=args.limit,
             )
         )
-        print(TOTALS_HEAD)
-        for r in page.items:
-            print(_totals_row(r))
+        emit(args, (_totals_row(args, r) for r in page.items), columns=TOTALS)
         if page.next_cursor:
             err(f"(more than {args.limit}; raise --limit)")
         return 0
@@ -73,8 +92,7 @@ async def _budget(rt: Runtime, args: argparse.Namespace) -> ViewRecord:
 def cmd_show(args: argparse.Namespace) -> int:
     async def body(rt: Runtime) -> int:
         record = await _budget(rt, args)
-        print(TOTALS_HEAD)
-        print(_totals_row(record))
+        emit(args, [_totals_row(args, record)], columns=TOTALS)
         return 0
 
     return with_runtime(args, body)
@@ -96,17 +114,7 @@ def cmd_ledger(args: argparse.Namespace) -> int:
                 limit=args.limit,
             )
         )
-        print(
-            f"{'seq':>6} {'kind':<14} {'amount':>16} {'spent after':>16} {'user':<12} "
-            f"{'recorded_at':<28} reason"
-        )
-        for r in page.items:
-            d = r.data
-            print(
-                f"{d['seq']:>6} {d['kind']:<14} {_money(r, 'amount_minor'):>16} "
-                f"{_money(r, 'spent_minor'):>16} {shown(d.get('user_id')):<12} "
-                f"{d['recorded_at']:<28} {shown(d.get('reason'))[:60]}"
-            )
+        emit(args, (_ledger_row(args, r) for r in page.items), columns=LEDGER)
         if page.next_cursor:
             err(f"(more than {args.limit}; raise --limit)")
         return 0
@@ -122,6 +130,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     bg = bsub.add_parser("ledger", help="one budget's ledger, oldest first")
     for p in (bl, bs, bg):
         add_common(p)
+        add_format(p)
         p.add_argument("--tenant", required=True)
     for p in (bs, bg):
         p.add_argument("budget_id")

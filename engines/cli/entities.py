@@ -1,21 +1,15 @@
 """``engines <domain> list|show|history``: what a versioned-entity view holds, as
-tables for an operator. One function serves every domain built on
-:mod:`commands.entities`; a domain's CLI group is one call of :func:`entity_group`."""
+tables for an operator, or with ``--format json|jsonl`` the view's records whole. One
+function serves every domain built on :mod:`commands.entities`; a domain's CLI group is
+one call of :func:`entity_group`."""
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
-import orjson
-
-from engines.cli.common import (
-    add_common,
-    err,
-    positive_int,
-    settings_of,
-    shown,
-    with_runtime,
-)
+from engines.cli.common import add_common, err, positive_int, settings_of, with_runtime
+from engines.cli.output import add_format, clip, emit, emit_record, is_table
 from engines.runtime import Runtime
 from projections.entities import LATEST, VERSION, latest_key
 from projections.views import Filter, ViewQuery, ViewRecord
@@ -25,9 +19,20 @@ from spine.errors import NotFound
 SubParsers = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 
-def _summary(record: ViewRecord, body_fields: tuple[str, ...], width: int = 60) -> str:
-    body = {name: record.data.get(name) for name in body_fields if name in record.data}
-    return shown(orjson.dumps(body).decode())[:width]
+def _summary(record: ViewRecord, body_fields: tuple[str, ...]) -> str:
+    return clip({name: record.data.get(name) for name in body_fields if name in record.data})
+
+
+def _fields(record: ViewRecord) -> dict[str, Any]:
+    """One record for ``show``: its scope, version and key, then every data field."""
+    head = {
+        "key": record.key,
+        "version": record.version,
+        "user": record.scope.user_id,
+        "surface": record.scope.surface_id,
+        "project": record.scope.project_id,
+    }
+    return {**head, **{f"data.{k}": v for k, v in record.data.items()}}
 
 
 def entity_group(
@@ -40,7 +45,7 @@ def entity_group(
 ) -> None:
     """Add ``engines <command> list|show|history`` over ``view``."""
     path = kind.path
-    columns = "  ".join(f"{name:<24}" for name in path)
+    columns = (*path, "version", "user", "surface", "body")
 
     def query(
         args: argparse.Namespace, where: tuple[Filter, ...], order: str, desc: bool
@@ -55,20 +60,23 @@ def entity_group(
             limit=args.limit,
         )
 
-    def row(record: ViewRecord, version: int) -> str:
-        ids = "  ".join(f"{shown(record.data.get(name)):<24}" for name in path)
-        return (
-            f"{ids}  {version:>7}  {shown(record.scope.user_id):<12} "
-            f"{shown(record.scope.surface_id):<10} {_summary(record, body_fields)}"
-        )
+    def row(args: argparse.Namespace, record: ViewRecord, version: int) -> dict[str, Any]:
+        if not is_table(args):
+            return record.model_dump(mode="json")
+        return {
+            **{name: record.data.get(name) for name in path},
+            "version": version,
+            "user": record.scope.user_id,
+            "surface": record.scope.surface_id,
+            "deleted": "deleted" if record.data.get("deleted") else None,
+            "body": _summary(record, body_fields),
+        }
 
     def cmd_list(args: argparse.Namespace) -> int:
         async def work(rt: Runtime) -> int:
             where = (Filter(field="entry", value=LATEST),)
             page = await rt.view_of(view).query(query(args, where, "updated_at", True))
-            print(f"{columns}  {'version':>7}  {'user':<12} {'surface':<10} body")
-            for r in page.items:
-                print(row(r, r.version))
+            emit(args, (row(args, r, r.version) for r in page.items), columns=columns)
             if page.next_cursor:
                 err(f"(more than {args.limit}; raise --limit)")
             return 0
@@ -89,7 +97,10 @@ def entity_group(
             record = await rt.view_of(view).get(latest_key(stream_of(args)))
             if record is None:
                 raise NotFound(f"{kind.entity} {'/'.join(path_of(args))!r} not found")
-            print(orjson.dumps(record.model_dump(mode="json"), option=orjson.OPT_INDENT_2).decode())
+            if is_table(args):
+                emit_record(args, _fields(record))
+            else:
+                emit_record(args, record.model_dump(mode="json"))
             return 0
 
         return with_runtime(args, work)
@@ -103,10 +114,9 @@ def entity_group(
             page = await rt.view_of(view).query(query(args, where, "seq", False))
             if not page.items:
                 raise NotFound(f"{kind.entity} {'/'.join(path_of(args))!r} not found")
-            print(f"{columns}  {'version':>7}  {'user':<12} {'surface':<10} body")
-            for r in page.items:
-                mark = " (deleted)" if r.data.get("deleted") else ""
-                print(row(r, int(r.data["seq"])) + mark)
+            history = (*path, "version", "user", "surface", "deleted", "body")
+            rows = (row(args, r, int(r.data["seq"])) for r in page.items)
+            emit(args, rows, columns=history)
             if page.next_cursor:
                 err(f"(more than {args.limit}; raise --limit)")
             return 0
@@ -120,6 +130,7 @@ def entity_group(
     gh = gsub.add_parser("history", help=f"one {kind.entity}'s versions, oldest first")
     for sp in (gl, gs, gh):
         add_common(sp)
+        add_format(sp)
         sp.add_argument("--tenant", required=True)
     for sp in (gs, gh):
         for name in path:  # one positional each: argparse cannot show a tuple metavar

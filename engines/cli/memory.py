@@ -1,23 +1,18 @@
 """``engines memory``: what the session memory view holds, as tables for an operator.
 
 ``list`` shows keys (never values) of a tenant, optionally of one user and session;
-``show`` one key's record and value. Expired and deleted keys are absent, as over HTTP.
+``show`` one key's record and value (a ``field  value`` table, or one JSON object with
+``--format json|jsonl``). Expired and deleted keys are absent, as over HTTP.
 """
 
 from __future__ import annotations
 
 import argparse
-
-import orjson
+from typing import Any
 
 from commands.memory import memory_stream
-from engines.cli.common import (
-    add_common,
-    err,
-    positive_int,
-    shown,
-    with_runtime,
-)
+from engines.cli.common import add_common, err, positive_int, with_runtime
+from engines.cli.output import add_format, emit, emit_record, is_table
 from engines.runtime import Runtime
 from projections.memory import record_key
 from projections.views import Filter, ViewQuery, ViewRecord
@@ -28,8 +23,32 @@ from spine.events import Scope
 VIEW = "memory"
 
 
-def _expires(record: ViewRecord) -> str:
-    return timestamp_text(record.expires_at) if record.expires_at else "-"
+def _expires(record: ViewRecord) -> str | None:
+    """When the key expires (none: a table shows ``-``, JSON ``null``)."""
+    return timestamp_text(record.expires_at) if record.expires_at else None
+
+
+LIST = ("user", "session", "project", "key", "version", "expires_at", "updated_at")
+
+
+def _listed(args: argparse.Namespace, r: ViewRecord) -> dict[str, Any]:
+    """A key's record without its value (a listing never shows values)."""
+    d = r.data
+    if not is_table(args):
+        return {
+            **{k: v for k, v in d.items() if k != "value"},
+            "version": r.version,
+            "expires_at": _expires(r),
+        }
+    return {
+        "user": d["user_id"],
+        "session": d["session_id"],
+        "project": d["project_id"],
+        "key": d["key"],
+        "version": r.version,
+        "expires_at": _expires(r),
+        "updated_at": d["updated_at"],
+    }
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -46,17 +65,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                 limit=args.limit,
             )
         )
-        print(
-            f"{'user':<12} {'session':<16} {'project':<10} {'key':<24} {'version':>7} "
-            f"{'expires_at':<28} updated_at"
-        )
-        for r in page.items:
-            d = r.data
-            print(
-                f"{shown(d['user_id']):<12} {shown(d['session_id']):<16} "
-                f"{shown(d['project_id']):<10} {shown(d['key']):<24} {r.version:>7} "
-                f"{_expires(r):<28} {shown(d['updated_at'])}"
-            )
+        emit(args, (_listed(args, r) for r in page.items), columns=LIST)
         if page.next_cursor:
             err(f"(more than {args.limit}; raise --limit)")
         return 0
@@ -77,19 +86,20 @@ def cmd_show(args: argparse.Namespace) -> int:
         if record is None:
             raise NotFound(f"key {args.key!r} of {stream} not found (or expired, or deleted)")
         d = record.data
-        rows = [
-            ("stream", stream),
-            ("key", d["key"]),
-            ("version", record.version),
-            ("surface", d["surface_id"]),
-            ("ttl_seconds", d["ttl_seconds"]),
-            ("expires_at", _expires(record)),
-            ("created_at", d["created_at"]),
-            ("updated_at", d["updated_at"]),
-        ]
-        for name, value in rows:
-            print(f"{name:<12} {shown(value)}")
-        print(f"{'value':<12} {shown(orjson.dumps(d['value']).decode())}")
+        emit_record(
+            args,
+            {
+                "stream": stream,
+                "key": d["key"],
+                "version": record.version,
+                "surface": d["surface_id"],
+                "ttl_seconds": d["ttl_seconds"],
+                "expires_at": _expires(record),
+                "created_at": d["created_at"],
+                "updated_at": d["updated_at"],
+                "value": d["value"],  # a table shows it as compact JSON
+            },
+        )
         return 0
 
     return with_runtime(args, body)
@@ -100,6 +110,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     msub = mm.add_subparsers(dest="memory_command", required=True)
     ml = msub.add_parser("list", help="a tenant's live keys, most recently updated first")
     add_common(ml)
+    add_format(ml)
     ml.add_argument("--tenant", required=True)
     ml.add_argument("--user", default=None, help="only this user's keys")
     ml.add_argument("--session", default=None, help="only this session's keys")
@@ -108,6 +119,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     ml.set_defaults(func=cmd_list)
     ms = msub.add_parser("show", help="one key of a session: its record and value")
     add_common(ms)
+    add_format(ms)
     ms.add_argument("--tenant", required=True)
     ms.add_argument("--user", required=True)
     ms.add_argument("--session", required=True)

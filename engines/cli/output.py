@@ -46,6 +46,21 @@ from rich.text import Text
 from engines.cli.common import shown
 
 FORMATS = ("table", "json", "jsonl")
+
+
+class _Stdout:
+    holds_json = False
+    """Whether this process has printed rows as JSON on stdout (see :func:`summary`)."""
+
+
+_STDOUT = _Stdout()
+
+
+def new_command() -> None:
+    """Forget what an earlier command of this process printed (``main`` calls it)."""
+    _STDOUT.holds_json = False
+
+
 #: work shorter than this shows no progress bar
 PROGRESS_DELAY_SECONDS = 1.0
 
@@ -65,6 +80,7 @@ def add_format(
         + ", ".join(
             {
                 "table": "table: a table for people",
+                "tree": "tree: a tree for people",
                 "json": "json: one JSON array",
                 "jsonl": "jsonl: one JSON object per line",
             }.get(c, c)
@@ -105,6 +121,13 @@ def cell(value: object) -> str:
     return shown(value)
 
 
+def clip(value: object, width: int = 60) -> str:
+    """A cell cut to ``width`` characters (with an ellipsis): a payload or a body summary
+    in a table; json and jsonl print the whole value."""
+    text = cell(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def _write(stream: IO[str], text: str) -> None:
     stream.write(text)
     stream.flush()
@@ -132,6 +155,8 @@ def emit(
     """
     fmt = format_of(args)
     out = sys.stdout
+    if fmt in ("json", "jsonl"):
+        _STDOUT.holds_json = True
     if fmt == "jsonl":
         count = 0
         for row in rows:
@@ -156,6 +181,26 @@ def emit(
             print(title, file=sys.stderr)
         _write(out, plain_table(names, cells))
     return len(listed)
+
+
+def emit_record(
+    args: argparse.Namespace, record: Mapping[str, Any], *, title: str | None = None
+) -> None:
+    """One record (a ``show`` command): a two-column ``field  value`` table, or the
+    record as one JSON object (indented for json, one line for jsonl)."""
+    fmt = format_of(args)
+    if fmt in ("json", "jsonl"):
+        _STDOUT.holds_json = True
+        _write(sys.stdout, json_bytes(dict(record), indent=fmt == "json").decode() + "\n")
+        return
+    rows = [{"field": name, "value": value} for name, value in record.items()]
+    emit(args, rows, columns=("field", "value"), title=title)
+
+
+def is_table(args: argparse.Namespace) -> bool:
+    """Whether ``args`` asks for a table (a command may then shape its rows for people:
+    amounts formatted, long values cut) rather than JSON for scripts."""
+    return format_of(args) == "table"
 
 
 def _columns(rows: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -185,10 +230,13 @@ def summary(
     args: argparse.Namespace, mapping: Mapping[str, Any], *, title: str | None = None
 ) -> None:
     """Figures about the work: ``key  value`` lines on stderr for a table (stdout keeps
-    only the table), one JSON object on stdout for json / jsonl."""
+    only the table), one JSON object on stdout for json / jsonl — on stderr instead
+    where the command printed its rows as JSON on stdout already, so stdout always
+    holds one JSON document (json) or one kind of line (jsonl)."""
     fmt = format_of(args)
     if fmt in ("json", "jsonl"):
-        _write(sys.stdout, json_bytes(dict(mapping), indent=fmt == "json").decode() + "\n")
+        stream = sys.stderr if _STDOUT.holds_json else sys.stdout
+        _write(stream, json_bytes(dict(mapping), indent=fmt == "json").decode() + "\n")
         return
     width = max((len(k) for k in mapping), default=0)
     lines = [title] if title else []

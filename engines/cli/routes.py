@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from engines.cli.common import err
+from engines.cli.output import add_format, emit
 from engines.runtime import check_settings, open_view_store, view_projectors
 from engines.settings import load_settings
 from routing.kinds import VIEW_KINDS
@@ -25,6 +26,8 @@ from routing.registry import Registry
 from spine.errors import RoutingError
 
 CHECK_EPILOG = """\
+prints one row per route (kind, backend, name, whether it is lab-only); the file's
+mode and route count go to stderr beside a table.
 exit status: 0 the file is usable; 2 it is not (every problem named).
 """
 
@@ -43,12 +46,20 @@ def cmd_check(args: argparse.Namespace) -> int:
     except RoutingError as exc:
         err(f"{label}: {exc}")
         return 2
-    print(
+    rows = (
+        {
+            "kind": route.kind,
+            "backend": route.route.backend,
+            "name": route.route.name,
+            "lab": "LAB: embedded, not for production" if route.is_lab else None,
+        }
+        for route in resolved
+    )
+    title = (
         f"# {label}: mode {settings.mode}, {len(resolved)} routes, all required kinds "
         "present, connections and signing key usable"
     )
-    for route in resolved:
-        print(route.describe())
+    emit(args, rows, columns=("kind", "backend", "name", "lab"), title=title)
     return 0
 
 
@@ -117,6 +128,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     rc.add_argument("file")
+    add_format(rc)
     rc.add_argument(
         "--data-dir",
         help="in lab mode, check the lab signing secret there too (made on first start)",

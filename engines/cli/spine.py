@@ -12,22 +12,25 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import IO, Any
 
+from commands.spine_audit import verify_stream
 from engines.cli import spine_file
 from engines.cli.common import (
     EXIT_INTEGRITY,
     EXIT_OK,
     add_common,
+    data_dir_of,
     err,
     event_line,
     positive_int,
+    settings_of,
     shown,
     with_registry,
 )
 from engines.cli.output import add_format, emit, progress, summary
+from engines.settings import read_anchor_key
 from routing.registry import Registry
-from spine.codec import verify_chain
 from spine.errors import ImportConflict, IntegrityError, InvalidInput, StreamNotFound
-from spine.events import GENESIS_HASH, EventEnvelope
+from spine.events import EventEnvelope
 from spine.feed import MemoryCheckpoints, Unreadable
 from spine.importing import ImportResult
 from spine.store import EventStore
@@ -48,18 +51,16 @@ def cmd_read(args: argparse.Namespace) -> int:
         events = await spine.read_stream(args.stream_id, args.from_seq, args.to_seq)
         for event in events:
             print(event_line(event))
-        if args.verify and events:
-            # from seq 1 the chain starts at the genesis hash (a stream whose first events
-            # are gone does not verify); from a later seq, at the first event read
-            start = events[0].prev_hash
-            if args.from_seq <= 1:
-                if events[0].seq != 1:
-                    raise IntegrityError(
-                        f"{args.stream_id}: the stream begins at seq {events[0].seq}, not 1"
-                    )
-                start = GENESIS_HASH
-            checked = verify_chain(events, prev_hash=start)
-            err(f"hash chain verified: {checked} events from seq {events[0].seq}")
+        if args.verify:
+            # the whole stream, from the genesis (whatever range was printed), and
+            # against its tenant's anchors: the verifier of `engines audit verify`
+            settings = settings_of(args)
+            key = read_anchor_key(settings.audit, data_dir_of(args, settings))
+            report = await verify_stream(spine, args.stream_id, key=key)
+            if report.breaks:
+                raise IntegrityError("; ".join(str(b) for b in report.breaks))
+            anchored = f", {report.anchors} anchors" if report.anchors else ""
+            err(f"hash chain verified: {report.events} events from the genesis{anchored}")
         if not events:
             if args.from_seq <= 1:
                 raise StreamNotFound(args.stream_id)
@@ -253,7 +254,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sr.add_argument("stream_id")
     sr.add_argument("--from", dest="from_seq", type=int, default=1)
     sr.add_argument("--to", dest="to_seq", type=int, default=None)
-    sr.add_argument("--verify", action="store_true", help="verify the hash chain")
+    sr.add_argument(
+        "--verify",
+        action="store_true",
+        help="verify the hash chain",
+    )
     sr.set_defaults(func=cmd_read)
     st = ssub.add_parser("tail", help="follow new events (partition TAB event)")
     add_common(st)

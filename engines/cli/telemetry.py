@@ -1,5 +1,6 @@
 """``engines audit query``: the audit view (audit, safety, budget and strategy-lock
-events) for an operator or auditor, as a table or as JSON lines for other tools.
+events) for an operator or auditor, as a table, or for other tools as JSON
+(``--format json``: one array; ``jsonl``: one event per line, as ``GET /audit`` answers).
 
 A query names one tenant (no view query ever mixes tenants); ``--user``, ``--run``,
 ``--type``, ``--since`` and ``--until`` narrow it. Oldest first; ``--limit`` caps the
@@ -9,14 +10,16 @@ lines (the table says when there were more).
 from __future__ import annotations
 
 import argparse
-
-import orjson
+from typing import Any
 
 from commands.times import utc_text
-from engines.cli.common import add_common, err, positive_int, shown, with_runtime
+from engines.cli import audit
+from engines.cli.common import add_common, err, positive_int, with_runtime
+from engines.cli.output import add_format, clip, emit, format_of, is_table
 from engines.http.telemetry import AUDIT_VIEW, event_out
 from engines.runtime import Runtime
 from projections.telemetry import AUDITED_FAMILIES, ORDER, index_query
+from projections.views import ViewRecord
 from spine.events import Scope
 
 PAGE = 1000
@@ -29,9 +32,21 @@ def _time(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text[:64]!r} {exc}") from None
 
 
-def _summary(payload: dict[str, object], width: int = 60) -> str:
-    text = orjson.dumps(payload).decode()
-    return text if len(text) <= width else text[: width - 1] + "…"
+COLUMNS = ("recorded_at", "event_type", "user", "run", "step", "payload")
+
+
+def _row(args: argparse.Namespace, r: ViewRecord) -> dict[str, Any]:
+    if not is_table(args):
+        return event_out(r)  # as GET /audit answers it
+    d = r.data
+    return {
+        "recorded_at": d[ORDER],
+        "event_type": d["event_type"],
+        "user": d.get("user_id"),
+        "run": d.get("run_id"),
+        "step": d.get("step_id"),
+        "payload": clip(d["payload"]),
+    }
 
 
 def cmd_query(args: argparse.Namespace) -> int:
@@ -39,13 +54,10 @@ def cmd_query(args: argparse.Namespace) -> int:
         # checked before any output: a bad tenant or user is refused, not half a table
         scope = Scope(tenant_id=args.tenant, mode=rt.settings.mode, user_id=args.user)
         view = rt.view_of(AUDIT_VIEW)
+        streamed = format_of(args) == "jsonl"  # each page as it comes; else one table
+        kept: list[ViewRecord] = []
         cursor: str | None = None
         left = args.limit
-        if args.format == "table":
-            print(
-                f"{'recorded_at':<28} {'event_type':<30} {'user':<16} {'run':<16} "
-                f"{'step':<12} payload"
-            )
         while left > 0:
             page = await view.query(
                 index_query(
@@ -59,21 +71,17 @@ def cmd_query(args: argparse.Namespace) -> int:
                     cursor=cursor,
                 )
             )
-            for r in page.items:
-                d = r.data
-                if args.format == "jsonl":
-                    print(orjson.dumps(event_out(r)).decode())
-                else:
-                    print(
-                        f"{d[ORDER]:<28} {shown(d['event_type']):<30} "
-                        f"{shown(d.get('user_id')):<16} {shown(d.get('run_id')):<16} "
-                        f"{shown(d.get('step_id')):<12} {shown(_summary(d['payload']))}"
-                    )
+            if streamed:
+                emit(args, (_row(args, r) for r in page.items))
+            else:
+                kept.extend(page.items)
             left -= len(page.items)
             cursor = page.next_cursor
             if cursor is None:
-                return 0
-        if args.format == "table":
+                break
+        if not streamed:
+            emit(args, (_row(args, r) for r in kept), columns=COLUMNS)
+        if cursor is not None:
             err(f"(more than {args.limit}; raise --limit)")
         return 0
 
@@ -94,6 +102,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     q.add_argument("--family", choices=sorted(AUDITED_FAMILIES), help="only this family")
     q.add_argument("--since", type=_time, help="recorded at or after this time (ISO 8601)")
     q.add_argument("--until", type=_time, help="recorded before this time (ISO 8601)")
-    q.add_argument("--format", choices=("table", "jsonl"), default="table")
+    add_format(q)
     q.add_argument("--limit", type=positive_int, default=1000)
     q.set_defaults(func=cmd_query)
+    audit.register(asub)

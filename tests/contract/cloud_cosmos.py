@@ -13,14 +13,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from azure.cosmos.aio import CosmosClient
+from azure.cosmos.aio import ContainerProxy, CosmosClient
 
 from routing.backends.cosmos import open_backend
 from routing.backends.cosmos.spine import CosmosEventStore, event_item_id
 from routing.backends.direct import open_backend as open_direct
 from routing.config import Connections, CosmosConnection
 from spine.store import EventStore
-from tests.contract.harness import Harness
+from tests.contract.harness import Harness, stored_attributes
 from tests.servers.fixtures import CosmosDBServer
 
 
@@ -33,6 +33,55 @@ def cosmos_connections(server: CosmosDBServer, database: str) -> Connections:
             verify_tls=server.connection_verify,
         )
     )
+
+
+class CosmosTampering:
+    """Behind the Cosmos DB spine's back, with a client of its own (the layout is in
+    :mod:`routing.backends.cosmos`)."""
+
+    def __init__(self, server: CosmosDBServer, database: str) -> None:
+        self.server = server
+        self.database = database
+
+    @asynccontextmanager
+    async def _container(self, spine: EventStore) -> AsyncIterator[ContainerProxy]:
+        assert isinstance(spine, CosmosEventStore)
+        s = self.server
+        async with CosmosClient(
+            s.endpoint_url, credential=s.key, connection_verify=s.connection_verify
+        ) as client:
+            yield client.get_database_client(self.database).get_container_client(spine.route)
+
+    async def put(self, spine: EventStore, stream_id: str, seq: int, body: bytes) -> None:
+        digest, command_id = stored_attributes(body)
+        async with self._container(spine) as container:
+            await container.upsert_item(
+                {
+                    "id": event_item_id(seq),
+                    "stream_id": stream_id,
+                    "type": "event",
+                    "seq": seq,
+                    "command_id": command_id,
+                    "hash": digest,
+                    "body": body.decode(),
+                }
+            )
+
+    async def remove(self, spine: EventStore, stream_id: str, seq: int) -> None:
+        async with self._container(spine) as container:
+            await container.delete_item(event_item_id(seq), partition_key=stream_id)
+
+    async def remove_stream(self, spine: EventStore, stream_id: str) -> None:
+        """Every item of the stream's partition: events, command and outbox markers."""
+        async with self._container(spine) as container:
+            items = container.query_items(
+                "SELECT c.id FROM c WHERE c.stream_id = @s",
+                parameters=[{"name": "@s", "value": stream_id}],
+                partition_key=stream_id,
+            )
+            ids = [item["id"] async for item in items]
+            for item_id in ids:
+                await container.delete_item(item_id, partition_key=stream_id)
 
 
 @asynccontextmanager
@@ -70,6 +119,7 @@ async def cosmos_harness(
             capabilities={"independent_subscriptions"},
             connections=connections,
             data_dir=data_dir,
+            tampering=CosmosTampering(server, database),
         )
     finally:
         await backend.aclose()

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,7 @@ from routing.backends.dynamodb import DynamoEventStore, event_sk
 from routing.backends.dynamodb import open_backend as open_dynamodb
 from routing.config import Connections, DynamoDBConnection
 from spine.store import EventStore
-from tests.contract.harness import Harness
+from tests.contract.harness import Harness, stored_attributes
 from tests.servers.fixtures import MotoServer
 
 
@@ -28,6 +29,47 @@ def dynamodb_connections(server: MotoServer, prefix: str = "") -> Connections:
             table_prefix=prefix,
         )
     )
+
+
+class DynamoTampering:
+    """Behind the DynamoDB spine's back, with the backend's own client (the layout is
+    in :mod:`routing.backends.dynamodb.spine`)."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    async def put(self, spine: EventStore, stream_id: str, seq: int, body: bytes) -> None:
+        assert isinstance(spine, DynamoEventStore)
+        digest, command_id = stored_attributes(body)
+        await self.client.put_item(
+            TableName=spine.table,
+            Item={
+                "stream_id": {"S": stream_id},
+                "sk": {"S": event_sk(seq)},
+                "seq": {"N": str(seq)},
+                "command_id": {"S": command_id},
+                "hash": {"S": digest},
+                "body": {"S": body.decode()},
+            },
+        )
+
+    async def remove(self, spine: EventStore, stream_id: str, seq: int) -> None:
+        assert isinstance(spine, DynamoEventStore)
+        key = {"stream_id": {"S": stream_id}, "sk": {"S": event_sk(seq)}}
+        await self.client.delete_item(TableName=spine.table, Key=key)
+
+    async def remove_stream(self, spine: EventStore, stream_id: str) -> None:
+        """Every item of the stream: events, command markers, outbox markers."""
+        assert isinstance(spine, DynamoEventStore)
+        answer = await self.client.query(
+            TableName=spine.table,
+            KeyConditionExpression="stream_id = :s",
+            ExpressionAttributeValues={":s": {"S": stream_id}},
+            ProjectionExpression="stream_id, sk",
+            ConsistentRead=True,
+        )
+        for item in answer["Items"]:
+            await self.client.delete_item(TableName=spine.table, Key=item)
 
 
 @pytest.fixture
@@ -60,6 +102,7 @@ async def dynamodb_backend(
             capabilities={"atomic_batch", "independent_subscriptions"},
             connections=connections,
             data_dir=tmp_path,
+            tampering=DynamoTampering(backend._client),
         )
     finally:
         await backend.aclose()

@@ -47,6 +47,47 @@ async def tamper(spine: EventStore, stream_id: str, seq: int, body: bytes) -> No
     )
 
 
+class FirestoreTampering:
+    """Behind the Firestore spine's back, with the SDK (the layout is in
+    :mod:`routing.backends.firestore`)."""
+
+    async def put(self, spine: EventStore, stream_id: str, seq: int, body: bytes) -> None:
+        from routing.backends.firestore import FirestoreEventStore
+        from routing.backends.firestore.layout import EVENTS, seq_doc_id, stream_doc_id
+        from tests.contract.harness import stored_attributes
+
+        assert isinstance(spine, FirestoreEventStore)
+        digest, _ = stored_attributes(body)
+        stream = spine.streams.document(stream_doc_id(stream_id))
+        await stream.set({"stream_id": stream_id})
+        event = stream.collection(EVENTS).document(seq_doc_id(seq))
+        await event.set({"seq": seq, "hash": digest, "body": body})
+
+    async def remove(self, spine: EventStore, stream_id: str, seq: int) -> None:
+        from routing.backends.firestore import FirestoreEventStore
+        from routing.backends.firestore.layout import EVENTS, seq_doc_id, stream_doc_id
+
+        assert isinstance(spine, FirestoreEventStore)
+        stream = spine.streams.document(stream_doc_id(stream_id))
+        await stream.collection(EVENTS).document(seq_doc_id(seq)).delete()
+
+    async def remove_stream(self, spine: EventStore, stream_id: str) -> None:
+        """The stream's document, its events and command markers, its outbox markers."""
+        from routing.backends.firestore import FirestoreEventStore
+        from routing.backends.firestore.layout import COMMANDS, EVENTS, SLASH, stream_doc_id
+
+        assert isinstance(spine, FirestoreEventStore)
+        stream = spine.streams.document(stream_doc_id(stream_id))
+        for name in (EVENTS, COMMANDS):
+            async for doc in stream.collection(name).stream():
+                await doc.reference.delete()
+        await stream.delete()
+        prefix = stream_doc_id(stream_id) + SLASH
+        async for doc in spine.outbox.stream():
+            if doc.id.startswith(prefix):
+                await doc.reference.delete()
+
+
 @pytest.fixture
 async def firestore_backend(
     firestore_emulator: FirestoreEmulator, tmp_path: Path
@@ -62,9 +103,14 @@ async def firestore_backend(
             backend,
             lab=False,
             tamper=tamper,
-            capabilities={"atomic_batch", "independent_subscriptions"},
+            capabilities={
+                "atomic_batch",
+                "independent_subscriptions",
+                "scan_finds_headless_streams",
+            },
             connections=connections,
             data_dir=tmp_path,
+            tampering=FirestoreTampering(),
         )
     finally:
         await backend.aclose()

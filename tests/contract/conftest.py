@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from routing.backends.sqlite import open_backend as open_sqlite
+from routing.backends.sqlite.spine import spine_schema
 from routing.config import Connections, SqliteConnection
 from spine.store import EventStore
 from tests.contract.cloud_cosmos import cosmos_backend, cosmos_direct_backend
@@ -28,7 +29,7 @@ from tests.contract.cloud_kafka import (
     firestore_kafka_backend,
     sqlite_kafka_backend,
 )
-from tests.contract.harness import Harness, Tamper, requires
+from tests.contract.harness import Harness, Tamper, requires, stored_attributes
 
 __all__ = [
     "Harness",
@@ -93,6 +94,42 @@ VIEW_BACKENDS = [
 """Backends whose view store is built: the view-store suite runs against them."""
 
 
+class SqliteTampering:
+    """Behind the SQLite spine's back: a replace is SQLite's ``INSERT OR REPLACE`` (which
+    fires no delete trigger), a delete drops the append-only trigger for its moment."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _run(self, spine: EventStore, sql: str, args: tuple[object, ...]) -> None:
+        table = spine.table  # type: ignore[attr-defined]
+        conn = sqlite3.connect(self.path)
+        try:
+            with conn:
+                guard = [s for s in spine_schema(table) if "_no_delete" in s]
+                conn.execute(f'DROP TRIGGER IF EXISTS "{table}_no_delete"')
+                conn.execute(sql.replace("{t}", f'"{table}"'), args)
+                for statement in guard:
+                    conn.execute(statement)
+        finally:
+            conn.close()
+
+    async def put(self, spine: EventStore, stream_id: str, seq: int, body: bytes) -> None:
+        digest, command_id = stored_attributes(body)
+        self._run(
+            spine,
+            "INSERT OR REPLACE INTO {t} (stream_id, seq, command_id, hash, body)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (stream_id, seq, command_id, digest, body),
+        )
+
+    async def remove(self, spine: EventStore, stream_id: str, seq: int) -> None:
+        self._run(spine, "DELETE FROM {t} WHERE stream_id = ? AND seq = ?", (stream_id, seq))
+
+    async def remove_stream(self, spine: EventStore, stream_id: str) -> None:
+        self._run(spine, "DELETE FROM {t} WHERE stream_id = ?", (stream_id,))
+
+
 @pytest.fixture
 async def sqlite_backend(tmp_path: Path) -> AsyncIterator[Harness]:
     path = tmp_path / "contract.db"
@@ -113,7 +150,12 @@ async def sqlite_backend(tmp_path: Path) -> AsyncIterator[Harness]:
             conn.close()
 
     try:
-        capabilities = {"atomic_batch", "lag_from_start", "independent_subscriptions"}
+        capabilities = {
+            "atomic_batch",
+            "lag_from_start",
+            "independent_subscriptions",
+            "scan_finds_headless_streams",
+        }
         yield Harness(
             "sqlite",
             backend,
@@ -122,6 +164,7 @@ async def sqlite_backend(tmp_path: Path) -> AsyncIterator[Harness]:
             capabilities=capabilities,
             connections=connections,
             data_dir=tmp_path,
+            tampering=SqliteTampering(path),
         )
     finally:
         await backend.aclose()

@@ -7,6 +7,9 @@ Declared capabilities (``Harness.capabilities``, checked with :func:`requires`):
   cosmosdb-server, DESIGN §8).
 * ``lag_from_start``: the feed can count what lies before a consumer with no position
   (SQLite's global feed; not the outbox relay, which would count the whole spine).
+* ``scan_finds_headless_streams``: a scan finds a stream whose seq 1 is gone (SQLite by
+  its rows, Firestore by the stream's document); DynamoDB and Cosmos DB find each stream
+  by its seq-1 item, so there such a stream shows only against an anchor.
 * ``independent_subscriptions``: two subscriptions of one consumer each read every
   partition from the stored positions (not Kafka, where they form a consumer group and
   split the partitions).
@@ -18,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import orjson
 import pytest
 
 from routing.config import Connections, Route
@@ -28,6 +32,33 @@ from spine.store import EventStore
 class Tamper(Protocol):
     async def __call__(self, spine: EventStore, stream_id: str, seq: int, body: bytes) -> None:
         """Store ``body`` as ``stream_id``'s event ``seq``, behind the store's back."""
+
+
+class Tampering(Protocol):
+    """Writes to a spine's own items behind the store's back, as someone with write
+    access to the database (not the store's code) would: the audit tests' attacker."""
+
+    async def put(self, spine: EventStore, stream_id: str, seq: int, body: bytes) -> None:
+        """Store ``body`` (a stored form) as ``stream_id``'s event ``seq``, replacing the
+        event there, with the item's other attributes (hash, command id) taken from
+        ``body`` as the store would write them."""
+
+    async def remove(self, spine: EventStore, stream_id: str, seq: int) -> None:
+        """Delete ``stream_id``'s event ``seq`` (its markers stay)."""
+
+    async def remove_stream(self, spine: EventStore, stream_id: str) -> None:
+        """Delete every item of ``stream_id``: events, command and outbox markers, and
+        whatever else the store keeps for it."""
+
+
+def stored_attributes(body: bytes) -> tuple[str, str]:
+    """The hash and command id a store keeps beside a stored form (``("x", "tampered")``
+    for a body that is not one)."""
+    try:
+        fields = orjson.loads(body)
+        return str(fields["hash"]), str(fields["command_id"])
+    except (ValueError, TypeError, KeyError):
+        return "x", "tampered"
 
 
 @dataclass
@@ -46,6 +77,8 @@ class Harness:
     connections: Connections | None = None
     """How another process reaches the same stores (the crash tests start one)."""
     data_dir: Path = Path(".")
+    tampering: Tampering | None = None
+    """How the audit tests tamper with this backend's spine (``None``: they skip)."""
 
     def route(self, physical: str) -> Route:
         return Route(backend=self.name, name=physical, lab=self.lab)

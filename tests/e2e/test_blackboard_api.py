@@ -697,7 +697,8 @@ def test_engines_blackboard_list_show_and_history(
 
     assert listed[0].split()[:4] == ["project_id", "run_id", "key", "version"]
     assert [row.split()[:4] for row in listed[1:]] == [[PROJECT, RUN, "plan", "2"]]
-    assert '"second"' in shown
+    fields = dict(line.split(maxsplit=1) for line in shown.splitlines())
+    assert (fields["version"], fields["data.value"]) == ("2", "second")
     assert [row.split()[2:4] for row in history[1:]] == [["plan", "1"], ["plan", "2"]]
 
 

@@ -721,7 +721,7 @@ def test_budgets_show_and_ledger_print_one_budget(
 
     assert main(["budgets", "ledger", "gpu", "--tenant", "t1", "--data-dir", str(served)]) == 0
     header, *rows = capsys.readouterr().out.splitlines()
-    assert header.split()[:4] == ["seq", "kind", "amount", "spent"]
+    assert header.split()[:4] == ["seq", "kind", "amount", "spent_after"]
     assert [row.split()[:4] for row in rows] == [
         ["1", "limit", "12.50", "0.00"],
         ["2", "debit", "2.00", "2.00"],

@@ -384,7 +384,7 @@ def test_the_cli_lists_shows_and_pages_the_history_of_seo_configs(
 
     assert main(["seo-config", "list", *common]) == 0
     listed = capsys.readouterr().out
-    assert main(["seo-config", "show", SURFACE, *common]) == 0
+    assert main(["seo-config", "show", SURFACE, *common, "--format", "json"]) == 0
     shown = capsys.readouterr().out
     assert main(["seo-config", "history", SURFACE, *common]) == 0
     history = capsys.readouterr().out.splitlines()

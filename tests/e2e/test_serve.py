@@ -304,23 +304,27 @@ def test_routes_check_lists_every_kind_of_the_packaged_lab_file(tmp_path: Path) 
     result = run_cli("routes", "check", str(lab_file), cwd=tmp_path)
 
     assert result.returncode == 0, result.stderr
+    assert "mode lab" in result.stderr  # beside the table, which stays parseable
     header, *lines = result.stdout.splitlines()
-    assert "mode lab" in header
+    assert header.split() == ["kind", "backend", "name", "lab"]
     kinds = [line.split()[0] for line in lines]
     assert sorted(kinds) == sorted(ACTIVE_KINDS)
     for line in lines:
         if line.startswith("command_bus"):
             assert "LAB" not in line
         else:
-            assert "sqlite:" in line
-            assert "[LAB" in line
+            assert line.split()[1] == "sqlite"
+            assert "LAB: embedded" in line
+    as_json = run_cli("routes", "check", str(lab_file), "--format", "json", cwd=tmp_path)
+    routes = {r["kind"]: r for r in orjson.loads(as_json.stdout)}
+    assert routes["event_spine"]["backend"] == "sqlite"
 
 
 def test_a_complete_saas_file_passes_routes_check(tmp_path: Path) -> None:
     result = run_cli("routes", "check", str(saas_file(tmp_path, all_dynamodb())), cwd=tmp_path)
 
     assert result.returncode == 0, result.stderr
-    assert "mode saas" in result.stdout
+    assert "mode saas" in result.stderr
     assert "LAB" not in result.stdout
 
 

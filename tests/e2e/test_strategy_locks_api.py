@@ -536,7 +536,7 @@ def test_the_cli_lists_shows_and_pages_the_history_of_strategy_locks(
 
     assert main(["strategy-locks", "list", *common]) == 0
     listed = capsys.readouterr().out
-    assert main(["strategy-locks", "show", PROJECT, "momentum", *common]) == 0
+    assert main(["strategy-locks", "show", PROJECT, "momentum", *common, "--format", "json"]) == 0
     shown = capsys.readouterr().out
     assert main(["strategy-locks", "history", PROJECT, "momentum", *common]) == 0
     history = capsys.readouterr().out.splitlines()

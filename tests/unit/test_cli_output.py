@@ -15,6 +15,11 @@ from engines.cli import output
 from engines.cli.common import shown
 
 
+@pytest.fixture(autouse=True)
+def _new_command() -> None:
+    output.new_command()  # as `main` does for each command
+
+
 def test_stored_values_cannot_drive_the_operators_terminal() -> None:
     assert shown("red \x1b[31mtext") == "red \\x1b[31mtext"
     assert shown("a\x00b\nc") == "a\\x00b\\nc"
@@ -194,3 +199,17 @@ def test_ctrl_c_exits_130_without_a_traceback(
     monkeypatch.setattr(routes, "cmd_check", interrupted)
     assert main(["routes", "check", "engines/lab.yaml"]) == 130
     assert capsys.readouterr().err == "engines: interrupted\n"
+
+
+def test_a_summary_after_json_rows_goes_to_stderr_so_stdout_stays_one_document(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    output.new_command()
+    output.emit(_args("json"), [{"stream": "s", "seq": 1}])
+    output.summary(_args("json"), {"streams": 1})
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == [{"stream": "s", "seq": 1}]
+    assert json.loads(captured.err) == {"streams": 1}
+    output.new_command()  # the next command starts afresh
+    output.summary(_args("json"), {"streams": 2})
+    assert json.loads(capsys.readouterr().out) == {"streams": 2}
