@@ -105,7 +105,10 @@ def _records(path: Path) -> Iterator[tuple[int, EventEnvelope | int]]:
     if first is None:
         raise _refuse(path, 1, f"empty; not an {FORMAT} file")
     _header_of(path, first[1])
+    ended = False
     for number, line in lines:
+        if ended:
+            raise _refuse(path, number, "a line after the trailer")
         try:
             values = orjson.loads(line)
         except orjson.JSONDecodeError as exc:
@@ -118,6 +121,7 @@ def _records(path: Path) -> Iterator[tuple[int, EventEnvelope | int]]:
                 or not isinstance(count, int)
             ):
                 raise _refuse(path, number, "a malformed trailer")
+            ended = True
             yield number, count
             continue
         yield number, _event(path, number, values)
@@ -141,8 +145,6 @@ def check_file(path: Path, advance: Any = None) -> FileCheck:
     ended: int | None = None
     number = 1
     for number, record in _records(path):
-        if ended is not None:
-            raise _refuse(path, number, "a line after the trailer")
         if isinstance(record, int):
             if record != checker.events:
                 raise _refuse(

@@ -164,6 +164,7 @@ def _spoil(lines: list[bytes], at: int, change: dict[str, Any]) -> list[bytes]:
             lambda ls: _spoil(ls, 0, {"version": 2}), 3, "line 1: export version 2", id="version"
         ),
         pytest.param(lambda ls: ls[:-1], 3, "without the export's trailer", id="cut-short"),
+        pytest.param(lambda ls: [*ls, b"{}"], 3, "line 15: a line after the trailer", id="after"),
         pytest.param(
             lambda ls: [*ls[:5], b"{not json", *ls[5:]], 3, "line 6: not JSON", id="not-json"
         ),
