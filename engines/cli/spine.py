@@ -38,7 +38,7 @@ from spine.streams import parse_stream_id, scan_scope
 
 TAIL = "engines-spine-tail"
 #: How many streams an import writes at once (each stream's parts one after another).
-IMPORTS_AT_ONCE = 8
+IMPORTS_AT_ONCE = 32
 #: How many refused streams a json summary lists (all are named on stderr).
 LISTED_REFUSALS = 100
 
