@@ -82,9 +82,9 @@ version or seq, as ``get_many`` reads them. A tenant's records are the keys whos
 newest copy is in its partitions (its ``tenant_id``; a page's ids are looked up in the
 other partitions too); its progress is that of the streams naming it (their second
 segment), wherever kept. ``purge`` of a tenant deletes its partitions' records and the
-older copies elsewhere of its keys (else they would show through), item by item (a
-transactional batch would fail whole on an item deleted meanwhile); the container and
-its indexing policy stay.
+older copies elsewhere of its keys (else they would show through), by transactional
+batches of 100 deletes in one partition (a batch that meets an item deleted meanwhile
+goes again item by item); the container and its indexing policy stay.
 
 Expiry is the query's (``expires_at`` after now), not Cosmos DB's TTL, which would
 forget a record's version with it (and which cosmosdb-server ignores anyway).
@@ -141,6 +141,8 @@ INDEXING_POLICY: Final[dict[str, Any]] = {
 }
 #: A transactional batch holds at most 100 operations: the progress item and 99 records.
 MAX_WRITE_RECORDS: Final = 99
+#: Operations one transactional batch takes.
+BATCH_OPERATIONS: Final = 100
 #: ... and at most 2 MB.
 MAX_BATCH_BYTES: Final = 2 * 1024 * 1024
 #: Ids per lookup query.
@@ -619,15 +621,7 @@ class CosmosViewStore:
     async def purge(self, *, tenant_id: str | None = None) -> int:
         """Delete the record items (of ``tenant_id``'s partitions, and the older copies
         elsewhere of its keys), then the progress items (of its streams, wherever kept),
-        one by one, several at once, a page at a time. Counts the records as
-        :meth:`records` yields them."""
-        gate = asyncio.Semaphore(CONCURRENT_WRITES)
-
-        async def delete(item: Mapping[str, Any]) -> None:
-            async with gate:
-                with translated(self.route), contextlib.suppress(CosmosResourceNotFoundError):
-                    await self.container.delete_item(item["id"], partition_key=item["pk"])
-
+        a page at a time. Counts the records as :meth:`records` yields them."""
         deleted = 0
         p = _Params()
         where = self._where_records(tenant_id, p)
@@ -639,19 +633,56 @@ class CosmosViewStore:
             if tenant_id is not None and newest:
                 newer, older = await self._newer_elsewhere(newest, tenant_id)
                 items = [*items, *older]
-            await asyncio.gather(*(delete(item) for item in items))
+            await self._delete(items)
             deleted += len(newest) - len(newer)
         p = _Params()
         applied = f"c.type = '{APPLIED}'"
         async for items in self._in_id_order("c.id, c.pk, c.stream_id", applied, p, 500):
-            await asyncio.gather(
-                *(
-                    delete(item)
+            await self._delete(
+                [
+                    item
                     for item in items
                     if tenant_id is None or stream_tenant(str(item["stream_id"])) == tenant_id
-                )
+                ]
             )
         return deleted
+
+    async def _delete(self, items: Sequence[Mapping[str, Any]]) -> None:
+        """Delete ``items`` (each with its ``id`` and ``pk``): a transactional batch of up
+        to 100 per partition, several at once; a batch that meets an item deleted
+        meanwhile (404: nothing of it done) goes again item by item."""
+        gate = asyncio.Semaphore(CONCURRENT_WRITES)
+        by_partition: dict[str, list[str]] = {}
+        for item in items:
+            by_partition.setdefault(item["pk"], []).append(item["id"])
+
+        async def one(pk: str, item: str) -> None:
+            with translated(self.route), contextlib.suppress(CosmosResourceNotFoundError):
+                await self.container.delete_item(item, partition_key=pk)
+
+        async def batch(pk: str, ids: list[str]) -> None:
+            async with gate:
+                with translated(self.route):
+                    try:
+                        await self.container.execute_item_batch(
+                            [("delete", (i,)) for i in ids],
+                            partition_key=pk,
+                            raw_request_hook=_naming_partition(pk),
+                        )
+                        return
+                    except CosmosBatchOperationError as exc:
+                        if exc.status_code != 404:
+                            raise translate(exc, self.route) from exc
+                for i in ids:
+                    await one(pk, i)
+
+        await asyncio.gather(
+            *(
+                batch(pk, ids[start : start + BATCH_OPERATIONS])
+                for pk, ids in by_partition.items()
+                for start in range(0, len(ids), BATCH_OPERATIONS)
+            )
+        )
 
     # -- queries -----------------------------------------------------------------------
 
