@@ -142,6 +142,8 @@ async def _one(
             progress=_tracker_feed(bars),
             save_seconds=args.save_seconds,
         )
+        if args.abandon:
+            return await _abandon(rebuild, kind, target), True
         resuming = args.resume and await rebuild.has_checkpoint()
         if args.in_place:
             if not resuming:
@@ -207,6 +209,19 @@ async def _one(
         await registry.aclose()
 
 
+async def _abandon(rebuild: Rebuild, kind: str, target: str) -> dict[str, Any]:
+    """Forget a rebuild that will not be finished: its checkpoints (on ``spine_feed:
+    direct`` its consumer keeps outbox markers waiting) and what it parked. The view it
+    built so far stays; it is not served unless a routes file names it."""
+    had = await rebuild.has_checkpoint()
+    await rebuild.forget()
+    err(
+        f"{kind}: the rebuild into {target} "
+        + ("is forgotten" if had else "had no checkpoint: nothing to forget")
+    )
+    return {"kind": kind, "into": target, "abandoned": had}
+
+
 async def _switch(
     args: argparse.Namespace, row: dict[str, Any], rebuild: Rebuild, positions: dict[str, str]
 ) -> None:
@@ -241,6 +256,10 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
         raise InvalidInput("--in-place rebuilds the live name: there is nothing to switch")
     if args.switch and not args.verify:
         raise InvalidInput("--switch needs the verification (drop --no-verify)")
+    if args.abandon and (args.resume or args.switch):
+        raise InvalidInput("--abandon forgets a rebuild: it takes no --resume or --switch")
+    if args.abandon and not (args.into or args.in_place):
+        raise InvalidInput("--abandon needs the rebuild's name: --into NAME or --in-place")
     kinds = plan(args.names)
     if args.into and len(kinds) > 1:
         raise InvalidInput(
@@ -261,6 +280,10 @@ async def _main(
         if added:
             err(f"{kind}: rebuilt together with {', '.join(added)} (they write this view too)")
         row, ok = await _one(args, settings, data_dir, kind, projectors, added)
+        if args.abandon:
+            if format_of(args) != "table":
+                summary(args, row)
+            continue
         if format_of(args) == "table":
             _print_table(row)
         else:
@@ -303,6 +326,11 @@ def register(psub: argparse._SubParsersAction[argparse.ArgumentParser], add_comm
         "--resume", action="store_true", help="go on from a killed rebuild's checkpoint"
     )
     pr.add_argument("--switch", action="store_true", help="write the routes file to the new name")
+    pr.add_argument(
+        "--abandon",
+        action="store_true",
+        help="forget a killed rebuild's checkpoint instead of resuming it (the view stays)",
+    )
     pr.add_argument(
         "--no-verify", dest="verify", action="store_false", help="skip the fold and checksum"
     )

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from engines.settings import load_settings
+from routing.registry import Registry
 from tests.integration.rebuild_support import (
     Deployment,
     live_names,
@@ -189,3 +190,37 @@ def test_a_tampered_event_the_live_view_took_fails_verification_and_switches_not
     assert "notes/t1/lab/n3" in err
     assert "live projector has not" in err
     assert lab.routes.read_text() == text
+
+
+async def _consumers(lab: Deployment) -> set[str]:
+    registry = Registry(lab.settings, lab.data_dir, create=False)
+    try:
+        return set(await (await registry.checkpoint_store()).all())
+    finally:
+        await registry.aclose()
+
+
+def test_a_failed_rebuild_keeps_its_checkpoint_until_resumed_or_abandoned(
+    lab: Deployment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A rebuild that does not finish leaves its consumer (which on ``spine_feed:
+    direct`` keeps outbox markers waiting); ``--abandon`` forgets it."""
+    db = sqlite3.connect(lab.data_dir / "engines.db")
+    with db:
+        db.execute("DROP TRIGGER spine_events_no_update")
+        db.execute(
+            "UPDATE spine_events SET body = replace(body, 'note 3', 'note X')"
+            " WHERE stream_id = 'notes/t1/lab/n3'"
+        )
+    db.close()
+    argv = ["projections", "rebuild", "notes", *lab.cli("--into", "notes_c")]
+    assert run_cli(capsys, *argv)[0] == 4
+    assert any(c.startswith("rebuild:notes_store:notes_c") for c in run(_consumers(lab)))
+    code, _, err = run_cli(capsys, *argv, "--abandon", "--resume")
+    assert code == 3, err
+    code, _, err = run_cli(capsys, *argv, "--abandon")
+    assert code == 0, err
+    assert "forgotten" in err
+    assert not any(c.startswith("rebuild:") for c in run(_consumers(lab)))
+    code, _, err = run_cli(capsys, *argv, "--abandon")
+    assert (code, "nothing to forget" in err) == (0, True)
