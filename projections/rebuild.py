@@ -542,6 +542,17 @@ class Rebuild:
             for partition, token in positions.items():
                 await self.checkpoints.put(consumer, partition, token, after=None)
 
+    async def forget_hand_over(self, name: str) -> bool:
+        """Drop what :meth:`hand_over` left for a service on ``name`` (never taken up:
+        on ``spine_feed: direct`` such a consumer keeps outbox markers waiting); return
+        whether there was any."""
+        had = False
+        for projector in self.projectors:
+            consumer = hand_over_consumer(projector.name, name)
+            had |= bool(await self.checkpoints.get(consumer))
+            await self.checkpoints.reset(consumer)
+        return had
+
 
 def hand_over_consumer(projector: str, name: str) -> str:
     """Where a rebuild leaves ``projector``'s positions for a service on view ``name``."""

@@ -215,17 +215,25 @@ async def _abandon(rebuild: Rebuild, kind: str, target: str) -> dict[str, Any]:
     built so far stays; it is not served unless a routes file names it."""
     had = await rebuild.has_checkpoint()
     await rebuild.forget()
-    err(
-        f"{kind}: the rebuild into {target} "
-        + ("is forgotten" if had else "had no checkpoint: nothing to forget")
-    )
-    return {"kind": kind, "into": target, "abandoned": had}
+    handed = await rebuild.forget_hand_over(target)
+    if had or handed:
+        what = " and ".join(
+            w for w, on in (("its checkpoint", had), ("its hand-over", handed)) if on
+        )
+        err(f"{kind}: the rebuild into {target} is forgotten ({what})")
+    else:
+        err(f"{kind}: the rebuild into {target} had no checkpoint: nothing to forget")
+    return {"kind": kind, "into": target, "abandoned": had or handed}
 
 
 async def _switch(
     args: argparse.Namespace, row: dict[str, Any], rebuild: Rebuild, positions: dict[str, str]
 ) -> None:
     kind, target = row["kind"], row["into"]
+    # left for a service that starts on the new name, switched here or by hand: it
+    # applies again what the old view took after the drain (until then, on
+    # `spine_feed: direct`, it keeps outbox markers waiting; --abandon drops it)
+    await rebuild.hand_over(positions, target)
     if not args.routes:
         row["routes_change"] = f"routes.{kind}.name: {row['live']} -> {target}"
         return
@@ -233,9 +241,6 @@ async def _switch(
     row["routes_change"] = change.diff
     if not args.switch:
         return
-    # left for the service that starts on the new name: if the file cannot be written,
-    # no service ever starts on it, and the hand-over is never taken
-    await rebuild.hand_over(positions, target)
     backup = apply_change(change)
     row["switched"] = True
     err(

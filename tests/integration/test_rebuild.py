@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from engines.runtime import bootstrap
 from engines.settings import load_settings
 from routing.registry import Registry
 from tests.integration.rebuild_support import (
@@ -224,3 +225,41 @@ def test_a_failed_rebuild_keeps_its_checkpoint_until_resumed_or_abandoned(
     assert not any(c.startswith("rebuild:") for c in run(_consumers(lab)))
     code, _, err = run_cli(capsys, *argv, "--abandon")
     assert (code, "nothing to forget" in err) == (0, True)
+
+
+def test_without_switch_a_service_started_on_the_new_name_by_hand_takes_up_what_came_after(
+    lab: Deployment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The routes change applied by hand, not by ``--switch``: events the live projector
+    applied to the old view after the drain reach the new view all the same."""
+    code, _, err = run_cli(
+        capsys, "projections", "rebuild", "notes", *lab.cli("--into", "notes_h", "--format", "json")
+    )
+    assert code == 0, err
+    run(write_some(lab.settings, lab.data_dir, notes=4, tag="after", budgets=0))
+    assert run(view_tally(lab.settings, lab.data_dir, "notes_store", "notes_h")).records == 6
+    text = lab.routes.read_text()
+    lab.routes.write_text(text.replace("name: notes\n", "name: notes_h\n", 1))
+    assert lab.settings.routes["notes_store"].name == "notes_h"
+    run(_serve_and_catch_up(lab))
+    after = run(view_tally(lab.settings, lab.data_dir, "notes_store", "notes_h"))
+    assert after == run(view_tally(lab.settings, lab.data_dir, "notes_store", "notes"))
+    assert after.records == 10
+    assert not any(c.startswith("handover:") for c in run(_consumers(lab)))
+
+
+def test_abandon_forgets_a_hand_over_never_taken(
+    lab: Deployment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["projections", "rebuild", "notes", *lab.cli("--into", "notes_x", "--format", "json")]
+    assert run_cli(capsys, *argv)[0] == 0
+    assert "handover:notes:notes_x" in run(_consumers(lab))
+    code, _, err = run_cli(capsys, *argv, "--abandon")
+    assert code == 0, err
+    assert "hand-over" in err
+    assert not any(c.startswith(("handover:", "rebuild:")) for c in run(_consumers(lab)))
+
+
+async def _serve_and_catch_up(lab: Deployment) -> None:
+    async with bootstrap(lab.settings, lab.data_dir, run_projectors=False) as service:
+        await service.catch_up()
