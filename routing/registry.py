@@ -156,21 +156,39 @@ def _connection_problems(config: RoutesFile, resolved: list[ResolvedRoute]) -> l
     return problems
 
 
+def same_name(a: str, b: str) -> bool:
+    """Whether two physical names are one: compared without letter case, as SQLite
+    compares table names (DynamoDB, Cosmos DB, Firestore and Kafka do not, but a
+    deployment moves between backends)."""
+    return a.casefold() == b.casefold()
+
+
 def _shared_names(resolved: list[ResolvedRoute]) -> list[str]:
-    """Two kinds may not share one physical name on one backend: their records would mix
-    (a name a route uses beside its own, as the command bus's answers topic, counts)."""
-    owners: dict[tuple[str, str], list[str]] = {}
+    """Two kinds may not share one physical name on one backend, letter case aside
+    (:func:`same_name`): their records would mix (a name a route uses beside its own,
+    as the command bus's answers topic, counts)."""
+    owners: dict[tuple[str, str], list[tuple[str, str]]] = {}
     for r in resolved:
-        owners.setdefault((r.route.backend, r.route.name), []).append(r.kind)
+        name = r.route.name
+        owners.setdefault((r.route.backend, name.casefold()), []).append((r.kind, name))
         for suffix in r.spec.derived.get(r.kind, ()):
-            owners.setdefault((r.route.backend, r.route.name + suffix), []).append(
-                f"{r.kind} (its {r.route.name + suffix})"
+            owners.setdefault((r.route.backend, (name + suffix).casefold()), []).append(
+                (f"{r.kind} (its {name + suffix})", name + suffix)
             )
-    return [
-        f"{', '.join(kinds)}: share {backend}:{name}; each needs its own"
-        for (backend, name), kinds in sorted(owners.items())
-        if len(kinds) > 1
-    ]
+    problems = []
+    for (backend, _), found in sorted(owners.items()):
+        if len(found) < 2:
+            continue
+        kinds = ", ".join(k for k, _ in found)
+        names = sorted({n for _, n in found})
+        if len(names) == 1:
+            problems.append(f"{kinds}: share {backend}:{names[0]}; each needs its own")
+        else:
+            problems.append(
+                f"{kinds}: share {backend}:{names[0]} (named {', '.join(names)}: names that "
+                "differ only in letter case are one name); each needs its own"
+            )
+    return problems
 
 
 @dataclass(frozen=True)
@@ -290,7 +308,8 @@ class Registry:
     async def view_store_named(self, kind: str, name: str) -> ViewStore:
         """The view store of ``kind`` under the physical ``name`` instead of its route's,
         on the backend its route names (a rebuild's new view, a sandbox). A name another
-        route of that backend uses (or derives) is refused: their records would mix."""
+        route of that backend uses (or derives), letter case aside (:func:`same_name`),
+        is refused: their records would mix."""
         resolved, backend = await self.backend(kind)
         route = resolved.route.model_copy(update={"name": name})
         Route.model_validate(route.model_dump())  # a valid physical name
@@ -300,8 +319,8 @@ class Registry:
             if r.route.backend == route.backend
             and r.kind != kind
             and (
-                r.route.name == name
-                or any(r.route.name + s == name for s in r.spec.derived.get(r.kind, ()))
+                same_name(r.route.name, name)
+                or any(same_name(r.route.name + s, name) for s in r.spec.derived.get(r.kind, ()))
             )
         ]
         if taken:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import re
 import resource
 import sys
 import tempfile
@@ -16,7 +17,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from engines.cli.common import data_dir_of, err, label_lab, positive_int, settings_of
+from engines.cli.common import data_dir_of, err, label_lab, positive_int, settings_of, shown
 from engines.cli.output import Tracker, add_format, format_of, progress, summary
 from engines.routes_edit import apply_change, route_change
 from engines.runtime import check_settings
@@ -25,7 +26,7 @@ from projections.projector import Projector
 from projections.rebuild import SAVE_SECONDS, Rebuild, Verification, default_name, rebuild_consumer
 from projections.views import ViewStore
 from routing.config import Connections, Route, RoutesFile, SqliteConnection
-from routing.registry import Registry
+from routing.registry import Registry, same_name
 from spine.errors import IntegrityError, InvalidInput
 from spine.upcasting import Upcasters
 
@@ -51,6 +52,31 @@ def plan(names: list[str]) -> dict[str, tuple[list[Projector], list[str]]]:
         every = [p for p in known.values() if p.resource_kind == kind]
         out[kind] = (every, [p.name for p in every if p.name not in names])
     return out
+
+
+#: What ``--into`` takes: a name every backend accepts as a table, container,
+#: collection or topic (and SQLite as a table name without quoting surprises).
+INTO_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,62}")
+#: Endings of names the backends give their own tables, indexes and triggers beside a
+#: route's (SQLite's ``<view>_scope``, ``<spine>_command_id``, ``<spine>_no_update``...);
+#: a ``__`` anywhere is refused too (``<view>__applied``, ``<checkpoints>__parked``,
+#: ``<view>__<shape>`` indexes, and a replay's ``<name>__sandbox_<run>``).
+RESERVED_ENDINGS = ("_scope", "_command", "_command_id", "_no_update", "_no_delete")
+
+
+def check_into(name: str) -> None:
+    """:class:`InvalidInput` unless ``name`` is fit for a rebuild's new view."""
+    why = None
+    if not INTO_NAME.fullmatch(name):
+        why = "letters, digits, `_` and `-`, at most 63, starting with a letter"
+    elif "__" in name:
+        why = "no `__`: backends and replay sandboxes name their own tables with it"
+    elif name.lower().endswith(RESERVED_ENDINGS):
+        why = f"none of the endings the backends use for their own: {', '.join(RESERVED_ENDINGS)}"
+    elif name.lower().startswith("sqlite_"):
+        why = "no `sqlite_` at the start: SQLite keeps those names for itself"
+    if why is not None:
+        raise InvalidInput(f"--into {shown(name)}: a new view's name takes {why}")
 
 
 def peak_rss_mb() -> float:
@@ -113,9 +139,10 @@ async def _one(
             target = live
         else:
             target = args.into or default_name(live)
-            if target == live:
+            if same_name(target, live):
                 raise InvalidInput(
-                    f"{target} is the live name of {kind}: rebuild it with --in-place, or "
+                    f"{target} is the live name of {kind} ({live}, letter case aside): rebuild "
+                    "it with --in-place, or "
                     "name another with --into"
                 )
         views = await (
@@ -265,6 +292,8 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
         raise InvalidInput("--abandon forgets a rebuild: it takes no --resume or --switch")
     if args.abandon and not (args.into or args.in_place):
         raise InvalidInput("--abandon needs the rebuild's name: --into NAME or --in-place")
+    if args.into is not None and not args.abandon:  # one from before the rule may be dropped
+        check_into(args.into)
     kinds = plan(args.names)
     if args.into and len(kinds) > 1:
         raise InvalidInput(

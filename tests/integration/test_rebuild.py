@@ -131,6 +131,14 @@ def test_an_in_place_rebuild_restores_a_damaged_view(
     [
         (["nope"], "known: "),
         (["notes", "--into", "notes"], "live name"),
+        (["notes", "--into", "Notes"], "live name"),  # SQLite: the same table
+        (["notes", "--into", "notes__applied"], "no `__`"),
+        (["notes", "--into", "x__sandbox_r1"], "no `__`"),
+        (["notes", "--into", "budgets_scope"], "endings"),
+        (["notes", "--into", "spine_events_no_update"], "endings"),
+        (["notes", "--into", "SQLITE_master"], "sqlite_"),
+        (["notes", "--into", "a.b"], "letters, digits"),
+        (["notes", "--into", "n" * 64], "at most 63"),
         (["notes", "--switch", "--tenant", "t1"], "one tenant"),
         (["notes", "budgets", "--into", "x1"], "one at a time"),
     ],
@@ -158,12 +166,27 @@ def test_a_name_holding_records_is_refused_unless_resumed(
     assert rows[0]["verified"] is True
 
 
+@pytest.mark.parametrize(
+    ("into", "route"),
+    [
+        ("budgets", "budget_store"),
+        ("BUDGETS", "budget_store"),  # SQLite table names know no letter case
+        ("Spine_Events", "event_spine"),
+        ("PROJECTION_checkpoints", "projection_checkpoints"),
+    ],
+)
 def test_a_name_another_route_uses_is_refused(
-    lab: Deployment, capsys: pytest.CaptureFixture[str]
+    lab: Deployment, capsys: pytest.CaptureFixture[str], into: str, route: str
 ) -> None:
-    code, _, err = run_cli(capsys, "projections", "rebuild", "notes", *lab.cli("--into", "budgets"))
+    code, _, err = run_cli(capsys, "projections", "rebuild", "notes", *lab.cli("--into", into))
     assert code == 2
-    assert "taken by route budget_store" in err
+    assert f"taken by route {route}" in err
+    db = sqlite3.connect(lab.data_dir / "engines.db")
+    try:
+        (count,) = db.execute("SELECT count(*) FROM budgets WHERE key LIKE 'notes/%'").fetchone()
+    finally:
+        db.close()
+    assert count == 0
 
 
 def test_a_tampered_event_the_live_view_took_fails_verification_and_switches_nothing(

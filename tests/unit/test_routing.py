@@ -229,6 +229,23 @@ def test_two_kinds_may_not_share_a_physical_name() -> None:
         check_routes(config("saas", routes))
 
 
+def test_names_differing_only_in_letter_case_are_one_name() -> None:
+    routes = cloud_routes(
+        notes_store={"backend": "dynamodb", "name": "FLOWS"},
+        flow_store={"backend": "dynamodb", "name": "flows"},
+    )
+    with pytest.raises(
+        RouteNotAllowed, match="flow_store, notes_store: share dynamodb:FLOWS"
+    ) as info:
+        check_routes(config("saas", routes))
+    assert "named FLOWS, flows" in str(info.value)
+    other = cloud_routes(
+        notes_store={"backend": "firestore", "name": "FLOWS"},
+        flow_store={"backend": "dynamodb", "name": "flows"},
+    )
+    check_routes(config("saas", other))  # on two backends: two names
+
+
 async def test_concurrent_first_uses_open_a_backend_once(tmp_path: Path) -> None:
     import asyncio
 
