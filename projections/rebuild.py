@@ -41,13 +41,16 @@ from projections.parking import Parked, ParkingStore
 from projections.projector import Projector
 from projections.runner import ProjectorRunner
 from projections.views import ViewRecord, ViewStore
-from spine.errors import EnginesError
+from spine.errors import EnginesError, InvalidInput
 from spine.feed import CheckpointStore, Delivered, Feed
 from spine.store import EventStore
 from spine.upcasting import Upcasters
 
 #: The checkpoint partition holding a rebuild's scan position.
 SCAN_PARTITION = "scan"
+#: The checkpoint partition (beside the scan position) saying what the rebuild is of:
+#: its tenant and projectors, so a resume goes on with the same rebuild only.
+OF_PARTITION = "of"
 #: How often the scan position is saved while a rebuild runs.
 SAVE_SECONDS = 2.0
 #: The runners' record caches during a rebuild (each): bounded, whatever the spine.
@@ -59,6 +62,11 @@ Progress = Callable[[str, int], None]
 
 class RebuildConflict(EnginesError):
     """Another rebuild moved this rebuild's checkpoint: two are running into one name."""
+
+
+class NotTheSameRebuild(InvalidInput):
+    """A resume asked for another rebuild (tenant, projectors) than the one it would
+    go on with: its scan position counts events of another scan."""
 
 
 def tenant_of(stream_id: str) -> str:
@@ -363,6 +371,9 @@ class Rebuild:
             self.projectors, spine=spine, views=views, parking=self.parking, upcasters=upcasters
         )
         self._saved: str | None = None
+        names = ",".join(sorted(p.name for p in self.projectors))
+        self.of = f"tenant={'*' if tenant_id is None else tenant_id};projectors={names}"
+        """What this rebuild is of, kept with its scan position."""
 
     def _tell(self, phase: str, done: int) -> None:
         if self.progress is not None:
@@ -390,12 +401,21 @@ class Rebuild:
         if resume:
             saved = await self.checkpoints.get(self.scan_consumer)
             if saved and await self.checkpoints.get(self.consumer):
+                if saved.get(OF_PARTITION) != self.of:
+                    raise NotTheSameRebuild(
+                        f"the rebuild {self.consumer} to resume is of "
+                        f"{saved.get(OF_PARTITION, 'an unrecorded tenant and projectors')}, "
+                        f"not {self.of}: resume it with the same --tenant, or forget it "
+                        "with --abandon"
+                    )
                 self._saved = saved.get(SCAN_PARTITION)
                 return ScanPosition.parse(self._saved)
         await self.forget()
         heads = await self.feed.heads()
         first = ScanPosition().token
         if not await self.checkpoints.put(self.scan_consumer, SCAN_PARTITION, first, after=None):
+            raise RebuildConflict(f"another rebuild ({self.consumer}) started at the same time")
+        if not await self.checkpoints.put(self.scan_consumer, OF_PARTITION, self.of, after=None):
             raise RebuildConflict(f"another rebuild ({self.consumer}) started at the same time")
         self._saved = first
         for partition, token in heads.items():

@@ -215,6 +215,7 @@ async def _one(
             "checksum": verification.view.hex if verification else None,
             "fold_records": verification.fold.records if verification else None,
             "fold_checksum": verification.fold.hex if verification else None,
+            "aligned": verification.aligned if verification else None,
             "parked": [f"{p.projector} {p.stream_id} seq {p.seq}" for p in verification.parked]
             if verification
             else [],

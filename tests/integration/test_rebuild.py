@@ -67,6 +67,7 @@ def test_a_blue_green_rebuild_equals_the_live_view_and_switches_the_routes_file(
     for row in rows:
         assert row.keys() >= JSON_KEYS
         assert row["verified"] is True
+        assert row["aligned"] == 0  # nothing written meanwhile
         assert row["switched"] is True
         assert row["records"] == row["fold_records"] == live[row["kind"]].records
         assert row["checksum"] == row["fold_checksum"] == live[row["kind"]].hex
@@ -248,6 +249,32 @@ def test_a_failed_rebuild_keeps_its_checkpoint_until_resumed_or_abandoned(
     assert not any(c.startswith("rebuild:") for c in run(_consumers(lab)))
     code, _, err = run_cli(capsys, *argv, "--abandon")
     assert (code, "nothing to forget" in err) == (0, True)
+
+
+def test_a_resume_goes_on_with_the_same_rebuild_only(
+    lab: Deployment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The scan position counts events of one scan (one tenant's, or all): a resume of
+    another tenant's rebuild would skip that many events of its own."""
+    db = sqlite3.connect(lab.data_dir / "engines.db")
+    with db:  # a failed verification keeps the rebuild's checkpoint, as a kill does
+        db.execute("DROP TRIGGER spine_events_no_update")
+        db.execute(
+            "UPDATE spine_events SET body = replace(body, 'note 3', 'note X')"
+            " WHERE stream_id = 'notes/t1/lab/n3'"
+        )
+    db.close()
+    argv = ["projections", "rebuild", "notes", *lab.cli("--into", "notes_t", "--format", "json")]
+    assert run_cli(capsys, *argv, "--tenant", "t1")[0] == 4
+    for other in ([], ["--tenant", "t2"]):
+        code, _, err = run_cli(capsys, *argv, "--resume", *other)
+        assert code == 3, err
+        assert "tenant=t1" in err
+        assert "same --tenant" in err
+    code, rows, err = run_cli(capsys, *argv, "--resume", "--tenant", "t1")
+    assert code == 4, err  # resumed (and the tampered event still fails it)
+    assert rows[0]["resumed"] is True
+    assert rows[0]["aligned"] == 0
 
 
 def test_without_switch_a_service_started_on_the_new_name_by_hand_takes_up_what_came_after(
