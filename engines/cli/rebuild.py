@@ -87,7 +87,7 @@ def _confirm(args: argparse.Namespace, kind: str, name: str) -> None:
     what = f"the live view {kind} ({name})" + (f" of tenant {args.tenant}" if args.tenant else "")
     if args.yes:
         return
-    if not sys.stdin.isatty():
+    if sys.stdin is None or sys.stdin.closed or not sys.stdin.isatty():  # closed (<&-)
         raise InvalidInput(
             f"--in-place empties {what} while it serves; pass --yes to do so without a terminal"
         )

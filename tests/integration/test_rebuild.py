@@ -154,6 +154,19 @@ def test_what_a_rebuild_refuses_exits_3_and_writes_nothing(
     assert lab.routes.read_text() == text
 
 
+def test_in_place_with_stdin_closed_asks_for_yes(
+    lab: Deployment, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``<&-``: Python starts with ``sys.stdin`` None."""
+    monkeypatch.setattr("sys.stdin", None)
+    good = run(view_tally(lab.settings, lab.data_dir, "notes_store", "notes"))
+    code, _, err = run_cli(capsys, "projections", "rebuild", "notes", *lab.cli("--in-place"))
+    assert code == 3, err
+    assert "pass --yes" in err
+    assert "Traceback" not in err
+    assert run(view_tally(lab.settings, lab.data_dir, "notes_store", "notes")) == good
+
+
 def test_a_name_holding_records_is_refused_unless_resumed(
     lab: Deployment, capsys: pytest.CaptureFixture[str]
 ) -> None:
