@@ -8,13 +8,16 @@ size (a batch of events at a time; the runners' caches are bounded; no per-event
 
 1. **Start.** The feed's heads are taken *before* the scan and kept as the positions
    of the rebuild's own feed consumer (``consumer``) in the routed checkpoint store.
-2. **Scan.** Each domain's events are read with ``scan`` and applied in batches. The
-   position (which domains are done, how many events of the current one were read) is
-   kept beside, under ``consumer + ":scan"``, so a killed rebuild resumes: domains done
-   are passed over, and the events of the current one read before are read again but
-   not applied (a scan of a given set of events comes in the same order, and events
-   that arrive meanwhile come after the heads, which the drain delivers; whatever is
-   applied twice is skipped by the runner, per stream).
+2. **Scan.** Each domain's events are read with ``scan`` (``scan_delivered`` where the
+   store has it: a body it cannot decode is parked for its stream, not the end of the
+   rebuild; see :func:`scanned`) and applied in batches. The position (which domains
+   are done, how many events of the current one were read) is kept beside, under
+   ``consumer + ":scan"`` with what the rebuild is of (tenant, projectors), so a
+   killed rebuild resumes: domains done are passed over, and the events of the
+   current one read before are read again but not applied (a scan of a given set of
+   events comes in the same order, and events that arrive meanwhile come after the
+   heads, which the drain delivers; whatever is applied twice is skipped by the
+   runner, per stream).
 3. **Drain.** What the feed delivered to the rebuild's consumer since the heads (what
    arrived during the scan) is applied.
 
@@ -34,6 +37,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol, runtime_checkable
 
 import orjson
 
@@ -44,6 +48,7 @@ from projections.views import ViewRecord, ViewStore
 from spine.errors import EnginesError, InvalidInput
 from spine.feed import CheckpointStore, Delivered, Feed
 from spine.store import EventStore
+from spine.streams import scan_scope
 from spine.upcasting import Upcasters
 
 #: The checkpoint partition holding a rebuild's scan position.
@@ -181,6 +186,33 @@ async def tally(views: ViewStore, *, tenant_id: str | None = None) -> Tally:
 # -- folding ------------------------------------------------------------------------------
 
 
+@runtime_checkable
+class ScansDelivered(Protocol):
+    """A spine that scans without stopping at a stored body it cannot decode (see
+    :meth:`spine.feed.RelaySource.scan_delivered`)."""
+
+    def scan_delivered(
+        self, *, domain: str | None = None, batch_size: int = 1000
+    ) -> AsyncIterator[Delivered]: ...
+
+
+async def scanned(
+    spine: EventStore, domain: str, tenant_id: str | None, *, batch_size: int = 1000
+) -> AsyncIterator[Delivered]:
+    """``domain``'s events (of ``tenant_id``'s streams where given), each stream in seq
+    order; where the store can say so, a body it cannot decode comes as
+    :class:`~spine.feed.Unreadable`, which the runner parks for its stream (as the live
+    projector does), instead of ending the rebuild."""
+    scan_scope(domain, tenant_id)  # checked as ``scan`` checks it
+    if not isinstance(spine, ScansDelivered):
+        async for event in spine.scan(domain=domain, tenant_id=tenant_id):
+            yield event
+        return
+    async for item in spine.scan_delivered(domain=domain, batch_size=batch_size):
+        if tenant_id is None or tenant_of(item.stream_id) == tenant_id:
+            yield item
+
+
 def runners_for(
     projectors: Iterable[Projector],
     *,
@@ -225,7 +257,7 @@ async def fold(
     read = 0
     for domain in domains:
         batch: list[Delivered] = []
-        async for event in spine.scan(domain=domain, tenant_id=tenant_id):
+        async for event in scanned(spine, domain, tenant_id):
             batch.append(event)
             read += 1
             if len(batch) == batch_size:
@@ -445,7 +477,7 @@ class Rebuild:
             skip = start.read if index == start.domain else 0
             read = 0
             batch: list[Delivered] = []
-            async for event in self.spine.scan(domain=domain, tenant_id=self.tenant_id):
+            async for event in scanned(self.spine, domain, self.tenant_id):
                 read += 1
                 events += 1
                 if event.seq == 1:

@@ -4,12 +4,14 @@ the switch, in place, and what it refuses."""
 from __future__ import annotations
 
 import sqlite3
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from engines.runtime import bootstrap
 from engines.settings import load_settings
+from projections.parking import Parked
 from routing.registry import Registry
 from tests.integration.rebuild_support import (
     Deployment,
@@ -326,3 +328,53 @@ def test_abandon_forgets_a_hand_over_never_taken(
 async def _serve_and_catch_up(lab: Deployment) -> None:
     async with bootstrap(lab.settings, lab.data_dir, run_projectors=False) as service:
         await service.catch_up()
+
+
+def _break_body(lab: Deployment, stream_id: str) -> None:
+    """A stored body that is not JSON at all (behind the spine's back)."""
+    db = sqlite3.connect(lab.data_dir / "engines.db")
+    with db:
+        db.execute("DROP TRIGGER spine_events_no_update")
+        db.execute(
+            "UPDATE spine_events SET body = ? WHERE stream_id = ? AND seq = 1",
+            (b'{"not json', stream_id),
+        )
+    db.close()
+
+
+async def _park_live(lab: Deployment, stream_id: str) -> None:
+    registry = Registry(lab.settings, lab.data_dir, create=False)
+    try:
+        parking = await registry.parking_store()
+        await parking.park(
+            Parked(
+                projector="notes",
+                stream_id=stream_id,
+                seq=1,
+                error="stored event cannot be decoded",
+                attempts=1,
+                parked_at=datetime.now(UTC),
+            )
+        )
+    finally:
+        await registry.aclose()
+
+
+@pytest.mark.parametrize("live_parked", [False, True])
+def test_an_undecodable_body_is_parked_for_its_stream_and_the_rest_rebuilt(
+    lab: Deployment, capsys: pytest.CaptureFixture[str], live_parked: bool
+) -> None:
+    """Verification passes only if the live projector parked that stream too."""
+    bad = "notes/t1/lab/n3"
+    _break_body(lab, bad)
+    if live_parked:
+        run(_park_live(lab, bad))
+    argv = ["projections", "rebuild", "notes", *lab.cli("--into", "notes_u", "--format", "json")]
+    code, rows, err = run_cli(capsys, *argv)
+    assert code == (0 if live_parked else 4), err
+    (row,) = rows
+    assert row["verified"] is live_parked
+    assert row["parked"] == [f"notes {bad} seq 1"]
+    assert (bad in err and "live projector has not" in err) is not live_parked
+    assert row["records"] == row["fold_records"] == 5  # every note but the unreadable one
+    assert run(view_tally(lab.settings, lab.data_dir, "notes_store", "notes_u")).records == 5
