@@ -37,15 +37,16 @@ class RouteChange:
 
     @property
     def diff(self) -> str:
-        return "".join(
-            difflib.unified_diff(
-                self.old_text.splitlines(keepends=True),
-                self.new_text.splitlines(keepends=True),
-                fromfile=str(self.path),
-                tofile=str(self.path),
-                n=1,
-            )
+        """The change as a unified diff, with ``\n`` line ends whatever the file's."""
+        lines = difflib.unified_diff(
+            self.old_text.splitlines(),
+            self.new_text.splitlines(),
+            fromfile=str(self.path),
+            tofile=str(self.path),
+            n=1,
+            lineterm="",
         )
+        return "".join(line + "\n" for line in lines)
 
     @property
     def line(self) -> str:
@@ -78,8 +79,8 @@ def _child(node: yaml.Node, key: str) -> yaml.Node | None:
 def route_change(path: Path, kind: str, new_name: str) -> RouteChange:
     """The text of the routes file at ``path`` with ``kind``'s route named ``new_name``;
     :class:`RoutingError` if the file has no such route or the result does not load and
-    resolve."""
-    text = path.read_text(encoding="utf-8")
+    resolve. The text is read as it is (``\r\n`` line ends kept)."""
+    text = _read(path)
     try:
         root = yaml.compose(text)
     except yaml.YAMLError as exc:
@@ -101,11 +102,18 @@ def route_change(path: Path, kind: str, new_name: str) -> RouteChange:
     return RouteChange(path, kind, str(name.value), new_name, text, new_text)
 
 
+def _read(path: Path) -> str:
+    with path.open(encoding="utf-8", newline="") as f:
+        return f.read()
+
+
 def apply_change(change: RouteChange, *, now: datetime | None = None) -> Path:
     """Write ``change`` atomically, the old file kept as ``<file>.bak-<time>``; return the
-    backup's path. :class:`SwitchRefused` (nothing changed) if the file or its directory
-    cannot be written, or the file changed since it was read."""
-    path = change.path
+    backup's path. A symbolic link is followed: the file it points at is written (the
+    link kept) and its backup is beside that file. :class:`SwitchRefused` (nothing
+    changed) if the file or its directory cannot be written, or the file changed since
+    it was read."""
+    path = change.path.resolve()
     directory = path.parent
     stamp = f"{(now or datetime.now(UTC)):%Y%m%d%H%M%S}"
     backup = path.with_name(f"{path.name}.bak-{stamp}")
@@ -114,14 +122,14 @@ def apply_change(change: RouteChange, *, now: datetime | None = None) -> Path:
         n += 1
         backup = path.with_name(f"{path.name}.bak-{stamp}-{n}")
     try:
-        if path.read_text(encoding="utf-8") != change.old_text:
+        if _read(path) != change.old_text:
             raise SwitchRefused(f"{path} changed while the rebuild ran; nothing written")
         if not os.access(path, os.W_OK) or not os.access(directory, os.W_OK):
             raise PermissionError(f"{path} or its directory is not writable")
         shutil.copy2(path, backup)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=directory)
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
                 out.write(change.new_text)
                 out.flush()
                 os.fsync(out.fileno())
@@ -132,7 +140,7 @@ def apply_change(change: RouteChange, *, now: datetime | None = None) -> Path:
             raise
     except OSError as exc:
         raise SwitchRefused(
-            f"cannot write routes file {path} ({exc}): nothing switched. To switch by hand, "
+            f"cannot write routes file {change.path} ({exc}): nothing switched. To switch by hand, "
             f"set `name: {change.new_name}` on the route {change.kind} (was "
             f"{change.old_name}), then restart the service"
         ) from exc

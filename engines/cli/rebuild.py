@@ -27,7 +27,7 @@ from projections.rebuild import SAVE_SECONDS, Rebuild, Verification, default_nam
 from projections.views import ViewStore
 from routing.config import Connections, Route, RoutesFile, SqliteConnection
 from routing.registry import Registry, same_name
-from spine.errors import IntegrityError, InvalidInput
+from spine.errors import EnginesError, IntegrityError, InvalidInput
 from spine.upcasting import Upcasters
 
 
@@ -129,7 +129,9 @@ async def _one(
     kind: str,
     projectors: list[Projector],
     added: list[str],
-) -> tuple[dict[str, Any], bool]:
+) -> tuple[dict[str, Any], bool | EnginesError]:
+    """The report of the rebuild of ``kind``, and whether it verified (or what refused
+    the routes file's switch after it did)."""
     registry = Registry(settings, data_dir)
     label_lab(registry)
     try:
@@ -231,7 +233,10 @@ async def _one(
             return row, False
         await rebuild.forget()
         if not args.in_place:
-            await _switch(args, row, rebuild, report.positions)
+            try:
+                await _switch(args, row, rebuild, report.positions)
+            except EnginesError as exc:
+                return row, exc
         return row, True
     finally:
         await registry.aclose()
@@ -265,14 +270,18 @@ async def _switch(
     if not args.routes:
         row["routes_change"] = f"routes.{kind}.name: {row['live']} -> {target}"
         return
-    change = route_change(Path(args.routes), kind, target)
-    row["routes_change"] = change.diff
-    if not args.switch:
-        return
-    backup = apply_change(change)
+    try:
+        change = route_change(Path(args.routes), kind, target)
+        row["routes_change"] = change.diff
+        if not args.switch:
+            return
+        backup = apply_change(change)
+    except EnginesError as exc:  # reported with the row, then raised (its exit code)
+        row["switch_error"] = str(exc)
+        raise
     row["switched"] = True
     err(
-        f"{kind}: routes file {args.routes} now names {target} (the old one is {backup.name}); "
+        f"{kind}: routes file {args.routes} now names {target} (the old one is {backup}); "
         "restart the service to serve the new view"
     )
 
@@ -314,7 +323,7 @@ async def _main(
     for kind, (projectors, added) in kinds.items():
         if added:
             err(f"{kind}: rebuilt together with {', '.join(added)} (they write this view too)")
-        row, ok = await _one(args, settings, data_dir, kind, projectors, added)
+        row, outcome = await _one(args, settings, data_dir, kind, projectors, added)
         if args.abandon:
             if format_of(args) != "table":
                 summary(args, row)
@@ -323,7 +332,9 @@ async def _main(
             _print_table(row)
         else:
             summary(args, row)
-        failed |= not ok
+        if isinstance(outcome, EnginesError):  # the switch refused: the report is out
+            raise outcome
+        failed |= not outcome
     if failed:
         raise IntegrityError(
             "verification failed: the rebuilt view differs from a fold of the spine"
@@ -332,8 +343,8 @@ async def _main(
 
 
 def _print_table(row: dict[str, Any]) -> None:
-    shown = {k: v for k, v in row.items() if k != "routes_change"}
-    summary(argparse.Namespace(format="table"), shown, title=f"rebuild of {row['kind']}")
+    cells = {k: v for k, v in row.items() if k not in ("routes_change", "switch_error")}
+    summary(argparse.Namespace(format="table"), cells, title=f"rebuild of {row['kind']}")
     change = row["routes_change"]
     if row["switched"] or change is None:
         return

@@ -378,3 +378,59 @@ def test_an_undecodable_body_is_parked_for_its_stream_and_the_rest_rebuilt(
     assert (bad in err and "live projector has not" in err) is not live_parked
     assert row["records"] == row["fold_records"] == 5  # every note but the unreadable one
     assert run(view_tally(lab.settings, lab.data_dir, "notes_store", "notes_u")).records == 5
+
+
+def test_switch_through_a_symlink_edits_the_file_it_points_at(
+    lab: Deployment, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real = lab.routes.parent / "conf" / "real.yaml"
+    real.parent.mkdir()
+    lab.routes.rename(real)
+    lab.routes.symlink_to(real)
+    code, rows, err = run_cli(
+        capsys, "projections", "rebuild", "notes", *lab.cli("--switch", "--format", "json")
+    )
+    assert code == 0, err
+    assert lab.routes.is_symlink()
+    assert lab.routes.resolve() == real.resolve()
+    assert load_settings(real)[0].routes["notes_store"].name == rows[0]["into"]
+    (backup,) = real.parent.glob("real.yaml.bak-*")
+    assert load_settings(backup)[0].routes["notes_store"].name == "notes"
+
+
+def test_switch_keeps_crlf_line_ends(lab: Deployment, capsys: pytest.CaptureFixture[str]) -> None:
+    text = lab.routes.read_text()
+    lab.routes.write_bytes(text.replace("\n", "\r\n").encode())
+    code, rows, err = run_cli(
+        capsys, "projections", "rebuild", "notes", *lab.cli("--switch", "--format", "json")
+    )
+    assert code == 0, err
+    after = lab.routes.read_bytes().decode()
+    assert after.count("\r\n") == text.count("\n")
+    assert after.replace("\r\n", "").count("\n") == 0
+    assert after == text.replace("name: notes\n", f"name: {rows[0]['into']}\n").replace(
+        "\n", "\r\n"
+    )
+    assert "\r" not in rows[0]["routes_change"]
+
+
+def test_a_routes_file_that_cannot_be_written_still_reports_the_rebuild_in_json(
+    lab: Deployment, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = lab.routes.read_text()
+
+    def read_only(*_: object) -> None:
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr("engines.routes_edit.os.replace", read_only)
+    code, rows, err = run_cli(
+        capsys, "projections", "rebuild", "notes", *lab.cli("--switch", "--format", "json")
+    )
+    assert code == 1, err
+    (row,) = rows
+    assert row["verified"] is True
+    assert row["switched"] is False
+    assert "Read-only file system" in row["switch_error"]
+    assert "nothing switched" in err
+    assert lab.routes.read_text() == text
+    assert f"handover:notes:{row['into']}" in run(_consumers(lab))
