@@ -12,24 +12,28 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-from datetime import datetime
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Final, Protocol, runtime_checkable
 
 from spine.anchors import (
     ANCHOR_DOMAIN,
     ANCHOR_EVENT,
+    AnchorPayload,
     AnchorState,
+    WitnessLine,
     anchor_stream_id,
     decide_anchors,
     fold_anchors,
+    witness_line,
+    witness_problem,
 )
 from spine.errors import ConcurrencyError, IntegrityError, RoutingError, StreamNotFound
-from spine.events import NO_STREAM, Mode, NewEvent, new_id
+from spine.events import NO_STREAM, EventEnvelope, Mode, NewEvent, new_id
 from spine.feed import Delivered, Unreadable
 from spine.store import EventStore
-from spine.streams import parse_stream_id, scan_scope
+from spine.streams import ScanScope, parse_stream_id, scan_scope
 from spine.verify import Break, ChainVerifier, Head, verify_events
 
 #: How many events one read of a stream asks for.
@@ -136,6 +140,8 @@ class VerifyReport:
     last_anchor: datetime | None = None
     """The least recent of the anchor streams' last anchors (``None``: no anchor)."""
     warnings: list[str] = field(default_factory=list)
+    witnessed: int = 0
+    """Anchor streams checked against their witnessed head."""
     seconds: float = 0.0
 
 
@@ -165,15 +171,66 @@ async def _settle_anchored(store: EventStore, verifier: ChainVerifier) -> None:
         verifier.truncation(sid)
 
 
+async def _check_witnessed(
+    store: EventStore,
+    verifier: ChainVerifier,
+    witnessed: Mapping[str, WitnessLine],
+    scope: ScanScope,
+) -> int:
+    """Each anchor stream in ``scope`` with a witnessed head must still hold that anchor
+    (its hash, its mac): a witness outside the stores catches anchors removed (all, or
+    the newest: a rollback), which nothing inside them can. Returns how many were
+    checked; a failure is the anchor stream's break."""
+    checked = 0
+    for sid, line in sorted(witnessed.items()):
+        if not scope.holds(sid):
+            continue
+        checked += 1
+        try:
+            stored: Delivered | None = next(
+                iter(await store.read_stream(sid, line.seq, line.seq)), None
+            )
+        except IntegrityError as exc:
+            stored = Unreadable(sid, line.seq, str(exc))
+        problem = witness_problem(line, stored)
+        if problem is not None:
+            event_id = stored.event_id if isinstance(stored, EventEnvelope) else None
+            verifier.mark(Break(sid, line.seq, problem, event_id))
+    return checked
+
+
+def _unanchored(verifier: ChainVerifier, states: Mapping[str, AnchorState]) -> list[str]:
+    """Warnings: each tenant and mode whose streams were verified but that holds no
+    anchor at all (never anchored, or its anchors removed)."""
+    counts: dict[str, int] = defaultdict(int)
+    for sid in [*verifier.heads, *verifier.broken]:
+        try:
+            name = parse_stream_id(sid)
+        except ValueError:
+            continue
+        if name.domain != ANCHOR_DOMAIN:
+            counts[anchor_stream_id(name.tenant_id, name.mode)] += 1
+    return [
+        f"{sid.split('/', 1)[1].rsplit('/', 1)[0]}: not anchored: {n} streams and no anchor "
+        "(never anchored, or its anchors were removed; run `engines audit anchor`, and "
+        "keep a --witness)"
+        for sid, n in sorted(counts.items())
+        if sid not in states or not states[sid].anchors
+    ]
+
+
 async def verify_spine(
     store: EventStore,
     *,
     tenant_id: str | None = None,
     mode: Mode | None = None,
     key: bytes | None = None,
+    witnessed: Mapping[str, WitnessLine] | None = None,
     progress: Progress | None = None,
 ) -> VerifyReport:
-    """Verify every stream in scope from the genesis, and against its anchors."""
+    """Verify every stream in scope from the genesis, against its anchors, and each
+    anchor stream against its ``witnessed`` head (by anchor stream id). With ``key``, a
+    tenant and mode with streams but no anchor is a warning."""
     began = time.monotonic()
     states = await read_anchors(store, tenant_id=tenant_id, mode=mode, key=key)
     anchored: dict[str, Head] = {}
@@ -192,20 +249,31 @@ async def verify_spine(
     if progress is not None:
         progress(seen % 1000)
     await _settle_anchored(store, verifier)
+    checked = await _check_witnessed(
+        store, verifier, witnessed or {}, scan_scope(None, tenant_id, mode)
+    )
     report = VerifyReport(
         breaks=sorted(verifier.broken.values(), key=lambda b: b.stream_id),
         streams=verifier.streams,
         events=verifier.events,
+        witnessed=checked,
     )
     _anchor_summary(report, states, key)
+    if key is not None:
+        report.warnings += _unanchored(verifier, states)
     report.seconds = time.monotonic() - began
     return report
 
 
 async def verify_stream(
-    store: EventStore, stream_id: str, *, key: bytes | None = None
+    store: EventStore,
+    stream_id: str,
+    *,
+    key: bytes | None = None,
+    witnessed: Mapping[str, WitnessLine] | None = None,
 ) -> VerifyReport:
-    """Verify one stream from the genesis, and against its tenant's anchors."""
+    """Verify one stream from the genesis, against its tenant's anchors, and that
+    anchor stream against its ``witnessed`` head."""
     began = time.monotonic()
     name = parse_stream_id(stream_id)
     anchor_stream = anchor_stream_id(name.tenant_id, name.mode)
@@ -215,9 +283,22 @@ async def verify_stream(
     if not items and anchored is None:
         raise StreamNotFound(stream_id)
     count, found = verify_events(stream_id, items, anchored=anchored)
-    breaks = [b for b in (state.broken, found) if b is not None]
-    report = VerifyReport(breaks=breaks, streams=1, events=count)
+    anchors = ChainVerifier()
+    if state.broken is not None:
+        anchors.mark(state.broken)
+    line = (witnessed or {}).get(anchor_stream)
+    checked = 0
+    if line is not None:
+        scope = scan_scope(ANCHOR_DOMAIN, name.tenant_id, name.mode)
+        checked = await _check_witnessed(store, anchors, {anchor_stream: line}, scope)
+    breaks = [b for b in (*anchors.broken.values(), found) if b is not None]
+    report = VerifyReport(breaks=breaks, streams=1, events=count, witnessed=checked)
     _anchor_summary(report, {anchor_stream: state} if state.anchors or state.broken else {}, key)
+    if key is not None and not state.anchors:
+        report.warnings.append(
+            f"{name.tenant_id}/{name.mode}: not anchored: no anchor (never anchored, or its "
+            "anchors were removed; run `engines audit anchor`, and keep a --witness)"
+        )
     report.seconds = time.monotonic() - began
     return report
 
@@ -232,6 +313,8 @@ class Anchored:
     first_seq: int | None
     last_seq: int | None
     keyed: bool
+    witness: WitnessLine | None = None
+    """The anchor stream's head after the run, for a witness file (``None``: none)."""
 
 
 @dataclass
@@ -256,6 +339,11 @@ def anchor_event(anchor_stream: str, payload: dict[str, object], command_id: str
     )
 
 
+def _after(state: AnchorState, hash_: str, seq: int, payload: AnchorPayload) -> AnchorState:
+    """``state``'s head once ``payload`` is appended as ``seq`` with ``hash_``."""
+    return replace(state, version=seq, hash=hash_, mac=payload.mac or "", heads={})
+
+
 async def _anchor_one(
     store: EventStore,
     anchor_stream: str,
@@ -275,6 +363,7 @@ async def _anchor_one(
         payloads = decide_anchors(state, heads, key=key, run_id=run_id)
         first: int | None = None
         last: int | None = None
+        head = state
         try:
             for part, payload in enumerate(payloads, start=1):
                 version = state.version + part - 1
@@ -286,6 +375,7 @@ async def _anchor_one(
                 result = await store.append(anchor_stream, [event], version or NO_STREAM)
                 first = first or result.first_seq
                 last = result.last_seq
+                head = _after(head, result.events[-1].hash, result.last_seq, payload)
         except ConcurrencyError:  # another run anchored meanwhile (what of this one
             continue  # landed, the next fold includes)
         return Anchored(
@@ -294,6 +384,7 @@ async def _anchor_one(
             first_seq=first,
             last_seq=last,
             keyed=key is not None,
+            witness=witness_line(head, datetime.now(UTC)),
         )
     raise ConcurrencyError(anchor_stream, "the version its anchors were read at", state.version)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Self
@@ -94,6 +96,10 @@ class Settings(RoutesFile):
         return self
 
 
+#: The most bytes an anchor key file is read for (a key is 32 bytes or a little more).
+MAX_KEY_FILE_BYTES = 4096
+
+
 def read_anchor_key(audit: AuditSettings, data_dir: Path) -> bytes | None:
     """The secret of ``audit.anchor_key_file`` (relative to ``data_dir``), or ``None``
     without one; :class:`RoutingError` naming the file if it cannot serve."""
@@ -102,9 +108,23 @@ def read_anchor_key(audit: AuditSettings, data_dir: Path) -> bytes | None:
         return None
     path = Path(name) if Path(name).is_absolute() else data_dir / name
     try:
-        secret = path.read_bytes().strip()
+        # never blocks on a FIFO; a device (/dev/zero) or a directory is refused below
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise RoutingError(f"audit.anchor_key_file {path}: {exc.strerror}") from exc
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise RoutingError(f"audit.anchor_key_file {path}: not a regular file")
+        raw = os.read(fd, MAX_KEY_FILE_BYTES + 1)
+    except OSError as exc:
+        raise RoutingError(f"audit.anchor_key_file {path}: {exc.strerror}") from exc
+    finally:
+        os.close(fd)
+    if len(raw) > MAX_KEY_FILE_BYTES:
+        raise RoutingError(
+            f"audit.anchor_key_file {path} holds over {MAX_KEY_FILE_BYTES} bytes: not a key"
+        )
+    secret = raw.strip()
     if len(secret) < MIN_KEY_BYTES:
         raise RoutingError(
             f"audit.anchor_key_file {path} holds {len(secret)} bytes; "

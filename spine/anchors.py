@@ -24,6 +24,14 @@ rides on the anchors, not on every event's hash, so the stores' append path and 
 stored form stay as they are; the events appended since the last anchor are covered by
 their (unkeyed) chain only.
 
+**The witness.** Nothing inside the stores proves their own latest state: whoever can
+delete events can delete the newest anchors (a rollback) or all of them, and what is
+left verifies, keyed or not. So ``audit anchor --witness FILE`` also writes, per anchor
+stream, its head after the run (:class:`WitnessLine`: seq, hash, mac) to a file kept
+elsewhere, the way a transparency log publishes its signed head; ``audit verify
+--witness FILE`` then requires each anchor stream to still hold its witnessed head
+(:func:`latest_witnessed`, :func:`witness_problem`).
+
 Pure: no I/O. Appending and scanning are in :mod:`commands.spine_audit`.
 """
 
@@ -37,7 +45,14 @@ from datetime import datetime
 from typing import Annotated, Final
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 from spine.errors import InvalidStreamId
 from spine.events import EventEnvelope, Mode
@@ -106,6 +121,8 @@ class AnchorState:
     stream_id: str
     version: int = 0
     """The anchor stream's last seq folded (what the next anchor appends after)."""
+    hash: str = ""
+    """The hash of the anchor at :attr:`version` (``""``: none)."""
     mac: str = ""
     """The last anchor's mac (``""``: none)."""
     heads: dict[str, Head] = field(default_factory=dict)
@@ -175,6 +192,7 @@ def _fold_one(
             )
         state.heads[head.stream_id] = Head(head.seq, head.hash)
     state.version = event.seq
+    state.hash = event.hash
     state.mac = payload.mac or ""
     state.anchors += 1
     state.macs += payload.mac is not None
@@ -217,3 +235,79 @@ def decide_anchors(
             payload = payload.model_copy(update={"mac": mac})
         out.append(payload)
     return out
+
+
+class WitnessLine(BaseModel):
+    """One line of a witness file: an anchor stream's head after an anchor run."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    tenant_id: str = Field(min_length=1, max_length=256)
+    mode: Mode
+    anchor_stream: str = Field(min_length=1, max_length=1024)
+    seq: int = Field(ge=1)
+    hash: Hash
+    mac: Hash | None = None
+    at: datetime
+
+    @model_validator(mode="after")
+    def _its_anchor_stream(self) -> WitnessLine:
+        try:
+            expected = anchor_stream_id(self.tenant_id, self.mode)
+        except InvalidStreamId as exc:
+            raise ValueError(str(exc)) from None
+        if self.anchor_stream != expected:
+            raise ValueError(f"anchor_stream is not {expected!r}")
+        return self
+
+
+def witness_line(state: AnchorState, at: datetime) -> WitnessLine | None:
+    """What a witness records of ``state`` (an anchor stream's head), ``None`` if the
+    stream holds no anchor."""
+    if state.version < 1:
+        return None
+    name = parse_stream_id(state.stream_id)
+    return WitnessLine(
+        tenant_id=name.tenant_id,
+        mode=name.mode,
+        anchor_stream=state.stream_id,
+        seq=state.version,
+        hash=state.hash,
+        mac=state.mac or None,
+        at=at,
+    )
+
+
+def latest_witnessed(lines: Iterable[WitnessLine]) -> dict[str, WitnessLine]:
+    """Each anchor stream's highest witnessed head (an anchor stream only grows, so the
+    highest seq is the latest, whatever order two concurrent runs wrote their lines in)."""
+    latest: dict[str, WitnessLine] = {}
+    for line in lines:
+        before = latest.get(line.anchor_stream)
+        if before is None or line.seq >= before.seq:
+            latest[line.anchor_stream] = line
+    return latest
+
+
+def witness_problem(
+    witnessed: WitnessLine, stored: EventEnvelope | Unreadable | None
+) -> str | None:
+    """What is wrong with the anchor ``stored`` at the witnessed seq of its stream
+    (``None``: no event there) against the witness, if anything. The anchors below it
+    are pinned by its hash, through the chain the fold verifies."""
+    seen = f"witnessed at {witnessed.at.isoformat(timespec='seconds')}"
+    if stored is None:
+        return f"anchors removed or rolled back: seq {witnessed.seq} ({seen}) is no longer stored"
+    if isinstance(stored, Unreadable):
+        return None  # the fold names it
+    if stored.hash != witnessed.hash:
+        return (
+            f"anchors rolled back or rewritten: the anchor at seq {witnessed.seq} is not "
+            f"the one {seen} (another hash)"
+        )
+    if stored.payload.get("mac") != witnessed.mac:
+        return (
+            f"anchors rolled back or rewritten: the anchor at seq {witnessed.seq} carries "
+            f"another mac than the one {seen}"
+        )
+    return None

@@ -91,6 +91,21 @@ def event_problem(event: EventEnvelope, name: StreamName, prev_hash: str) -> str
     return None
 
 
+def _is_seq(seq: object) -> bool:
+    """Whether a stored seq is one (a whole number from 1): a store keyed by a column
+    that takes anything (SQLite) may hold a row at seq 0, ``'3x'`` or ``3.5``."""
+    return type(seq) is int and seq >= 1
+
+
+def _odd_row(seq: object) -> str:
+    stored = repr(seq) if isinstance(seq, (int, float)) else repr(str(seq)[:40])
+    return f"a row is stored at seq {stored}, not a seq (seqs are whole numbers from 1)"
+
+
+def _event_id(item: EventEnvelope | Unreadable) -> str | None:
+    return item.event_id if isinstance(item, EventEnvelope) else None
+
+
 class ChainVerifier:
     """Every stream's chain, fed event by event (:meth:`add`), streams interleaved.
 
@@ -118,6 +133,8 @@ class ChainVerifier:
         self.events += 1
         sid = item.stream_id
         if sid in self.broken:
+            if not _is_seq(item.seq):  # stored out of order: name it beside the break
+                self._name_odd_row(sid, item.seq)
             return None
         head = self.heads.get(sid)
         expected = 1 if head is None else head.seq + 1
@@ -132,6 +149,8 @@ class ChainVerifier:
         self, item: EventEnvelope | Unreadable, head: Head | None, expected: int
     ) -> Break | None:
         sid = item.stream_id
+        if not _is_seq(item.seq):
+            return Break(sid, expected, _odd_row(item.seq), _event_id(item))
         if item.seq > expected:
             return Break(
                 sid, expected, f"seq {expected} is missing (the next stored is seq {item.seq})"
@@ -153,6 +172,14 @@ class ChainVerifier:
                     "(the stream was rewritten at or before this seq)"
                 )
         return None if problem is None else Break(sid, item.seq, problem, item.event_id)
+
+    def _name_odd_row(self, stream_id: str, seq: object) -> None:
+        found = self.broken[stream_id]
+        if "not a seq" not in found.problem:
+            odd = _odd_row(seq)
+            self.broken[stream_id] = Break(
+                stream_id, found.seq, f"{found.problem}; and {odd}", found.event_id
+            )
 
     def mark(self, found: Break) -> Break:
         """Record ``found`` as its stream's break (unless it has one already)."""

@@ -1,5 +1,5 @@
 """``python -m engines.cli``: the ``engines`` command."""
 
-from engines.cli import entry
+from engines.console import entry
 
 entry()

@@ -27,6 +27,7 @@ from pathlib import Path
 import orjson
 
 from engines.auth import uses_lab_secret
+from engines.console import EXIT_INTERRUPTED as EXIT_INTERRUPTED
 from engines.runtime import Runtime, bootstrap
 from engines.settings import Settings, load_settings
 from routing.registry import Registry
@@ -41,7 +42,6 @@ EXIT_OTHER = 1
 EXIT_ROUTING = 2
 EXIT_INVALID = 3
 EXIT_INTEGRITY = 4
-EXIT_INTERRUPTED = 130
 
 #: Every exit code and what it means (the module docstring's table, for ``--help``).
 EXIT_CODES: tuple[tuple[int, str], ...] = (

@@ -61,10 +61,10 @@ that cannot be read; 1 a backend that does not answer.
 
 
 def sandbox_name(text: str) -> str:
+    """``text`` if it is a sandbox name; else invalid input (exit 3, like a malformed run
+    id or tenant), before anything opens."""
     if not SANDBOX_NAME.match(text):
-        raise argparse.ArgumentTypeError(
-            f"{text[:40]!r}: a sandbox name is 1 to 24 letters, digits, _ and -"
-        )
+        raise InvalidInput(f"{text[:40]!r}: a sandbox name is 1 to 24 letters, digits, _ and -")
     return text
 
 
@@ -306,6 +306,8 @@ async def into_sandbox(
 def cmd_replay(args: argparse.Namespace) -> int:
     run_id = Provenance.model_validate({"run_id": args.run_id}).run_id
     assert run_id is not None
+    if args.into is not None:
+        sandbox_name(args.into)
 
     async def body(rt: Runtime) -> int:
         events = await find_run(rt, args, run_id, args.tenant)
@@ -353,7 +355,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add_format(r, default="tree", choices=FORMATS)
     r.add_argument(
         "--into",
-        type=sandbox_name,
         metavar="SANDBOX",
         help="apply the run to views named <live name>__sandbox_SANDBOX (made if missing)",
     )

@@ -26,7 +26,7 @@ from engines.cli.common import (
     shown,
     with_registry,
 )
-from engines.cli.output import add_format, emit, progress, summary
+from engines.cli.output import add_format, clip, emit, is_table, progress, summary
 from engines.settings import read_anchor_key
 from routing.registry import Registry
 from spine.errors import ImportConflict, IntegrityError, InvalidInput, StreamNotFound
@@ -49,8 +49,8 @@ def cmd_read(args: argparse.Namespace) -> int:
     async def body(registry: Registry) -> int:
         spine = await registry.event_store()
         events = await spine.read_stream(args.stream_id, args.from_seq, args.to_seq)
-        for event in events:
-            print(event_line(event))
+        if events or args.format != "json":
+            _print_events(args, events)
         if args.verify:
             # the whole stream, from the genesis (whatever range was printed), and
             # against its tenant's anchors: the verifier of `engines audit verify`
@@ -65,9 +65,26 @@ def cmd_read(args: argparse.Namespace) -> int:
             if args.from_seq <= 1:
                 raise StreamNotFound(args.stream_id)
             err(f"stream {args.stream_id!r} has no events in that range")
+            if args.format == "json":
+                _print_events(args, events)
         return 0
 
     return asyncio.run(with_registry(args, body))
+
+
+READ_COLUMNS = ("seq", "event_type", "event_id", "recorded_at", "source", "user_id", "payload")
+
+
+def _print_events(args: argparse.Namespace, events: list[EventEnvelope]) -> None:
+    """A stream's events: whole, as JSON lines (the default) or one JSON array; or a
+    table of their main fields, the payload cut."""
+    if is_table(args):
+        rows = [
+            {**e.model_dump(include=set(READ_COLUMNS)), "payload": clip(e.payload)} for e in events
+        ]
+        emit(args, rows, columns=READ_COLUMNS, title=f"stream {shown(args.stream_id)}")
+    else:
+        emit(args, (e.model_dump(mode="json") for e in events))
 
 
 def cmd_tail(args: argparse.Namespace) -> int:
@@ -98,10 +115,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
             await subscription.aclose()
         return 0
 
-    try:
-        return asyncio.run(with_registry(args, body))
-    except KeyboardInterrupt:
-        return 0
+    return asyncio.run(with_registry(args, body))  # Ctrl-C: 130, as every command
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -249,8 +263,18 @@ class _Tally:
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sp = sub.add_parser("spine", help="read the event spine")
     ssub = sp.add_subparsers(dest="spine_command", required=True)
-    sr = ssub.add_parser("read", help="print a stream's events, one JSON line each")
+    sr = ssub.add_parser(
+        "read",
+        help="print a stream's events (default: one JSON line each)",
+        description=(
+            "Print a stream's events: whole, one JSON object a line (--format jsonl, the "
+            "default) or one JSON array (json); or a table of seq, type, id, time, source, "
+            "user and payload (cut). --verify checks the whole chain from the genesis; "
+            "its verdict goes to stderr."
+        ),
+    )
     add_common(sr)
+    add_format(sr, default="jsonl")
     sr.add_argument("stream_id")
     sr.add_argument("--from", dest="from_seq", type=int, default=1)
     sr.add_argument("--to", dest="to_seq", type=int, default=None)

@@ -10,13 +10,14 @@ from datetime import UTC, datetime
 import pytest
 
 from commands.spine_audit import (
+    AnchorReport,
     VerifyReport,
     anchor_spine,
     stream_events,
     verify_spine,
     verify_stream,
 )
-from spine.anchors import anchor_stream_id, fold_anchors
+from spine.anchors import WitnessLine, anchor_stream_id, fold_anchors, latest_witnessed
 from spine.codec import encode, seal_after
 from spine.events import NO_STREAM, EventEnvelope, NewEvent
 from spine.store import EventStore
@@ -311,3 +312,62 @@ async def test_two_anchor_runs_at_once_anchor_each_head_once(store: EventStore) 
     assert set(state.heads) == {sid(n) for n in "abc"}
     assert sum(r.anchored[0].heads for r in reports) == 3
     assert broken(await verify_spine(store)) == []
+
+
+def witnessed(*reports: AnchorReport) -> dict[str, WitnessLine]:
+    """What a witness file holds after the anchor runs ``reports``, latest per stream."""
+    return latest_witnessed(a.witness for r in reports for a in r.anchored if a.witness)
+
+
+@pytest.mark.parametrize("removed", ["all anchors", "the newest anchor"])
+async def test_removed_anchors_pass_unseen_inside_the_store_and_are_caught_by_a_witness(
+    store: EventStore, tampering: Tampering, removed: str
+) -> None:
+    """Whoever can delete events can delete anchors, keyed or not: what is left still
+    verifies. Only the head a witness outside the store kept shows it."""
+    a, anchors = sid("a"), anchor_stream_id("t1", "lab")
+    await append(store, a, 2)
+    first = await anchor_spine(store, key=KEY)
+    await append(store, a, 1, at=2)
+    second = await anchor_spine(store, key=KEY)
+    witness = witnessed(first, second)
+    assert [(w.anchor_stream, w.seq) for w in witness.values()] == [(anchors, 2)]
+    assert witness[anchors].mac is not None
+    report = await verify_spine(store, key=KEY, witnessed=witness)
+    assert (broken(report), report.witnessed, report.warnings) == ([], 1, [])
+
+    if removed == "all anchors":
+        await tampering.remove_stream(store, anchors)
+    else:
+        await tampering.remove(store, anchors, 2)
+    unwitnessed = await verify_spine(store, key=KEY)
+    assert broken(unwitnessed) == []  # nothing inside the store says so
+    if removed == "all anchors":  # with a key, a tenant with no anchor is a warning
+        assert [w.split(":")[:2] for w in unwitnessed.warnings] == [["t1/lab", " not anchored"]]
+
+    report = await verify_spine(store, key=KEY, witnessed=witness)
+    assert broken(report) == [(anchors, 2)]
+    assert problem(report, anchors).startswith(
+        "anchors removed or rolled back: seq 2 (witnessed at "
+    )
+    assert broken(await verify_spine(store, key=KEY, witnessed=witness, tenant_id="t1")) == [
+        (anchors, 2)
+    ]
+    assert broken(await verify_spine(store, witnessed=witness, tenant_id="t2")) == []
+    assert broken(await verify_stream(store, a, key=KEY, witnessed=witness)) == [(anchors, 2)]
+
+
+async def test_a_rewritten_newest_anchor_is_caught_by_a_witness(
+    store: EventStore, tampering: Tampering
+) -> None:
+    """Unkeyed, the anchors can be rewritten with every chain recomputed; the hash the
+    witness kept no longer matches."""
+    a, anchors = sid("a"), anchor_stream_id("t1", "lab")
+    await append(store, a, 2)
+    witness = witnessed(await anchor_spine(store))
+    (anchor,) = [e async for e in stream_events(store, anchors) if isinstance(e, EventEnvelope)]
+    await rewrite(store, tampering, anchors, {1: {**anchor.payload, "run_id": "forged"}})
+    assert broken(await verify_spine(store)) == []
+    report = await verify_spine(store, witnessed=witness)
+    assert broken(report) == [(anchors, 1)]
+    assert problem(report, anchors).startswith("anchors rolled back or rewritten")
