@@ -22,6 +22,7 @@ from engines.settings import Settings
 from projections.driver import FeedLoop, ProjectorStatus, projector_status
 from projections.parking import ParkingStore
 from projections.projector import Projector
+from projections.rebuild import take_hand_overs
 from projections.runner import ProjectorRunner
 from projections.views import ViewStore
 from routing.config import read_record_key
@@ -152,6 +153,23 @@ async def open_view_store(
     return store
 
 
+async def _take_hand_overs(
+    settings: Settings, checkpoints: CheckpointStore, domains: Sequence[Domain]
+) -> None:
+    live = [
+        (p.name, settings.routes[p.resource_kind].name)
+        for d in domains
+        for p in d.projectors
+        if p.resource_kind in settings.routes
+    ]
+    for projector, positions in (await take_hand_overs(checkpoints, live)).items():
+        log.warning(
+            "projector %s starts on a rebuilt view: from the rebuild's feed positions %s",
+            projector,
+            positions,
+        )
+
+
 def check_settings(settings: Settings, data_dir: Path | None) -> list[ResolvedRoute]:
     """The start-up check of a configuration file, every problem in one
     :class:`~spine.errors.RoutingError`: its routes and their connections
@@ -201,6 +219,8 @@ async def bootstrap(
             kind: await open_view_store(registry, kind, projectors)
             for kind, projectors in view_projectors(domains).items()
         }
+        if create:  # a service (not a tool): take up what a rebuild's switch handed over
+            await _take_hand_overs(settings, checkpoints, domains)
         runners: dict[str, ProjectorRunner] = {}
         loops: dict[str, FeedLoop] = {}
         for domain in domains:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Final, Literal, Protocol, runtime_checkable
@@ -217,6 +217,28 @@ class ViewStore(Protocol):
         """Apply each write atomically and in order (see :class:`ViewWrite`); return the
         stream ids whose writes were refused, having written nothing of them. A write
         that builds on a refused one (the same record) is refused too."""
+        ...
+
+    def records(
+        self, *, tenant_id: str | None = None, batch_size: int = 500
+    ) -> AsyncIterator[ViewRecord]:
+        """Every record of this view (of ``tenant_id``'s scope where given): tombstones and
+        expired records included, in no promised order. For a rebuild's verification and a
+        sandbox's inspection; reads the whole physical view, a page of ``batch_size`` at a
+        time."""
+        ...
+
+    def progress(
+        self, projector: str, *, tenant_id: str | None = None, batch_size: int = 500
+    ) -> AsyncIterator[tuple[str, int]]:
+        """Every (stream id, applied seq) of ``projector`` in this view (streams of
+        ``tenant_id`` where given: a stream id's second segment), in no promised order."""
+        ...
+
+    async def purge(self, *, tenant_id: str | None = None) -> int:
+        """Delete every record of this view and every projector's applied progress
+        (those of ``tenant_id`` where given); return the records deleted. For an in-place
+        rebuild; not atomic (a rebuild that follows restores the view)."""
         ...
 
 

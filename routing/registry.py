@@ -287,6 +287,30 @@ class Registry:
         store: ViewStore = await backend.view_store(resolved.route)
         return store
 
+    async def view_store_named(self, kind: str, name: str) -> ViewStore:
+        """The view store of ``kind`` under the physical ``name`` instead of its route's,
+        on the backend its route names (a rebuild's new view, a sandbox). A name another
+        route of that backend uses (or derives) is refused: their records would mix."""
+        resolved, backend = await self.backend(kind)
+        route = resolved.route.model_copy(update={"name": name})
+        Route.model_validate(route.model_dump())  # a valid physical name
+        taken = [
+            r.kind
+            for r in self._routes.values()
+            if r.route.backend == route.backend
+            and r.kind != kind
+            and (
+                r.route.name == name
+                or any(r.route.name + s == name for s in r.spec.derived.get(r.kind, ()))
+            )
+        ]
+        if taken:
+            raise RouteNotAllowed(
+                f"{route.backend}:{name} is taken by route {', '.join(taken)}; choose another name"
+            )
+        store: ViewStore = await backend.view_store(route)
+        return store
+
     async def checkpoint_store(self) -> CheckpointStore:
         resolved, backend = await self.backend("projection_checkpoints")
         store: CheckpointStore = await backend.checkpoint_store(resolved.route)

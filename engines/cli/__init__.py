@@ -18,6 +18,8 @@ from pydantic import ValidationError
 from engines.auth import KINDS, ROLES, lab_projects, mint_lab_token, mint_token
 from engines.cli import dev, projections, routes, spine, worker
 from engines.cli.common import (
+    EXIT_CODES,
+    EXIT_INTERRUPTED,
     add_common,
     data_dir_of,
     err,
@@ -33,6 +35,12 @@ exit status: 0 stopped by Ctrl-C or SIGTERM; 2 the routes file is invalid or its
 signing key unusable (every problem named, before anything starts); 1 it could not
 start (a backend does not answer, the address is in use: said why).
 """
+
+
+def exit_codes_epilog() -> str:
+    """The exit-code table of :mod:`engines.cli.common`, for ``engines --help``."""
+    lines = [f"  {code:>3}  {meaning}" for code, meaning in EXIT_CODES]
+    return "exit status (every command):\n" + "\n".join(lines) + "\n"
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -77,7 +85,12 @@ def cmd_token(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     from engines.domains import DOMAINS
 
-    p = argparse.ArgumentParser(prog="engines", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="engines",
+        description=__doc__.splitlines()[0],
+        epilog=exit_codes_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser(
@@ -162,11 +175,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         # the interpreter's final flush from failing on the closed pipe
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except KeyboardInterrupt:  # Ctrl-C: stop, say so, no traceback
+        err("engines: interrupted")
+        return EXIT_INTERRUPTED
     return code
 
 
 def entry() -> None:  # pragma: no cover - the console script
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # before or after main's own handler (imports, exit)
+        err("engines: interrupted")
+        sys.exit(EXIT_INTERRUPTED)
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m engines.cli`

@@ -1,4 +1,19 @@
-"""What every CLI group shares: options, the lab notice, the error → exit-code table."""
+"""What every CLI group shares: options, the lab notice, the error → exit-code table.
+
+Exit codes of every ``engines`` command (:data:`EXIT_CODES`, printed by ``engines
+--help``):
+
+====  =====================================================================
+code  meaning
+====  =====================================================================
+0     ok: did what was asked
+1     any other error (a backend that does not answer, named with its route)
+2     routing or configuration (a routes file that cannot work), or usage
+3     invalid input (a malformed id or option, an unknown run, no such data)
+4     integrity problem found (a chain that does not verify, a conflicting import)
+130   interrupted (Ctrl-C): stopped, no traceback
+====  =====================================================================
+"""
 
 from __future__ import annotations
 
@@ -21,12 +36,29 @@ from spine.events import EventEnvelope
 DEFAULT_DATA_DIR = Path(".engines")
 LAB_NOTICE = "[LAB] embedded SQLite backend in use: lab mode only, not for production"
 
+EXIT_OK = 0
+EXIT_OTHER = 1
+EXIT_ROUTING = 2
+EXIT_INVALID = 3
+EXIT_INTEGRITY = 4
+EXIT_INTERRUPTED = 130
+
+#: Every exit code and what it means (the module docstring's table, for ``--help``).
+EXIT_CODES: tuple[tuple[int, str], ...] = (
+    (EXIT_OK, "ok"),
+    (EXIT_OTHER, "other error (a backend that does not answer, ...)"),
+    (EXIT_ROUTING, "routing or configuration error, or a usage error"),
+    (EXIT_INVALID, "invalid input (a malformed id or option, nothing found)"),
+    (EXIT_INTEGRITY, "integrity problem found (verification failed, conflicting import)"),
+    (EXIT_INTERRUPTED, "interrupted (Ctrl-C)"),
+)
+
 #: One table from our errors to exit codes; the first matching class wins.
 EXIT_BY_ERROR: tuple[tuple[type[EnginesError], int], ...] = (
-    (RoutingError, 2),
-    (InvalidInput, 3),
-    (IntegrityError, 4),
-    (EnginesError, 1),
+    (RoutingError, EXIT_ROUTING),
+    (InvalidInput, EXIT_INVALID),
+    (IntegrityError, EXIT_INTEGRITY),
+    (EnginesError, EXIT_OTHER),
 )
 
 
@@ -34,7 +66,7 @@ def exit_code_for(exc: EnginesError) -> int:
     for cls, code in EXIT_BY_ERROR:
         if isinstance(exc, cls):
             return code
-    return 1
+    return EXIT_OTHER
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")

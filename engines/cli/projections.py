@@ -5,7 +5,8 @@
 several such processes split the work); ``status`` shows each projector's checkpoint
 and lag per feed partition and how many streams it holds back; ``failures`` lists the
 parked events; ``retry`` releases a parked stream and applies it from the spine;
-``skip`` passes over the parked event first.
+``skip`` passes over the parked event first; ``rebuild`` (:mod:`engines.cli.rebuild`)
+rebuilds a view from the spine.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import asyncio
 import signal
 from pathlib import Path
 
-from engines.cli.common import LAB_NOTICE, add_common, data_dir_of, err, shown, with_runtime
+from engines.cli import rebuild
+from engines.cli.common import LAB_NOTICE, add_common, data_dir_of, err, with_runtime
+from engines.cli.output import add_format, emit, format_of
 from engines.runtime import Runtime, bootstrap, check_settings, supervise
 from engines.settings import Settings
-from projections.parking import Parked
 from spine.errors import InvalidInput
 
 
@@ -66,44 +68,50 @@ async def _run(settings: Settings, data_dir: Path, names: list[str]) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     async def body(rt: Runtime) -> int:
         names = _named(rt, args.name)
-        statuses = [await rt.status(name) for name in names]
-        width = max([12, *(len(p.partition) for s in statuses for p in s.partitions)])
-        print(
-            f"{'projector':<16} {'partition':<{width}} {'checkpoint':>22} {'lag':>10} {'parked':>7}"
-        )
-        for status in statuses:
-            for p in status.partitions or ():
-                lag = "?" if p.lag is None else str(p.lag)
-                print(
-                    f"{status.name:<16} {p.partition:<{width}} {p.checkpoint or '-':>22} "
-                    f"{lag:>10} {status.parked:>7}"
+        rows = []
+        for name in names:
+            status = await rt.status(name)
+            for p in status.partitions:
+                rows.append(
+                    {
+                        "projector": status.name,
+                        "partition": p.partition,
+                        "checkpoint": p.checkpoint,
+                        "lag": p.lag,
+                        "parked": status.parked,
+                    }
                 )
+        columns = ("projector", "partition", "checkpoint", "lag", "parked")
+        emit(args, rows, columns=columns)
         return 0
 
     return with_runtime(args, body)
-
-
-def _parked_row(p: Parked) -> str:
-    return (
-        f"{p.projector:<16} {shown(p.stream_id):<48} {p.seq:>6} {shown(p.event_type):<24} "
-        f"{p.attempts:>3} {p.parked_at:%Y-%m-%dT%H:%M:%S} {shown(p.error)[:100]}"
-    )
 
 
 def cmd_failures(args: argparse.Namespace) -> int:
     async def body(rt: Runtime) -> int:
         names = _named(rt, args.name)
         parked = [p for p in await rt.parking.parked() if p.projector in names]
-        print(
-            f"{'projector':<16} {'stream':<48} {'seq':>6} {'event_type':<24} {'try':>3} "
-            f"{'parked_at':<19} error"
-        )
-        for p in parked:
-            print(_parked_row(p))
+        rows = [
+            {
+                "projector": p.projector,
+                "stream": p.stream_id,
+                "seq": p.seq,
+                "event_type": p.event_type,
+                "attempts": p.attempts,
+                "parked_at": p.parked_at,
+                "error": p.error[:100] if format_of(args) == "table" else p.error,
+            }
+            for p in parked
+        ]
+        emit(args, rows, columns=(*rows[0],) if rows else _FAILURE_COLUMNS)
         err(f"{len(parked)} parked stream(s)")
         return 0
 
     return with_runtime(args, body)
+
+
+_FAILURE_COLUMNS = ("projector", "stream", "seq", "event_type", "attempts", "parked_at", "error")
 
 
 def _release(args: argparse.Namespace, *, skip: bool) -> int:
@@ -148,12 +156,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     pn.set_defaults(func=cmd_run)
     ps = psub.add_parser("status", help="checkpoint and lag per projector and partition")
     add_common(ps)
+    add_format(ps)
     ps.add_argument("name", nargs="?", help="one projector (default: all)")
     ps.set_defaults(func=cmd_status)
     pf = psub.add_parser("failures", help="parked events: stream, seq, error")
     add_common(pf)
+    add_format(pf)
     pf.add_argument("name", nargs="?", help="one projector (default: all)")
     pf.set_defaults(func=cmd_failures)
+    rebuild.register(psub, add_common)
     for verb, func, what in (
         ("retry", cmd_retry, "release a parked stream and apply it from the spine"),
         ("skip", cmd_skip, "pass over the parked event, then apply the rest of its stream"),

@@ -1,4 +1,5 @@
-"""What every backend module shares: decoding the stored envelopes it reads back."""
+"""What every backend module shares: decoding the stored envelopes it reads back, and
+the tenant a stream id names."""
 
 from __future__ import annotations
 
@@ -39,3 +40,10 @@ def decode_strict(rows: Sequence[tuple[str, int, bytes | str]]) -> list[EventEnv
             raise IntegrityError(f"{event.stream_id} seq {event.seq}: {event.error}")
         events.append(event)
     return events
+
+
+def stream_tenant(stream_id: str) -> str | None:
+    """The tenant a stream id names: its second segment (DESIGN §3: a stream id begins
+    with its domain, tenant and mode); ``None`` for an id of one segment."""
+    parts = stream_id.split("/", 2)
+    return parts[1] if len(parts) > 1 else None

@@ -366,3 +366,185 @@ async def test_a_write_over_the_stores_limit_is_invalid_and_writes_nothing(
 
     assert await views.get("k0") is None
     assert await views.applied("p", ["s"]) == {}
+
+
+# -- the whole view: records, progress, purge (rebuild, sandbox) ----------------------------
+
+BOB_T2 = Scope(tenant_id="t2", mode="lab", user_id="bob", surface_id="chat", project_id="p1")
+ALICE_SAAS = ALICE.model_copy(update={"mode": "saas"})
+TOTAL = QueryShape(equal=("kind",), order_by="at")
+
+
+async def everything(
+    views: ViewStore, tenant_id: str | None = None, batch_size: int = 2
+) -> list[ViewRecord]:
+    return [r async for r in views.records(tenant_id=tenant_id, batch_size=batch_size)]
+
+
+async def progress_of(
+    views: ViewStore, projector: str, tenant_id: str | None = None, batch_size: int = 2
+) -> list[tuple[str, int]]:
+    found = [p async for p in views.progress(projector, tenant_id=tenant_id, batch_size=batch_size)]
+    return sorted(found)
+
+
+async def fill(views: ViewStore) -> dict[str, list[str]]:
+    """Live, tombstoned and expired records of tenants t1 (lab and saas) and t2, and the
+    progress of projectors p and q over their streams; the keys of each tenant."""
+    past = datetime.now(UTC) - timedelta(seconds=1)
+    t1 = [
+        record(f"t1-{i}", i + 1, kind="a" if i % 2 else "b", at=f"2026-01-0{i + 1}")
+        for i in range(5)
+    ]
+    t1.append(record("t1-saas", 1, scope=ALICE_SAAS, kind="a", at="2026-01-01"))
+    t2 = [record(f"t2-{i}", 1, scope=BOB_T2, kind="a", at=f"2026-01-0{i + 1}") for i in range(3)]
+    await views.put_many([*t1, *t2])
+    await views.delete("t1-0", ALICE, 9)
+    await views.delete("t2-0", BOB_T2, 9)
+    await views.put(
+        record("t1-old", 1, kind="a", at="2026-01-09").model_copy(update={"expires_at": past})
+    )
+    writes = [
+        write("notes/t1/lab/a", 0, 3),
+        write("notes/t1/saas/b", 0, 1),
+        write(
+            "notes/t2/lab/c", 0, 2, (record("t2-c", 2, scope=BOB_T2, kind="a", at="2026-01-05"), 0)
+        ),
+        write("notes/t1/lab/d", 0, 4, (record("t1-d", 4, kind="b", at="2026-01-07"), 0)),
+    ]
+    assert await views.commit("p", writes) == []
+    assert (
+        await views.commit("q", [write("notes/t1/lab/a", 0, 2), write("notes/t2/lab/c", 0, 1)])
+        == []
+    )
+    return {
+        "t1": [*(r.key for r in t1), "t1-old", "t1-d"],
+        "t2": [*(r.key for r in t2), "t2-c"],
+    }
+
+
+async def test_an_empty_view_has_no_records_no_progress_and_purges_nothing(
+    views: ViewStore,
+) -> None:
+    assert await everything(views) == []
+    assert await everything(views, "t1") == []
+    assert await progress_of(views, "p") == []
+    assert await views.purge() == 0
+    assert await views.purge(tenant_id="t1") == 0
+
+
+async def test_records_yields_every_record_once_as_get_many_gives_it(views: ViewStore) -> None:
+    keys = await fill(views)
+    stored = await views.get_many([*keys["t1"], *keys["t2"]], include_deleted=True)
+
+    found = await everything(views)  # 2 a page: many pages
+
+    assert len(found) == len({r.key for r in found}) == len(stored) == 12
+    assert {r.key: r for r in found} == stored
+    tombs = {r.key for r in found if r.deleted}
+    assert tombs == {"t1-0", "t2-0"}
+    assert any(r.expires_at is not None for r in found)  # expired ones too
+    for tenant in ("t1", "t2"):
+        mine = await everything(views, tenant, batch_size=3)
+        assert len(mine) == len({r.key for r in mine})
+        assert {r.key: r for r in mine} == {k: stored[k] for k in keys[tenant]}
+    assert await everything(views, "t3") == []
+    assert {r.key for r in await everything(views, batch_size=1000)} == set(stored)
+
+
+async def test_progress_lists_each_stream_of_one_projector_and_tenant(views: ViewStore) -> None:
+    await fill(views)
+
+    assert await progress_of(views, "p") == [
+        ("notes/t1/lab/a", 3),
+        ("notes/t1/lab/d", 4),
+        ("notes/t1/saas/b", 1),
+        ("notes/t2/lab/c", 2),
+    ]
+    assert await progress_of(views, "p", "t1", batch_size=1) == [
+        ("notes/t1/lab/a", 3),
+        ("notes/t1/lab/d", 4),
+        ("notes/t1/saas/b", 1),
+    ]
+    assert await progress_of(views, "p", "t2") == [("notes/t2/lab/c", 2)]
+    assert await progress_of(views, "q") == [("notes/t1/lab/a", 2), ("notes/t2/lab/c", 1)]
+    assert await progress_of(views, "q", "t2") == [("notes/t2/lab/c", 1)]
+    assert await progress_of(views, "p", "t") == []  # a tenant is a whole segment
+    assert await progress_of(views, "nobody") == []
+
+
+async def test_a_purged_view_is_empty_and_then_behaves_as_a_new_one(views: ViewStore) -> None:
+    await views.declare([TOTAL])
+    keys = await fill(views)
+
+    assert await views.purge() == 12
+
+    assert await everything(views) == []
+    assert await progress_of(views, "p") == await progress_of(views, "q") == []
+    assert await views.applied("p", ["notes/t1/lab/a", "notes/t2/lab/c"]) == {}
+    assert await views.get_many([*keys["t1"], *keys["t2"]], include_deleted=True) == {}
+    by_kind = ViewQuery(
+        tenant_id="t1", mode="lab", where=(Filter(field="kind", value="a"),), order_by="at"
+    )
+    assert (await views.query(by_kind)).items == ()
+    assert (await views.query(ViewQuery(tenant_id="t2", mode="lab"))).items == ()
+
+    # as on a new view: an older version than the tombstone's, progress from nothing
+    assert await views.put(record("t1-0", 1, kind="a", at="2026-02-01")) is True
+    assert (
+        await views.commit(
+            "p", [write("notes/t1/lab/a", 0, 1, (record("t1-1", 1, kind="a", at="2026-02-02"), 0))]
+        )
+        == []
+    )
+    assert await views.applied("p", ["notes/t1/lab/a"]) == {"notes/t1/lab/a": 1}
+    assert [r.key for r in (await views.query(by_kind)).items] == ["t1-1", "t1-0"]
+    assert sorted(r.key for r in await everything(views)) == ["t1-0", "t1-1"]
+
+
+async def test_purging_one_tenant_leaves_the_others_records_progress_and_queries(
+    views: ViewStore,
+) -> None:
+    await views.declare([TOTAL])
+    keys = await fill(views)
+    t2_before = await views.get_many(keys["t2"], include_deleted=True)
+    t2_query = ViewQuery(
+        tenant_id="t2", mode="lab", where=(Filter(field="kind", value="a"),), order_by="at"
+    )
+    t2_page = await views.query(t2_query)
+    assert [r.key for r in t2_page.items] == ["t2-c", "t2-2", "t2-1"]
+
+    assert await views.purge(tenant_id="t1") == 8
+
+    assert await views.get_many(keys["t1"], include_deleted=True) == {}
+    assert {r.key: r for r in await everything(views)} == t2_before
+    assert await progress_of(views, "p") == [("notes/t2/lab/c", 2)]
+    assert await progress_of(views, "q") == [("notes/t2/lab/c", 1)]
+    assert await views.query(t2_query) == t2_page
+    for mode in ("lab", "saas"):
+        assert (await views.query(ViewQuery(tenant_id="t1", mode=mode))).items == ()
+    # t1 starts again from nothing; t2's progress still guards its stream
+    assert await views.commit("p", [write("notes/t1/lab/a", 0, 1)]) == []
+    assert await views.commit("p", [write("notes/t2/lab/c", 0, 1)]) == ["notes/t2/lab/c"]
+    assert await views.purge(tenant_id="t1") == 0
+    assert await views.applied("p", ["notes/t1/lab/a"]) == {}
+
+
+async def test_a_key_put_again_under_another_tenant_is_one_record_of_that_tenant(
+    views: ViewStore,
+) -> None:
+    await views.put(record("moved", 1, title="first"))
+    await views.put(record("moved", 2, scope=BOB_T2, title="then"))
+    await views.put(record("stays", 1))
+    newest = (await views.get_many(["moved"], include_deleted=True))["moved"]
+    assert newest.scope.tenant_id == "t2"
+
+    assert [r for r in await everything(views, batch_size=1) if r.key == "moved"] == [newest]
+    assert [r.key for r in await everything(views, "t1", batch_size=1)] == ["stays"]
+    assert await everything(views, "t2") == [newest]
+
+    assert await views.purge(tenant_id="t1") == 1
+    assert (await views.get_many(["moved"], include_deleted=True))["moved"] == newest
+    assert await views.purge(tenant_id="t2") == 1
+    assert await views.get_many(["moved", "stays"], include_deleted=True) == {}
+    assert await everything(views) == []

@@ -74,6 +74,18 @@ the service compares them (by UTF-16 code units on cosmosdb-server, which differ
 code points only past the Basic Multilingual Plane); numbers are IEEE doubles (integers
 beyond 2**53 lose precision).
 
+The whole view (``records``, ``progress``, ``purge``: a rebuild's verification, a
+sandbox, an in-place rebuild) is read across partitions in id order, keyset-paged
+(``c.id > last``), so the copies of one id that sit in two partitions (a ``put`` moved
+a key to another tenant or mode) come together and count once, at their highest
+version or seq, as ``get_many`` reads them. A tenant's records are the keys whose
+newest copy is in its partitions (its ``tenant_id``; a page's ids are looked up in the
+other partitions too); its progress is that of the streams naming it (their second
+segment), wherever kept. ``purge`` of a tenant deletes its partitions' records and the
+older copies elsewhere of its keys (else they would show through), item by item (a
+transactional batch would fail whole on an item deleted meanwhile); the container and
+its indexing policy stay.
+
 Expiry is the query's (``expires_at`` after now), not Cosmos DB's TTL, which would
 forget a record's version with it (and which cosmosdb-server ignores anyway).
 """
@@ -81,8 +93,9 @@ forget a record's version with it (and which cosmosdb-server ignores anyway).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -109,6 +122,7 @@ from projections.views import (
     decode_cursor,
     encode_cursor,
 )
+from routing.backends.common import stream_tenant
 from routing.backends.cosmos.errors import BACKEND, translate, translated
 from routing.backends.cosmos.ids import item_id
 from spine.codec import trusted
@@ -500,6 +514,144 @@ class CosmosViewStore:
                     )
                 return False
         return True
+
+    # -- the whole view (rebuild, sandbox) ---------------------------------------------
+
+    async def _in_id_order(
+        self, select: str, where: str, p: _Params, batch_size: int
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """The items matching ``where`` in every partition, by id, about ``batch_size`` a
+        page (keyset paging on the id). The copies of one id in several partitions come
+        in one page: a full page's last id is read again whole."""
+        if batch_size < 1:
+            raise InvalidInput(f"batch_size must be at least 1, not {batch_size}")
+        after = ""
+        while True:
+            q = _Params()
+            q.values = list(p.values)
+            text = (
+                f"SELECT TOP {q(batch_size)} {select} FROM c WHERE ({where}) "
+                f"AND c.id > {q(after)} ORDER BY c.id"
+            )
+            items = await self._items(text, q.values)
+            if len(items) < batch_size:
+                yield items
+                return
+            after = items[-1]["id"]
+            q = _Params()
+            q.values = list(p.values)
+            last = f"SELECT {select} FROM c WHERE ({where}) AND c.id = {q(after)}"
+            yield [i for i in items if i["id"] != after] + await self._items(last, q.values)
+
+    def _where_records(self, tenant_id: str | None, p: _Params) -> str:
+        where = f"c.type = '{RECORD}'"
+        if tenant_id is not None:
+            where += f" AND c.tenant_id = {p(tenant_id)}"
+        return where
+
+    async def _newer_elsewhere(
+        self, newest: Mapping[str, int], tenant_id: str
+    ) -> tuple[set[str], list[dict[str, Any]]]:
+        """Of the record ids ``newest`` maps to their highest version in ``tenant_id``'s
+        partitions: those with a newer copy in another partition (the key is not the
+        tenant's: ``get_many`` reads that copy), and the older copies elsewhere of the
+        others (which would show through once the tenant's were gone)."""
+        newer: set[str] = set()
+        older: list[dict[str, Any]] = []
+        ids = list(newest)
+        for start in range(0, len(ids), IDS_PER_QUERY):
+            p = _Params()
+            marks = ", ".join(p(i) for i in ids[start : start + IDS_PER_QUERY])
+            text = (
+                f"SELECT c.id, c.pk, c.version FROM c WHERE c.type = '{RECORD}' "
+                f"AND c.tenant_id != {p(tenant_id)} AND c.id IN ({marks})"
+            )
+            for item in await self._items(text, p.values):
+                if int(item["version"]) > newest[item["id"]]:
+                    newer.add(item["id"])
+                else:
+                    older.append(item)
+        return newer, [i for i in older if i["id"] not in newer]
+
+    async def records(
+        self, *, tenant_id: str | None = None, batch_size: int = 500
+    ) -> AsyncIterator[ViewRecord]:
+        """Every record item, across partitions, by id. A key kept in several partitions
+        (a ``put`` moved it to another tenant or mode) is one record, its copy of the
+        highest version, as ``get_many`` reads it: with ``tenant_id``, the tenant's if
+        that copy is in its partitions (one more lookup of the page's ids elsewhere)."""
+        p = _Params()
+        where = self._where_records(tenant_id, p)
+        async for items in self._in_id_order("*", where, p, batch_size):
+            best: dict[str, tuple[str, ViewRecord]] = {}
+            for item in items:
+                record = _record(item)
+                held = best.get(record.key)
+                if held is None or held[1].version < record.version:
+                    best[record.key] = (item["id"], record)
+            newer: set[str] = set()
+            if tenant_id is not None and best:
+                versions = {i: r.version for i, r in best.values()}
+                newer, _ = await self._newer_elsewhere(versions, tenant_id)
+            for found, record in best.values():
+                if found not in newer:
+                    yield record
+
+    async def progress(
+        self, projector: str, *, tenant_id: str | None = None, batch_size: int = 500
+    ) -> AsyncIterator[tuple[str, int]]:
+        p = _Params()
+        where = f"c.type = '{APPLIED}' AND c.projector = {p(projector)}"
+        if tenant_id is not None:  # narrows what comes back; the tenant is checked here
+            where += f" AND CONTAINS(c.stream_id, {p('/' + tenant_id)})"
+        select = "c.id, c.stream_id, c.seq"
+        async for items in self._in_id_order(select, where, p, batch_size):
+            seqs: dict[str, int] = {}
+            for item in items:
+                stream, seq = item.get("stream_id"), item.get("seq")
+                if not isinstance(stream, str) or not isinstance(seq, int):
+                    raise IntegrityError(f"{self.route}: progress item {item.get('id')!r}")
+                if tenant_id is None or stream_tenant(stream) == tenant_id:
+                    seqs[stream] = max(seq, seqs.get(stream, 0))
+            for stream, seq in seqs.items():
+                yield stream, seq
+
+    async def purge(self, *, tenant_id: str | None = None) -> int:
+        """Delete the record items (of ``tenant_id``'s partitions, and the older copies
+        elsewhere of its keys), then the progress items (of its streams, wherever kept),
+        one by one, several at once, a page at a time. Counts the records as
+        :meth:`records` yields them."""
+        gate = asyncio.Semaphore(CONCURRENT_WRITES)
+
+        async def delete(item: Mapping[str, Any]) -> None:
+            async with gate:
+                with translated(self.route), contextlib.suppress(CosmosResourceNotFoundError):
+                    await self.container.delete_item(item["id"], partition_key=item["pk"])
+
+        deleted = 0
+        p = _Params()
+        where = self._where_records(tenant_id, p)
+        async for items in self._in_id_order("c.id, c.pk, c.version", where, p, 500):
+            newest: dict[str, int] = {}
+            for item in items:
+                newest[item["id"]] = max(int(item["version"]), newest.get(item["id"], 0))
+            newer: set[str] = set()
+            if tenant_id is not None and newest:
+                newer, older = await self._newer_elsewhere(newest, tenant_id)
+                items = [*items, *older]
+            await asyncio.gather(*(delete(item) for item in items))
+            deleted += len(newest) - len(newer)
+        p = _Params()
+        applied = f"c.type = '{APPLIED}'"
+        async for items in self._in_id_order("c.id, c.pk, c.stream_id", applied, p, 500):
+            await asyncio.gather(
+                *(
+                    delete(item)
+                    for item in items
+                    if tenant_id is None or stream_tenant(str(item["stream_id"])) == tenant_id
+                )
+            )
+        return deleted
 
     # -- queries -----------------------------------------------------------------------
 

@@ -51,6 +51,14 @@ concurrent writes.
 expired record keeps its version, so a late or replayed event can never write an older
 version over it.
 
+**The whole view.** ``records``, ``progress`` and ``purge`` (a rebuild's verification,
+a sandbox, an in-place rebuild) read the table by a consistent ``Scan``, ``batch_size``
+items a page, filtering on the item kind (and ``tenant_id``; a progress item's tenant is
+its stream id's second segment, checked here): records have no tenant partition to
+``Query`` instead, and the tenant indexes hold no tombstones. ``purge`` deletes what
+the scan finds, 25 items a ``BatchWriteItem``; a record's index entries are its own
+attributes and go with it, and the declared shapes stay.
+
 **Why a commit is atomic and conditional.** Each :class:`ViewWrite` is all of one
 ``TransactWriteItems`` (several writes that touch different items may share one): a
 ``Put`` of each record conditional on the version it replaces (``0``:
@@ -72,7 +80,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -89,6 +97,7 @@ from projections.views import (
     decode_cursor,
     encode_cursor,
 )
+from routing.backends.common import stream_tenant
 from routing.backends.dynamodb.common import BACKEND, Item, _n, _s, call, error_code, translate
 from routing.backends.dynamodb.viewindex import (
     DEFAULT_SHAPE,
@@ -115,6 +124,10 @@ MAX_ACTIONS: Final = 100
 MAX_ITEM: Final = 400 * 1024
 MAX_REQUEST: Final = 4 * 1024 * 1024 - 64 * 1024
 SHAPE_PK: Final = "m#shape"
+#: Deletes one ``BatchWriteItem`` takes.
+DELETES_PER_BATCH: Final = 25
+#: How many ``BatchWriteItem`` requests of a purge may be in flight at once.
+CONCURRENT_DELETES: Final = 8
 _RETRIES: Final = 8
 _RETRYABLE: Final = frozenset(
     {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"}
@@ -444,6 +457,116 @@ class DynamoViewStore:
             except (TimeoutError, BotoCoreError, OSError) as exc:
                 raise self._unavailable(exc) from exc
         return refused
+
+    # -- the whole view (rebuild, sandbox) ---------------------------------------------
+
+    async def _scan_pages(self, request: dict[str, Any]) -> AsyncIterator[list[Item]]:
+        """The items a scan finds, a page (``request``'s ``Limit`` items read) at a time."""
+        while True:
+            answer = await call(self.route, self._client.scan, **request)
+            yield answer.get("Items", [])
+            start = answer.get("LastEvaluatedKey")
+            if start is None:
+                return
+            request = {**request, "ExclusiveStartKey": start}
+
+    @staticmethod
+    def _whole(condition: str, values: dict[str, Any], batch_size: int) -> dict[str, Any]:
+        if batch_size < 1:
+            raise InvalidInput(f"batch_size must be at least 1, not {batch_size}")
+        return {
+            "FilterExpression": condition,
+            "ExpressionAttributeValues": values,
+            "ConsistentRead": True,
+            "Limit": batch_size,
+        }
+
+    async def records(
+        self, *, tenant_id: str | None = None, batch_size: int = 500
+    ) -> AsyncIterator[ViewRecord]:
+        """Every record item, by a consistent scan of the table (records are keyed by
+        their key alone: no tenant partition to read instead; the tenant is a filter)."""
+        condition, values = "begins_with(pk, :r)", {":r": _s("r#")}
+        if tenant_id is not None:
+            condition += " AND tenant_id = :t"
+            values[":t"] = _s(tenant_id)
+        request = {"TableName": self.table, **self._whole(condition, values, batch_size)}
+        async for items in self._scan_pages(request):
+            for item in items:
+                yield _record(item)
+
+    async def progress(
+        self, projector: str, *, tenant_id: str | None = None, batch_size: int = 500
+    ) -> AsyncIterator[tuple[str, int]]:
+        condition = "begins_with(pk, :a) AND sk = :p"
+        values = {":a": _s("a#"), ":p": _s(projector)}
+        if tenant_id is not None:  # narrows what comes back; the tenant is checked here
+            condition += " AND contains(pk, :t)"
+            values[":t"] = _s("/" + tenant_id)
+        request = {
+            "TableName": self.table,
+            "ProjectionExpression": "pk, #s",
+            "ExpressionAttributeNames": {"#s": "seq"},
+            **self._whole(condition, values, batch_size),
+        }
+        async for items in self._scan_pages(request):
+            for item in items:
+                stream_id = item["pk"]["S"][2:]
+                if tenant_id is None or stream_tenant(stream_id) == tenant_id:
+                    yield stream_id, int(item["seq"]["N"])
+
+    async def purge(self, *, tenant_id: str | None = None) -> int:
+        """Delete the record and progress items (of ``tenant_id``) page by page, as one
+        scan finds them, 25 a ``BatchWriteItem``. A record's index entries go with it
+        (they are its attributes); the declared shapes (``m#shape``) stay, as do their
+        indexes, so the purged table answers as a new one with those shapes declared."""
+        condition, values = (
+            "begins_with(pk, :a) OR begins_with(pk, :r)",
+            {
+                ":a": _s("a#"),
+                ":r": _s("r#"),
+            },
+        )
+        if tenant_id is not None:
+            condition = "begins_with(pk, :a) OR (begins_with(pk, :r) AND tenant_id = :t)"
+            values[":t"] = _s(tenant_id)
+        request = {
+            "TableName": self.table,
+            "ProjectionExpression": "pk, sk",
+            **self._whole(condition, values, 500),
+        }
+        deleted = 0
+        async for items in self._scan_pages(request):
+            keys = []
+            for item in items:
+                pk = item["pk"]["S"]
+                if pk.startswith("a#") and tenant_id not in (None, stream_tenant(pk[2:])):
+                    continue  # another tenant's progress
+                deleted += pk.startswith("r#")
+                keys.append({"pk": item["pk"], "sk": item["sk"]})
+            await self._delete(keys)
+        return deleted
+
+    async def _delete(self, keys: Sequence[dict[str, Any]]) -> None:
+        """Delete the items under ``keys``, 25 a request, retrying what comes back
+        unprocessed."""
+        gate = asyncio.Semaphore(CONCURRENT_DELETES)
+
+        async def one(chunk: Sequence[dict[str, Any]]) -> None:
+            request = {self.table: [{"DeleteRequest": {"Key": k}} for k in chunk]}
+            async with gate:
+                for attempt in range(_RETRIES * 4):
+                    answer = await call(
+                        self.route, self._client.batch_write_item, RequestItems=request
+                    )
+                    request = answer.get("UnprocessedItems") or {}
+                    if not request:
+                        return
+                    await asyncio.sleep(min(0.05 * 2**attempt, 1.0))
+            raise BackendUnavailable(self.route, BACKEND, "deletes left unprocessed, retried")
+
+        chunks = [keys[i : i + DELETES_PER_BATCH] for i in range(0, len(keys), DELETES_PER_BATCH)]
+        await asyncio.gather(*(one(chunk) for chunk in chunks))
 
     # -- shapes and their indexes ------------------------------------------------------
 

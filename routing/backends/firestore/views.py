@@ -67,6 +67,13 @@ stop costing reads. Values compare as Firestore compares them: a range or an equ
 meets only values of its type (numbers with numbers, text with text, a boolean only a
 boolean), where SQLite would compare across types.
 
+**The whole view.** ``records``, ``progress`` and ``purge`` (a rebuild's verification,
+a sandbox, an in-place rebuild) read documents in name order, ``batch_size`` a page
+(``start_after`` the last): records filtered on ``tenant_id`` where asked (the
+single-field index serves it), a projector's progress as the range of document ids
+that begin with its own (no index needed; a stream's tenant, its id's second segment,
+is checked here). ``purge`` deletes each page it reads in one batch (500 writes).
+
 **Indexes.** The emulator answers any query; Firestore answers a query that filters on
 several fields and orders by another only from a composite index. :meth:`declare`
 records each shape's indexes (:meth:`FirestoreViewStore.index_entries`, entries of
@@ -85,7 +92,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -106,8 +113,10 @@ from projections.views import (
     decode_cursor,
     encode_cursor,
 )
+from routing.backends.common import stream_tenant
 from routing.backends.firestore.checkpoints import pair_id
 from routing.backends.firestore.client import (
+    BACKEND,
     DRIVER_ERRORS,
     FirestoreDatabase,
     Snapshot,
@@ -122,7 +131,7 @@ from routing.backends.firestore.layout import (
     write_size,
 )
 from spine.codec import trusted
-from spine.errors import IntegrityError, InvalidInput
+from spine.errors import BackendUnavailable, IntegrityError, InvalidInput
 from spine.events import Scope
 
 log = logging.getLogger(__name__)
@@ -372,14 +381,14 @@ class FirestoreViewStore:
         self.route = route
         self.create = create
         self.created = created if created is not None else []
-        self.records = db.client.collection(route)
-        self.progress = db.client.collection(route + APPLIED)
+        self.collection = db.client.collection(route)
+        self.applied_collection = db.client.collection(route + APPLIED)
         self.shapes: dict[str, QueryShape] = {}
         self.max_write_records: int = db.limits.max_writes - 1
         """Records one :class:`ViewWrite` may hold (a commit's writes, less its progress)."""
 
     def _ref(self, key: str) -> AsyncDocumentReference:
-        return self.records.document(encode_id(key))
+        return self.collection.document(encode_id(key))
 
     # -- reading by key ------------------------------------------------------------------
 
@@ -415,7 +424,7 @@ class FirestoreViewStore:
         return out
 
     async def applied(self, projector: str, stream_ids: Sequence[str]) -> dict[str, int]:
-        refs = {s: self.progress.document(pair_id(projector, s)) for s in stream_ids}
+        refs = {s: self.applied_collection.document(pair_id(projector, s)) for s in stream_ids}
         found = await self._get(list(refs.values()), ["seq"])
         out: dict[str, int] = {}
         for stream_id, ref in refs.items():
@@ -451,7 +460,7 @@ class FirestoreViewStore:
             fields = record_fields(record)
             size += self._checked(ref, fields, f"view record {record.key[:80]!r}")
             records.append((ref, fields, replaced))
-        progress = self.progress.document(pair_id(projector, write.stream_id))
+        progress = self.applied_collection.document(pair_id(projector, write.stream_id))
         size += 256
         if size > self.db.limits.max_request_bytes:
             raise InvalidInput(
@@ -637,6 +646,89 @@ class FirestoreViewStore:
             return 0, going
         return len(going), []
 
+    # -- the whole view (rebuild, sandbox) -----------------------------------------------
+
+    async def _pages(self, base: AsyncQuery, batch_size: int) -> AsyncIterator[list[Snapshot]]:
+        """``base`` (ordered by document name) ``batch_size`` documents a page."""
+        if batch_size < 1:
+            raise InvalidInput(f"batch_size must be at least 1, not {batch_size}")
+        last: Snapshot | None = None
+        while True:
+            q = base if last is None else base.start_after(last)
+            with translated(self.route):
+                found = await self.db.query(q.limit(batch_size))
+            if found:
+                yield found
+            if len(found) < batch_size:
+                return
+            last = found[-1]
+
+    def _all_records(self, tenant_id: str | None) -> AsyncQuery:
+        q = self.collection.order_by("__name__")
+        if tenant_id is not None:
+            q = q.where(filter=FieldFilter("tenant_id", "==", tenant_id))
+        return q
+
+    async def records(
+        self, *, tenant_id: str | None = None, batch_size: int = 500
+    ) -> AsyncIterator[ViewRecord]:
+        async for found in self._pages(self._all_records(tenant_id), batch_size):
+            for snapshot in found:
+                yield _record(snapshot)
+
+    async def progress(
+        self, projector: str, *, tenant_id: str | None = None, batch_size: int = 500
+    ) -> AsyncIterator[tuple[str, int]]:
+        """The projector's progress documents: one range of document ids (each begins
+        with the projector's), so no index is needed; the tenant is checked here."""
+        prefix = encode_id(projector)  # then ":" (pair_id), which no encode_id makes
+        base = (
+            self.applied_collection.order_by("__name__")
+            .start_at({"__name__": prefix + ":"})
+            .end_before({"__name__": prefix + ";"})
+        )
+        async for found in self._pages(base, batch_size):
+            for snapshot in found:
+                stream_id = _text(snapshot, "stream_id")
+                if tenant_id is None or stream_tenant(stream_id) == tenant_id:
+                    yield stream_id, _int(snapshot, "seq")
+
+    async def purge(self, *, tenant_id: str | None = None) -> int:
+        """Delete the record documents (of ``tenant_id``) and the progress documents (of
+        its streams), a batch of up to 500 per page read."""
+        deleted = 0
+        records = self._all_records(tenant_id).select(["tenant_id"])
+        async for found in self._pages(records, self.db.limits.max_writes):
+            await self._delete([snapshot.reference for snapshot in found])
+            deleted += len(found)
+        applied = self.applied_collection.order_by("__name__").select(["stream_id"])
+        async for found in self._pages(applied, self.db.limits.max_writes):
+            await self._delete(
+                [
+                    snapshot.reference
+                    for snapshot in found
+                    if tenant_id is None or stream_tenant(_text(snapshot, "stream_id")) == tenant_id
+                ]
+            )
+        return deleted
+
+    async def _delete(self, refs: Sequence[AsyncDocumentReference]) -> None:
+        """Delete ``refs`` in one batch (a delete is idempotent: tried again on a race)."""
+        if not refs:
+            return
+        for attempt in range(3):
+            batch = self.db.client.batch()
+            for ref in refs:
+                batch.delete(ref)
+            try:
+                await self._commit_batch(batch)
+                return
+            except _Conflict as exc:
+                if attempt == 2:
+                    raise BackendUnavailable(
+                        self.route, BACKEND, f"deletes kept meeting contention: {exc}"
+                    ) from exc
+
     # -- queries -------------------------------------------------------------------------
 
     async def declare(self, shapes: Sequence[QueryShape]) -> None:
@@ -715,7 +807,7 @@ class FirestoreViewStore:
         """The query the server answers, and whether it is exact (else some filter is
         checked in memory)."""
         q = (
-            self.records.where(filter=FieldFilter("tenant_id", "==", query.tenant_id))
+            self.collection.where(filter=FieldFilter("tenant_id", "==", query.tenant_id))
             .where(filter=FieldFilter("mode", "==", query.mode))
             .where(filter=FieldFilter("deleted", "==", False))
         )
@@ -771,7 +863,7 @@ class FirestoreViewStore:
     async def _scan(self, query: ViewQuery, after: tuple[Any, str] | None) -> Page:
         """Every live record of the tenant and mode, filtered and ordered here."""
         base = (
-            self.records.where(filter=FieldFilter("tenant_id", "==", query.tenant_id))
+            self.collection.where(filter=FieldFilter("tenant_id", "==", query.tenant_id))
             .where(filter=FieldFilter("mode", "==", query.mode))
             .where(filter=FieldFilter("deleted", "==", False))
             .order_by("__name__")

@@ -4,7 +4,7 @@ projector and stream that writes it (``<view>__applied``), committed together.""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -153,6 +153,12 @@ class SqliteViewStore:
             f"UPDATE {a} SET seq = ?1 WHERE projector = ?2 AND stream_id = ?3 AND seq = ?4"
         )
         self._sql_applied = f"SELECT stream_id, seq FROM {a} WHERE projector = ? AND stream_id IN"
+        self._sql_records = f"SELECT {_COLUMNS} FROM {t} WHERE key > ?1"
+        self._sql_progress_page = (
+            f"SELECT stream_id, seq FROM {a} WHERE projector = ?1 AND stream_id > ?2"
+        )
+        self._sql_purge = f"DELETE FROM {t} WHERE key IN (SELECT key FROM {t}"
+        self._sql_purge_progress = f"DELETE FROM {a}"
 
     @staticmethod
     def _live(record: ViewRecord | None) -> ViewRecord | None:
@@ -362,3 +368,65 @@ class SqliteViewStore:
         items = tuple(_record(row) for row in rows)
         cursor = encode_cursor(rows[-1][-1], rows[-1][0]) if more else None
         return Page(items=items, next_cursor=cursor)
+
+    async def records(
+        self, *, tenant_id: str | None = None, batch_size: int = 500
+    ) -> AsyncIterator[ViewRecord]:
+        sql = self._sql_records + (" AND tenant_id = ?2" if tenant_id is not None else "")
+        sql += " ORDER BY key LIMIT ?3"
+        after = ""
+        while True:
+            rows = await self.db.fetchall(sql, (after, tenant_id, batch_size), route=self.table)
+            for row in rows:
+                yield _record(row)
+            if len(rows) < batch_size:
+                return
+            after = rows[-1][0]
+
+    async def progress(
+        self, projector: str, *, tenant_id: str | None = None, batch_size: int = 500
+    ) -> AsyncIterator[tuple[str, int]]:
+        sql = self._sql_progress_page
+        if tenant_id is not None:
+            sql += f" AND {_TENANT_OF_STREAM} = ?3"
+        sql += " ORDER BY stream_id LIMIT ?4"
+        after = ""
+        while True:
+            args = (projector, after, tenant_id, batch_size)
+            rows = await self.db.fetchall(sql, args, route=self.table)
+            for stream_id, seq in rows:
+                yield stream_id, seq
+            if len(rows) < batch_size:
+                return
+            after = rows[-1][0]
+
+    async def purge(self, *, tenant_id: str | None = None, batch_size: int = 5000) -> int:
+        """Deleted a chunk of ``batch_size`` records a write, so the writer is never
+        held for long (other views' projectors write between the chunks)."""
+        records = self._sql_purge
+        progress = self._sql_purge_progress
+        if tenant_id is not None:
+            records += " WHERE tenant_id = ?1"
+            progress += f" WHERE {_TENANT_OF_STREAM} = ?1"
+        records += " LIMIT ?2)"
+        args = (tenant_id, batch_size)
+
+        def chunk(conn: sqlite3.Connection) -> int:
+            return conn.execute(records, args).rowcount
+
+        deleted = 0
+        while n := await self.db.write(chunk, route=self.table, weight=1 + batch_size // 10):
+            deleted += n
+
+        def forget(conn: sqlite3.Connection) -> None:
+            conn.execute(progress, () if tenant_id is None else (tenant_id,))
+
+        await self.db.write(forget, route=self.table)
+        return deleted
+
+
+#: A stream id's second segment (its tenant), in SQL.
+_TENANT_OF_STREAM = (
+    "substr(stream_id, instr(stream_id, '/') + 1,"
+    " instr(substr(stream_id, instr(stream_id, '/') + 1), '/') - 1)"
+)
