@@ -36,10 +36,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import importlib.metadata
 import itertools
+import json
 import math
+import os
 import random
 import shutil
+import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -50,16 +55,29 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import yaml
+
 from commands import budget, notes
 from commands.envelope import Command
 from commands.handler import Decider
+from engines.devservers import (
+    COSMOS_SERVER,
+    FIRESTORE_SERVER,
+    HOST,
+    MOTO_SERVER,
+    DevServer,
+    ServerFailed,
+    ServerMissing,
+    free_port,
+)
 from engines.domains import DOMAINS
-from engines.runtime import bootstrap
+from engines.runtime import bootstrap, serving_gc
 from engines.settings import Settings, load_settings
 from spine.codec import trusted
 from spine.events import (
     NO_STREAM,
     EventEnvelope,
+    Mode,
     NewEvent,
     Provenance,
     Scope,
@@ -133,7 +151,7 @@ class Stream:
     seed: int
 
 
-def plan(events: int, seed: int = 11) -> list[Stream]:
+def plan(events: int, mode: Mode = "lab", seed: int = 11) -> list[Stream]:
     """Streams whose lengths add up to ``events``, each at least 2: a note is created,
     a budget's limit set, then edits or movements. Lengths follow a Pareto draw (a few
     long streams, many short ones), as a busy tenant's are."""
@@ -152,7 +170,7 @@ def plan(events: int, seed: int = 11) -> list[Stream]:
         is_budget = rng.random() < BUDGET_SHARE
         scope = Scope(
             tenant_id=tenant,
-            mode="lab",
+            mode=mode,
             user_id=f"user{rng.randrange(USERS):02d}",
             surface_id=rng.choice(SURFACES),
             project_id=None if is_budget else f"p{rng.randrange(5)}",
@@ -344,10 +362,12 @@ def lab_settings(synchronous: str = "FULL") -> Settings:
     return settings.model_copy(update={"connections": connections})
 
 
-async def append_streams(store: EventStore, streams: Sequence[Stream], *, report: bool) -> int:
-    """Every stream's events appended (exact expected versions), :data:`CONCURRENT`
-    streams at a time; the events appended."""
-    gate = asyncio.Semaphore(CONCURRENT)
+async def append_streams(
+    store: EventStore, streams: Sequence[Stream], *, concurrent: int = CONCURRENT
+) -> int:
+    """Every stream's events appended (exact expected versions), ``concurrent`` streams
+    at a time; the events appended. Progress on stderr every 10 s."""
+    gate = asyncio.Semaphore(concurrent)
     appended = 0
     started = last = time.perf_counter()
     total = sum(s.events for s in streams)
@@ -362,47 +382,430 @@ async def append_streams(store: EventStore, streams: Sequence[Stream], *, report
                 await store.append(sid, events, version or NO_STREAM)
                 version += len(events)
                 appended += len(events)
-                if report and time.perf_counter() - last > 5:
+                if time.perf_counter() - last > 10:
                     last = time.perf_counter()
                     rate = appended / (last - started)
-                    print(f"  {appended:,} of {total:,} events, {rate:,.0f}/s", file=sys.stderr)
+                    say(f"  {appended:,} of {total:,} events appended, {rate:,.0f}/s")
 
     await asyncio.gather(*(one(s) for s in streams))
     return appended
 
 
-def make_lab_spine(data_dir: Path, events: int) -> float:
-    """``events`` events into a new lab data directory (made as `engines serve` makes
-    one: the database and the signing secret); seconds taken."""
-    streams = plan(events)
-    check_steps(streams[:50])
-    data_dir.mkdir(parents=True)
-    started = time.perf_counter()
+DOMAIN_NAMES = ("notes", "budget")
 
-    async def run() -> int:
-        domains = [d for d in DOMAINS if d.name in ("notes", "budget")]
-        async with bootstrap(
-            lab_settings("NORMAL"), data_dir, run_projectors=False, domains=domains
-        ) as runtime:
-            return await append_streams(runtime.spine, streams, report=True)
 
-    written = asyncio.run(run())
+async def load(
+    settings: Settings, data_dir: Path, events: int, mode: Mode, concurrent: int
+) -> float:
+    """``events`` events (:func:`plan`) onto the spine that ``settings`` routes, its
+    stores made as `engines serve` makes them (the lab: the database and the signing
+    secret in ``data_dir``); the seconds the appends took."""
+    streams = plan(events, mode)
+    check_steps(streams[:20])
+    domains = [d for d in DOMAINS if d.name in DOMAIN_NAMES]
+    async with bootstrap(settings, data_dir, run_projectors=False, domains=domains) as runtime:
+        started = time.perf_counter()
+        written = await append_streams(runtime.spine, streams, concurrent=concurrent)
+        seconds = time.perf_counter() - started
     if written != events:
-        raise RuntimeError(f"wrote {written} events, not {events}")
-    return time.perf_counter() - started
+        raise RuntimeError(f"appended {written} events, not {events}")
+    return seconds
+
+
+def say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+# -- measuring a subprocess ---------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Measured:
+    """A subprocess's exit code, output, wall time and peak RSS (``os.wait4``)."""
+
+    code: int
+    out: str
+    err: str
+    seconds: float
+    peak_rss_mb: float
+
+    def json(self) -> list[Any]:
+        """Every JSON value on stdout, in order (raises if it failed)."""
+        if self.code:
+            raise RuntimeError(f"exit {self.code}:\n{self.err[-3000:]}")
+        decoder, values, at = json.JSONDecoder(), [], 0
+        text = self.out.strip()
+        while at < len(text):
+            value, at = decoder.raw_decode(text, at)
+            values.append(value)
+            while at < len(text) and text[at].isspace():
+                at += 1
+        return values
+
+
+LAUNCHER = """
+import os, sys
+pid = os.posix_spawn(sys.argv[2], sys.argv[2:], os.environ)
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as out:
+    out.write(f"{os.waitstatus_to_exitcode(status)} {usage.ru_maxrss}")
+"""
+"""Starts a command and reports its exit code and peak RSS. A child counts the memory of
+the process it was forked from as its own until it execs (Linux), so a command started
+from this process, a hundred MB or more, would read at least that: it is started from
+this small one instead (``python -S``, about 10 MB)."""
+
+
+def measure(argv: Sequence[str], cwd: Path) -> Measured:
+    """Run ``argv`` in ``cwd`` (this checkout importable), output to files (no pipe to
+    fill); its wall time and its peak RSS, as the kernel counted them (``os.wait4``)."""
+    env = {**os.environ, "PYTHONPATH": str(CHECKOUT)}
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        tempfile.TemporaryFile() as out,
+        tempfile.TemporaryFile() as err,
+    ):
+        result = Path(tmp) / "result"
+        started = time.perf_counter()
+        launcher = [sys.executable, "-S", "-c", LAUNCHER, str(result), *argv]
+        subprocess.run(launcher, cwd=cwd, stdout=out, stderr=err, env=env, check=True)
+        seconds = time.perf_counter() - started
+        code, rss = map(int, result.read_text().split())
+        out.seek(0)
+        err.seek(0)
+        return Measured(code, out.read().decode(), err.read().decode(), seconds, rss / 1024)
+
+
+def python(*args: str) -> list[str]:
+    return [sys.executable, *args]
+
+
+ENGINES = ("-m", "engines.cli")
+
+
+# -- the figures --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    figure: str
+    events: int | None = None
+    seconds: float | None = None
+    peak_rss_mb: float | None = None
+    note: str = ""
+
+    @property
+    def rate(self) -> float | None:
+        if self.events is None or not self.seconds:
+            return None
+        return self.events / self.seconds
+
+
+def rebuild_rows(where: str, m: Measured) -> list[Row]:
+    """The command as a whole (its wall time and peak RSS, measured here), then each
+    view as its summary says: events scanned from the spine, and the seconds of its
+    build (the scan, then the drain of what the feed delivered meanwhile; on a cloud
+    store that is every outbox marker still pending, applied again as no-ops)."""
+    summaries = m.json()
+    rows = []
+    for s in summaries:
+        if s["verified"] is not True or s["parked"]:
+            raise RuntimeError(f"{where}: the rebuild of {s['kind']} did not verify: {s}")
+        drained = f", {s['drained']:,} drained from the feed" if s["drained"] else ""
+        rows.append(
+            Row(
+                f"  {s['kind']} built",
+                s["events"] - s["drained"],
+                s["seconds"],
+                note=f"{s['streams']:,} streams, {s['records']:,} records{drained}",
+            )
+        )
+    built = sum(s["seconds"] for s in summaries)
+    return [
+        Row(
+            f"rebuild, {where}: the command",
+            sum(s["events"] - s["drained"] for s in summaries),
+            m.seconds,
+            m.peak_rss_mb,
+            note=f"wall time, start-up and verification included: build {built:.1f} s, the"
+            f" rest {m.seconds - built:.1f} s; its summary's peak RSS"
+            f" {max(s['peak_rss_mb'] for s in summaries):.0f} MB; verified",
+        ),
+        *rows,
+    ]
+
+
+# -- the lab ------------------------------------------------------------------------------
+
+
+def pristine(run: Path, events: int) -> tuple[Path, Row]:
+    """The lab data directory holding ``events`` events, made once per run directory."""
+    made = run / f"lab-{events}-g{GENERATOR}"
+    stamp = made / "made.json"
+    if stamp.exists():
+        seconds = json.loads(stamp.read_text())["seconds"]
+        return made, Row("spine made (lab; kept from an earlier run)", events, seconds)
+    if made.exists():
+        shutil.rmtree(made)
+    say(f"making the lab spine: {events:,} events ...")
+    made.mkdir(parents=True)
+    seconds = asyncio.run(load(lab_settings("NORMAL"), made, events, "lab", CONCURRENT))
+    stamp.write_text(json.dumps({"events": events, "seconds": seconds}))
+    return made, Row("spine made (lab, synchronous NORMAL)", events, seconds)
+
+
+def copy_of(source: Path, target: Path) -> Path:
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("made.json"))
+    return target
+
+
+def lab_rebuild(run: Path, data: Path) -> tuple[list[Row], str]:
+    shutil.copyfile(CHECKOUT / LAB_ROUTES, run / "routes.yaml")
+    copy_of(data, run / "data")
+    argv = [*ENGINES, "projections", "rebuild", *PROJECTORS]
+    argv += ["--routes", "routes.yaml", "--data-dir", "data", "--format", "json"]
+    say("rebuild (lab) ...")
+    m = measure(python(*argv), run)
+    shutil.rmtree(run / "data")
+    return rebuild_rows("lab", m), "engines " + " ".join(argv[2:])
+
+
+async def _catch_up(data_dir: Path) -> dict[str, Any]:
+    """In the child: the live projectors from no checkpoint until caught up."""
+    domains = [d for d in DOMAINS if d.name in DOMAIN_NAMES]
+    async with bootstrap(
+        lab_settings("FULL"), data_dir, run_projectors=False, domains=domains
+    ) as runtime:
+        with serving_gc():  # as `engines serve` and `engines projections run` run
+            started = time.perf_counter()
+            read = await runtime.catch_up()
+            seconds = time.perf_counter() - started
+        statuses = [await runtime.status(name) for name in PROJECTORS]
+    if any(s.lag or s.parked for s in statuses):
+        raise RuntimeError(f"not caught up: {statuses}")
+    return {"read": read, "seconds": seconds}
+
+
+def lab_catch_up(run: Path, data: Path, events: int) -> Row:
+    say("live projectors' catch-up (lab) ...")
+    copy_of(data, run / "catchup")
+    m = measure(python(__file__, "--catch-up", str(run / "catchup")), run)
+    (result,) = m.json()
+    shutil.rmtree(run / "catchup")
+    return Row(
+        "live catch-up, lab (FeedLoop per projector)",
+        events,
+        result["seconds"],
+        m.peak_rss_mb,
+        note=f"notes then budgets from no checkpoint, synchronous FULL; {m.seconds:.1f} s with"
+        " start-up",
+    )
+
+
+def library(run: Path, events: int) -> list[Row]:
+    script = str(CHECKOUT / "benchmarks" / "rebuild_library.py")
+    db = run / f"library-{events}-g{GENERATOR}.db"
+    stamp = db.with_suffix(".json")
+    rows = []
+    if not stamp.exists():
+        for leftover in run.glob(db.name + "*"):
+            leftover.unlink()
+        say(f"the eventsourcing library: storing {events:,} events ...")
+        (stored,) = measure(python(script, "load", str(db), str(events)), run).json()
+        stamp.write_text(json.dumps(stored))
+    stored = json.loads(stamp.read_text())
+    rows.append(Row("eventsourcing: events stored (untimed)", events, stored["seconds"]))
+    view = run / "library-view.db"
+    for leftover in run.glob(view.name + "*"):
+        leftover.unlink()
+    say("the eventsourcing library: processing ...")
+    m = measure(python(script, "process", str(db), str(view)), run)
+    (result,) = m.json()
+    for leftover in run.glob(view.name + "*"):
+        leftover.unlink()
+    rows.append(
+        Row(
+            "eventsourcing: Projection into its SQLite view",
+            result["events"],
+            result["seconds"],
+            m.peak_rss_mb,
+            note=f"one transaction per event, synchronous NORMAL; {result['notes']:,} notes,"
+            f" {result['budgets']:,} budgets, {result['ledger']:,} ledger lines",
+        )
+    )
+    return rows
+
+
+# -- the local cloud servers --------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Cloud:
+    name: str
+    """The backend's name, and its example routes file's (``examples/routes/``)."""
+    server: DevServer
+    concurrent: int
+    """Streams appended to at once while loading."""
+    max_events: int | None = None
+    why: str = ""
+    """Why no more than ``max_events`` are loaded."""
+
+    def connection(self, port: int, run_id: str) -> dict[str, Any]:
+        """The example file's connection, pointed at the server on ``port`` and at names
+        of this run's own."""
+        url = self.server.url(HOST, port)
+        if self.name == "dynamodb":
+            return {"endpoint_url": url, "table_prefix": f"rb{run_id}_"}
+        if self.name == "cosmos":
+            return {"endpoint": url, "database": f"rb{run_id}"}
+        return {"emulator_host": f"{HOST}:{port}", "project": f"rb{run_id}"}
+
+
+CLOUDS = (
+    Cloud(
+        "dynamodb",
+        MOTO_SERVER,
+        1,  # moto_server serves one request at a time: a queue only waits
+        2_000,
+        "moto copies the table before each transaction, so an append takes time in"
+        " proportion to what is stored (3 s for 50 events onto 800 here) and a load"
+        " grows with the square of its size: 2,000 took about 4 minutes; 100,000 would"
+        " take days",
+    ),
+    Cloud("firestore", FIRESTORE_SERVER, 32),
+    Cloud("cosmos", COSMOS_SERVER, 32),
+)
+
+
+def cloud_routes(run: Path, cloud: Cloud, port: int) -> tuple[Path, Settings]:
+    """``examples/routes/{name}.yaml`` on the server at ``port``, written into ``run``."""
+    data = yaml.safe_load((CHECKOUT / "examples" / "routes" / f"{cloud.name}.yaml").read_text())
+    data["connections"][cloud.name] |= cloud.connection(port, new_id()[-8:].lower())
+    secret = CHECKOUT / data["auth"]["hs256_secret_file"]
+    data["auth"]["hs256_secret_file"] = str(secret)
+    path = run / f"{cloud.name}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path, Settings.model_validate(data)
+
+
+def clouds(run: Path, events: int) -> tuple[list[Row], list[str]]:
+    rows: list[Row] = []
+    commands: list[str] = []
+    for cloud in CLOUDS:
+        port = free_port()
+        try:
+            server = cloud.server.start(HOST, port)
+        except (ServerMissing, ServerFailed) as exc:
+            rows.append(Row(f"rebuild, {cloud.name}: not run", note=str(exc)))
+            continue
+        try:
+            routes, settings = cloud_routes(run, cloud, port)
+            n = min(events, cloud.max_events or events)
+            say(f"{cloud.name}: loading {n:,} events ...")
+            seconds = asyncio.run(load(settings, run, n, "saas", cloud.concurrent))
+            fewer = f"; {n:,}, not {events:,}: {cloud.why}" if n < events else ""
+            rows.append(
+                Row(
+                    f"spine loaded, {cloud.name} ({cloud.server.program})",
+                    n,
+                    seconds,
+                    note=f"appends of up to {APPEND} events, {cloud.concurrent} stream(s) at"
+                    f" once{fewer}",
+                )
+            )
+            argv = [*ENGINES, "projections", "rebuild", *PROJECTORS]
+            argv += ["--routes", routes.name, "--format", "json"]
+            say(f"{cloud.name}: rebuild ...")
+            rows += rebuild_rows(cloud.name, measure(python(*argv), run))
+            commands.append("engines " + " ".join(argv[2:]))
+        finally:
+            server.stop()
+    return rows, commands
+
+
+def report(rows: Sequence[Row], commands: Sequence[str], seconds: float, loads: str) -> None:
+    print(
+        f"\nRebuild from the spine beside same-run baselines ({os.cpu_count()} CPUs, shared;"
+        f" load average {loads}; Python {sys.version.split()[0]}; SQLite"
+        f" {sqlite3.sqlite_version}; eventsourcing {importlib.metadata.version('eventsourcing')})\n"
+    )
+    line = "{:<48} {:>10} {:>9} {:>10} {:>9}"
+    head = line.format("figure", "events", "seconds", "events/s", "peak RSS")
+    print(f"{head}\n{'-' * len(head)}")
+    for r in rows:
+        print(
+            line.format(
+                r.figure,
+                "-" if r.events is None else f"{r.events:,}",
+                "-" if r.seconds is None else f"{r.seconds:,.1f}",
+                "-" if r.rate is None else f"{r.rate:,.0f}",
+                "-" if r.peak_rss_mb is None else f"{r.peak_rss_mb:,.0f} MB",
+            )
+        )
+        if r.note:
+            print(f"      {r.note}")
+    by_name = {r.figure: r for r in rows}
+    lab = by_name.get("rebuild, lab: the command")
+    if lab is not None and lab.seconds is not None and lab.peak_rss_mb is not None:
+        print(
+            f"\nTarget, 1,000,000 events on the lab in under 60 s at under 300 MB peak RSS:"
+            f" {lab.events:,} events in {lab.seconds:.1f} s"
+            f" ({'met' if lab.seconds < 60 else 'NOT met'}), {lab.peak_rss_mb:.0f} MB"
+            f" ({'met' if lab.peak_rss_mb < 300 else 'NOT met'})"
+        )
+        for name in (
+            "live catch-up, lab (FeedLoop per projector)",
+            "eventsourcing: Projection into its SQLite view",
+        ):
+            base = by_name.get(name)
+            if base is not None and base.rate and lab.rate:
+                print(f"  the rebuild command's rate over {name}'s: {lab.rate / base.rate:.2f}x")
+    print("\nCommands measured (in the run directory):")
+    for command in commands:
+        print(f"  {command}")
+    print(f"\n({seconds:.0f} s in all)")
+
+
+# -- the run ------------------------------------------------------------------------------
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    p.add_argument("--events", type=int, default=1_000_000)
-    p.add_argument("--keep", type=Path)
+    p.add_argument("--events", type=int, default=1_000_000, help="lab events (1,000,000)")
+    p.add_argument(
+        "--cloud-events", type=int, default=100_000, help="events per cloud server (100,000)"
+    )
+    p.add_argument("--only", choices=("lab", "cloud"))
+    p.add_argument(
+        "--keep", type=Path, metavar="DIR", help="run here and keep it (the spine is reused)"
+    )
+    p.add_argument("--catch-up", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.catch_up:
+        print(json.dumps(asyncio.run(_catch_up(args.catch_up))))
+        return 0
+    started, load_at_start = time.perf_counter(), os.getloadavg()[0]
+    rows: list[Row] = []
+    commands: list[str] = []
     with tempfile.TemporaryDirectory(prefix="bench-rebuild-") as tmp:
-        run_dir = args.keep or Path(tmp)
-        d = run_dir / "gen"
-        if d.exists():
-            shutil.rmtree(d)
-        print(make_lab_spine(d, args.events))
+        run = (args.keep or Path(tmp)).resolve()
+        run.mkdir(parents=True, exist_ok=True)
+        if args.only in (None, "lab"):
+            data, made = pristine(run, args.events)
+            rows.append(made)
+            rebuilt, command = lab_rebuild(run, data)
+            rows += rebuilt
+            commands.append(command)
+            rows.append(lab_catch_up(run, data, args.events))
+            rows += library(run, args.events)
+        if args.only in (None, "cloud"):
+            cloud_rows, cloud_commands = clouds(run, args.cloud_events)
+            rows += cloud_rows
+            commands += cloud_commands
+        loads = f"{load_at_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
+        report(rows, commands, time.perf_counter() - started, loads)
     return 0
 
 
