@@ -706,7 +706,7 @@ def clouds(run: Path, events: int) -> tuple[list[Row], list[str]]:
             say(f"{cloud.name}: loading {n:,} events ...")
             seconds = asyncio.run(load(settings, run, n, "saas", cloud.concurrent))
             fewer = f"; {n:,}, not {events:,}: {cloud.why}" if n < events else ""
-            rows.append(
+            rows += tell(
                 Row(
                     f"spine loaded, {cloud.name} ({cloud.server.program})",
                     n,
@@ -718,11 +718,21 @@ def clouds(run: Path, events: int) -> tuple[list[Row], list[str]]:
             argv = [*ENGINES, "projections", "rebuild", *PROJECTORS]
             argv += ["--routes", routes.name, "--format", "json"]
             say(f"{cloud.name}: rebuild ...")
-            rows += rebuild_rows(cloud.name, measure(python(*argv), run))
+            rows += tell(*rebuild_rows(cloud.name, measure(python(*argv), run)))
             commands.append("engines " + " ".join(argv[2:]))
         finally:
             server.stop()
     return rows, commands
+
+
+def tell(*new: Row) -> list[Row]:
+    """``new``, said on stderr as they come (a long run's figures are not all lost with
+    its end)."""
+    for r in new:
+        rate = "" if r.rate is None else f", {r.rate:,.0f} events/s"
+        rss = "" if r.peak_rss_mb is None else f", peak RSS {r.peak_rss_mb:,.0f} MB"
+        say(f"  {r.figure.strip()}: {r.seconds or 0:,.1f} s{rate}{rss}")
+    return list(new)
 
 
 def report(rows: Sequence[Row], commands: Sequence[str], seconds: float, loads: str) -> None:
@@ -794,12 +804,12 @@ def main() -> int:
         run.mkdir(parents=True, exist_ok=True)
         if args.only in (None, "lab"):
             data, made = pristine(run, args.events)
-            rows.append(made)
+            rows += tell(made)
             rebuilt, command = lab_rebuild(run, data)
-            rows += rebuilt
+            rows += tell(*rebuilt)
             commands.append(command)
-            rows.append(lab_catch_up(run, data, args.events))
-            rows += library(run, args.events)
+            rows += tell(lab_catch_up(run, data, args.events))
+            rows += tell(*library(run, args.events))
         if args.only in (None, "cloud"):
             cloud_rows, cloud_commands = clouds(run, args.cloud_events)
             rows += cloud_rows
