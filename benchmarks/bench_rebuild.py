@@ -1,34 +1,37 @@
 """Rebuilding views from the spine: the lab at 1,000,000 events beside same-run baselines,
-and the three local cloud servers at 100,000.
+and the three local cloud servers.
 
     python benchmarks/bench_rebuild.py [--events N] [--cloud-events N]
                                        [--only lab|cloud] [--keep DIR]
 
 The events: notes created, edited and now and then deleted, and budgets given a limit,
 debited (a debit past the limit recorded as refused), credited and their limit raised,
-over a few thousand streams of five tenants, each stream's length drawn from a skewed
-distribution. They are made by the domains' own command handlers (the in-process
-command bus of :func:`engines.runtime.bootstrap`, as `engines serve` dispatches a
-request), one command per event, thousands of streams at once, so the SQLite writer
-groups them into large commits: no HTTP. The spine is made once per run directory
-(``--keep DIR`` keeps it, and a rerun with the same size reuses it); its making is
-timed apart.
+over 5,000 streams (at 1,000,000 events) of five tenants, each stream's length drawn
+from a skewed distribution. Each is what the domain's decider makes of a command
+(:func:`check_steps` proves it on a sample of streams); they are built without
+validation and appended straight to the spine (``EventStore.append``, exact expected
+versions), 50 to an append, a thousand streams at once, so the SQLite writer groups
+them into large commits: no HTTP. The lab spine is made once per run directory
+(``--keep DIR`` keeps it, and a rerun of the same size reuses it, as it does the
+library's copy); its making is timed apart.
 
-lab        ``engines projections rebuild notes budgets --routes engines/lab.yaml
-           --data-dir DIR --format json``, a subprocess as an operator runs it, on a copy
-           of the spine's data directory: wall time and peak RSS measured here
-           (``os.wait4``), beside what its JSON summary says.
+lab        ``engines projections rebuild notes budgets --routes routes.yaml --data-dir
+           data --format json`` (the packaged lab routes), a subprocess as an operator
+           runs it, on a copy of the spine's data directory: wall time and peak RSS
+           measured here (``os.wait4``, through :data:`LAUNCHER`), beside its summary.
 catch-up   the live projectors (a ``FeedLoop`` each, as `engines projections run` runs
            them) from no checkpoint over a copy of the same spine until caught up, in a
            subprocess of their own: events/s and peak RSS.
 library    the ``eventsourcing`` library (9.5.6) given the same events as its own
-           aggregates' events (a ``Note`` and a ``Budget`` aggregate, one per stream),
-           stored in its SQLite application recorder, then its ``ProjectionRunner``
-           with a ``Projection`` whose view (a ``SQLiteTrackingRecorder``) keeps the
-           same two views, in a subprocess: only the processing is timed.
+           aggregates' events, its ``Projection`` keeping the same two views in a
+           ``SQLiteTrackingRecorder``, in a subprocess; only the processing is timed
+           (``rebuild_library.py`` says exactly what runs).
 cloud      the same rebuild on each local server (moto_server, the Firestore emulator,
            cosmosdb-server; started as the tests start them, on 127.0.0.1), spine and
-           views on that server, 100,000 events loaded first (the load timed apart).
+           views on that server (``examples/routes/*.yaml`` pointed at it), the events
+           loaded first and timed apart: ``--cloud-events`` (100,000), but no more than
+           2,000 on moto_server and 10,000 on cosmosdb-server, whose loads grow with the
+           square of what they hold (:data:`CLOUDS` says why).
 """
 
 from __future__ import annotations
@@ -671,9 +674,8 @@ CLOUDS = (
         1,  # moto_server serves one request at a time: a queue only waits
         2_000,
         "moto copies the table before each transaction, so an append takes time in"
-        " proportion to what is stored (3 s for 50 events onto 800 here) and a load"
-        " grows with the square of its size: 2,000 took about 4 minutes; 100,000 would"
-        " take days",
+        " proportion to what is stored (3 s for 50 events onto 800 in one probe) and a"
+        " load grows with the square of its size: 100,000 would take days",
     ),
     Cloud("firestore", FIRESTORE_SERVER, 32),
     Cloud(
