@@ -42,6 +42,7 @@ bench: $(STAMP) $(NODE_STAMP)
 	$(BIN)/python benchmarks/bench_telemetry.py
 	$(BIN)/python benchmarks/bench_cloud.py
 	$(BIN)/python benchmarks/bench_kafka.py
+	$(BIN)/python benchmarks/bench_rebuild.py
 
 clean:
 	rm -rf $(VENV) $(SERVERS)/node_modules .engines .pytest_cache .mypy_cache .ruff_cache
