@@ -144,7 +144,9 @@ class KafkaConnection(BaseModel):
     linger_ms: int = Field(default=0, ge=0, le=1_000, strict=True)
     """How long the producer waits to fill a batch (0: send at once; latency first)."""
     fetch_max_wait_ms: int = Field(default=100, ge=1, le=10_000, strict=True)
-    """How long a fetch waits at the broker for records before answering empty."""
+    """How long a fetch waits at the broker for records before answering empty. A broker
+    reading object storage (Tansu on S3) answers empty when its read takes longer than
+    this, even with records there: keep it well above that read."""
     session_timeout_ms: int = Field(default=10_000, ge=100, le=3_600_000, strict=True)
     """A consumer group member silent this long is dropped and its partitions handed to
     the others (a real cluster takes 6 s to 30 min by default; a local broker less, and

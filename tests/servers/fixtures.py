@@ -125,6 +125,14 @@ class TansuOnS3:
     :meth:`restart` stops its process group and starts it again on the same port, from
     the same bucket, as a broker restart in production would."""
 
+    fetch_max_wait_ms: ClassVar[int] = 2_000
+    """The fetch wait its consumers need. Tansu reads a partition by listing every
+    record batch object under the partition's prefix, on each fetch, and gives up the
+    fetch (an empty answer, no error) once that takes longer than the fetch's wait. The
+    listing grows with the partition: on moto's S3 (one request at a time), a few
+    hundred batches take from tens to hundreds of milliseconds, and with a short wait
+    (50 ms) such a partition is never read again. Stay well above it."""
+
     def __init__(self, storage: TansuS3Storage, port: int) -> None:
         self.storage = storage
         self.broker = TansuBroker(port=port)

@@ -63,8 +63,7 @@ async def _consumer(bootstrap: str, *topics: str, **config: Any) -> AsyncIterato
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        fetch_max_wait_ms=50,
-        **config,
+        **{"fetch_max_wait_ms": 50, **config},
     )
     await consumer.start()
     try:
@@ -221,6 +220,38 @@ async def test_records_and_committed_offsets_on_s3_survive_a_broker_restart(
     async with _consumer(tansu_on_s3.bootstrap, topic, group_id=group, **QUICK_GROUP) as second:
         assert await second.committed(tp) == 3
         assert [r.offset for r in await _read(second, 3)] == [3, 4, 5]
+
+
+async def test_on_s3_a_fetch_that_cannot_list_the_partition_in_its_wait_answers_empty(
+    tansu_on_s3: TansuOnS3, unique: str
+) -> None:
+    """Tansu on object storage lists every record batch object of a partition on each
+    fetch, and once that takes longer than the fetch's wait it answers with no records
+    and no error. The listing only grows with the partition, so a consumer whose wait is
+    shorter than it never reads the partition again: consumers of Tansu on S3 wait
+    ``TansuOnS3.fetch_max_wait_ms``, which reads it."""
+    topic = f"spine-{unique}"
+    await _create_topic(tansu_on_s3.bootstrap, topic, partitions=1)
+    tp = TopicPartition(topic, 0)
+    async with _producer(tansu_on_s3.bootstrap) as producer:
+        for n in range(20):  # a batch each
+            await producer.send_and_wait(topic, str(n).encode(), partition=0)
+
+    async with _consumer(tansu_on_s3.bootstrap, fetch_max_wait_ms=1) as starved:
+        starved.assign([tp])
+        await starved.seek_to_beginning(tp)
+        read = []
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            read += (await starved.getmany(timeout_ms=100)).get(tp, [])
+        assert starved.highwater(tp) == 20, "the fetches were answered"
+        assert read == [], "a listing longer than the wait reads nothing"
+
+    wait = tansu_on_s3.fetch_max_wait_ms
+    async with _consumer(tansu_on_s3.bootstrap, fetch_max_wait_ms=wait) as reader:
+        reader.assign([tp])
+        await reader.seek_to_beginning(tp)
+        assert [r.offset for r in await _read(reader, 20)] == list(range(20))
 
 
 async def test_end_offsets_name_the_last_batch_but_the_highwater_after_a_fetch_is_the_end(

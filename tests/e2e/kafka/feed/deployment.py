@@ -35,15 +35,18 @@ ROOT = str(Path(__file__).resolve().parents[4])
 STARTUP_SECONDS = 30.0
 #: What ``engines projections run`` says once its projectors are running.
 RUNNING = b"engines: running"
+#: A local Tansu in memory answers an idle fetch late: keep the wait short (a broker that
+#: keeps its records in object storage needs more: :attr:`TansuOnS3.fetch_max_wait_ms`).
+FETCH_MAX_WAIT_MS = 50
 T = TypeVar("T")
 
 
-def kafka_block(bootstrap: str) -> dict[str, Any]:
+def kafka_block(bootstrap: str, *, fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS) -> dict[str, Any]:
     """``connections.kafka`` for a local Tansu (as tests/contract/cloud_kafka.py sets it)."""
     return {
         "bootstrap_servers": bootstrap,
         "partitions": 4,
-        "fetch_max_wait_ms": 50,
+        "fetch_max_wait_ms": fetch_max_wait_ms,
         # Tansu holds a join until half a session has passed: keep sessions short.
         "session_timeout_ms": 1_000,
         "heartbeat_interval_ms": 100,
@@ -57,9 +60,11 @@ def write_routes(
     topic: str,
     *,
     spine_on: Connections | None = None,
+    fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS,
 ) -> Path:
     """The routes file (see the module's docstring) in ``directory``; ``spine_on``: the
-    DynamoDB connection to put the spine on (the SQLite file otherwise)."""
+    DynamoDB connection to put the spine on (the SQLite file otherwise);
+    ``fetch_max_wait_ms``: the consumers' fetch wait (see :data:`FETCH_MAX_WAIT_MS`)."""
     lab = {"backend": "sqlite", "lab": True}
     routes: dict[str, dict[str, Any]] = {
         "event_spine": {**lab, "name": "spine_events"},
@@ -84,7 +89,7 @@ def write_routes(
     routes |= {kind: {**lab, "name": name} for kind, name in views.items()}
     connections: dict[str, Any] = {
         "sqlite": {"path": "engines.db", "synchronous": "NORMAL"},
-        "kafka": kafka_block(bootstrap),
+        "kafka": kafka_block(bootstrap, fetch_max_wait_ms=fetch_max_wait_ms),
     }
     if spine_on is not None:
         assert spine_on.dynamodb is not None

@@ -145,7 +145,12 @@ async def test_a_projector_far_behind_catches_up(
 async def test_a_broker_restart_while_writes_go_on_loses_nothing(
     tansu_on_s3: TansuOnS3, topic: str, tmp_path: Path, unique: str
 ) -> None:
-    routes = write_routes(tmp_path / "etc", tansu_on_s3.bootstrap, topic)
+    routes = write_routes(
+        tmp_path / "etc",
+        tansu_on_s3.bootstrap,
+        topic,
+        fetch_max_wait_ms=tansu_on_s3.fetch_max_wait_ms,
+    )
     settings = settings_of(routes)
     spent: dict[str, int] = {}
     stop = asyncio.Event()
