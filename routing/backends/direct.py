@@ -190,6 +190,8 @@ class DirectFeed:
         self._learning = asyncio.Lock()
         self._adopting = asyncio.Lock()
         self._adopt_next: asyncio.Future[None] | None = None
+        self._watching: list[set[_Key]] = []
+        """Per read of the outbox under way, the markers dropped from flight meanwhile."""
         self._clear_soon: list[_Entry] = []
         self._last = 0
         self._wake = asyncio.Event()
@@ -333,12 +335,21 @@ class DirectFeed:
         room = self.max_inflight - len(self.inflight)
         if room <= 0:
             return []
-        found = await self.outbox.pending(
-            older_than=older_than, limit=min(self.max_inflight, len(self.inflight) + room)
-        )
+        # A marker cleared while this read runs may still be in what it returns (read
+        # before the clear): it was delivered and taken, so it is not taken again.
+        cleared: set[_Key] = set()
+        self._watching.append(cleared)
+        try:
+            found = await self.outbox.pending(
+                older_than=older_than, limit=min(self.max_inflight, len(self.inflight) + room)
+            )
+        finally:
+            self._watching.remove(cleared)
         entries = []
         for pending in found:
             key = (pending.stream_id, pending.marker)
+            if key in cleared:
+                continue
             known = key in self.inflight
             entry = self.track(pending, None, skip=skip)
             if entry is not None:
@@ -389,6 +400,8 @@ class DirectFeed:
     def _drop(self, entry: _Entry) -> None:
         if self.inflight.get(entry.key) is entry:
             del self.inflight[entry.key]
+            for cleared in self._watching:
+                cleared.add(entry.key)
             if entry.events is not None:
                 self._held -= entry.size
 

@@ -95,3 +95,43 @@ async def test_cancelling_every_caller_at_once_ends_them_all() -> None:
 
     assert all(isinstance(result, asyncio.CancelledError) for result in done)
     assert outbox.calls == 1
+
+
+class ClearedMeanwhile(SlowOutbox):
+    """An outbox whose ``pending`` answers with a marker read before it was cleared."""
+
+    def __init__(self, marker: Pending) -> None:
+        super().__init__()
+        self.marker = marker
+        self.cleared: list[Pending] = []
+
+    async def pending(self, *, older_than: float = 0.0, limit: int = 1000) -> list[Pending]:
+        self.calls += 1
+        await self.go.wait()
+        return [self.marker]
+
+    async def clear(self, pending: Sequence[Pending]) -> None:
+        self.cleared += pending
+
+
+async def test_a_marker_cleared_while_the_sweeper_reads_is_not_delivered_again() -> None:
+    """The relay delivers and clears a marker while a sweep's read of the outbox is under
+    way; the read still returns it (read before the clear). Taking it into flight again
+    would deliver its events a second time."""
+    from datetime import UTC, datetime
+
+    marker = Pending("notes/t/lab/n1", 1, 1, "m1", datetime.now(UTC))
+    outbox = ClearedMeanwhile(marker)
+    direct = feed(outbox)
+    direct._stores.append(object())  # type: ignore[arg-type]  # a relay that clears
+    entry = direct.track(marker, None)
+    assert entry is not None
+    sweeping = asyncio.create_task(direct.adopt(older_than=0.0))
+    await asyncio.sleep(0)  # the read is under way
+    await direct._clear([entry])  # delivered and taken: cleared meanwhile
+    assert outbox.cleared == [marker]
+    outbox.go.set()
+
+    assert await sweeping == []
+    assert direct.swept == 0
+    assert direct.inflight == {}
