@@ -31,7 +31,14 @@ from engines.console import EXIT_INTERRUPTED as EXIT_INTERRUPTED
 from engines.runtime import Runtime, bootstrap
 from engines.settings import Settings, load_settings
 from routing.registry import Registry
-from spine.errors import EnginesError, ImportConflict, IntegrityError, InvalidInput, RoutingError
+from spine.errors import (
+    EnginesError,
+    ImportConflict,
+    IntegrityError,
+    InvalidInput,
+    NotFound,
+    RoutingError,
+)
 from spine.events import EventEnvelope
 
 DEFAULT_DATA_DIR = Path(".engines")
@@ -57,6 +64,7 @@ EXIT_CODES: tuple[tuple[int, str], ...] = (
 EXIT_BY_ERROR: tuple[tuple[type[EnginesError], int], ...] = (
     (RoutingError, EXIT_ROUTING),
     (InvalidInput, EXIT_INVALID),
+    (NotFound, EXIT_INVALID),  # nothing found for what was named: a stream, a note, a key
     (IntegrityError, EXIT_INTEGRITY),
     (ImportConflict, EXIT_INTEGRITY),
     (EnginesError, EXIT_OTHER),

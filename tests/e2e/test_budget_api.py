@@ -734,5 +734,5 @@ def test_budgets_show_of_another_tenants_budget_is_not_found(
 ) -> None:
     code = main(["budgets", "ledger", "secret", "--tenant", "t1", "--data-dir", str(served)])
 
-    assert code == 1
+    assert code == 3
     assert "not found" in capsys.readouterr().err

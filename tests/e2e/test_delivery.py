@@ -345,7 +345,7 @@ async def test_readyz_answers_503_while_another_process_holds_the_write_lock_and
 def test_spine_read_of_a_stream_that_does_not_exist_says_so(
     served: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["spine", "read", "notes/t1/lab/never", "--data-dir", str(served)]) == 1
+    assert main(["spine", "read", "notes/t1/lab/never", "--data-dir", str(served)]) == 3
     assert "not found" in capsys.readouterr().err
 
 

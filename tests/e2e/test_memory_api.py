@@ -676,7 +676,7 @@ def test_the_cli_lists_keys_and_shows_one(
     assert fields["value"] == '{"step":1}'
     assert fields["stream"] == STREAM
 
-    assert main([*show, "--key", "plan", *data_dir]) == 1  # no project: another session
+    assert main([*show, "--key", "plan", *data_dir]) == 3  # no project: another session
     assert "not found" in capsys.readouterr().err
 
 
