@@ -85,7 +85,7 @@ def test_tools_over_a_cloud_routes_file_need_no_data_directory(
 
     assert status == 0, status_out.err
     assert "notes" in status_out.out
-    assert read == 1  # the store was asked: the stream is not there
+    assert read == 3  # the store was asked: the stream is not there (exit 3)
     assert "not found" in read_err or "no stream" in read_err, read_err
     assert not Path(nowhere).exists()
 
